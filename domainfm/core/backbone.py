@@ -1,0 +1,61 @@
+"""The backbone contract every domain model implements, and the backbone registry.
+
+A backbone takes ``(B, C, *spatial)`` with 1–3 grid axes (an image time series or a
+spectrogram carries time as one of them, named ``"t"``), cuts it into a
+:class:`~domainfm.core.grid.TokenGrid` and returns tokens. Masked objectives pass
+``keep_idx`` so that only visible tokens enter the encoder (MAE-style dropping); dense heads
+read ``forward_intermediates``; pooled heads use ``forward``.
+
+Shapes::
+
+    x                              (B, C, *spatial)
+    token_grid(x.shape[2:])        TokenGrid with N = prod(grid.shape) tokens
+    forward_tokens(x, keep_idx)    tokens (B, P + K, D), grid   # P = num_prefix_tokens,
+                                                                # K = keep_idx.shape[1] or N
+    forward_intermediates(x, ...)  list of (B, D, *grid.shape)
+    forward(x)                     (B, D) pooled embedding
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from torch import Tensor
+
+from domainfm.core.grid import TokenGrid
+from domainfm.core.registry import Registry
+
+BACKBONES: Registry[type] = Registry("backbone")
+
+
+@runtime_checkable
+class Backbone(Protocol):
+    """Structural type of a domainfm backbone (see the module docstring for shapes)."""
+
+    embed_dim: int
+    """Channel width ``D`` of the tokens."""
+    patch_size: tuple[int, ...]
+    """Input elements per token along each grid axis."""
+    num_prefix_tokens: int
+    """Class/register tokens placed before the patch tokens in ``forward_tokens``."""
+
+    def token_grid(self, input_shape: Sequence[int]) -> TokenGrid:
+        """The token grid of an input with this spatial shape (no batch/channel dims)."""
+        ...
+
+    def forward_tokens(
+        self, x: Tensor, keep_idx: Tensor | None = None
+    ) -> tuple[Tensor, TokenGrid]:
+        """Encode ``x``; with ``keep_idx`` ``(B, K)`` only those grid tokens are encoded."""
+        ...
+
+    def forward_intermediates(
+        self, x: Tensor, indices: int | Sequence[int] = 1, norm: bool = False
+    ) -> list[Tensor]:
+        """Feature maps ``(B, D, *grid)`` after the selected blocks (last ``n`` if int)."""
+        ...
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """Pooled embedding ``(B, D)``."""
+        ...

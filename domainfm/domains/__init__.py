@@ -1,0 +1,1 @@
+"""Domain plugins: ``medical3d``, ``geospatial`` and ``audio``, each one folder."""

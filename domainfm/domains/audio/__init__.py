@@ -1,0 +1,1 @@
+"""The audio domain plugin (IO, views, backbones and configs arrive with its issue)."""

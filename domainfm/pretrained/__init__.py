@@ -1,0 +1,1 @@
+"""Registry of released checkpoints, key mapping and load reports (see the checkpoint issue)."""

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from domainfm.core.masking import keep_indices
+from domainfm.domains.medical3d import VolumeCropDataset, VolumePretrainDataModule
+
+CT = "medical/totalsegmentator_examples/ct_full/example_ct.nii.gz"
+CT_SMALL = "medical/totalsegmentator_examples/ct_labeled/example_ct_sm.nii.gz"
+MR_LPS = "medical/totalsegmentator_examples/mr_labeled/example_mr_sm.nii.gz"
+
+
+def test_ct_crops_are_windowed_and_ras(data_root: Path) -> None:
+    ds = VolumeCropDataset(files=[data_root / CT], crop_size=32, samples_per_volume=4)
+    volume = ds.volumes[0]
+    raw = nib.load(data_root / CT)
+    assert nib.aff2axcodes(raw.affine) == ("R", "A", "S")
+    assert tuple(volume.shape[1:]) == raw.shape  # 3 mm already: same grid
+    hu = np.asarray(raw.dataobj, dtype=np.float32)
+    expected = np.clip((hu + 1000.0) / 2000.0, 0.0, 1.0)
+    np.testing.assert_allclose(volume[0].numpy(), expected, atol=1e-5)
+    item = ds[0]["input"]
+    assert item.shape == (1, 32, 32, 32)
+    assert 0.0 <= float(item.min()) and float(item.max()) <= 1.0
+
+
+def test_lps_mri_is_reoriented_to_ras(data_root: Path) -> None:
+    raw = nib.load(data_root / MR_LPS)
+    assert nib.aff2axcodes(raw.affine) != ("R", "A", "S")
+    ds = VolumeCropDataset(files=[data_root / MR_LPS], crop_size=16, modality="mri")
+    ras = nib.as_closest_canonical(raw)
+    assert tuple(ds.volumes[0].shape[1:]) == ras.shape
+    data = np.asarray(ras.dataobj, dtype=np.float32)
+    lo, hi = np.percentile(data, [0.5, 99.5])
+    expected = np.clip((data - lo) / (hi - lo), 0, 1)
+    np.testing.assert_allclose(ds.volumes[0][0].numpy(), expected, atol=1e-4)
+
+
+def test_short_volume_is_padded_to_crop(data_root: Path) -> None:
+    ds = VolumeCropDataset(files=[data_root / CT_SMALL], crop_size=64)
+    assert ds.volumes[0].shape[-1] == 64  # 30 slices padded
+    assert ds[0]["input"].shape == (1, 64, 64, 64)
+
+
+def test_datamodule_batches_with_masks(data_root: Path) -> None:
+    dm = VolumePretrainDataModule(files=[CT], crop_size=32, patch_size=16, mask_ratio=0.75,
+                                  batch_size=2, samples_per_volume=2)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["input"].shape == (2, 1, 32, 32, 32)
+    assert batch["mask"].shape == (2, 8) and int(batch["mask"][0].sum()) == 6
+    torch.testing.assert_close(batch["keep_idx"], keep_indices(batch["mask"]))
+
+
+def test_bad_files_name_the_file(tmp_path: Path, data_root: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nope.nii.gz"):
+        VolumeCropDataset(files=[tmp_path / "nope.nii.gz"])
+    corrupt = tmp_path / "corrupt.nii.gz"
+    corrupt.write_bytes(b"not a nifti file at all")
+    with pytest.raises(ValueError, match=r"could not load volume .*corrupt.nii.gz"):
+        VolumeCropDataset(files=[corrupt])

@@ -1,0 +1,52 @@
+"""The real ``domainfm`` entry point runs the quickstart config end to end (a few steps)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_fit_quickstart_config_runs(tmp_path: Path, data_root: Path) -> None:
+    env = {**os.environ, "DOMAINFM_DATA": str(data_root)}
+    cmd = [
+        sys.executable, "-m", "domainfm.cli", "fit",
+        "--config", str(REPO / "configs/medical3d/mae_quickstart.yaml"),
+        "--trainer.max_steps=3",
+        f"--trainer.default_root_dir={tmp_path}",
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.log_every_n_steps=1",
+        "--data.init_args.num_workers=0",
+        "--data.init_args.samples_per_volume=4",
+    ]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = [line for line in proc.stdout.splitlines() if line.startswith("domainfm fit:")]
+    assert summary and "3 steps" in summary[0], proc.stdout[-2000:]
+    metrics = list(tmp_path.rglob("metrics.csv"))
+    assert metrics, "no CSV log written"
+    assert list(tmp_path.rglob("*.ckpt")), "no checkpoint written"
+
+
+def test_missing_data_says_what_to_set(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "DOMAINFM_DATA"}
+    env["DOMAINFM_DATA"] = str(tmp_path / "absent")
+    cmd = [sys.executable, "-m", "domainfm.cli", "fit",
+           "--config", str(REPO / "configs/medical3d/mae_quickstart.yaml"),
+           "--trainer.max_steps=1", f"--trainer.default_root_dir={tmp_path}",
+           f"--trainer.logger.init_args.save_dir={tmp_path}"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "DOMAINFM_DATA" in proc.stderr and "is not a directory" in proc.stderr
+
+
+@pytest.mark.parametrize("entry", ["domainfm"])
+def test_console_script_installed(entry: str) -> None:
+    proc = subprocess.run([entry, "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "fit" in proc.stdout
