@@ -1,0 +1,155 @@
+"""Masked autoencoding on any token grid (He et al. 2022, arXiv:2111.06377).
+
+The encoder (any :class:`~domainfm.core.backbone.Backbone`) sees only the visible tokens;
+this module owns the light decoder: visible tokens are projected to the decoder width, put
+back on the full grid with a learned mask token at the hidden places, given fixed N-D sin-cos
+positions, passed through timm ``Block``s, and the masked tokens are predicted. The loss is
+the mean squared error against a pluggable per-token target
+(:class:`~domainfm.core.objectives.mae_targets.NormalizedPixelTarget` by default), averaged
+over masked tokens only.
+
+Shapes::
+
+    tokens    (B, K, D)   encoder output for the visible tokens (prefix tokens removed)
+    keep_idx  (B, K)      their indices in the flattened grid
+    mask      (B, N)      True where hidden; N - K of them per sample
+    x         (B, C, *spatial) the input, for the target
+    pred      (B, N, T)   ``reconstruct``; T = target.out_dim(C, patch_size)
+
+Data parallelism: :attr:`ParallelMode.LOCAL` (every sample's loss is local and equal batch
+sizes give the global mean).
+
+Example::
+
+    >>> vit = VisionTransformerND(in_chans=1, spatial_dims=3, patch_size=8, embed_dim=64,
+    ...                           depth=2, num_heads=4)
+    >>> mae = MAE(embed_dim=64, in_chans=1, patch_size=(8, 8, 8), decoder_dim=32,
+    ...           decoder_depth=1, decoder_heads=4)
+    >>> x = torch.randn(2, 1, 16, 16, 16)
+    >>> mask = RandomMasking(ratio=0.75)(vit.token_grid(x.shape[2:]), 2)
+    >>> keep = keep_indices(mask)
+    >>> tokens, grid = vit.forward_tokens(x, keep)
+    >>> out = mae(tokens[:, vit.num_prefix_tokens:], grid, keep, mask, x)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from timm.models.vision_transformer import Block
+from torch import Tensor, nn
+
+from domainfm.core.grid import TokenGrid
+from domainfm.core.objectives.base import ObjectiveOutput, ParallelMode
+from domainfm.core.objectives.mae_targets import MAETarget, NormalizedPixelTarget
+from domainfm.core.objectives.registry import OBJECTIVES
+from domainfm.core.pos_embed import sincos_pos_embed
+
+
+def _gather_tokens(tokens: Tensor, index: Tensor) -> Tensor:
+    """``(B, N, D)``, ``(B, M)`` → ``(B, M, D)``."""
+    return torch.gather(tokens, 1, index[..., None].expand(-1, -1, tokens.shape[-1]))
+
+
+@OBJECTIVES.register("mae")
+class MAE(nn.Module):
+    """MAE decoder + masked reconstruction loss.
+
+    Args:
+        embed_dim: encoder token width ``D``.
+        in_chans: input channels ``C``.
+        patch_size: the encoder's patch size per grid axis.
+        decoder_dim: decoder width.
+        decoder_depth: decoder blocks.
+        decoder_heads: decoder attention heads.
+        mlp_ratio: decoder MLP width relative to ``decoder_dim``.
+        target: per-token target; default normalized pixels.
+    """
+
+    parallel_mode = ParallelMode.LOCAL
+
+    def __init__(
+        self,
+        *,
+        embed_dim: int,
+        in_chans: int,
+        patch_size: Sequence[int],
+        decoder_dim: int = 512,
+        decoder_depth: int = 8,
+        decoder_heads: int = 16,
+        mlp_ratio: float = 4.0,
+        target: MAETarget | None = None,
+    ) -> None:
+        super().__init__()
+        if decoder_dim % decoder_heads:
+            raise ValueError(
+                f"decoder_dim={decoder_dim} must be divisible by decoder_heads={decoder_heads}"
+            )
+        self.target = target if target is not None else NormalizedPixelTarget()
+        self.in_chans = in_chans
+        self.patch_size = tuple(patch_size)
+        self.decoder_embed = nn.Linear(embed_dim, decoder_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
+        self.decoder_blocks = nn.ModuleList(
+            Block(dim=decoder_dim, num_heads=decoder_heads, mlp_ratio=mlp_ratio, qkv_bias=True)
+            for _ in range(decoder_depth)
+        )
+        self.decoder_norm = nn.LayerNorm(decoder_dim, eps=1e-6)
+        self.decoder_pred = nn.Linear(decoder_dim, self.target.out_dim(in_chans, self.patch_size))
+        self._pos_cache: dict[tuple[int, ...], Tensor] = {}
+        nn.init.normal_(self.mask_token, std=0.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def _decoder_pos(self, grid: TokenGrid, ref: Tensor) -> Tensor:
+        table = self._pos_cache.get(grid.shape)
+        if table is None:
+            table = sincos_pos_embed(grid.shape, self.mask_token.shape[-1])[None]  # (1, N, Dd)
+            self._pos_cache[grid.shape] = table
+        return table.to(device=ref.device, dtype=ref.dtype)
+
+    def decode(self, tokens: Tensor, grid: TokenGrid, keep_idx: Tensor) -> Tensor:
+        """Visible tokens ``(B, K, D)`` → decoder features on the full grid ``(B, N, Dd)``."""
+        if grid.patch_size != self.patch_size:
+            raise ValueError(
+                f"grid patch_size {grid.patch_size} differs from MAE patch_size {self.patch_size}"
+            )
+        if tokens.shape[:2] != keep_idx.shape:
+            raise ValueError(
+                f"tokens {tuple(tokens.shape)} and keep_idx {tuple(keep_idx.shape)} disagree; "
+                "pass patch tokens without prefix (class) tokens"
+            )
+        visible = self.decoder_embed(tokens)  # (B, K, Dd)
+        batch, _, dim = visible.shape
+        full = self.mask_token.to(visible.dtype).expand(batch, grid.num_tokens, dim)
+        index = keep_idx[..., None].expand(-1, -1, dim)
+        full = full.scatter(1, index, visible)  # (B, N, Dd) with visible tokens in place
+        full = full + self._decoder_pos(grid, full)
+        for block in self.decoder_blocks:
+            full = block(full)
+        return self.decoder_norm(full)
+
+    def reconstruct(self, tokens: Tensor, grid: TokenGrid, keep_idx: Tensor) -> Tensor:
+        """Predictions for every token, ``(B, N, T)`` (e.g. for a reconstruction preview)."""
+        pred: Tensor = self.decoder_pred(self.decode(tokens, grid, keep_idx))
+        return pred
+
+    def forward(
+        self, tokens: Tensor, grid: TokenGrid, keep_idx: Tensor, mask: Tensor, x: Tensor
+    ) -> ObjectiveOutput:
+        """Masked reconstruction loss (see the module docstring for shapes)."""
+        if mask.shape != (x.shape[0], grid.num_tokens):
+            raise ValueError(
+                f"mask must be (B={x.shape[0]}, N={grid.num_tokens}), got {tuple(mask.shape)}"
+            )
+        features = self.decode(tokens, grid, keep_idx)  # (B, N, Dd)
+        masked_idx = mask.nonzero()[:, 1].view(mask.shape[0], -1)  # (B, M)
+        pred = self.decoder_pred(_gather_tokens(features, masked_idx))  # (B, M, T)
+        with torch.no_grad():
+            target = _gather_tokens(self.target(x, grid), masked_idx)  # (B, M, T)
+        loss = (pred.float() - target.float()).pow(2).mean()
+        return ObjectiveOutput(loss=loss, terms={"mae": loss.detach()})

@@ -1,0 +1,255 @@
+"""A Vision Transformer for 1D, 2D and 3D token grids, built on timm's ``Block``.
+
+The encoder of ViT (Dosovitskiy et al. 2021, arXiv:2010.11929) as used by MAE (He et al.
+2022, arXiv:2111.06377) for inputs of any grid dimensionality: a 3D CT volume
+``(B, 1, 96, 96, 96)``, a 13-band raster ``(B, 13, 64, 64)``, an image time series
+``(B, C, T, H, W)`` with axes ``("t", "h", "w")`` or a log-mel spectrogram ``(B, 1, F, T)`` with
+axes ``("f", "t")``. Attention is timm's (fused ``scaled_dot_product_attention``); nothing is
+re-implemented here. Masked tokens can be dropped before the encoder (``keep_idx``), as MAE
+does, so the encoder cost scales with the visible tokens only.
+
+Example::
+
+    >>> vit = VisionTransformerND(in_chans=1, spatial_dims=3, patch_size=16, embed_dim=64,
+    ...                           depth=2, num_heads=4)
+    >>> x = torch.randn(2, 1, 32, 32, 32)                 # (B, C, D, H, W) -> 2x2x2 grid
+    >>> tokens, grid = vit.forward_tokens(x, keep_idx=torch.tensor([[0, 5], [1, 2]]))
+    >>> tokens.shape                                       # (B, 1 cls + 2 kept, D)
+    torch.Size([2, 3, 64])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from timm.models.vision_transformer import Block
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from domainfm.core.backbone import BACKBONES
+from domainfm.core.grid import DEFAULT_AXES, TokenGrid, to_ntuple
+from domainfm.core.patch_embed import build_patch_embed
+from domainfm.core.pos_embed import resample_pos_embed, sincos_pos_embed
+
+
+@BACKBONES.register("vit_nd")
+class VisionTransformerND(nn.Module):
+    """ViT encoder over an N-D token grid (implements :class:`~domainfm.core.backbone.Backbone`).
+
+    Args:
+        in_chans: input channels ``C`` (bands, modalities, ...).
+        spatial_dims: number of grid axes of the input, 1 to 3 (time counts as an axis).
+        patch_size: patch size, an int or one value per axis.
+        embed_dim: token width ``D``.
+        depth: number of transformer blocks.
+        num_heads: attention heads per block.
+        mlp_ratio: hidden width of the MLP relative to ``D``.
+        qkv_bias: bias on the qkv projection.
+        class_token: prepend a learned class token (``num_prefix_tokens`` = 1).
+        pos_embed: ``"sincos"`` (fixed, computed for any grid) or ``"learned"`` (a table for
+            ``grid_size``, resampled when the input grid differs).
+        grid_size: token grid the learned table is built for (required for ``"learned"``).
+        global_pool: ``"token"`` (class token) or ``"avg"`` (mean of patch tokens) in ``forward``.
+        drop_path_rate: stochastic depth, linearly increasing over blocks.
+        axes: axis names, default ``("t",)``, ``("h", "w")`` or ``("d", "h", "w")``.
+    """
+
+    def __init__(
+        self,
+        *,
+        in_chans: int,
+        spatial_dims: int,
+        patch_size: int | Sequence[int] = 16,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        class_token: bool = True,
+        pos_embed: Literal["sincos", "learned"] = "sincos",
+        grid_size: int | Sequence[int] | None = None,
+        global_pool: Literal["token", "avg"] = "token",
+        drop_path_rate: float = 0.0,
+        axes: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__()
+        if spatial_dims not in (1, 2, 3):
+            raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims}")
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim={embed_dim} must be divisible by num_heads={num_heads}")
+        if pos_embed not in ("sincos", "learned"):
+            raise ValueError(f"pos_embed must be 'sincos' or 'learned', got {pos_embed!r}")
+        if global_pool == "token" and not class_token:
+            raise ValueError("global_pool='token' needs class_token=True")
+        self.spatial_dims = spatial_dims
+        self.patch_size = to_ntuple(patch_size, spatial_dims, name="patch_size")
+        self.axes = tuple(axes) if axes is not None else DEFAULT_AXES[spatial_dims]
+        if len(self.axes) != spatial_dims:
+            raise ValueError(f"axes must have {spatial_dims} names, got {self.axes}")
+        self.in_chans = in_chans
+        self.embed_dim = embed_dim
+        self.num_prefix_tokens = 1 if class_token else 0
+        self.global_pool = global_pool
+        self.pos_embed_type = pos_embed
+        self.grad_checkpointing = False
+
+        self.patch_embed = build_patch_embed(
+            in_chans=in_chans, embed_dim=embed_dim, patch_size=self.patch_size
+        )
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
+        if pos_embed == "learned":
+            if grid_size is None:
+                raise ValueError("pos_embed='learned' needs grid_size (the token grid it is built for)")
+            self.grid_size = to_ntuple(grid_size, spatial_dims, name="grid_size")
+            n = self.num_prefix_tokens + int(torch.tensor(self.grid_size).prod())
+            self.pos_embed: nn.Parameter | None = nn.Parameter(torch.zeros(1, n, embed_dim))
+        else:
+            self.grid_size = to_ntuple(grid_size or 1, spatial_dims, name="grid_size")
+            self.pos_embed = None
+        self._sincos_cache: dict[tuple[int, ...], Tensor] = {}
+
+        rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        self.blocks = nn.ModuleList(
+            Block(dim=embed_dim, num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+                  drop_path=rate)
+            for rate in rates
+        )
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self._init_weights()
+
+    # -- construction -------------------------------------------------------------------
+    def _init_weights(self) -> None:
+        """MAE initialization: xavier-uniform linears/patch projection, normal(0.02) tokens."""
+        if self.cls_token is not None:
+            nn.init.normal_(self.cls_token, std=0.02)
+        if self.pos_embed is not None:
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        proj = self.patch_embed.proj
+        assert isinstance(proj, nn.Conv1d | nn.Conv2d | nn.Conv3d)
+        nn.init.xavier_uniform_(proj.weight.view(proj.weight.shape[0], -1))
+        for m in self.blocks.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute block activations in backward to save memory."""
+        self.grad_checkpointing = enable
+
+    # -- grid and positions -------------------------------------------------------------
+    def token_grid(self, input_shape: Sequence[int]) -> TokenGrid:
+        """The grid of a ``(*spatial)`` input; ``ValueError`` if it does not fit the model."""
+        shape = tuple(input_shape)
+        if len(shape) != self.spatial_dims:
+            raise ValueError(
+                f"input has {len(shape)} spatial dims {shape}, this model takes "
+                f"spatial_dims={self.spatial_dims} (input (B, C, *spatial))"
+            )
+        return TokenGrid.from_input(shape, self.patch_size, self.axes)
+
+    def _patch_pos_embed(self, grid: TokenGrid, ref: Tensor) -> Tensor:
+        """Positional table for the grid's patch tokens, ``(1, N, D)``."""
+        if self.pos_embed is None:
+            table = self._sincos_cache.get(grid.shape)
+            if table is None:
+                table = sincos_pos_embed(grid.shape, self.embed_dim)[None]  # (1, N, D)
+                self._sincos_cache[grid.shape] = table
+            return table.to(device=ref.device, dtype=ref.dtype)
+        table = resample_pos_embed(
+            self.pos_embed, grid.shape, self.grid_size, num_prefix_tokens=self.num_prefix_tokens
+        )
+        return table[:, self.num_prefix_tokens :]
+
+    def _prefix(self, batch: int) -> Tensor | None:
+        if self.cls_token is None:
+            return None
+        cls = self.cls_token
+        if self.pos_embed is not None:
+            cls = cls + self.pos_embed[:, :1]
+        return cls.expand(batch, -1, -1)
+
+    def _check_input(self, x: Tensor) -> TokenGrid:
+        if x.ndim != self.spatial_dims + 2:
+            raise ValueError(
+                f"x must be (B, C, *spatial) with {self.spatial_dims} spatial dims, "
+                f"got shape {tuple(x.shape)}"
+            )
+        if x.shape[1] != self.in_chans:
+            raise ValueError(f"x has {x.shape[1]} channels, model has in_chans={self.in_chans}")
+        return self.token_grid(x.shape[2:])
+
+    def _embed(self, x: Tensor, grid: TokenGrid, keep_idx: Tensor | None) -> Tensor:
+        tokens = self.patch_embed(x)  # (B, N, D)
+        tokens = tokens + self._patch_pos_embed(grid, tokens)
+        if keep_idx is not None:
+            if keep_idx.ndim != 2 or keep_idx.shape[0] != x.shape[0]:
+                raise ValueError(
+                    f"keep_idx must be (B={x.shape[0]}, K), got shape {tuple(keep_idx.shape)}"
+                )
+            index = keep_idx.to(tokens.device)[..., None].expand(-1, -1, tokens.shape[-1])
+            tokens = torch.gather(tokens, 1, index)  # (B, K, D)
+        prefix = self._prefix(x.shape[0])
+        if prefix is not None:
+            tokens = torch.cat([prefix.to(tokens.dtype), tokens], dim=1)  # (B, P + K, D)
+        return tokens
+
+    def _block(self, block: nn.Module, tokens: Tensor) -> Tensor:
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            out: Tensor = checkpoint(block, tokens, use_reentrant=False)
+            return out
+        result: Tensor = block(tokens)
+        return result
+
+    # -- forward paths ------------------------------------------------------------------
+    def forward_tokens(
+        self, x: Tensor, keep_idx: Tensor | None = None
+    ) -> tuple[Tensor, TokenGrid]:
+        """Encode ``x`` ``(B, C, *spatial)`` → normed tokens ``(B, P + K, D)`` and the grid.
+
+        Args:
+            x: input batch.
+            keep_idx: ``(B, K)`` indices into the flattened grid of the tokens to encode
+                (see :func:`domainfm.core.masking.keep_indices`); all tokens when ``None``.
+        """
+        grid = self._check_input(x)
+        tokens = self._embed(x, grid, keep_idx)
+        for block in self.blocks:
+            tokens = self._block(block, tokens)
+        return self.norm(tokens), grid
+
+    def forward_intermediates(
+        self, x: Tensor, indices: int | Sequence[int] = 1, norm: bool = False
+    ) -> list[Tensor]:
+        """Feature maps after selected blocks, each ``(B, D, *grid.shape)``.
+
+        Args:
+            x: input ``(B, C, *spatial)`` (no token dropping).
+            indices: block indices to return, or an int ``n`` for the last ``n`` blocks.
+            norm: apply the final LayerNorm to each returned map.
+        """
+        grid = self._check_input(x)
+        depth = len(self.blocks)
+        wanted = list(range(depth - indices, depth)) if isinstance(indices, int) else list(indices)
+        bad = [i for i in wanted if not -depth <= i < depth]
+        if bad:
+            raise ValueError(f"indices {bad} out of range for depth {depth}")
+        wanted = sorted({i % depth for i in wanted})
+        tokens = self._embed(x, grid, None)
+        maps = []
+        for i, block in enumerate(self.blocks[: wanted[-1] + 1]):
+            tokens = self._block(block, tokens)
+            if i in wanted:
+                out = self.norm(tokens) if norm else tokens
+                patch = out[:, self.num_prefix_tokens :]  # (B, N, D)
+                maps.append(patch.transpose(1, 2).reshape(x.shape[0], self.embed_dim, *grid.shape))
+        return maps
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Pooled embedding ``(B, D)`` (class token or mean of patch tokens)."""
+        tokens, _ = self.forward_tokens(x)
+        if self.global_pool == "token":
+            return tokens[:, 0]
+        return tokens[:, self.num_prefix_tokens :].mean(dim=1)
