@@ -15,8 +15,12 @@ REPO = Path(__file__).resolve().parents[1]
 def test_fit_quickstart_config_runs(tmp_path: Path, data_root: Path) -> None:
     env = {**os.environ, "DOMAINFM_DATA": str(data_root)}
     cmd = [
-        sys.executable, "-m", "domainfm.cli", "fit",
-        "--config", str(REPO / "configs/medical3d/mae_quickstart.yaml"),
+        sys.executable,
+        "-m",
+        "domainfm.cli",
+        "fit",
+        "--config",
+        str(REPO / "configs/medical3d/mae_quickstart.yaml"),
         "--trainer.max_steps=3",
         f"--trainer.default_root_dir={tmp_path}",
         f"--trainer.logger.init_args.save_dir={tmp_path}",
@@ -37,10 +41,17 @@ def test_fit_quickstart_config_runs(tmp_path: Path, data_root: Path) -> None:
 def test_missing_data_says_what_to_set(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "DOMAINFM_DATA"}
     env["DOMAINFM_DATA"] = str(tmp_path / "absent")
-    cmd = [sys.executable, "-m", "domainfm.cli", "fit",
-           "--config", str(REPO / "configs/medical3d/mae_quickstart.yaml"),
-           "--trainer.max_steps=1", f"--trainer.default_root_dir={tmp_path}",
-           f"--trainer.logger.init_args.save_dir={tmp_path}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "domainfm.cli",
+        "fit",
+        "--config",
+        str(REPO / "configs/medical3d/mae_quickstart.yaml"),
+        "--trainer.max_steps=1",
+        f"--trainer.default_root_dir={tmp_path}",
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+    ]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert "DOMAINFM_DATA" in proc.stderr and "is not a directory" in proc.stderr

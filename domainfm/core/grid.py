@@ -30,7 +30,7 @@ def to_ntuple(value: int | Sequence[int], n: int, *, name: str) -> tuple[int, ..
     """
     out = (int(value),) * n if isinstance(value, int) else tuple(int(v) for v in value)
     if len(out) != n:
-        raise ValueError(f"{name} must have {n} values (one per spatial dim), got {tuple(value)}")
+        raise ValueError(f"{name} must have {n} values (one per spatial dim), got {out}")
     if any(v <= 0 for v in out):
         raise ValueError(f"{name} must be positive, got {out}")
     return out

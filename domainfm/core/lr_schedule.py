@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 
 
-def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, min_factor: float = 0.0) -> float:
+def warmup_cosine(
+    step: int, *, warmup_steps: int, total_steps: int, min_factor: float = 0.0
+) -> float:
     """LR multiplier at ``step``: linear 0→1 over ``warmup_steps``, then cosine to ``min_factor``.
 
     Example::

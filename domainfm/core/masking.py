@@ -67,7 +67,9 @@ def keep_indices(mask: Tensor) -> Tensor:
     """
     visible = (~mask).sum(dim=1)
     if visible.numel() and bool((visible != visible[0]).any()):
-        raise ValueError(f"every sample must keep the same number of tokens, got {visible.tolist()}")
+        raise ValueError(
+            f"every sample must keep the same number of tokens, got {visible.tolist()}"
+        )
     k = int(visible[0]) if visible.numel() else 0
     return (~mask).nonzero()[:, 1].view(mask.shape[0], k)
 
@@ -134,10 +136,12 @@ class BlockMasking:
         n = grid.num_tokens
         hi = max(self.min_block, int(self.max_block_fraction * n))
         volume = self.min_block + float(torch.rand(1, generator=generator)) * (hi - self.min_block)
-        log_aspects = (torch.rand(grid.ndim, generator=generator) * 2 - 1) * math.log(self.max_aspect)
+        log_aspects = (torch.rand(grid.ndim, generator=generator) * 2 - 1) * math.log(
+            self.max_aspect
+        )
         log_aspects = log_aspects - log_aspects.mean()  # product of the aspects is 1
         base = volume ** (1.0 / grid.ndim)
-        sides = [int(round(base * math.exp(float(a)))) for a in log_aspects]
+        sides = [round(base * math.exp(float(a))) for a in log_aspects]
         return [min(max(s, 1), g) for s, g in zip(sides, grid.shape, strict=True)]
 
     def _one(self, grid: TokenGrid, n_mask: int, generator: torch.Generator | None) -> Tensor:
@@ -181,7 +185,9 @@ class TubeMasking:
         base: generator for the mask of one slice; default :class:`RandomMasking`.
     """
 
-    def __init__(self, *, axis: str, ratio: float = 0.75, base: MaskGenerator | None = None) -> None:
+    def __init__(
+        self, *, axis: str, ratio: float = 0.75, base: MaskGenerator | None = None
+    ) -> None:
         self.axis = axis
         self.ratio = _check_ratio(ratio)
         self.base = base if base is not None else RandomMasking(ratio=ratio)

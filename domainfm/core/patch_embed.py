@@ -29,10 +29,15 @@ class ConvPatchEmbed(nn.Module):
 
     def __init__(self, *, in_chans: int, embed_dim: int, patch_size: Sequence[int]) -> None:
         super().__init__()
-        conv = {1: nn.Conv1d, 3: nn.Conv3d}.get(len(patch_size))
-        if conv is None:
-            raise ValueError(f"ConvPatchEmbed takes 1 or 3 spatial dims, got patch_size {patch_size}")
-        self.proj = conv(in_chans, embed_dim, kernel_size=tuple(patch_size), stride=tuple(patch_size))
+        size = tuple(patch_size)
+        if len(size) == 1:
+            self.proj: nn.Conv1d | nn.Conv3d = nn.Conv1d(
+                in_chans, embed_dim, kernel_size=size[0], stride=size[0]
+            )
+        elif len(size) == 3:
+            self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=size, stride=size)
+        else:
+            raise ValueError(f"ConvPatchEmbed takes 1 or 3 spatial dims, got patch_size {size}")
 
     def forward(self, x: Tensor) -> Tensor:
         return self.proj(x).flatten(2).transpose(1, 2)  # (B, D, *grid) -> (B, N, D)

@@ -31,7 +31,8 @@ def patchify(x: Tensor, grid: TokenGrid) -> Tensor:
     """``(B, C, *spatial)`` → ``(B, N, prod(patch) * C)``."""
     if x.ndim != grid.ndim + 2:
         raise ValueError(
-            f"x must have {grid.ndim} spatial dims for grid {grid.shape}, got shape {tuple(x.shape)}"
+            f"x must have {grid.ndim} spatial dims for grid {grid.shape}, "
+            f"got shape {tuple(x.shape)}"
         )
     if tuple(x.shape[2:]) != grid.input_shape:
         raise ValueError(

@@ -35,9 +35,7 @@ def sincos_1d(positions: Tensor, dim: int, temperature: float = 10000.0) -> Tens
     return torch.cat([angles.sin(), angles.cos()], dim=1).float()
 
 
-def sincos_pos_embed(
-    grid_shape: Sequence[int], dim: int, temperature: float = 10000.0
-) -> Tensor:
+def sincos_pos_embed(grid_shape: Sequence[int], dim: int, temperature: float = 10000.0) -> Tensor:
     """Fixed sin-cos table for a grid, flattened in C order: ``(prod(grid_shape), dim)``.
 
     Each of the ``n`` axes gets ``2 * (dim // (2 n))`` channels; the remainder is zero.

@@ -64,7 +64,7 @@ class PretrainModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         x, mask, keep_idx = batch["input"], batch["mask"], batch["keep_idx"]
-        tokens, grid = self.backbone.forward_tokens(x, keep_idx)
+        tokens, grid = self.backbone.forward_tokens(x, keep_idx)  # type: ignore[operator]
         prefix = int(getattr(self.backbone, "num_prefix_tokens", 0))
         out = self.objective(tokens[:, prefix:], grid, keep_idx, mask, x)
         self.log("train/loss", out.loss, prog_bar=True, batch_size=x.shape[0])
@@ -73,7 +73,8 @@ class PretrainModule(L.LightningModule):
         return out.loss
 
     def configure_optimizers(self) -> Any:
-        decay, no_decay = [], []
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
         for name, param in self.named_parameters():
             if not param.requires_grad:
                 continue

@@ -10,8 +10,9 @@ from domainfm.core.vit import VisionTransformerND
 
 
 def tiny(spatial_dims: int, **kw: object) -> VisionTransformerND:
-    args: dict = dict(in_chans=2, spatial_dims=spatial_dims, patch_size=8, embed_dim=32,
-                      depth=2, num_heads=4)
+    args: dict = dict(
+        in_chans=2, spatial_dims=spatial_dims, patch_size=8, embed_dim=32, depth=2, num_heads=4
+    )
     args.update(kw)
     return VisionTransformerND(**args).eval()
 
@@ -87,17 +88,34 @@ def test_forward_intermediates_and_pooling() -> None:
 
 def test_matches_timm_vit_with_same_weights() -> None:
     """2D with learned positions is exactly timm's ViT: its weights load and outputs agree."""
-    ref = VisionTransformer(img_size=32, patch_size=16, in_chans=3, embed_dim=32, depth=2,
-                            num_heads=4, num_classes=0).eval()
-    ours = VisionTransformerND(in_chans=3, spatial_dims=2, patch_size=16, embed_dim=32, depth=2,
-                               num_heads=4, pos_embed="learned", grid_size=2).eval()
+    ref = VisionTransformer(
+        img_size=32, patch_size=16, in_chans=3, embed_dim=32, depth=2, num_heads=4, num_classes=0
+    ).eval()
+    ours = VisionTransformerND(
+        in_chans=3,
+        spatial_dims=2,
+        patch_size=16,
+        embed_dim=32,
+        depth=2,
+        num_heads=4,
+        pos_embed="learned",
+        grid_size=2,
+    ).eval()
     result = ours.load_state_dict(ref.state_dict(), strict=True)
     assert not result.missing_keys and not result.unexpected_keys
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(ours.forward_tokens(x)[0], ref.forward_features(x))
     # on a larger image both resample the table the same way (timm with dynamic_img_size)
-    ref_dyn = VisionTransformer(img_size=32, patch_size=16, in_chans=3, embed_dim=32, depth=2,
-                                num_heads=4, num_classes=0, dynamic_img_size=True).eval()
+    ref_dyn = VisionTransformer(
+        img_size=32,
+        patch_size=16,
+        in_chans=3,
+        embed_dim=32,
+        depth=2,
+        num_heads=4,
+        num_classes=0,
+        dynamic_img_size=True,
+    ).eval()
     ref_dyn.load_state_dict(ref.state_dict())
     x = torch.randn(1, 3, 48, 64)
     torch.testing.assert_close(ours.forward_tokens(x)[0], ref_dyn.forward_features(x))
@@ -115,7 +133,9 @@ def test_bad_arguments_raise_value_error() -> None:
     vit = tiny(3)
     with pytest.raises(ValueError, match=r"3 spatial dims.*\(2, 2, 16, 16\)"):
         vit.forward_tokens(torch.randn(2, 2, 16, 16))
-    with pytest.raises(ValueError, match=r"patch_size \(8, 8, 8\) does not divide .*\(16, 12, 16\)"):
+    with pytest.raises(
+        ValueError, match=r"patch_size \(8, 8, 8\) does not divide .*\(16, 12, 16\)"
+    ):
         vit.forward_tokens(torch.randn(1, 2, 16, 12, 16))
     with pytest.raises(ValueError, match="3 channels, model has in_chans=2"):
         vit.forward_tokens(torch.randn(1, 3, 16, 16, 16))

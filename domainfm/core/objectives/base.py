@@ -17,12 +17,12 @@ then averages parameter gradients across the ``W`` ranks. Each objective is writ
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 from torch import Tensor
 
 
-class ParallelMode(str, Enum):
+class ParallelMode(StrEnum):
     """How an objective behaves under data parallelism."""
 
     LOCAL = "local"

@@ -66,7 +66,9 @@ class VolumePretrainDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         generator: MaskGenerator = (
-            RandomMasking(ratio=mask_ratio) if masking == "random" else BlockMasking(ratio=mask_ratio)
+            RandomMasking(ratio=mask_ratio)
+            if masking == "random"
+            else BlockMasking(ratio=mask_ratio)
         )
         self.collate = MaskingCollate(masking=generator, patch_size=patch_size)
         self.train_set: VolumeCropDataset | None = None

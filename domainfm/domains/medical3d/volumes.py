@@ -13,9 +13,9 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -34,7 +34,7 @@ def _preprocess(
 ) -> Tensor:
     from monai import transforms as mt
 
-    steps: list[object] = [
+    steps: list[Callable[..., Any]] = [
         mt.LoadImage(image_only=True, ensure_channel_first=True),
         mt.Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
         mt.Spacing(pixdim=tuple(spacing), mode="bilinear"),
@@ -46,7 +46,11 @@ def _preprocess(
             )
         )
     else:
-        steps.append(mt.ScaleIntensityRangePercentiles(lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=True))
+        steps.append(
+            mt.ScaleIntensityRangePercentiles(
+                lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=True
+            )
+        )
     steps.append(mt.SpatialPad(spatial_size=tuple(min_size)))
     try:
         volume = mt.Compose(steps)(str(path))
@@ -88,8 +92,9 @@ class VolumeCropDataset(Dataset[dict[str, Tensor]]):
         if missing:
             raise FileNotFoundError(f"volume files not found: {', '.join(missing)}")
         self.volumes = [
-            _preprocess(f, spacing=pixdim, modality=modality, hu_window=hu_window,
-                        min_size=self.crop_size)
+            _preprocess(
+                f, spacing=pixdim, modality=modality, hu_window=hu_window, min_size=self.crop_size
+            )
             for f in self.files
         ]
         self.samples_per_volume = samples_per_volume

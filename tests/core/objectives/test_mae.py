@@ -29,10 +29,17 @@ def reference_norm_pix_loss(
 
 def setup(seed: int = 0) -> tuple:
     torch.manual_seed(seed)
-    vit = VisionTransformerND(in_chans=2, spatial_dims=3, patch_size=8, embed_dim=32, depth=2,
-                              num_heads=4).double()
-    mae = MAE(embed_dim=32, in_chans=2, patch_size=(8, 8, 8), decoder_dim=32, decoder_depth=2,
-              decoder_heads=4).double()
+    vit = VisionTransformerND(
+        in_chans=2, spatial_dims=3, patch_size=8, embed_dim=32, depth=2, num_heads=4
+    ).double()
+    mae = MAE(
+        embed_dim=32,
+        in_chans=2,
+        patch_size=(8, 8, 8),
+        decoder_dim=32,
+        decoder_depth=2,
+        decoder_heads=4,
+    ).double()
     x = torch.randn(3, 2, 16, 16, 16, dtype=torch.float64)
     grid = vit.token_grid(x.shape[2:])
     mask = RandomMasking(ratio=0.75)(grid, 3, generator=torch.Generator().manual_seed(seed))
@@ -84,8 +91,15 @@ class MeanTarget:
 
 def test_pluggable_target() -> None:
     torch.manual_seed(0)
-    mae = MAE(embed_dim=32, in_chans=2, patch_size=(8, 8, 8), decoder_dim=32, decoder_depth=1,
-              decoder_heads=4, target=MeanTarget())
+    mae = MAE(
+        embed_dim=32,
+        in_chans=2,
+        patch_size=(8, 8, 8),
+        decoder_dim=32,
+        decoder_depth=1,
+        decoder_heads=4,
+        target=MeanTarget(),
+    )
     assert mae.decoder_pred.out_features == 2
     x = torch.randn(2, 2, 16, 16, 16)
     grid = TokenGrid.from_input(x.shape[2:], 8)

@@ -26,7 +26,7 @@ def test_ct_crops_are_windowed_and_ras(data_root: Path) -> None:
     np.testing.assert_allclose(volume[0].numpy(), expected, atol=1e-5)
     item = ds[0]["input"]
     assert item.shape == (1, 32, 32, 32)
-    assert 0.0 <= float(item.min()) and float(item.max()) <= 1.0
+    assert float(item.min()) >= 0.0 and float(item.max()) <= 1.0
 
 
 def test_lps_mri_is_reoriented_to_ras(data_root: Path) -> None:
@@ -48,8 +48,9 @@ def test_short_volume_is_padded_to_crop(data_root: Path) -> None:
 
 
 def test_datamodule_batches_with_masks(data_root: Path) -> None:
-    dm = VolumePretrainDataModule(files=[CT], crop_size=32, patch_size=16, mask_ratio=0.75,
-                                  batch_size=2, samples_per_volume=2)
+    dm = VolumePretrainDataModule(
+        files=[CT], crop_size=32, patch_size=16, mask_ratio=0.75, batch_size=2, samples_per_volume=2
+    )
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["input"].shape == (2, 1, 32, 32, 32)
@@ -58,7 +59,7 @@ def test_datamodule_batches_with_masks(data_root: Path) -> None:
 
 
 def test_bad_files_name_the_file(tmp_path: Path, data_root: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="nope.nii.gz"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.nii\.gz"):
         VolumeCropDataset(files=[tmp_path / "nope.nii.gz"])
     corrupt = tmp_path / "corrupt.nii.gz"
     corrupt.write_bytes(b"not a nifti file at all")
