@@ -1,21 +1,42 @@
-"""The ``domainfm`` command: Lightning's CLI (``fit``, ``validate``, ``test``, ``predict``).
+"""The ``domainfm`` command.
+
+* ``fit``, ``validate``, ``test``, ``predict``: Lightning's CLI over YAML configs in ``configs/``.
+* ``export CKPT OUT_DIR``: write ``model.safetensors`` + ``config.json`` for the backbone.
+* ``inspect PATH``: print the config and the load report of an export or checkpoint; exits
+  0 only when the load is clean.
 
 Example::
 
     domainfm fit --config configs/medical3d/mae_quickstart.yaml
+    domainfm export runs/.../last.ckpt exports/ct_mae
+    domainfm inspect exports/ct_mae
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.plugins.io import CheckpointIO
+
+from domainfm.core.checkpoint_io import safe_checkpoint_io
 
 
 class DomainFMCLI(LightningCLI):
-    """LightningCLI with a closing summary line naming where outputs were written."""
+    """LightningCLI with safe checkpoint loading and a closing summary line."""
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        """Add the safe-loading CheckpointIO plugin unless the config brings its own."""
+        plugins = self._get(self.config_init, "trainer", default={}).get("plugins") or []
+        plugins = list(plugins) if isinstance(plugins, list | tuple) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            plugins.append(safe_checkpoint_io())
+        return super().instantiate_trainer(plugins=plugins, **kwargs)
 
     def after_fit(self) -> None:
         trainer = self.trainer
@@ -32,14 +53,66 @@ class DomainFMCLI(LightningCLI):
         )
 
 
+def _export(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="domainfm export", description="Export a training checkpoint's backbone."
+    )
+    parser.add_argument("ckpt", help="Lightning .ckpt written by a domainfm module")
+    parser.add_argument("out_dir", help="folder for model.safetensors + config.json")
+    args = parser.parse_args(argv)
+    from domainfm.core.export import CONFIG_NAME, WEIGHTS_NAME, export_checkpoint
+    from domainfm.pretrained.load import load_backbone
+
+    out = export_checkpoint(args.ckpt, args.out_dir)
+    _, report = load_backbone(out)  # prove the export rebuilds cleanly
+    print(
+        f"domainfm export: wrote {out / WEIGHTS_NAME} and {out / CONFIG_NAME} "
+        f"({len(report.loaded)} tensors, load check clean)"
+    )
+    return 0
+
+
+def _inspect(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="domainfm inspect",
+        description="Print config and load report; exit 0 only for a clean load.",
+    )
+    parser.add_argument("path", help="export folder, its config.json, or a domainfm .ckpt")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = parser.parse_args(argv)
+    from domainfm.pretrained.load import load_backbone, read_backbone_source
+    from domainfm.pretrained.report import CheckpointMismatchError
+
+    config, _, _ = read_backbone_source(args.path)
+    try:
+        _, report = load_backbone(args.path)
+        code = 0
+    except CheckpointMismatchError as err:
+        report, code = err.report, 1
+    if args.json:
+        print(json.dumps({"config": config, "report": report.as_dict()}, indent=2))
+    else:
+        print(json.dumps(config, indent=2))
+        print(report)
+    return code
+
+
 def main(args: Sequence[str] | None = None) -> None:
     """Entry point of the ``domainfm`` console script."""
+    argv = list(sys.argv[1:] if args is None else args)
+    commands = {"export": _export, "inspect": _inspect}
+    if argv and argv[0] in commands:
+        try:
+            sys.exit(commands[argv[0]](argv[1:]))
+        except (FileNotFoundError, ValueError, RuntimeError) as err:
+            print(f"domainfm {argv[0]}: error: {err}", file=sys.stderr)
+            sys.exit(2)
     DomainFMCLI(
         L.LightningModule,
         L.LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
-        args=list(args) if args is not None else None,
+        args=argv,
         save_config_kwargs={"overwrite": True},
     )
 

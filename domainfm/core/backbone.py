@@ -26,7 +26,7 @@ from torch import Tensor
 from domainfm.core.grid import TokenGrid
 from domainfm.core.registry import Registry
 
-BACKBONES: Registry[type] = Registry("backbone")
+BACKBONES: Registry[type] = Registry("backbone", record_init=True)
 
 
 @runtime_checkable

@@ -215,6 +215,8 @@ class MaskingCollate:
     The batch is ``default_collate(samples)``; the input tensor is the batch itself or
     ``batch[key]`` for dict samples. Adds ``"mask"`` ``(B, N)`` and ``"keep_idx"`` ``(B, K)``
     to dict batches, or returns ``{"input": x, "mask": ..., "keep_idx": ...}`` otherwise.
+    When samples carry a ``"seed"`` (see :class:`~domainfm.core.sampling.SeededSampler`) the
+    mask is drawn from a generator seeded by them, so it does not depend on the worker.
 
     Args:
         masking: the mask generator.
@@ -242,7 +244,11 @@ class MaskingCollate:
             batch = {self.key: batch}
         x = batch[self.key]
         grid = TokenGrid.from_input(x.shape[2:], self.patch_size, self.axes)
-        mask = self.masking(grid, x.shape[0])
+        generator = None
+        if "seed" in batch:  # samples carry seeds (SeededSampler): the mask follows from them
+            seed = hash(tuple(batch["seed"].tolist())) & (2**63 - 1)
+            generator = torch.Generator().manual_seed(seed)
+        mask = self.masking(grid, x.shape[0], generator)
         batch["mask"] = mask
         batch["keep_idx"] = keep_indices(mask)
         return batch

@@ -1,21 +1,34 @@
-"""Lightning module for masked-modeling pretraining of any backbone.
+"""Lightning module for self-supervised pretraining of any backbone with weighted objectives.
 
-The backbone encodes the visible tokens (``keep_idx`` from the loader's
-:class:`~domainfm.core.masking.MaskingCollate`), the :class:`~domainfm.core.objectives.mae.MAE`
-objective decodes and scores them. Optimizer: AdamW (no weight decay on biases, norms and
-tokens); schedule: linear warmup + cosine, stepped per optimizer step. Scale-out (DDP, FSDP,
-precision) is a Trainer setting.
+One backbone, any weighted set of objectives from :mod:`domainfm.core.objectives`:
+
+* **masked** objectives (:class:`~domainfm.core.objectives.mae.MAE`) read ``batch["input"]``,
+  ``batch["mask"]`` and ``batch["keep_idx"]`` (from :class:`~domainfm.core.masking.MaskingCollate`);
+* **two-view** objectives read ``batch["view1"]`` and ``batch["view2"]`` and get their own
+  projection head: InfoNCE, Barlow Twins and VICReg compare projections of both views; BYOL
+  adds a predictor and an EMA teacher of backbone + projector; MoCo compares a query with
+  the key of an EMA key encoder. Teachers follow BYOL's cosine momentum schedule.
+
+The total loss is ``Σ weight[name] * loss[name]``; every term is logged. Optimizer: AdamW
+(no decay on biases, norms, tokens; optional layer-wise LR decay); schedule: linear warmup +
+cosine per optimizer step. Precision and scale-out (DDP, FSDP) are Trainer settings.
+
+Checkpoints carry, beyond Lightning's state, a ``"domainfm"`` entry describing the backbone
+(architecture + kwargs), domain, input contract and recipe — what ``domainfm export`` needs —
+and the torch RNG states, restored before the first resumed batch so a resumed run draws the
+same random numbers as an uninterrupted one.
 
 Example::
 
-    >>> backbone = VisionTransformerND(in_chans=1, spatial_dims=3, patch_size=16,
-    ...                                embed_dim=64, depth=2, num_heads=4)
-    >>> module = PretrainModule(backbone=backbone,
-    ...                         objective=MAE(embed_dim=64, in_chans=1, patch_size=(16,) * 3))
+    >>> vit = VisionTransformerND(in_chans=1, spatial_dims=3, patch_size=16, embed_dim=64,
+    ...                           depth=2, num_heads=4)
+    >>> module = PretrainModule(
+    ...     backbone=vit, objectives={"mae": MAE(embed_dim=64, in_chans=1, patch_size=(16,) * 3)})
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
@@ -23,74 +36,256 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
+from domainfm.core.ema import EMATeacher, cosine_momentum
+from domainfm.core.heads import ProjectionHead
+from domainfm.core.jsonable import to_jsonable
 from domainfm.core.lr_schedule import warmup_cosine
+from domainfm.core.objectives.byol import BYOL
 from domainfm.core.objectives.mae import MAE
+from domainfm.core.objectives.mae_targets import NormalizedPixelTarget
+from domainfm.core.objectives.moco import MoCo
+from domainfm.core.param_groups import param_groups
+from domainfm.core.patching import patchify, unpatchify
+from domainfm.core.registry import init_config
+
+MASKED = (MAE,)
+TEACHER = (BYOL, MoCo)
 
 
 class PretrainModule(L.LightningModule):
-    """Backbone + MAE objective, with AdamW and warmup-cosine.
+    """Backbone + weighted objectives, with heads, EMA teachers, AdamW and warmup-cosine.
 
     Args:
         backbone: a :class:`~domainfm.core.backbone.Backbone`.
-        objective: the MAE objective (its ``patch_size`` must equal the backbone's).
-        lr: peak learning rate.
+        objectives: name → objective module (MAE, InfoNCE, MoCo, BYOL, BarlowTwins, VICReg).
+        weights: name → loss weight (default 1 each).
+        projector_hidden_dim: hidden width of the projection heads of two-view objectives.
+        projector_dim: output width of those heads (MoCo's ``dim`` must equal it).
+        lr: peak learning rate (before layer-wise scaling).
         weight_decay: AdamW weight decay for weight matrices.
         betas: AdamW betas.
         warmup_steps: linear warmup length in optimizer steps.
+        layer_decay: layer-wise LR decay factor for backbones with ``blocks``; ``None``: off.
+        ema_momentum: base momentum of EMA teachers (cosine-scheduled to 1).
+        domain: name of the domain plugin the data came from (recorded in exports).
     """
 
     def __init__(
         self,
         *,
         backbone: nn.Module,
-        objective: MAE,
+        objectives: Mapping[str, nn.Module],
+        weights: Mapping[str, float] | None = None,
+        projector_hidden_dim: int = 2048,
+        projector_dim: int = 256,
         lr: float = 1.5e-4,
         weight_decay: float = 0.05,
         betas: tuple[float, float] = (0.9, 0.95),
         warmup_steps: int = 10,
+        layer_decay: float | None = None,
+        ema_momentum: float = 0.996,
+        domain: str | None = None,
     ) -> None:
         super().__init__()
-        patch = tuple(getattr(backbone, "patch_size", ()))
-        if patch != objective.patch_size:
-            raise ValueError(
-                f"objective patch_size {objective.patch_size} differs from the backbone's {patch}"
-            )
+        if not objectives:
+            raise ValueError("objectives is empty: give at least one objective")
+        weights = dict(weights or {})
+        unknown = sorted(set(weights) - set(objectives))
+        if unknown:
+            raise ValueError(f"weights name objectives that do not exist: {unknown}")
         self.backbone = backbone
-        self.objective = objective
+        self.objectives = nn.ModuleDict(dict(objectives))
+        self.weights = {name: float(weights.get(name, 1.0)) for name in objectives}
+        embed_dim = int(getattr(backbone, "embed_dim"))  # noqa: B009 - part of the contract
+        self.projectors = nn.ModuleDict()
+        self.predictors = nn.ModuleDict()
+        self.teachers = nn.ModuleDict()
+        for name, objective in objectives.items():
+            if isinstance(objective, MASKED):
+                patch = tuple(getattr(backbone, "patch_size", ()))
+                if patch != objective.patch_size:
+                    raise ValueError(
+                        f"objective {name!r} patch_size {objective.patch_size} differs from the "
+                        f"backbone's {patch}"
+                    )
+                continue
+            self.projectors[name] = ProjectionHead(
+                in_dim=embed_dim, hidden_dim=projector_hidden_dim, out_dim=projector_dim
+            )
+            if isinstance(objective, BYOL):
+                self.predictors[name] = ProjectionHead(
+                    in_dim=projector_dim, hidden_dim=projector_hidden_dim, out_dim=projector_dim
+                )
+            if isinstance(objective, TEACHER):
+                self.teachers[name] = EMATeacher(self._student(name))
         self.lr = lr
         self.weight_decay = weight_decay
         self.betas = betas
         self.warmup_steps = warmup_steps
+        self.layer_decay = layer_decay
+        self.ema_momentum = ema_momentum
+        self.domain = domain
+        self._rng_to_restore: dict[str, Any] | None = None
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+    # -- forward pieces -----------------------------------------------------------------
+    def _student(self, name: str) -> nn.Module:
+        return nn.Sequential(self.backbone, self.projectors[name])
+
+    def _masked(self, objective: nn.Module, batch: Mapping[str, Tensor]) -> Any:
         x, mask, keep_idx = batch["input"], batch["mask"], batch["keep_idx"]
         tokens, grid = self.backbone.forward_tokens(x, keep_idx)  # type: ignore[operator]
         prefix = int(getattr(self.backbone, "num_prefix_tokens", 0))
-        out = self.objective(tokens[:, prefix:], grid, keep_idx, mask, x)
-        self.log("train/loss", out.loss, prog_bar=True, batch_size=x.shape[0])
-        for name, value in out.terms.items():
-            self.log(f"train/{name}", value, batch_size=x.shape[0])
-        return out.loss
+        return objective(tokens[:, prefix:], grid, keep_idx, mask, x)
+
+    def _two_view(self, name: str, objective: nn.Module, batch: Mapping[str, Tensor]) -> Any:
+        v1, v2 = batch["view1"], batch["view2"]
+        student = self._student(name)
+        if isinstance(objective, BYOL):
+            predictor = self.predictors[name]
+            p1, p2 = predictor(student(v1)), predictor(student(v2))
+            with torch.no_grad():
+                t1, t2 = self.teachers[name](v1), self.teachers[name](v2)
+            return objective(p1, p2, t1, t2)
+        if isinstance(objective, MoCo):
+            with torch.no_grad():
+                key = self.teachers[name](v2)
+            return objective(student(v1), key)
+        return objective(student(v1), student(v2))
+
+    def compute_losses(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """Total weighted loss and every logged term for one batch."""
+        total: Tensor | None = None
+        logs: dict[str, Tensor] = {}
+        for name, objective in self.objectives.items():
+            if isinstance(objective, MASKED):
+                out = self._masked(objective, batch)
+            else:
+                out = self._two_view(name, objective, batch)
+            logs[name] = out.loss.detach()
+            for term, value in out.terms.items():
+                if term != name:
+                    logs[f"{name}/{term}"] = value.detach()
+            weighted = self.weights[name] * out.loss
+            total = weighted if total is None else total + weighted
+        assert total is not None
+        return total, logs
+
+    # -- Lightning hooks ----------------------------------------------------------------
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss, logs = self.compute_losses(batch)
+        size = next(iter(v for v in batch.values() if isinstance(v, Tensor))).shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        for key, value in logs.items():
+            self.log(f"train/{key}", value, batch_size=size)
+        return loss
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self._rng_to_restore is not None:  # first batch after a resume
+            torch.set_rng_state(self._rng_to_restore["torch"])
+            if torch.cuda.is_available() and self._rng_to_restore.get("cuda"):
+                torch.cuda.set_rng_state_all(self._rng_to_restore["cuda"])
+            self._rng_to_restore = None
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if not self.teachers:
+            return
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        momentum = cosine_momentum(self.global_step, total, base=self.ema_momentum)
+        for name, teacher in self.teachers.items():
+            assert isinstance(teacher, EMATeacher)
+            teacher.update(self._student(name), momentum)
+        self.log("train/ema_momentum", momentum, batch_size=1)
 
     def configure_optimizers(self) -> Any:
-        decay: list[nn.Parameter] = []
-        no_decay: list[nn.Parameter] = []
-        for name, param in self.named_parameters():
-            if not param.requires_grad:
-                continue
-            is_matrix = param.ndim >= 2 and not name.endswith(("token", "pos_embed"))
-            (decay if is_matrix else no_decay).append(param)
-        optimizer = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": self.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=self.lr,
-            betas=self.betas,
+        depth = len(getattr(self.backbone, "blocks", [])) or None
+        groups = param_groups(
+            self,
+            weight_decay=self.weight_decay,
+            layer_decay=self.layer_decay,
+            depth=depth if self.layer_decay is not None else None,
         )
+        for group in groups:
+            group["lr"] = self.lr * group.pop("lr_scale")
+        optimizer = torch.optim.AdamW(groups, lr=self.lr, betas=self.betas)
         total = int(self.trainer.estimated_stepping_batches)
         schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer,
-            partial(warmup_cosine, warmup_steps=self.warmup_steps, total_steps=total),
+            optimizer, partial(warmup_cosine, warmup_steps=self.warmup_steps, total_steps=total)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["domainfm"] = self.export_metadata()
+        checkpoint["domainfm_rng"] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._rng_to_restore = checkpoint.get("domainfm_rng")
+
+    # -- descriptions and monitors ------------------------------------------------------
+    def export_metadata(self) -> dict[str, Any]:
+        """Backbone architecture + kwargs, domain, input contract and recipe (JSON-safe)."""
+        trainer = self._trainer
+        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+        contract = datamodule.input_contract() if hasattr(datamodule, "input_contract") else {}
+        return to_jsonable(
+            {
+                "backbone": init_config(self.backbone),
+                "domain": self.domain,
+                "input": contract,
+                "recipe": {
+                    "objectives": {
+                        name: {"class": type(o).__name__, **_kwargs_or_empty(o)}
+                        for name, o in self.objectives.items()
+                    },
+                    "weights": self.weights,
+                    "optimizer": {"name": "AdamW", "lr": self.lr, "betas": self.betas,
+                                  "weight_decay": self.weight_decay,
+                                  "layer_decay": self.layer_decay},
+                    "schedule": {"warmup_steps": self.warmup_steps, "decay": "cosine"},
+                    "global_step": self.global_step if trainer is not None else 0,
+                },
+            }
+        )
+
+    @torch.no_grad()
+    def embed(self, batch: Mapping[str, Tensor]) -> Tensor:
+        """Pooled backbone embeddings ``(B, D)`` of ``batch["input"]`` (or ``"view1"``)."""
+        x = batch["input"] if "input" in batch else batch["view1"]
+        out: Tensor = self.backbone(x)
+        return out
+
+    @torch.no_grad()
+    def reconstruct_preview(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Input, masked input and reconstruction ``(B, C, *spatial)`` from the MAE objective.
+
+        Masked patches of the reconstruction are the decoder's predictions mapped back to
+        intensities with each patch's own mean/std; visible patches show the input.
+        """
+        mae = next((o for o in self.objectives.values() if isinstance(o, MAE)), None)
+        if mae is None or not isinstance(mae.target, NormalizedPixelTarget):
+            raise TypeError("reconstruct_preview needs an MAE objective with a pixel target")
+        x, mask, keep_idx = batch["input"], batch["mask"], batch["keep_idx"]
+        tokens, grid = self.backbone.forward_tokens(x, keep_idx)  # type: ignore[operator]
+        prefix = int(getattr(self.backbone, "num_prefix_tokens", 0))
+        pred = mae.reconstruct(tokens[:, prefix:], grid, keep_idx).float()  # (B, N, P*C)
+        pixels = patchify(x.float(), grid)  # (B, N, P*C)
+        if mae.target.normalize:
+            mean = pixels.mean(dim=-1, keepdim=True)
+            std = (pixels.var(dim=-1, keepdim=True) + mae.target.eps).sqrt()
+            pred = pred * std + mean
+        hidden = mask[..., None]
+        channels = x.shape[1]
+        return {
+            "input": x.float(),
+            "masked": unpatchify(pixels.masked_fill(hidden, 0.0), grid, channels),
+            "reconstruction": unpatchify(torch.where(hidden, pred, pixels), grid, channels),
+        }
+
+
+def _kwargs_or_empty(obj: object) -> dict[str, Any]:
+    try:
+        return dict(init_config(obj)["kwargs"])
+    except TypeError:
+        return {}

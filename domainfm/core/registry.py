@@ -13,10 +13,49 @@ A registry turns a config string into the class that defines it, e.g.::
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+
+INIT_KWARGS_ATTR = "_domainfm_init_kwargs"
+NAME_ATTR = "_domainfm_registry_name"
+
+
+def _record_init_kwargs(cls: type) -> None:
+    """Wrap ``cls.__init__`` so each instance keeps the keyword arguments it was built with."""
+    init = cls.__init__
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def wrapped(self: Any, *args: Any, **kwargs: Any) -> None:
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        if not hasattr(self, INIT_KWARGS_ATTR) or type(self) is cls:
+            params = dict(bound.arguments)
+            params.pop(next(iter(signature.parameters)))  # self
+            object.__setattr__(self, INIT_KWARGS_ATTR, params)
+        init(self, *args, **kwargs)
+
+    cls.__init__ = wrapped  # type: ignore[misc]
+
+
+def init_config(obj: object) -> dict[str, Any]:
+    """``{"architecture": registry name, "kwargs": constructor kwargs}`` of a registered object.
+
+    Raises:
+        TypeError: if ``obj``'s class was not registered with ``record_init=True``.
+    """
+    name = getattr(type(obj), NAME_ATTR, None)
+    kwargs = getattr(obj, INIT_KWARGS_ATTR, None)
+    if name is None or kwargs is None:
+        raise TypeError(
+            f"{type(obj).__name__} is not a registered class that records its constructor "
+            "arguments; register it with @BACKBONES.register(name)"
+        )
+    return {"architecture": name, "kwargs": dict(kwargs)}
 
 
 class Registry(Generic[T]):
@@ -24,10 +63,13 @@ class Registry(Generic[T]):
 
     Args:
         kind: what the entries are ("objective", "backbone", ...), used in error messages.
+        record_init: registered classes remember their constructor keyword arguments, so an
+            instance can be described by :func:`init_config` and rebuilt from it.
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, *, record_init: bool = False) -> None:
         self.kind = kind
+        self.record_init = record_init
         self._entries: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -37,6 +79,9 @@ class Registry(Generic[T]):
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is already registered")
             self._entries[name] = obj
+            if self.record_init and isinstance(obj, type):
+                setattr(obj, NAME_ATTR, name)
+                _record_init_kwargs(obj)
             return obj
 
         return decorator

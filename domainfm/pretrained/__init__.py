@@ -1,1 +1,10 @@
-"""Registry of released checkpoints, key mapping and load reports (see the checkpoint issue)."""
+"""Loading backbones with a report of every key; registry of released checkpoints."""
+
+from domainfm.pretrained.load import load_backbone
+from domainfm.pretrained.report import (
+    CheckpointMismatchError,
+    LoadReport,
+    load_state_dict_with_report,
+)
+
+__all__ = ["CheckpointMismatchError", "LoadReport", "load_backbone", "load_state_dict_with_report"]

@@ -4,4 +4,4 @@ from __future__ import annotations
 
 from domainfm.core.registry import Registry
 
-OBJECTIVES: Registry[type] = Registry("objective")
+OBJECTIVES: Registry[type] = Registry("objective", record_init=True)

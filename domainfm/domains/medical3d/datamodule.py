@@ -20,10 +20,11 @@ from collections.abc import Sequence
 from typing import Literal
 
 import lightning as L
-from torch.utils.data import DataLoader
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from domainfm.core.data_root import resolve_data_path
 from domainfm.core.masking import BlockMasking, MaskGenerator, MaskingCollate, RandomMasking
+from domainfm.core.sampling import SeededSampler
 from domainfm.domains.medical3d.volumes import VolumeCropDataset
 
 
@@ -41,6 +42,7 @@ class VolumePretrainDataModule(L.LightningDataModule):
         samples_per_volume: crops per volume per epoch.
         batch_size: crops per batch.
         num_workers: loader worker processes.
+        seed: seed of the crop order, crop positions and masks (exactly resumable).
     """
 
     def __init__(
@@ -56,6 +58,7 @@ class VolumePretrainDataModule(L.LightningDataModule):
         samples_per_volume: int = 8,
         batch_size: int = 2,
         num_workers: int = 0,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.files = list(files)
@@ -65,6 +68,7 @@ class VolumePretrainDataModule(L.LightningDataModule):
         self.samples_per_volume = samples_per_volume
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.seed = seed
         generator: MaskGenerator = (
             RandomMasking(ratio=mask_ratio)
             if masking == "random"
@@ -83,14 +87,30 @@ class VolumePretrainDataModule(L.LightningDataModule):
                 samples_per_volume=self.samples_per_volume,
             )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> StatefulDataLoader:
+        """A resumable loader: its position is saved in checkpoints and restored on resume."""
         assert self.train_set is not None, "call setup() first"
-        return DataLoader(
+        return StatefulDataLoader(
             self.train_set,
             batch_size=self.batch_size,
-            shuffle=True,
+            sampler=SeededSampler(num_samples=len(self.train_set), seed=self.seed),
             drop_last=True,
             num_workers=self.num_workers,
             collate_fn=self.collate,
             persistent_workers=self.num_workers > 0,
         )
+
+    def input_contract(self) -> dict[str, object]:
+        """What a model trained on this data expects as input (stored in exports)."""
+        return {
+            "channels": ["image"],
+            "modality": self.modality,
+            "spacing_mm": self.spacing,
+            "orientation": "RAS",
+            "crop_size": self.crop_size,
+            "normalization": (
+                {"type": "hu_window", "range": [-1000.0, 1000.0], "to": [0.0, 1.0]}
+                if self.modality == "ct"
+                else {"type": "percentile", "range": [0.5, 99.5], "to": [0.0, 1.0]}
+            ),
+        }

@@ -102,13 +102,19 @@ class VolumeCropDataset(Dataset[dict[str, Tensor]]):
     def __len__(self) -> int:
         return len(self.volumes) * self.samples_per_volume
 
-    def __getitem__(self, index: int) -> dict[str, Tensor]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Tensor]:
+        """A random crop ``{"input": (C, *crop_size)}``; ``key`` is an index or
+        ``(index, seed)`` from :class:`~domainfm.core.sampling.SeededSampler` (then the crop
+        position follows from the seed and ``"seed"`` is returned too)."""
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
         volume = self.volumes[index // self.samples_per_volume]
         starts = [
-            int(torch.randint(0, size - crop + 1, (1,)))
+            int(torch.randint(0, size - crop + 1, (1,), generator=generator))
             for size, crop in zip(volume.shape[1:], self.crop_size, strict=True)
         ]
-        crop = volume[
-            :, *(slice(s, s + c) for s, c in zip(starts, self.crop_size, strict=True))
-        ]  # (C, *crop_size)
-        return {"input": crop.clone()}
+        region = tuple(slice(s, s + c) for s, c in zip(starts, self.crop_size, strict=True))
+        sample = {"input": volume[(slice(None), *region)].clone()}  # (C, *crop_size)
+        if seed is not None:
+            sample["seed"] = torch.tensor(seed)
+        return sample

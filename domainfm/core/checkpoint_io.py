@@ -1,0 +1,114 @@
+"""Safe, atomic checkpoint file IO.
+
+* Writes go to a temporary file in the destination folder, are flushed and fsynced, then
+  renamed over the target (``os.replace``): a crash leaves the old file or the new one, never
+  half a file.
+* Reads never execute code: ``.safetensors`` through safetensors, everything else through
+  ``torch.load(weights_only=True)``. A pickle that asks for anything beyond tensors and plain
+  containers is refused with :class:`UnsafeCheckpointError` naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+class UnsafeCheckpointError(RuntimeError):
+    """A checkpoint would need to run code (unpickle arbitrary objects) to load."""
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp_path)`` then atomically move the temporary file to ``path``."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def atomic_write_json(path: str | Path, data: Any) -> Path:
+    """Write ``data`` as indented JSON, atomically."""
+    return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
+
+
+def save_safetensors(path: str | Path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> Path:
+    """Write a safetensors file atomically (tensors made contiguous and unshared)."""
+    from safetensors.torch import save_file
+
+    clean = {k: v.detach().contiguous().clone() for k, v in tensors.items()}
+    return atomic_write(path, lambda tmp: save_file(clean, str(tmp), metadata=metadata))
+
+
+def load_safetensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Tensors and string metadata of a safetensors file."""
+    from safetensors import safe_open
+
+    tensors: dict[str, Tensor] = {}
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            for key in handle.keys():  # noqa: SIM118 - safe_open has no __iter__
+                tensors[key] = handle.get_tensor(key)
+    except Exception as err:
+        raise ValueError(f"{path} is not a readable safetensors file: {err}") from err
+    return tensors, metadata
+
+
+def safe_torch_load(path: str | Path) -> Any:
+    """``torch.load(path, weights_only=True)`` with clear errors naming the file.
+
+    Raises:
+        UnsafeCheckpointError: the pickle references code or objects outside the allowlist.
+        ValueError: the file is not a torch checkpoint at all.
+    """
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:
+        text = str(err)
+        if "weights_only" in text or "Unsupported global" in text or "GLOBAL" in text:
+            first = text.strip().splitlines()[-1] if text.strip() else text
+            raise UnsafeCheckpointError(
+                f"refusing to load {path}: it is a pickle that would construct objects beyond "
+                f"tensors and plain containers, which can execute code ({first}). Load it only if "
+                "you trust its source, and convert it to safetensors."
+            ) from err
+        raise ValueError(f"{path} is not a readable torch checkpoint: {err}") from err
+
+
+def safe_checkpoint_io() -> Any:
+    """A Lightning ``CheckpointIO`` whose loads never unpickle code.
+
+    Saving stays Lightning's ``TorchCheckpointIO`` save, which is already atomic on local
+    disks (an fsspec transaction writes a temporary file and moves it into place); loading
+    goes through :func:`safe_torch_load` (``weights_only=True``) whatever the caller asks.
+    """
+    from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+    class SafeTorchCheckpointIO(TorchCheckpointIO):
+        def load_checkpoint(  # type: ignore[override]
+            self, path: Any, map_location: Any = None, weights_only: bool | None = None
+        ) -> dict[str, Any]:
+            if not Path(str(path)).exists():
+                raise FileNotFoundError(f"Checkpoint file not found: {path}")
+            loaded: dict[str, Any] = safe_torch_load(path)
+            return loaded
+
+    return SafeTorchCheckpointIO()

@@ -1,0 +1,164 @@
+"""Load reports: every key of a checkpoint load accounted for.
+
+``strict=False`` loads that silently load nothing are the most common failure with released
+weights. A :class:`LoadReport` lists what was loaded, missing, unexpected, shape-mismatched
+or resampled; it prints as a table, is available as data (:meth:`LoadReport.as_dict`), and
+:meth:`LoadReport.check` raises :class:`CheckpointMismatchError` unless the load was clean
+(or the only gaps are missing keys matching patterns the caller allowed).
+
+Example::
+
+    >>> report = load_state_dict_with_report(model, state_dict)
+    >>> print(report)
+    >>> report.check(allow_missing=("head.*",))
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+Resampler = Callable[[str, Tensor, Tensor], Tensor | None]
+"""``(key, source, target_param) -> resampled tensor or None`` for a shape mismatch."""
+
+
+class CheckpointMismatchError(RuntimeError):
+    """A checkpoint's keys or shapes do not match the model; carries the report."""
+
+    def __init__(self, message: str, report: LoadReport) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass
+class LoadReport:
+    """What happened to every key of a state-dict load.
+
+    Attributes:
+        source: where the weights came from (file path or description).
+        loaded: model keys filled from the checkpoint with the same shape.
+        missing: model keys absent from the checkpoint.
+        unexpected: checkpoint keys the model does not have.
+        mismatched: ``(key, model shape, checkpoint shape)`` not loaded.
+        resampled: ``(key, checkpoint shape, model shape)`` loaded after resampling.
+        allowed_missing: missing keys that matched an allowed pattern.
+    """
+
+    source: str
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+    resampled: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+    allowed_missing: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing is missing (beyond allowed patterns), unexpected or mismatched."""
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as plain data (JSON-serializable)."""
+        return {
+            "source": self.source,
+            "ok": self.ok,
+            "loaded": list(self.loaded),
+            "missing": list(self.missing),
+            "allowed_missing": list(self.allowed_missing),
+            "unexpected": list(self.unexpected),
+            "mismatched": [
+                {"key": k, "model": list(m), "checkpoint": list(c)} for k, m, c in self.mismatched
+            ],
+            "resampled": [
+                {"key": k, "checkpoint": list(c), "model": list(m)} for k, c, m in self.resampled
+            ],
+        }
+
+    def __str__(self) -> str:
+        status = "clean" if self.ok else "NOT clean"
+        lines = [
+            f"load report for {self.source}: {status}",
+            f"  {'status':<12} {'key':<56} detail",
+        ]
+        rows: list[tuple[str, str, str]] = []
+        rows += [("missing", k, "in model, not in checkpoint") for k in self.missing]
+        rows += [("unexpected", k, "in checkpoint, not in model") for k in self.unexpected]
+        rows += [
+            ("mismatched", k, f"model {tuple(m)} vs checkpoint {tuple(c)}")
+            for k, m, c in self.mismatched
+        ]
+        rows += [
+            ("resampled", k, f"checkpoint {tuple(c)} -> model {tuple(m)}")
+            for k, c, m in self.resampled
+        ]
+        rows += [("allowed", k, "missing, allowed by pattern") for k in self.allowed_missing]
+        lines += [f"  {s:<12} {k:<56} {d}" for s, k, d in rows]
+        lines.append(
+            f"  {len(self.loaded)} loaded, {len(self.resampled)} resampled, "
+            f"{len(self.missing)} missing, {len(self.allowed_missing)} allowed missing, "
+            f"{len(self.unexpected)} unexpected, {len(self.mismatched)} mismatched"
+        )
+        return "\n".join(lines)
+
+    def check(self, allow_missing: Iterable[str] = ()) -> LoadReport:
+        """Move missing keys matching ``allow_missing`` (fnmatch patterns) to allowed; raise
+        :class:`CheckpointMismatchError` with the table if anything else is wrong."""
+        patterns = tuple(allow_missing)
+        still = []
+        for key in self.missing:
+            if any(fnmatch.fnmatchcase(key, p) for p in patterns):
+                self.allowed_missing.append(key)
+            else:
+                still.append(key)
+        self.missing = still
+        if not self.ok:
+            raise CheckpointMismatchError(
+                f"checkpoint {self.source} does not match the model:\n{self}\n"
+                "Fix the key mapping, or pass allow_missing=(...) patterns for keys that are "
+                "meant to stay freshly initialized.",
+                self,
+            )
+        return self
+
+
+def load_state_dict_with_report(
+    model: nn.Module,
+    state_dict: Mapping[str, Tensor],
+    *,
+    source: str = "state dict",
+    resample: Resampler | None = None,
+) -> LoadReport:
+    """Copy matching tensors into ``model`` and report every key; never raises on mismatch.
+
+    Keys whose shapes differ are offered to ``resample`` (e.g. positional embeddings for a new
+    grid); what it returns is loaded and reported as resampled, otherwise the key is reported
+    as mismatched and left untouched. Call :meth:`LoadReport.check` to fail loudly.
+    """
+    report = LoadReport(source=source)
+    own = model.state_dict()
+    accepted: dict[str, Tensor] = {}
+    for key, target in own.items():
+        if key not in state_dict:
+            report.missing.append(key)
+            continue
+        value = state_dict[key]
+        if tuple(value.shape) == tuple(target.shape):
+            accepted[key] = value
+            report.loaded.append(key)
+            continue
+        new = resample(key, value, target) if resample is not None else None
+        if new is not None and tuple(new.shape) == tuple(target.shape):
+            accepted[key] = new
+            report.resampled.append((key, tuple(value.shape), tuple(target.shape)))
+        else:
+            report.mismatched.append((key, tuple(target.shape), tuple(value.shape)))
+    report.unexpected = [k for k in state_dict if k not in own]
+    with torch.no_grad():
+        for key, value in accepted.items():
+            own[key].copy_(value.to(dtype=own[key].dtype))
+    return report
