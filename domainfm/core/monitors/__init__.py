@@ -1,0 +1,33 @@
+"""Label-free and label-light monitors for pretraining: RankMe, kNN accuracy, linear probe,
+and reconstruction previews, with Lightning callbacks that log them (TensorBoard, CSV).
+
+Example::
+
+    >>> from domainfm.core.monitors import RankMeMonitor, ReconstructionPreview
+    >>> trainer = L.Trainer(callbacks=[RankMeMonitor(every_n_steps=50),
+    ...                                ReconstructionPreview(every_n_steps=100)])
+"""
+
+from domainfm.core.monitors.callbacks import (
+    KNNMonitor,
+    RankMeMonitor,
+    SupportsEmbed,
+    SupportsReconstructPreview,
+)
+from domainfm.core.monitors.knn import KNNClassifier, LinearProbe, knn_votes
+from domainfm.core.monitors.preview import ReconstructionPreview, render_preview
+from domainfm.core.monitors.rankme import RankMe, rankme
+
+__all__ = [
+    "KNNClassifier",
+    "KNNMonitor",
+    "LinearProbe",
+    "RankMe",
+    "RankMeMonitor",
+    "ReconstructionPreview",
+    "SupportsEmbed",
+    "SupportsReconstructPreview",
+    "knn_votes",
+    "rankme",
+    "render_preview",
+]

@@ -1,0 +1,94 @@
+"""Barlow Twins' redundancy-reduction loss on the cross-correlation of the global batch."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from domainfm.core import distributed
+from domainfm.core.objectives.base import ObjectiveOutput, ParallelMode
+from domainfm.core.objectives.registry import OBJECTIVES
+
+
+@OBJECTIVES.register("barlow_twins")
+class BarlowTwins(nn.Module):
+    """Barlow Twins: push the cross-correlation matrix of the two views towards identity.
+
+    Zbontar et al. 2021, "Barlow Twins: Self-Supervised Learning via Redundancy Reduction",
+    arXiv:2103.03230, eq. (1)-(2). Each embedding dimension is standardized over the global
+    batch of ``N`` samples, ``zn = (z - mean) / sqrt(var + eps)`` (biased variance, as the
+    reference implementation's ``BatchNorm1d(affine=False)``), then
+
+        C = z1n^T z2n / N                        (D x D)
+        loss = sum_i (1 - C_ii)^2 + lambda_offdiag * sum_{i != j} C_ij^2.
+
+    Data parallelism (:attr:`parallel_mode` ``GLOBAL_STATS``): with
+    ``gather_distributed=True`` both views are gathered from all ranks *with gradients* and
+    every rank computes the *same* global loss ``L``. Hence the mean over ranks is ``L``, and
+    since the gather's backward sums the gradients of the ``W`` identical losses, the local
+    input gradient is ``W * dL/dx``: dividing by ``W`` (DDP's averaging) gives the
+    single-process gradient, as :mod:`domainfm.core.objectives.base` requires. With
+    ``gather_distributed=False`` the statistics are per rank, which is a different loss.
+
+    Computed in at least float32 with autocast disabled.
+
+    Args:
+        lambda_offdiag: weight ``lambda >= 0`` of the off-diagonal (redundancy) term.
+        gather_distributed: standardize and correlate over the batch of all ranks.
+        eps: ``>= 0``, added to the variance before the square root.
+
+    Shapes:
+        ``z1``, ``z2``: ``(B, D)`` projections of the two views, ``W * B >= 2``. Output
+        ``loss``: scalar.
+
+    Example::
+
+        loss_fn = BarlowTwins(lambda_offdiag=5e-3)
+        out = loss_fn(torch.randn(32, 256), torch.randn(32, 256))
+        out.loss.backward()
+    """
+
+    parallel_mode: ClassVar[ParallelMode] = ParallelMode.GLOBAL_STATS
+
+    def __init__(
+        self, *, lambda_offdiag: float = 5e-3, gather_distributed: bool = True, eps: float = 1e-5
+    ) -> None:
+        super().__init__()
+        if not lambda_offdiag >= 0:
+            raise ValueError(f"lambda_offdiag must be >= 0, got {lambda_offdiag}")
+        if not eps >= 0:
+            raise ValueError(f"eps must be >= 0, got {eps}")
+        self.lambda_offdiag = float(lambda_offdiag)
+        self.gather_distributed = bool(gather_distributed)
+        self.eps = float(eps)
+
+    def forward(self, z1: Tensor, z2: Tensor) -> ObjectiveOutput:
+        """Barlow Twins loss of the paired rows of ``z1`` and ``z2``."""
+        if z1.ndim != 2 or z1.shape != z2.shape:
+            raise ValueError(
+                f"z1 and z2 must both be (B, D) with the same shape, got "
+                f"{tuple(z1.shape)} and {tuple(z2.shape)}"
+            )
+        with torch.autocast(device_type=z1.device.type, enabled=False):
+            dtype = torch.promote_types(z1.dtype, torch.float32)
+            z1, z2 = z1.to(dtype), z2.to(dtype)
+            if self.gather_distributed:
+                z1 = distributed.gather_with_grad(z1)
+                z2 = distributed.gather_with_grad(z2)
+            n = z1.shape[0]
+            if n < 2:
+                raise ValueError(f"Barlow Twins needs a global batch of >= 2 samples, got {n}")
+            c = self._standardize(z1).T @ self._standardize(z2) / n  # (D, D)
+            diag = torch.diagonal(c)
+            on_diag = (1.0 - diag).pow(2).sum()
+            eye = torch.eye(c.shape[0], dtype=torch.bool, device=c.device)
+            off_diag = c.pow(2).masked_fill(eye, 0.0).sum()
+            loss = on_diag + self.lambda_offdiag * off_diag
+        return ObjectiveOutput(loss=loss, terms={"on_diag": on_diag, "off_diag": off_diag})
+
+    def _standardize(self, z: Tensor) -> Tensor:
+        """Zero mean, unit (biased) variance per column: ``(N, D) -> (N, D)``."""
+        z = z - z.mean(dim=0)
+        return z / torch.sqrt(z.pow(2).mean(dim=0) + self.eps)

@@ -1,0 +1,124 @@
+"""VICReg: variance-invariance-covariance regularization on the global batch."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from domainfm.core import distributed
+from domainfm.core.objectives.base import ObjectiveOutput, ParallelMode
+from domainfm.core.objectives.registry import OBJECTIVES
+
+
+@OBJECTIVES.register("vicreg")
+class VICReg(nn.Module):
+    """VICReg loss ``sim_weight * s + var_weight * v + cov_weight * c``.
+
+    Bardes, Ponce & LeCun 2022, "VICReg: Variance-Invariance-Covariance Regularization for
+    Self-Supervised Learning", arXiv:2105.04906, eq. (1)-(6), following the reference
+    implementation. Over the global batch of ``N`` pairs with ``D`` dims:
+
+    * invariance ``s = mean_{b,d} (z1_bd - z2_bd)^2``;
+    * variance ``v = (mean_d relu(1 - std1_d) + mean_d relu(1 - std2_d)) / 2`` with
+      ``std_d = sqrt(Var_d + eps)`` (unbiased variance over the batch);
+    * covariance ``c = (sum_{i != j} Cov1_ij^2 + sum_{i != j} Cov2_ij^2) / D`` with
+      ``Cov = zc^T zc / (N - 1)`` of the centered embeddings ``zc``.
+
+    Data parallelism (:attr:`parallel_mode` ``GLOBAL_STATS``): with
+    ``gather_distributed=True`` both views are gathered from all ranks *with gradients* and
+    every rank computes the *same* global loss ``L``; the mean over ranks is ``L`` and the
+    gather's backward sums the ``W`` identical gradients, so the local gradient divided by
+    ``W`` is the single-process gradient (:mod:`domainfm.core.objectives.base`). With
+    ``gather_distributed=False`` the statistics are per rank, a different loss.
+
+    Computed in at least float32 with autocast disabled.
+
+    Args:
+        sim_weight: weight of the invariance term (``>= 0``).
+        var_weight: weight of the variance term (``>= 0``).
+        cov_weight: weight of the covariance term (``>= 0``).
+        eps: ``> 0``, added to the variance inside the square root.
+        gather_distributed: compute all terms over the batch of all ranks.
+
+    Shapes:
+        ``z1``, ``z2``: ``(B, D)`` expander outputs of the two views, ``W * B >= 2``. Output
+        ``loss``: scalar; ``terms``: unweighted ``"invariance"``, ``"variance"``,
+        ``"covariance"``.
+
+    Example::
+
+        loss_fn = VICReg()
+        out = loss_fn(torch.randn(32, 256), torch.randn(32, 256))
+        out.loss.backward()
+    """
+
+    parallel_mode: ClassVar[ParallelMode] = ParallelMode.GLOBAL_STATS
+
+    def __init__(
+        self,
+        *,
+        sim_weight: float = 25.0,
+        var_weight: float = 25.0,
+        cov_weight: float = 1.0,
+        eps: float = 1e-4,
+        gather_distributed: bool = True,
+    ) -> None:
+        super().__init__()
+        for name, value in (
+            ("sim_weight", sim_weight),
+            ("var_weight", var_weight),
+            ("cov_weight", cov_weight),
+        ):
+            if not value >= 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        if not eps > 0:
+            raise ValueError(f"eps must be > 0, got {eps}")
+        self.sim_weight = float(sim_weight)
+        self.var_weight = float(var_weight)
+        self.cov_weight = float(cov_weight)
+        self.eps = float(eps)
+        self.gather_distributed = bool(gather_distributed)
+
+    def forward(self, z1: Tensor, z2: Tensor) -> ObjectiveOutput:
+        """VICReg loss of the paired rows of ``z1`` and ``z2``."""
+        if z1.ndim != 2 or z1.shape != z2.shape:
+            raise ValueError(
+                f"z1 and z2 must both be (B, D) with the same shape, got "
+                f"{tuple(z1.shape)} and {tuple(z2.shape)}"
+            )
+        with torch.autocast(device_type=z1.device.type, enabled=False):
+            dtype = torch.promote_types(z1.dtype, torch.float32)
+            z1, z2 = z1.to(dtype), z2.to(dtype)
+            if self.gather_distributed:
+                z1 = distributed.gather_with_grad(z1)
+                z2 = distributed.gather_with_grad(z2)
+            n, d = z1.shape
+            if n < 2:
+                raise ValueError(f"VICReg needs a global batch of >= 2 samples, got {n}")
+            invariance = F.mse_loss(z1, z2)
+            z1c = z1 - z1.mean(dim=0)
+            z2c = z2 - z2.mean(dim=0)
+            variance = (self._variance(z1c, n) + self._variance(z2c, n)) / 2.0
+            covariance = (self._covariance(z1c, n) + self._covariance(z2c, n)) / d
+            loss = (
+                self.sim_weight * invariance
+                + self.var_weight * variance
+                + self.cov_weight * covariance
+            )
+        terms = {"invariance": invariance, "variance": variance, "covariance": covariance}
+        return ObjectiveOutput(loss=loss, terms=terms)
+
+    def _variance(self, zc: Tensor, n: int) -> Tensor:
+        """Hinge ``mean_d relu(1 - sqrt(Var_d + eps))`` of centered ``zc`` ``(N, D)``."""
+        std = torch.sqrt(zc.pow(2).sum(dim=0) / (n - 1) + self.eps)
+        return F.relu(1.0 - std).mean()
+
+    @staticmethod
+    def _covariance(zc: Tensor, n: int) -> Tensor:
+        """Sum of squared off-diagonal entries of ``zc^T zc / (N - 1)``."""
+        cov = zc.T @ zc / (n - 1)
+        eye = torch.eye(cov.shape[0], dtype=torch.bool, device=cov.device)
+        return cov.pow(2).masked_fill(eye, 0.0).sum()
