@@ -12,6 +12,22 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _monitor_overrides(tmp_path: Path) -> Path:
+    """The quickstart's monitors, firing every step so a 3-step run exercises them."""
+    path = tmp_path / "monitors.yaml"
+    path.write_text(
+        "trainer:\n"
+        "  callbacks:\n"
+        "    - class_path: domainfm.core.monitors.RankMeMonitor\n"
+        "      init_args: {every_n_steps: 1, max_samples: 64}\n"
+        "    - class_path: domainfm.core.monitors.ReconstructionPreview\n"
+        "      init_args: {every_n_steps: 2, max_images: 2}\n"
+        "    - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"
+        "      init_args: {save_last: true}\n"
+    )
+    return path
+
+
 def test_fit_quickstart_config_runs(tmp_path: Path, data_root: Path) -> None:
     env = {**os.environ, "DOMAINFM_DATA": str(data_root)}
     cmd = [
@@ -22,6 +38,8 @@ def test_fit_quickstart_config_runs(tmp_path: Path, data_root: Path) -> None:
         "--config",
         str(REPO / "configs/medical3d/mae_quickstart.yaml"),
         "--trainer.max_steps=3",
+        "--config",
+        str(_monitor_overrides(tmp_path)),
         f"--trainer.default_root_dir={tmp_path}",
         f"--trainer.logger.init_args.save_dir={tmp_path}",
         "--trainer.enable_progress_bar=false",
@@ -36,6 +54,10 @@ def test_fit_quickstart_config_runs(tmp_path: Path, data_root: Path) -> None:
     metrics = list(tmp_path.rglob("metrics.csv"))
     assert metrics, "no CSV log written"
     assert list(tmp_path.rglob("*.ckpt")), "no checkpoint written"
+    header = metrics[0].read_text().splitlines()[0]
+    assert "monitor/rankme" in header, header
+    previews = list(tmp_path.rglob("previews/step_*.png"))
+    assert previews, "no reconstruction preview written"
 
 
 def test_missing_data_says_what_to_set(tmp_path: Path) -> None:
