@@ -1,0 +1,174 @@
+"""Registry of released checkpoints: architecture, source key layout, key mapping, input
+contract and license of each. Files are always local paths; nothing is downloaded.
+
+An entry is declared by decorating its key-mapping function (source state dict → our
+backbone's keys)::
+
+    @released_checkpoint(
+        name="timm-vit-small-patch16-224",
+        architecture="vit_nd",
+        kwargs={...},                     # our backbone's constructor kwargs
+        source_layout="timm VisionTransformer state dict (...)",
+        input={"channels": ["R", "G", "B"], "normalization": {...}},
+        license="Apache-2.0",
+    )
+    def _map_timm_vit(state): ...
+
+    model, report = load_released("timm-vit-small-patch16-224", "/models/vit_s16.safetensors")
+
+Domain plugins register their releases (Swin UNETR, SSL4EO, BYOL-A, ...) the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+
+from domainfm.core.backbone import BACKBONES
+from domainfm.core.checkpoint_io import load_safetensors, safe_torch_load
+from domainfm.core.registry import Registry
+from domainfm.pretrained.load import pos_embed_resampler
+from domainfm.pretrained.report import LoadReport, load_state_dict_with_report
+
+KeyMap = Callable[[Mapping[str, Any]], dict[str, Tensor]]
+
+
+@dataclass(frozen=True)
+class ReleasedCheckpoint:
+    """One released checkpoint's description.
+
+    Attributes:
+        name: registry name.
+        architecture: backbone registry name (``BACKBONES``).
+        kwargs: constructor kwargs of our backbone for these weights.
+        source_layout: the key layout of the released file, in words.
+        map_keys: turns the loaded file content into our backbone's state dict.
+        input: expected input contract (channels/bands, normalization, spacing, rate, ...).
+        license: the weights' license.
+        reference: where the weights are published (documentation only, never fetched).
+        allow_missing: model keys the release does not provide by design.
+    """
+
+    name: str
+    architecture: str
+    kwargs: Mapping[str, Any]
+    source_layout: str
+    map_keys: KeyMap
+    input: Mapping[str, Any]
+    license: str
+    reference: str = ""
+    allow_missing: tuple[str, ...] = field(default=())
+
+
+RELEASED: Registry[ReleasedCheckpoint] = Registry("released checkpoint")
+
+
+def released_checkpoint(
+    *,
+    name: str,
+    architecture: str,
+    kwargs: Mapping[str, Any],
+    source_layout: str,
+    input: Mapping[str, Any],  # noqa: A002 - the input contract
+    license: str,  # noqa: A002
+    reference: str = "",
+    allow_missing: Iterable[str] = (),
+) -> Callable[[KeyMap], KeyMap]:
+    """Decorator registering a key-mapping function as the released checkpoint ``name``."""
+
+    def decorator(fn: KeyMap) -> KeyMap:
+        entry = ReleasedCheckpoint(
+            name=name,
+            architecture=architecture,
+            kwargs=dict(kwargs),
+            source_layout=source_layout,
+            map_keys=fn,
+            input=dict(input),
+            license=license,
+            reference=reference,
+            allow_missing=tuple(allow_missing),
+        )
+        RELEASED.register(name)(entry)
+        return fn
+
+    return decorator
+
+
+def read_weights_file(path: str | Path) -> Any:
+    """Content of a local weights file: safetensors, or a torch file read with
+    ``weights_only=True``."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p} does not exist (released weights are never downloaded)")
+    if p.suffix == ".safetensors":
+        return load_safetensors(p)[0]
+    return safe_torch_load(p)
+
+
+def load_released(
+    name: str,
+    path: str | Path,
+    *,
+    model_kwargs: Mapping[str, Any] | None = None,
+    allow_missing: Iterable[str] = (),
+) -> tuple[nn.Module, LoadReport]:
+    """Build the registered architecture and load a local copy of the release into it.
+
+    Raises:
+        CheckpointMismatchError: with the report table, unless every key maps cleanly.
+    """
+    entry = RELEASED.get(name)
+    try:
+        state = entry.map_keys(read_weights_file(path))
+    except (KeyError, TypeError, AttributeError) as err:
+        raise ValueError(
+            f"{path} does not have the key layout of {name!r} ({entry.source_layout}): {err}"
+        ) from err
+    kwargs = {**entry.kwargs, **(model_kwargs or {})}
+    model = BACKBONES.get(entry.architecture)(**kwargs)
+    report = load_state_dict_with_report(
+        model,
+        state,
+        source=f"{path} as {name}",
+        resample=pos_embed_resampler(entry.kwargs, model),
+    )
+    report.check((*entry.allow_missing, *allow_missing))
+    return model, report
+
+
+_IMAGENET = {
+    "type": "mean_std",
+    "scale": 1 / 255,
+    "mean": [0.485, 0.456, 0.406],
+    "std": [0.229, 0.224, 0.225],
+}
+
+
+@released_checkpoint(
+    name="timm-vit-small-patch16-224",
+    architecture="vit_nd",
+    kwargs={
+        "in_chans": 3,
+        "spatial_dims": 2,
+        "patch_size": 16,
+        "embed_dim": 384,
+        "depth": 12,
+        "num_heads": 6,
+        "pos_embed": "learned",
+        "grid_size": 14,
+    },
+    source_layout="timm VisionTransformer state dict: cls_token, pos_embed (1, 197, 384), "
+    "patch_embed.proj.*, blocks.N.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}.*, norm.*, "
+    "head.* (classifier, dropped)",
+    input={"channels": ["R", "G", "B"], "image_size": [224, 224], "normalization": _IMAGENET},
+    license="Apache-2.0 (timm); check the weights' own model card",
+    reference="https://huggingface.co/timm/vit_small_patch16_224.augreg_in21k_ft_in1k",
+)
+def _map_timm_vit(state: Mapping[str, Any]) -> dict[str, Tensor]:
+    """timm ViT keys are ours already; drop the classifier (and an identity fc_norm)."""
+    inner = state.get("state_dict", state.get("model", state))
+    return {k: v for k, v in inner.items() if not k.startswith(("head.", "fc_norm."))}
