@@ -47,7 +47,9 @@ def atomic_write_json(path: str | Path, data: Any) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
 
 
-def save_safetensors(path: str | Path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> Path:
+def save_safetensors(
+    path: str | Path, tensors: dict[str, Tensor], metadata: dict[str, str]
+) -> Path:
     """Write a safetensors file atomically (tensors made contiguous and unshared)."""
     from safetensors.torch import save_file
 

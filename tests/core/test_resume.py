@@ -66,8 +66,17 @@ data:
 def _cmd(root: Path, extra: list[str]) -> list[str]:
     overrides = root / "overrides.yaml"
     overrides.write_text(OVERRIDES.format(max_steps=MAX_STEPS, root=root))
-    return [sys.executable, "-m", "domainfm.cli", "fit", "--config", str(CONFIG),
-            "--config", str(overrides), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "domainfm.cli",
+        "fit",
+        "--config",
+        str(CONFIG),
+        "--config",
+        str(overrides),
+        *extra,
+    ]
 
 
 def _losses(root: Path) -> dict[int, float]:
@@ -81,7 +90,9 @@ def _losses(root: Path) -> dict[int, float]:
     return out
 
 
-def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path: Path, data_root: Path) -> None:
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(
+    tmp_path: Path, data_root: Path
+) -> None:
     env = {**os.environ, "DOMAINFM_DATA": str(data_root), "OMP_NUM_THREADS": "1"}
     full = tmp_path / "full"
     full.mkdir()
@@ -91,8 +102,9 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path: Path, dat
 
     killed = tmp_path / "killed"
     killed.mkdir()
-    proc = subprocess.Popen(_cmd(killed, []), cwd=killed, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _cmd(killed, []), cwd=killed, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     target = killed / "ckpt" / f"epoch=0-step={KILL_AFTER_STEP}.ckpt"
     deadline = time.monotonic() + 240
     while not target.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -106,8 +118,14 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path: Path, dat
     step = int(saved["global_step"])
     assert KILL_AFTER_STEP <= step < 6, f"kill landed at step {step}, not mid-epoch 0"
 
-    resumed = subprocess.run(_cmd(killed, ["--ckpt_path", str(last)]), cwd=killed, env=env,
-                             capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        _cmd(killed, ["--ckpt_path", str(last)]),
+        cwd=killed,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     got = _losses(killed)
     assert sorted(got) == list(range(MAX_STEPS))

@@ -67,7 +67,7 @@ def test_gradients_reach_encoder_and_only_through_visible_tokens() -> None:
 
 
 def test_decoder_places_visible_tokens_at_their_positions() -> None:
-    _, mae, x, grid, mask, keep, tokens = setup(2)
+    _, mae, _x, grid, _mask, keep, tokens = setup(2)
     mae.eval()
     # move one visible token's content to another sample's slot: prediction changes
     out_a = mae.reconstruct(tokens, grid, keep)
