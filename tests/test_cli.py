@@ -83,3 +83,34 @@ def test_missing_data_says_what_to_set(tmp_path: Path) -> None:
 def test_console_script_installed(entry: str) -> None:
     proc = subprocess.run([entry, "--help"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "fit" in proc.stdout
+
+
+def test_validate_and_predict_subcommands(tmp_path: Path, data_root: Path) -> None:
+    env = {**os.environ, "DOMAINFM_DATA": str(data_root)}
+    base = [
+        sys.executable,
+        "-m",
+        "domainfm.cli",
+        "{cmd}",
+        "--config",
+        str(REPO / "configs/medical3d/mae_quickstart.yaml"),
+        f"--trainer.default_root_dir={tmp_path}",
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+        "--trainer.enable_progress_bar=false",
+        "--data.init_args.val_files=[medical/totalsegmentator_examples/ct_labeled/example_ct_sm.nii.gz]",
+        "--data.init_args.samples_per_volume=2",
+        "--data.init_args.num_workers=0",
+    ]
+    for cmd in ("validate", "predict"):
+        args = [a.format(cmd=cmd) for a in base]
+        proc = subprocess.run(
+            args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert proc.returncode == 0, (cmd, proc.stderr[-3000:])
+        if cmd == "validate":
+            assert "val/loss" in proc.stdout
+    missing = [a.format(cmd="validate") for a in base if "val_files" not in a]
+    proc = subprocess.run(
+        missing, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode != 0 and "needs val_files" in proc.stderr

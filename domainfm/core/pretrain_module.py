@@ -179,6 +179,22 @@ class PretrainModule(L.LightningModule):
             self.log(f"train/{key}", value, batch_size=size)
         return loss
 
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        loss, logs = self.compute_losses(batch)
+        size = next(iter(v for v in batch.values() if isinstance(v, Tensor))).shape[0]
+        self.log("val/loss", loss, prog_bar=True, batch_size=size, sync_dist=True)
+        for key, value in logs.items():
+            self.log(f"val/{key}", value, batch_size=size, sync_dist=True)
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        loss, _ = self.compute_losses(batch)
+        size = next(iter(v for v in batch.values() if isinstance(v, Tensor))).shape[0]
+        self.log("test/loss", loss, batch_size=size, sync_dist=True)
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        """Pooled embeddings ``(B, D)`` of the batch (see :meth:`embed`)."""
+        return self.embed(batch)
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if self._rng_to_restore is not None:  # first batch after a resume
             torch.set_rng_state(self._rng_to_restore["torch"])

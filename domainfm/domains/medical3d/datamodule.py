@@ -33,9 +33,11 @@ class VolumePretrainDataModule(L.LightningDataModule):
 
     Args:
         files: volume paths (absolute, or relative to the example-data root).
+        val_files: volumes for validation/test/predict crops (optional).
         crop_size: crop size in voxels.
         spacing: target spacing in mm.
         modality: ``"ct"`` or ``"mri"``.
+        hu_window: HU range mapped to [0, 1] for CT.
         patch_size: the backbone's patch size (for the mask grid).
         mask_ratio: fraction of tokens hidden from the encoder.
         masking: ``"random"`` or ``"block"``.
@@ -49,9 +51,11 @@ class VolumePretrainDataModule(L.LightningDataModule):
         self,
         *,
         files: Sequence[str],
+        val_files: Sequence[str] = (),
         crop_size: int | Sequence[int] = 64,
         spacing: float | Sequence[float] = 3.0,
         modality: Literal["ct", "mri"] = "ct",
+        hu_window: tuple[float, float] = (-1000.0, 1000.0),
         patch_size: int | Sequence[int] = 16,
         mask_ratio: float = 0.75,
         masking: Literal["random", "block"] = "random",
@@ -62,6 +66,8 @@ class VolumePretrainDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.files = list(files)
+        self.val_files = list(val_files)
+        self.hu_window = hu_window
         self.crop_size = crop_size
         self.spacing = spacing
         self.modality: Literal["ct", "mri"] = modality
@@ -76,29 +82,55 @@ class VolumePretrainDataModule(L.LightningDataModule):
         )
         self.collate = MaskingCollate(masking=generator, patch_size=patch_size)
         self.train_set: VolumeCropDataset | None = None
+        self.val_set: VolumeCropDataset | None = None
+
+    def _dataset(self, files: Sequence[str]) -> VolumeCropDataset:
+        return VolumeCropDataset(
+            files=[resolve_data_path(f) for f in files],
+            crop_size=self.crop_size,
+            spacing=self.spacing,
+            modality=self.modality,
+            hu_window=self.hu_window,
+            samples_per_volume=self.samples_per_volume,
+        )
 
     def setup(self, stage: str) -> None:
-        if self.train_set is None:
-            self.train_set = VolumeCropDataset(
-                files=[resolve_data_path(f) for f in self.files],
-                crop_size=self.crop_size,
-                spacing=self.spacing,
-                modality=self.modality,
-                samples_per_volume=self.samples_per_volume,
-            )
+        if stage == "fit" and self.train_set is None:
+            self.train_set = self._dataset(self.files)
+        if stage != "fit" and not self.val_files:
+            raise ValueError(f"stage {stage!r} needs val_files (volumes to evaluate on)")
+        if self.val_files and self.val_set is None:
+            self.val_set = self._dataset(self.val_files)
 
-    def train_dataloader(self) -> StatefulDataLoader:
-        """A resumable loader: its position is saved in checkpoints and restored on resume."""
-        assert self.train_set is not None, "call setup() first"
+    def _loader(
+        self, dataset: VolumeCropDataset, *, shuffle: bool, seed: int
+    ) -> StatefulDataLoader:
         return StatefulDataLoader(
-            self.train_set,
+            dataset,
             batch_size=self.batch_size,
-            sampler=SeededSampler(num_samples=len(self.train_set), seed=self.seed),
-            drop_last=True,
+            sampler=SeededSampler(num_samples=len(dataset), seed=seed, shuffle=shuffle),
+            drop_last=shuffle,
             num_workers=self.num_workers,
             collate_fn=self.collate,
             persistent_workers=self.num_workers > 0,
         )
+
+    def train_dataloader(self) -> StatefulDataLoader:
+        """A resumable loader: its position is saved in checkpoints and restored on resume."""
+        assert self.train_set is not None, "call setup('fit') first"
+        return self._loader(self.train_set, shuffle=True, seed=self.seed)
+
+    def val_dataloader(self) -> StatefulDataLoader | list[StatefulDataLoader]:
+        """Fixed crops (same positions and masks every epoch) of ``val_files``."""
+        if self.val_set is None:
+            return []
+        return self._loader(self.val_set, shuffle=False, seed=self.seed + 1)
+
+    def test_dataloader(self) -> StatefulDataLoader | list[StatefulDataLoader]:
+        return self.val_dataloader()
+
+    def predict_dataloader(self) -> StatefulDataLoader | list[StatefulDataLoader]:
+        return self.val_dataloader()
 
     def input_contract(self) -> dict[str, object]:
         """What a model trained on this data expects as input (stored in exports)."""
@@ -109,7 +141,7 @@ class VolumePretrainDataModule(L.LightningDataModule):
             "orientation": "RAS",
             "crop_size": self.crop_size,
             "normalization": (
-                {"type": "hu_window", "range": [-1000.0, 1000.0], "to": [0.0, 1.0]}
+                {"type": "hu_window", "range": list(self.hu_window), "to": [0.0, 1.0]}
                 if self.modality == "ct"
                 else {"type": "percentile", "range": [0.5, 99.5], "to": [0.0, 1.0]}
             ),
