@@ -25,7 +25,7 @@ class UnsafeCheckpointError(RuntimeError):
     """A checkpoint would need to run code (unpickle arbitrary objects) to load."""
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp_path)`` then atomically move the temporary file to ``path``."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -105,7 +105,7 @@ def safe_checkpoint_io() -> Any:
     from lightning.pytorch.plugins.io import TorchCheckpointIO
 
     class SafeTorchCheckpointIO(TorchCheckpointIO):
-        def load_checkpoint(  # type: ignore[override]
+        def load_checkpoint(
             self, path: Any, map_location: Any = None, weights_only: bool | None = None
         ) -> dict[str, Any]:
             if not Path(str(path)).exists():

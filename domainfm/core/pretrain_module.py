@@ -244,7 +244,8 @@ class PretrainModule(L.LightningModule):
         """Backbone architecture + kwargs, domain, input contract and recipe (JSON-safe)."""
         trainer = self._trainer
         datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
-        contract = datamodule.input_contract() if hasattr(datamodule, "input_contract") else {}
+        describe = getattr(datamodule, "input_contract", None)
+        contract = describe() if callable(describe) else {}
         return to_jsonable(
             {
                 "backbone": init_config(self.backbone),

@@ -26,7 +26,7 @@ NAME_ATTR = "_domainfm_registry_name"
 
 def _record_init_kwargs(cls: type) -> None:
     """Wrap ``cls.__init__`` so each instance keeps the keyword arguments it was built with."""
-    init = cls.__init__
+    init = cls.__init__  # type: ignore[misc]
     signature = inspect.signature(init)
 
     @functools.wraps(init)
