@@ -28,7 +28,12 @@ def _monitor_overrides(tmp_path: Path) -> Path:
     return path
 
 
-def test_fit_quickstart_config_runs(tmp_path: Path, data_root: Path) -> None:
+CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
+def test_fit_every_config_runs(config: Path, tmp_path: Path, data_root: Path) -> None:
+    """Each shipped config trains a few steps through the real entry point, with monitors."""
     env = {**os.environ, "DOMAINFM_DATA": str(data_root)}
     cmd = [
         sys.executable,
@@ -36,7 +41,7 @@ def test_fit_quickstart_config_runs(tmp_path: Path, data_root: Path) -> None:
         "domainfm.cli",
         "fit",
         "--config",
-        str(REPO / "configs/medical3d/mae_quickstart.yaml"),
+        str(config),
         "--trainer.max_steps=3",
         "--config",
         str(_monitor_overrides(tmp_path)),

@@ -42,6 +42,7 @@ class VolumePretrainDataModule(L.LightningDataModule):
         mask_ratio: fraction of tokens hidden from the encoder.
         masking: ``"random"`` or ``"block"``.
         samples_per_volume: crops per volume per epoch.
+        views: 2 adds a positive pair of overlapping crops for two-view objectives.
         batch_size: crops per batch.
         num_workers: loader worker processes.
         seed: seed of the crop order, crop positions and masks (exactly resumable).
@@ -60,6 +61,7 @@ class VolumePretrainDataModule(L.LightningDataModule):
         mask_ratio: float = 0.75,
         masking: Literal["random", "block"] = "random",
         samples_per_volume: int = 8,
+        views: Literal[1, 2] = 1,
         batch_size: int = 2,
         num_workers: int = 0,
         seed: int = 0,
@@ -72,6 +74,7 @@ class VolumePretrainDataModule(L.LightningDataModule):
         self.spacing = spacing
         self.modality: Literal["ct", "mri"] = modality
         self.samples_per_volume = samples_per_volume
+        self.views: Literal[1, 2] = views
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
@@ -92,6 +95,7 @@ class VolumePretrainDataModule(L.LightningDataModule):
             modality=self.modality,
             hu_window=self.hu_window,
             samples_per_volume=self.samples_per_volume,
+            views=self.views,
         )
 
     def setup(self, stage: str) -> None:

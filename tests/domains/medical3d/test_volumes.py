@@ -65,3 +65,26 @@ def test_bad_files_name_the_file(tmp_path: Path, data_root: Path) -> None:
     corrupt.write_bytes(b"not a nifti file at all")
     with pytest.raises(ValueError, match=r"could not load volume .*corrupt.nii.gz"):
         VolumeCropDataset(files=[corrupt])
+
+
+def test_two_views_overlap_and_follow_the_seed(data_root: Path) -> None:
+    ds = VolumeCropDataset(files=[data_root / CT], crop_size=32, views=2, max_shift=0.25)
+    a, b = ds[(0, 123)], ds[(0, 123)]
+    for key in ("input", "view1", "view2", "origin2", "seed"):
+        assert torch.equal(a[key], b[key]), key
+    assert not torch.equal(ds[(0, 124)]["view2"], a["view2"])
+    vol = ds.volumes[0]
+    o1, o2 = a["origin1"].tolist(), a["origin2"].tolist()
+    crop1 = vol[:, o1[0] : o1[0] + 32, o1[1] : o1[1] + 32, o1[2] : o1[2] + 32]
+    crop2 = vol[:, o2[0] : o2[0] + 32, o2[1] : o2[1] + 32, o2[2] : o2[2] + 32]
+    assert torch.equal(a["input"], crop1)
+    assert all(abs(p - q) <= 8 for p, q in zip(o1, o2, strict=True))  # 25 % of 32
+    # each view is its crop under an affine intensity map with scale and shift within 10 %
+    for view, crop in ((a["view1"], crop1), (a["view2"], crop2)):
+        design = torch.stack([crop.flatten(), torch.ones(crop.numel())], dim=1).double()
+        coef = torch.linalg.lstsq(design, view.flatten().double()[:, None]).solution[:, 0]
+        scale, shift = coef.tolist()
+        assert 0.9 <= scale <= 1.1 and -0.1 <= shift <= 0.1, (scale, shift)
+        torch.testing.assert_close(view, crop * scale + shift, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="views must be 1 or 2, got views=3"):
+        VolumeCropDataset(files=[data_root / CT], views=3)  # type: ignore[arg-type]
