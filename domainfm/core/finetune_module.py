@@ -46,6 +46,7 @@ class FinetuneModule(L.LightningModule):
         num_classes: number of classes (background included for segmentation).
         mode: ``"full"`` fine-tuning or ``"linear_probe"`` (frozen backbone; classification).
         num_maps: intermediate maps the segmentation decoder fuses (last ``num_maps`` blocks).
+        decoder_dim: width of the segmentation decoder.
         lr: peak learning rate.
         weight_decay: AdamW weight decay for weight matrices.
         warmup_steps: linear warmup length.
@@ -60,6 +61,7 @@ class FinetuneModule(L.LightningModule):
         num_classes: int,
         mode: Literal["full", "linear_probe"] = "full",
         num_maps: int = 4,
+        decoder_dim: int = 64,
         lr: float = 1e-3,
         weight_decay: float = 0.05,
         warmup_steps: int = 0,
@@ -98,6 +100,7 @@ class FinetuneModule(L.LightningModule):
                 num_maps=self.num_maps,
                 num_classes=num_classes,
                 in_chans=int(getattr(backbone, "in_chans", 1)),
+                hidden_dim=decoder_dim,
                 patch_size=tuple(getattr(backbone, "patch_size")),  # noqa: B009
             )
             metrics = {

@@ -71,7 +71,9 @@ def test_segmentation_fits_a_real_ct_crop(data_root: Path) -> None:
     torch.manual_seed(0)
     vit = VisionTransformerND(in_chans=1, spatial_dims=3, patch_size=8, embed_dim=32, depth=2,
                               num_heads=4)
-    module = FinetuneModule(backbone=vit, task="segmentation", num_classes=2, num_maps=2, lr=3e-3)
+    module = FinetuneModule(
+        backbone=vit, task="segmentation", num_classes=2, num_maps=2, decoder_dim=16, lr=3e-3
+    )
     trainer = _trainer(80)
     trainer.fit(module, DataLoader(data, batch_size=2))  # type: ignore[arg-type]
     metrics = trainer.validate(module, DataLoader(data[:2], batch_size=2), verbose=False)[0]
