@@ -2,6 +2,6 @@
 
 __version__ = "0.1.0"
 
-from domainfm.pretrained.load import load_backbone  # noqa: E402
+from domainfm.pretrained.load import load_backbone
 
 __all__ = ["__version__", "load_backbone"]

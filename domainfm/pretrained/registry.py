@@ -73,8 +73,8 @@ def released_checkpoint(
     architecture: str,
     kwargs: Mapping[str, Any],
     source_layout: str,
-    input: Mapping[str, Any],  # noqa: A002 - the input contract
-    license: str,  # noqa: A002
+    input: Mapping[str, Any],
+    license: str,
     reference: str = "",
     allow_missing: Iterable[str] = (),
 ) -> Callable[[KeyMap], KeyMap]:

@@ -7,8 +7,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from domainfm.core import distributed
-from domainfm.core.objectives.base import ObjectiveOutput, ParallelMode
+from domainfm.core.objectives.base import ObjectiveOutput, ParallelMode, paired_views_fp32
 from domainfm.core.objectives.registry import OBJECTIVES
 
 
@@ -66,17 +65,8 @@ class BarlowTwins(nn.Module):
 
     def forward(self, z1: Tensor, z2: Tensor) -> ObjectiveOutput:
         """Barlow Twins loss of the paired rows of ``z1`` and ``z2``."""
-        if z1.ndim != 2 or z1.shape != z2.shape:
-            raise ValueError(
-                f"z1 and z2 must both be (B, D) with the same shape, got "
-                f"{tuple(z1.shape)} and {tuple(z2.shape)}"
-            )
         with torch.autocast(device_type=z1.device.type, enabled=False):
-            dtype = torch.promote_types(z1.dtype, torch.float32)
-            z1, z2 = z1.to(dtype), z2.to(dtype)
-            if self.gather_distributed:
-                z1 = distributed.gather_with_grad(z1)
-                z2 = distributed.gather_with_grad(z2)
+            z1, z2 = paired_views_fp32(z1, z2, gather=self.gather_distributed)
             n = z1.shape[0]
             if n < 2:
                 raise ValueError(f"Barlow Twins needs a global batch of >= 2 samples, got {n}")

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+import torch
 from torch import Tensor
 
 
@@ -44,3 +45,26 @@ class ObjectiveOutput:
 
     loss: Tensor
     terms: dict[str, Tensor] = field(default_factory=dict)
+
+
+def paired_views_fp32(z1: Tensor, z2: Tensor, *, gather: bool) -> tuple[Tensor, Tensor]:
+    """Check two ``(B, D)`` views, cast them to at least float32 and optionally gather them
+    from all ranks *with gradients* (``(W * B, D)`` each, rank-ordered rows).
+
+    Call inside ``torch.autocast(..., enabled=False)`` so the loss math stays in float32.
+
+    Raises:
+        ValueError: if the views are not both ``(B, D)`` with the same shape.
+    """
+    from domainfm.core.distributed import gather_with_grad
+
+    if z1.ndim != 2 or z1.shape != z2.shape:
+        raise ValueError(
+            "z1 and z2 must both be (B, D) with the same shape, got "
+            f"{tuple(z1.shape)} and {tuple(z2.shape)}"
+        )
+    dtype = torch.promote_types(z1.dtype, torch.float32)
+    z1, z2 = z1.to(dtype), z2.to(dtype)
+    if gather:
+        return gather_with_grad(z1), gather_with_grad(z2)
+    return z1, z2

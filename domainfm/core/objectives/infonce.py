@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from domainfm.core import distributed
-from domainfm.core.objectives.base import ObjectiveOutput, ParallelMode
+from domainfm.core.objectives.base import ObjectiveOutput, ParallelMode, paired_views_fp32
 from domainfm.core.objectives.registry import OBJECTIVES
 
 
@@ -64,22 +64,11 @@ class InfoNCE(nn.Module):
 
     def forward(self, z1: Tensor, z2: Tensor) -> ObjectiveOutput:
         """NT-Xent of the positive pairs ``(z1[b], z2[b])``; see the class docstring."""
-        if z1.ndim != 2 or z1.shape != z2.shape:
-            raise ValueError(
-                f"z1 and z2 must both be (B, D) with the same shape, got "
-                f"{tuple(z1.shape)} and {tuple(z2.shape)}"
-            )
         b = z1.shape[0]
         with torch.autocast(device_type=z1.device.type, enabled=False):
-            dtype = torch.promote_types(z1.dtype, torch.float32)
-            z1n = F.normalize(z1.to(dtype), dim=1)
-            z2n = F.normalize(z2.to(dtype), dim=1)
-            if self.gather_distributed:
-                g1 = distributed.gather_with_grad(z1n)
-                g2 = distributed.gather_with_grad(z2n)
-                offset = distributed.rank() * b
-            else:
-                g1, g2, offset = z1n, z2n, 0
+            g1, g2 = paired_views_fp32(z1, z2, gather=self.gather_distributed)
+            g1, g2 = F.normalize(g1, dim=1), F.normalize(g2, dim=1)  # rows normalize alike
+            offset = distributed.rank() * b if self.gather_distributed else 0
             n = g1.shape[0]
             keys = torch.cat([g1, g2], dim=0)  # (2N, D)
             # Anchors are this rank's rows of the gathered tensors, so that every path from a
@@ -92,5 +81,5 @@ class InfoNCE(nn.Module):
             logits = logits.masked_fill(self_mask, float("-inf"))
             loss = F.cross_entropy(logits, positive_idx)
             with torch.no_grad():
-                acc = (logits.argmax(dim=1) == positive_idx).to(dtype).mean()
+                acc = (logits.argmax(dim=1) == positive_idx).to(g1.dtype).mean()
         return ObjectiveOutput(loss=loss, terms={"infonce": loss, "top1_acc": acc})
