@@ -96,15 +96,25 @@ def safe_torch_load(path: str | Path) -> Any:
 
 
 def safe_checkpoint_io() -> Any:
-    """A Lightning ``CheckpointIO`` whose loads never unpickle code.
+    """A Lightning ``CheckpointIO`` that writes atomically and never unpickles code.
 
-    Saving stays Lightning's ``TorchCheckpointIO`` save, which is already atomic on local
-    disks (an fsspec transaction writes a temporary file and moves it into place); loading
-    goes through :func:`safe_torch_load` (``weights_only=True``) whatever the caller asks.
+    Local saves go through :func:`atomic_write` (temporary file in the target folder, fsync,
+    ``os.replace``); Lightning's own save stages the file with ``tempfile.mkstemp()`` in the
+    system temp folder and moves it, which is a non-atomic copy when that folder is on another
+    filesystem. Remote URLs keep Lightning's save. Loads go through :func:`safe_torch_load`
+    (``weights_only=True``) whatever the caller asks.
     """
     from lightning.pytorch.plugins.io import TorchCheckpointIO
 
     class SafeTorchCheckpointIO(TorchCheckpointIO):
+        def save_checkpoint(
+            self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+        ) -> None:
+            if "://" in str(path):
+                super().save_checkpoint(checkpoint, path, storage_options)
+                return
+            atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+
         def load_checkpoint(
             self, path: Any, map_location: Any = None, weights_only: bool | None = None
         ) -> dict[str, Any]:

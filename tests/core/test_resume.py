@@ -127,8 +127,15 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(
         timeout=300,
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    # a SIGKILL can land before the CSV logger flushed, so the killed run's own rows are
+    # compared where they exist; every step from the resume point on must be logged
     got = _losses(killed)
-    assert sorted(got) == list(range(MAX_STEPS))
-    # the resumed steps come from the second log version; all must equal the reference
-    for s in range(MAX_STEPS):
+    assert set(range(step, MAX_STEPS)) <= set(got), sorted(got)
+    for s in sorted(got):
         assert got[s] == pytest.approx(reference[s], rel=1e-6, abs=1e-7), (s, got[s], reference[s])
+    # and the resumed run ends with exactly the weights of the uninterrupted one
+    final = torch.load(killed / "ckpt" / "last.ckpt", map_location="cpu", weights_only=True)
+    expected = torch.load(full / "ckpt" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert final["global_step"] == expected["global_step"] == MAX_STEPS
+    for key, value in expected["state_dict"].items():
+        assert torch.equal(final["state_dict"][key], value), key
