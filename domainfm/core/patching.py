@@ -12,6 +12,7 @@ Example::
 
 from __future__ import annotations
 
+import torch
 from einops import rearrange
 from torch import Tensor
 
@@ -44,3 +45,28 @@ def patchify(x: Tensor, grid: TokenGrid) -> Tensor:
 def unpatchify(tokens: Tensor, grid: TokenGrid, channels: int) -> Tensor:
     """``(B, N, prod(patch) * C)`` → ``(B, C, *spatial)``; the inverse of :func:`patchify`."""
     return rearrange(tokens, f"{_OUT[grid.ndim]} -> {_IN[grid.ndim]}", c=channels, **_sizes(grid))
+
+
+def patchify_at(x: Tensor, grid: TokenGrid, index: Tensor, *, channels_last: bool = True) -> Tensor:
+    """``patchify(x, grid)`` at the tokens ``index`` ``(B, M)`` only: ``(B, M, prod(patch) * C)``.
+
+    Only the selected patches are copied. ``channels_last=True`` gives :func:`patchify`'s
+    per-token layout ``(p0, p1, ..., c)``; ``False`` gives ``(c, p0, p1, ...)``, the layout of
+    a conv weight flattened per output channel.
+    """
+    if tuple(x.shape[2:]) != grid.input_shape:
+        raise ValueError(
+            f"x has spatial shape {tuple(x.shape[2:])}, grid covers {grid.input_shape}"
+        )
+    b, c = x.shape[:2]
+    n = grid.ndim
+    split = [s for pair in zip(grid.shape, grid.patch_size, strict=True) for s in pair]
+    view = x.reshape(b, c, *split)  # (B, C, g0, p0, g1, p1, ...)
+    grid_axes, patch_axes = range(2, 2 + 2 * n, 2), range(3, 3 + 2 * n, 2)
+    if channels_last:
+        view = view.permute(0, *grid_axes, *patch_axes, 1)  # (B, *g, *p, C)
+    else:
+        view = view.permute(0, *grid_axes, 1, *patch_axes)  # (B, *g, C, *p)
+    coords = torch.unravel_index(index, grid.shape)  # n x (B, M)
+    rows = torch.arange(b, device=x.device)[:, None]
+    return view[(rows, *coords)].reshape(b, index.shape[1], -1)

@@ -24,14 +24,46 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
+from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from domainfm.core.backbone import BACKBONES
 from domainfm.core.grid import DEFAULT_AXES, TokenGrid, to_ntuple
-from domainfm.core.patch_embed import build_patch_embed
+from domainfm.core.patch_embed import ConvPatchEmbed, build_patch_embed
+from domainfm.core.patching import patchify_at
 from domainfm.core.pos_embed import resample_pos_embed, sincos_pos_embed
+
+
+def _per_patch_linear(
+    patch_embed: nn.Module, patch_size: tuple[int, ...]
+) -> nn.Conv1d | nn.Conv2d | nn.Conv3d | None:
+    """The patch embedding's conv if it is a plain linear map of each patch, else ``None``.
+
+    True for :class:`ConvPatchEmbed` and timm's ``PatchEmbed`` without norm or padding: kernel
+    equal to stride equal to the patch size, no padding, dilation or groups.
+    """
+    if isinstance(patch_embed, PatchEmbed):
+        if not (patch_embed.flatten and isinstance(patch_embed.norm, nn.Identity)) or getattr(
+            patch_embed, "dynamic_img_pad", False
+        ):
+            return None
+    elif not isinstance(patch_embed, ConvPatchEmbed):
+        return None
+    proj = patch_embed.proj
+    if not isinstance(proj, nn.Conv1d | nn.Conv2d | nn.Conv3d):
+        return None
+    plain = (
+        tuple(proj.kernel_size) == patch_size
+        and tuple(proj.stride) == patch_size
+        and isinstance(proj.padding, tuple)
+        and not any(proj.padding)
+        and all(d == 1 for d in proj.dilation)
+        and proj.groups == 1
+    )
+    return proj if plain else None
 
 
 @BACKBONES.register("vit_nd")
@@ -101,7 +133,9 @@ class VisionTransformerND(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
         if pos_embed == "learned":
             if grid_size is None:
-                raise ValueError("pos_embed='learned' needs grid_size (the token grid it is built for)")
+                raise ValueError(
+                    "pos_embed='learned' needs grid_size (the token grid it is built for)"
+                )
             self.grid_size = to_ntuple(grid_size, spatial_dims, name="grid_size")
             n = self.num_prefix_tokens + int(torch.tensor(self.grid_size).prod())
             self.pos_embed: nn.Parameter | None = nn.Parameter(torch.zeros(1, n, embed_dim))
@@ -112,8 +146,13 @@ class VisionTransformerND(nn.Module):
 
         rates = torch.linspace(0, drop_path_rate, depth).tolist()
         self.blocks = nn.ModuleList(
-            Block(dim=embed_dim, num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
-                  drop_path=rate)
+            Block(
+                dim=embed_dim,
+                num_heads=num_heads,
+                mlp_ratio=mlp_ratio,
+                qkv_bias=qkv_bias,
+                drop_path=rate,
+            )
             for rate in rates
         )
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
@@ -166,7 +205,7 @@ class VisionTransformerND(nn.Module):
     def _prefix(self, batch: int) -> Tensor | None:
         if self.cls_token is None:
             return None
-        cls = self.cls_token
+        cls: Tensor = self.cls_token
         if self.pos_embed is not None:
             cls = cls + self.pos_embed[:, :1]
         return cls.expand(batch, -1, -1)
@@ -182,19 +221,40 @@ class VisionTransformerND(nn.Module):
         return self.token_grid(x.shape[2:])
 
     def _embed(self, x: Tensor, grid: TokenGrid, keep_idx: Tensor | None) -> Tensor:
-        tokens = self.patch_embed(x)  # (B, N, D)
-        tokens = tokens + self._patch_pos_embed(grid, tokens)
-        if keep_idx is not None:
+        if keep_idx is None:
+            tokens = self.patch_embed(x)  # (B, N, D)
+            tokens = tokens + self._patch_pos_embed(grid, tokens)
+        else:
             if keep_idx.ndim != 2 or keep_idx.shape[0] != x.shape[0]:
                 raise ValueError(
                     f"keep_idx must be (B={x.shape[0]}, K), got shape {tuple(keep_idx.shape)}"
                 )
-            index = keep_idx.to(tokens.device)[..., None].expand(-1, -1, tokens.shape[-1])
-            tokens = torch.gather(tokens, 1, index)  # (B, K, D)
+            tokens = self._embed_kept(x, grid, keep_idx.to(x.device))  # (B, K, D)
         prefix = self._prefix(x.shape[0])
         if prefix is not None:
             tokens = torch.cat([prefix.to(tokens.dtype), tokens], dim=1)  # (B, P + K, D)
         return tokens
+
+    def _embed_kept(self, x: Tensor, grid: TokenGrid, keep_idx: Tensor) -> Tensor:
+        """Embedded, positioned tokens at ``keep_idx`` only, ``(B, K, D)``.
+
+        With kernel == stride the patch conv is a matmul per patch, so only the kept patches
+        are gathered and projected (a quarter of the conv's work at 75% masking); the weight
+        stays the conv's ``patch_embed.proj.weight``. Other patch embeddings embed all tokens
+        and gather.
+        """
+        proj = _per_patch_linear(self.patch_embed, self.patch_size)
+        if proj is None:
+            tokens = self.patch_embed(x)  # (B, N, D)
+            index = keep_idx[..., None].expand(-1, -1, tokens.shape[-1])
+            tokens = torch.gather(tokens, 1, index)  # (B, K, D)
+        else:
+            weight = proj.weight.reshape(proj.weight.shape[0], -1)  # (D, C * prod(patch))
+            tokens = F.linear(
+                patchify_at(x, grid, keep_idx, channels_last=False), weight, proj.bias
+            )
+        table = self._patch_pos_embed(grid, tokens)[0]  # (N, D)
+        return tokens + F.embedding(keep_idx, table)
 
     def _block(self, block: nn.Module, tokens: Tensor) -> Tensor:
         if self.grad_checkpointing and torch.is_grad_enabled():
@@ -204,9 +264,7 @@ class VisionTransformerND(nn.Module):
         return result
 
     # -- forward paths ------------------------------------------------------------------
-    def forward_tokens(
-        self, x: Tensor, keep_idx: Tensor | None = None
-    ) -> tuple[Tensor, TokenGrid]:
+    def forward_tokens(self, x: Tensor, keep_idx: Tensor | None = None) -> tuple[Tensor, TokenGrid]:
         """Encode ``x`` ``(B, C, *spatial)`` → normed tokens ``(B, P + K, D)`` and the grid.
 
         Args:

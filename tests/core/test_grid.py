@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from domainfm.core.grid import TokenGrid
-from domainfm.core.patching import patchify, unpatchify
+from domainfm.core.patching import patchify, patchify_at, unpatchify
 
 
 def test_grid_from_input_shapes() -> None:
@@ -43,3 +43,16 @@ def test_patchify_rejects_wrong_shape() -> None:
     grid = TokenGrid.from_input((8, 8), patch_size=4)
     with pytest.raises(ValueError, match="spatial shape"):
         patchify(torch.randn(1, 1, 8, 12), grid)
+
+
+@pytest.mark.parametrize("spatial", [(12,), (8, 12), (4, 8, 12)])
+def test_patchify_at_equals_gathered_patchify(spatial: tuple[int, ...]) -> None:
+    grid = TokenGrid.from_input(spatial, patch_size=4)
+    x = torch.randn(2, 3, *spatial)
+    index = torch.stack([torch.randperm(grid.num_tokens)[:2] for _ in range(2)])
+    full = patchify(x, grid)  # (B, N, P * C), channel fastest
+    expected = torch.gather(full, 1, index[..., None].expand(-1, -1, full.shape[-1]))
+    torch.testing.assert_close(patchify_at(x, grid, index), expected)
+    # channels_last=False: (C, *patch) per token, as a conv weight flattens
+    chan_first = patchify_at(x, grid, index, channels_last=False).view(2, 2, 3, -1)  # (C, P)
+    torch.testing.assert_close(chan_first.transpose(2, 3).reshape(2, 2, -1), expected)

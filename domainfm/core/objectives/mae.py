@@ -37,6 +37,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
@@ -44,6 +45,7 @@ from domainfm.core.grid import TokenGrid
 from domainfm.core.objectives.base import ObjectiveOutput, ParallelMode
 from domainfm.core.objectives.mae_targets import MAETarget, NormalizedPixelTarget
 from domainfm.core.objectives.registry import OBJECTIVES
+from domainfm.core.patching import patchify_at
 from domainfm.core.pos_embed import sincos_pos_embed
 
 
@@ -64,6 +66,7 @@ class MAE(nn.Module):
         decoder_depth: decoder blocks.
         decoder_heads: decoder attention heads.
         mlp_ratio: decoder MLP width relative to ``decoder_dim``.
+        decoder_qkv_bias: bias on the decoder blocks' qkv projections.
         target: per-token target; default normalized pixels.
     """
 
@@ -80,6 +83,7 @@ class MAE(nn.Module):
         decoder_heads: int = 16,
         mlp_ratio: float = 4.0,
         target: MAETarget | None = None,
+        decoder_qkv_bias: bool = True,
     ) -> None:
         super().__init__()
         if decoder_dim % decoder_heads:
@@ -92,7 +96,12 @@ class MAE(nn.Module):
         self.decoder_embed = nn.Linear(embed_dim, decoder_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
         self.decoder_blocks = nn.ModuleList(
-            Block(dim=decoder_dim, num_heads=decoder_heads, mlp_ratio=mlp_ratio, qkv_bias=True)
+            Block(
+                dim=decoder_dim,
+                num_heads=decoder_heads,
+                mlp_ratio=mlp_ratio,
+                qkv_bias=decoder_qkv_bias,
+            )
             for _ in range(decoder_depth)
         )
         self.decoder_norm = nn.LayerNorm(decoder_dim, eps=1e-6)
@@ -112,12 +121,15 @@ class MAE(nn.Module):
             self._pos_cache[grid.shape] = table
         return table.to(device=ref.device, dtype=ref.dtype)
 
-    def decode(self, tokens: Tensor, grid: TokenGrid, keep_idx: Tensor) -> Tensor:
-        """Visible tokens ``(B, K, D)`` → decoder features on the full grid ``(B, N, Dd)``."""
+    def _check_grid(self, grid: TokenGrid) -> None:
         if grid.patch_size != self.patch_size:
             raise ValueError(
                 f"grid patch_size {grid.patch_size} differs from MAE patch_size {self.patch_size}"
             )
+
+    def decode(self, tokens: Tensor, grid: TokenGrid, keep_idx: Tensor) -> Tensor:
+        """Visible tokens ``(B, K, D)`` → decoder features on the full grid ``(B, N, Dd)``."""
+        self._check_grid(grid)
         if tokens.shape[:2] != keep_idx.shape:
             raise ValueError(
                 f"tokens {tuple(tokens.shape)} and keep_idx {tuple(keep_idx.shape)} disagree; "
@@ -142,6 +154,7 @@ class MAE(nn.Module):
         self, tokens: Tensor, grid: TokenGrid, keep_idx: Tensor, mask: Tensor, x: Tensor
     ) -> ObjectiveOutput:
         """Masked reconstruction loss (see the module docstring for shapes)."""
+        self._check_grid(grid)  # first: a wrong grid also makes the mask look wrong
         if mask.shape != (x.shape[0], grid.num_tokens):
             raise ValueError(
                 f"mask must be (B={x.shape[0]}, N={grid.num_tokens}), got {tuple(mask.shape)}"
@@ -150,6 +163,26 @@ class MAE(nn.Module):
         masked_idx = mask.nonzero()[:, 1].view(mask.shape[0], -1)  # (B, M)
         pred = self.decoder_pred(_gather_tokens(features, masked_idx))  # (B, M, T)
         with torch.no_grad():
-            target = _gather_tokens(self.target(x, grid), masked_idx)  # (B, M, T)
-        loss = (pred.float() - target.float()).pow(2).mean()
+            target = self._masked_target(x, grid, masked_idx)  # (B, M, T)
+        loss = F.mse_loss(pred.float(), target.float())
         return ObjectiveOutput(loss=loss, terms={"mae": loss.detach()})
+
+    def _masked_target(self, x: Tensor, grid: TokenGrid, masked_idx: Tensor) -> Tensor:
+        """The target at the masked tokens, ``(B, M, T)``.
+
+        The default normalized-pixel target is computed for the masked patches only (it is
+        per token, so this equals computing it everywhere and gathering); other targets are
+        computed on the full grid and gathered.
+        """
+        target = self.target
+        if type(target) is not NormalizedPixelTarget:
+            return _gather_tokens(target(x, grid), masked_idx)
+        pixels = patchify_at(x, grid, masked_idx)  # (B, M, T), a fresh tensor
+        if not target.normalize:
+            return pixels
+        # (t - mean) / sqrt(unbiased var + eps) as NormalizedPixelTarget, in place; the two-pass
+        # sum of squares is several times faster on CPU than torch.var's reduction
+        pixels.sub_(pixels.mean(dim=-1, keepdim=True))
+        sq_norm = torch.linalg.vector_norm(pixels, dim=-1, keepdim=True).square_()
+        var = sq_norm.div_(pixels.shape[-1] - 1)
+        return pixels.div_(var.add_(target.eps).sqrt_())
