@@ -44,9 +44,7 @@ class Backbone(Protocol):
         """The token grid of an input with this spatial shape (no batch/channel dims)."""
         ...
 
-    def forward_tokens(
-        self, x: Tensor, keep_idx: Tensor | None = None
-    ) -> tuple[Tensor, TokenGrid]:
+    def forward_tokens(self, x: Tensor, keep_idx: Tensor | None = None) -> tuple[Tensor, TokenGrid]:
         """Encode ``x``; with ``keep_idx`` ``(B, K)`` only those grid tokens are encoded."""
         ...
 

@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -48,6 +49,12 @@ def sincos_pos_embed(grid_shape: Sequence[int], dim: int, temperature: float = 1
     parts = [sincos_1d(c.reshape(-1), per_axis, temperature) for c in coords]
     table = torch.cat(parts, dim=1)  # (N, per_axis * ndim)
     return F.pad(table, (0, dim - table.shape[1]))
+
+
+@functools.lru_cache(maxsize=64)
+def cached_sincos_pos_embed(grid_shape: tuple[int, ...], dim: int) -> Tensor:
+    """:func:`sincos_pos_embed` as ``(1, N, dim)``, computed once per grid (read-only)."""
+    return sincos_pos_embed(grid_shape, dim)[None]
 
 
 def resample_pos_embed(

@@ -257,9 +257,13 @@ class PretrainModule(L.LightningModule):
                         for name, o in self.objectives.items()
                     },
                     "weights": self.weights,
-                    "optimizer": {"name": "AdamW", "lr": self.lr, "betas": self.betas,
-                                  "weight_decay": self.weight_decay,
-                                  "layer_decay": self.layer_decay},
+                    "optimizer": {
+                        "name": "AdamW",
+                        "lr": self.lr,
+                        "betas": self.betas,
+                        "weight_decay": self.weight_decay,
+                        "layer_decay": self.layer_decay,
+                    },
                     "schedule": {"warmup_steps": self.warmup_steps, "decay": "cosine"},
                     "global_step": self.global_step if trainer is not None else 0,
                 },

@@ -34,7 +34,7 @@ from domainfm.core.backbone import BACKBONES
 from domainfm.core.grid import DEFAULT_AXES, TokenGrid, to_ntuple
 from domainfm.core.patch_embed import ConvPatchEmbed, build_patch_embed
 from domainfm.core.patching import patchify_at
-from domainfm.core.pos_embed import resample_pos_embed, sincos_pos_embed
+from domainfm.core.pos_embed import cached_sincos_pos_embed, resample_pos_embed
 
 
 def _per_patch_linear(
@@ -142,7 +142,6 @@ class VisionTransformerND(nn.Module):
         else:
             self.grid_size = to_ntuple(grid_size or 1, spatial_dims, name="grid_size")
             self.pos_embed = None
-        self._sincos_cache: dict[tuple[int, ...], Tensor] = {}
 
         rates = torch.linspace(0, drop_path_rate, depth).tolist()
         self.blocks = nn.ModuleList(
@@ -192,10 +191,7 @@ class VisionTransformerND(nn.Module):
     def _patch_pos_embed(self, grid: TokenGrid, ref: Tensor) -> Tensor:
         """Positional table for the grid's patch tokens, ``(1, N, D)``."""
         if self.pos_embed is None:
-            table = self._sincos_cache.get(grid.shape)
-            if table is None:
-                table = sincos_pos_embed(grid.shape, self.embed_dim)[None]  # (1, N, D)
-                self._sincos_cache[grid.shape] = table
+            table = cached_sincos_pos_embed(grid.shape, self.embed_dim)  # (1, N, D)
             return table.to(device=ref.device, dtype=ref.dtype)
         table = resample_pos_embed(
             self.pos_embed, grid.shape, self.grid_size, num_prefix_tokens=self.num_prefix_tokens

@@ -1,10 +1,11 @@
 """Load reports: every key of a checkpoint load accounted for.
 
-``strict=False`` loads that silently load nothing are the most common failure with released
-weights. A :class:`LoadReport` lists what was loaded, missing, unexpected, shape-mismatched
-or resampled; it prints as a table, is available as data (:meth:`LoadReport.as_dict`), and
-:meth:`LoadReport.check` raises :class:`CheckpointMismatchError` unless the load was clean
-(or the only gaps are missing keys matching patterns the caller allowed).
+Loads with strict checking switched off, which silently load nothing, are the most common
+failure with released weights. A :class:`LoadReport` lists what was loaded, missing,
+unexpected, shape-mismatched or resampled; it prints as a table, is available as data
+(:meth:`LoadReport.as_dict`), and :meth:`LoadReport.check` raises
+:class:`CheckpointMismatchError` unless the load was clean (or the only gaps are missing keys
+matching patterns the caller allowed).
 
 Example::
 

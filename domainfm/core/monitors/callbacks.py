@@ -58,7 +58,6 @@ __all__ = [
 ]
 
 
-
 @runtime_checkable
 class SupportsEmbed(Protocol):
     """A module whose ``embed(batch)`` returns pooled embeddings ``(B, D)`` of the full input.

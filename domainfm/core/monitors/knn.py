@@ -79,8 +79,7 @@ def _check_pair(features: Tensor, labels: Tensor, num_classes: int) -> None:
         raise ValueError(f"labels must be integers, got dtype {labels.dtype}")
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
         raise ValueError(
-            f"labels must lie in [0, {num_classes}), got [{int(labels.min())}, "
-            f"{int(labels.max())}]"
+            f"labels must lie in [0, {num_classes}), got [{int(labels.min())}, {int(labels.max())}]"
         )
 
 
@@ -165,8 +164,13 @@ class KNNClassifier(Metric):
         correct = torch.zeros((), dtype=torch.long, device=queries.device)
         for q, y in zip(queries.split(self.chunk_size), labels.split(self.chunk_size), strict=True):
             votes = knn_votes(
-                q, bank, bank_labels, self.num_classes,
-                k=self.k, temperature=self.temperature, normalize=False,
+                q,
+                bank,
+                bank_labels,
+                self.num_classes,
+                k=self.k,
+                temperature=self.temperature,
+                normalize=False,
             )
             correct += (votes.argmax(dim=1) == y).sum()
         return correct.float() / queries.shape[0]

@@ -125,8 +125,9 @@ def render_preview(
             row.append(np.repeat(np.repeat(panel, zoom, axis=0), zoom, axis=1))
         rows.append(row)
     ph, pw = rows[0][0].shape[:2]
-    grid = np.full((len(rows) * ph + (len(rows) + 1) * pad, 3 * pw + 4 * pad, 3), BACKGROUND,
-                   dtype=np.uint8)
+    grid = np.full(
+        (len(rows) * ph + (len(rows) + 1) * pad, 3 * pw + 4 * pad, 3), BACKGROUND, dtype=np.uint8
+    )
     for i, row in enumerate(rows):
         top = pad + i * (ph + pad)
         for j, panel in enumerate(row):
@@ -208,7 +209,9 @@ class ReconstructionPreview(L.Callback):
             return
         image = render_preview(
             *(out[key] for key in PREVIEW_KEYS),
-            max_images=self.max_images, three_views=self.three_views, zoom=self.zoom,
+            max_images=self.max_images,
+            three_views=self.three_views,
+            zoom=self.zoom,
         )
         default = trainer.log_dir or trainer.default_root_dir
         root = Path(self.out_dir if self.out_dir is not None else default)

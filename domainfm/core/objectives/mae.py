@@ -46,7 +46,7 @@ from domainfm.core.objectives.base import ObjectiveOutput, ParallelMode
 from domainfm.core.objectives.mae_targets import MAETarget, NormalizedPixelTarget
 from domainfm.core.objectives.registry import OBJECTIVES
 from domainfm.core.patching import patchify_at
-from domainfm.core.pos_embed import sincos_pos_embed
+from domainfm.core.pos_embed import cached_sincos_pos_embed
 
 
 def _gather_tokens(tokens: Tensor, index: Tensor) -> Tensor:
@@ -106,7 +106,6 @@ class MAE(nn.Module):
         )
         self.decoder_norm = nn.LayerNorm(decoder_dim, eps=1e-6)
         self.decoder_pred = nn.Linear(decoder_dim, self.target.out_dim(in_chans, self.patch_size))
-        self._pos_cache: dict[tuple[int, ...], Tensor] = {}
         nn.init.normal_(self.mask_token, std=0.02)
         for m in self.modules():
             if isinstance(m, nn.Linear):
@@ -115,10 +114,7 @@ class MAE(nn.Module):
                     nn.init.zeros_(m.bias)
 
     def _decoder_pos(self, grid: TokenGrid, ref: Tensor) -> Tensor:
-        table = self._pos_cache.get(grid.shape)
-        if table is None:
-            table = sincos_pos_embed(grid.shape, self.mask_token.shape[-1])[None]  # (1, N, Dd)
-            self._pos_cache[grid.shape] = table
+        table = cached_sincos_pos_embed(grid.shape, self.mask_token.shape[-1])  # (1, N, Dd)
         return table.to(device=ref.device, dtype=ref.dtype)
 
     def _check_grid(self, grid: TokenGrid) -> None:
