@@ -13,15 +13,16 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from domainfm.core.grid import to_ntuple
+from domainfm.domains.medical3d.preprocess import volume_transform
 
 
 def _preprocess(
@@ -32,28 +33,11 @@ def _preprocess(
     hu_window: tuple[float, float],
     min_size: Sequence[int],
 ) -> Tensor:
-    from monai import transforms as mt
-
-    steps: list[Callable[..., Any]] = [
-        mt.LoadImage(image_only=True, ensure_channel_first=True),
-        mt.Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
-        mt.Spacing(pixdim=tuple(spacing), mode="bilinear"),
-    ]
-    if modality == "ct":
-        steps.append(
-            mt.ScaleIntensityRange(
-                a_min=hu_window[0], a_max=hu_window[1], b_min=0.0, b_max=1.0, clip=True
-            )
-        )
-    else:
-        steps.append(
-            mt.ScaleIntensityRangePercentiles(
-                lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=True
-            )
-        )
-    steps.append(mt.SpatialPad(spatial_size=tuple(min_size)))
+    transform = volume_transform(
+        spacing=spacing, modality=modality, hu_window=hu_window, min_size=min_size
+    )
     try:
-        volume = mt.Compose(steps)(str(path))
+        volume = transform(str(path))
     except Exception as err:  # MONAI wraps reader errors; surface the file and the cause
         raise ValueError(f"could not load volume {path}: {err}") from err
     return torch.as_tensor(volume, dtype=torch.float32).contiguous()  # (C, D, H, W)
