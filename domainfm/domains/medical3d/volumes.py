@@ -1,6 +1,7 @@
 """Random 3D crops from CT/MRI volumes, for self-supervised pretraining.
 
-Volumes are read with MONAI (NIfTI via nibabel), made channel-first, reoriented to RAS,
+Volumes are read with MONAI (a NIfTI file via nibabel, or a DICOM series folder via pydicom:
+slices sorted by position, spacing from the headers), made channel-first, reoriented to RAS,
 resampled to a target spacing and intensity-normalized once (CT: a HU window scaled to
 [0, 1]; MRI: 0.5–99.5 percentile scaling), then kept in memory; each item is a random crop.
 
@@ -47,7 +48,7 @@ class VolumeCropDataset(Dataset[dict[str, Tensor]]):
     """Random fixed-size crops from a list of volumes, ``samples_per_volume`` per volume.
 
     Args:
-        files: NIfTI paths (one channel each).
+        files: NIfTI files or DICOM series folders (one channel each).
         crop_size: crop size in voxels (int or 3 values).
         spacing: target voxel spacing in mm.
         modality: ``"ct"`` (HU window) or ``"mri"`` (percentile scaling).
