@@ -98,6 +98,17 @@ def released_checkpoint(
     return decorator
 
 
+def _import_domain_plugins() -> None:
+    """Import every package under ``domainfm.domains`` (each registers its releases)."""
+    import importlib
+    import pkgutil
+
+    import domainfm.domains
+
+    for module in pkgutil.iter_modules(domainfm.domains.__path__):
+        importlib.import_module(f"domainfm.domains.{module.name}")
+
+
 def read_weights_file(path: str | Path) -> Any:
     """Content of a local weights file: safetensors, or a torch file read with
     ``weights_only=True``."""
@@ -121,6 +132,8 @@ def load_released(
     Raises:
         CheckpointMismatchError: with the report table, unless every key maps cleanly.
     """
+    if name not in RELEASED:
+        _import_domain_plugins()  # domain plugins register their releases on import
     entry = RELEASED.get(name)
     try:
         state = entry.map_keys(read_weights_file(path))

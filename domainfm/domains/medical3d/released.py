@@ -1,0 +1,138 @@
+"""Released Swin UNETR weights: their real key layouts, mapped onto :class:`SwinViT3D`.
+
+Each entry is a key-mapping function registered with
+:func:`~domainfm.pretrained.registry.released_checkpoint`; files are local, read with
+``weights_only=True``, and every key is reported (no ``strict=False``). The layouts:
+
+* ``model_swinvit.pt`` (Tang et al. 2022 self-supervised encoder, 5k CT): saved from DDP as
+  ``{"state_dict": {"module.patch_embed.proj.weight", "module.layers1.0.blocks.0.mlp.fc1.weight",
+  "module.layers1.0.downsample.reduction.weight", ...}}`` (MONAI's ``SwinUNETR.load_from``).
+* the research pretraining script's checkpoints: ``{"state_dict": {"swin_vit.*" or
+  "swinViT.*", plus the SSL heads "rotation_*", "contrastive_*", "conv.*"}}``.
+* ``ssl_pretrained_weights.pth`` (50k-volume CT pretraining; MONAI's ``filter_swinunetr``):
+  ``{"model": {"encoder.patch_embed.*", "encoder.layers1.0.0.blocks.0.*", "encoder.mask_token",
+  "encoder.norm.*", "out.conv.conv.*"}}``.
+* MONAI model-zoo Swin UNETR state dicts (``swinViT.*`` encoder + decoder keys).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from torch import Tensor
+
+from domainfm.pretrained.registry import released_checkpoint
+
+_SWIN_SSL = {
+    "in_chans": 1,
+    "feature_size": 48,
+    "depths": [2, 2, 2, 2],
+    "num_heads": [3, 6, 12, 24],
+    "window_size": 7,
+}
+_CT_INPUT = {
+    "channels": ["CT"],
+    "spacing_mm": [1.5, 1.5, 2.0],
+    "orientation": "RAS",
+    "normalization": {"type": "hu_window", "range": [-175.0, 250.0], "to": [0.0, 1.0]},
+    "roi_size": [96, 96, 96],
+}
+_LICENSE = "Apache-2.0 (Project-MONAI research-contributions / MONAI)"
+
+
+def _unwrap(content: Any, key: str) -> Mapping[str, Tensor]:
+    if not isinstance(content, Mapping) or key not in content:
+        keys = list(content)[:5] if isinstance(content, Mapping) else type(content).__name__
+        raise KeyError(f"expected a dict with {key!r}, found {keys}")
+    inner: Mapping[str, Tensor] = content[key]
+    return inner
+
+
+def _rename(
+    state: Mapping[str, Tensor], prefix: str, fix: Callable[[str], str] = lambda k: k
+) -> dict[str, Tensor]:
+    """``prefix + rest`` → ``swinViT. + fix(rest)`` with MLP names made MONAI's; other keys
+    are kept as they are (so the load report names them as unexpected)."""
+    out: dict[str, Tensor] = {}
+    for key, value in state.items():
+        if key.startswith(prefix):
+            rest = fix(key[len(prefix) :]).replace("mlp.fc1.", "mlp.linear1.")
+            out["swinViT." + rest.replace("mlp.fc2.", "mlp.linear2.")] = value
+        else:
+            out[key] = value
+    return out
+
+
+@released_checkpoint(
+    name="swin-unetr-ssl-model_swinvit",
+    architecture="swin_vit_3d",
+    kwargs=_SWIN_SSL,
+    source_layout="model_swinvit.pt: {'state_dict': {'module.<encoder key>'}}, MLP as fc1/fc2",
+    input=_CT_INPUT,
+    license=_LICENSE,
+    reference="https://github.com/Project-MONAI/research-contributions/tree/main/SwinUNETR/Pretrain",
+)
+def _map_model_swinvit(content: Any) -> dict[str, Tensor]:
+    return _rename(_unwrap(content, "state_dict"), "module.")
+
+
+_SSL_HEADS = ("rotation_pre.", "rotation_head.", "contrastive_pre.", "contrastive_head.", "conv.")
+
+
+@released_checkpoint(
+    name="swin-unetr-ssl-pretrain-checkpoint",
+    architecture="swin_vit_3d",
+    kwargs=_SWIN_SSL,
+    source_layout="pretraining script checkpoint: {'state_dict': {'swin_vit.*' | 'swinViT.*' | "
+    "'module.swinViT.*', SSL heads rotation_*/contrastive_*/conv.* (dropped)}}",
+    input=_CT_INPUT,
+    license=_LICENSE,
+    reference="https://github.com/Project-MONAI/research-contributions/tree/main/SwinUNETR/Pretrain",
+)
+def _map_pretrain_checkpoint(content: Any) -> dict[str, Tensor]:
+    state = {k.removeprefix("module."): v for k, v in _unwrap(content, "state_dict").items()}
+    state = {k: v for k, v in state.items() if not k.startswith(_SSL_HEADS)}
+    prefix = "swin_vit." if any(k.startswith("swin_vit.") for k in state) else "swinViT."
+    return _rename(state, prefix)
+
+
+_DROPPED_50K = {
+    "encoder.mask_token",
+    "encoder.norm.weight",
+    "encoder.norm.bias",
+    "out.conv.conv.weight",
+    "out.conv.conv.bias",
+}
+
+
+@released_checkpoint(
+    name="swin-unetr-ssl-50k",
+    architecture="swin_vit_3d",
+    kwargs=_SWIN_SSL,
+    source_layout="ssl_pretrained_weights.pth: {'model': {'encoder.layersN.0.0.*'}}, plus "
+    "encoder.mask_token / encoder.norm.* / out.conv.conv.* of the pretraining model (dropped)",
+    input=_CT_INPUT,
+    license=_LICENSE,
+    reference="https://github.com/Project-MONAI/MONAI-extra-test-data/releases/tag/0.8.1",
+)
+def _map_ssl_50k(content: Any) -> dict[str, Tensor]:
+    state = {k: v for k, v in _unwrap(content, "model").items() if k not in _DROPPED_50K}
+    collapse = re.compile(r"^(layers[1-4]\.\d+)\.\d+\.")  # layersN.0.0.x -> layersN.0.x
+    return _rename(state, "encoder.", lambda k: collapse.sub(r"\1.", k))
+
+
+@released_checkpoint(
+    name="monai-zoo-swin-unetr",
+    architecture="swin_vit_3d",
+    kwargs=_SWIN_SSL,
+    source_layout="MONAI SwinUNETR state dict (bundle models/model.pt): 'swinViT.*' encoder keys "
+    "loaded; decoder keys (encoder1..10, decoder1..5, out) belong to the segmentation head",
+    input=_CT_INPUT,
+    license="Apache-2.0 (MONAI model zoo; check the bundle's own license)",
+    reference="https://github.com/Project-MONAI/model-zoo/tree/dev/models/swin_unetr_btcv_segmentation",
+)
+def _map_monai_zoo(content: Any) -> dict[str, Tensor]:
+    state = content.get("state_dict", content) if isinstance(content, Mapping) else content
+    return {k: v for k, v in state.items() if k.startswith("swinViT.")}

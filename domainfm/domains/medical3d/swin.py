@@ -1,0 +1,112 @@
+"""MONAI's 3D Swin Transformer (the Swin UNETR encoder) behind the backbone contract.
+
+An adapter, not a fork: the encoder is MONAI's ``SwinTransformer`` held as ``swinViT``, the
+attribute name MONAI's ``SwinUNETR`` uses, so a MONAI Swin UNETR state dict's ``swinViT.*``
+keys load unchanged (Hatamizadeh et al. 2022, arXiv:2201.01266; Tang et al. 2022,
+arXiv:2111.14791 for the self-supervised weights).
+
+Shapes (``feature_size`` F, input ``(B, C, D, H, W)`` with sides divisible by 32)::
+
+    forward_intermediates(x)   5 maps: (B, F, /2), (B, 2F, /4), (B, 4F, /8), (B, 8F, /16),
+                               (B, 16F, /32)
+    forward_tokens(x)          tokens (B, N, 16F) of the last map, grid of /32
+    forward(x)                 (B, 16F) mean of the last map
+
+Windowed attention cannot drop masked tokens, so ``keep_idx`` is refused; pair this encoder
+with inpainting-style objectives (masked input, full grid) instead of MAE token dropping.
+
+Example::
+
+    >>> swin = SwinViT3D(in_chans=1, feature_size=12)
+    >>> swin(torch.randn(1, 1, 64, 64, 64)).shape
+    torch.Size([1, 192])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from domainfm.core.backbone import BACKBONES
+from domainfm.core.grid import TokenGrid, to_ntuple
+
+
+@BACKBONES.register("swin_vit_3d")
+class SwinViT3D(nn.Module):
+    """MONAI Swin Transformer encoder as a domainfm backbone.
+
+    Args:
+        in_chans: input channels.
+        feature_size: channels of the first stage (48 for the released SSL weights).
+        depths: blocks per stage.
+        num_heads: attention heads per stage.
+        window_size: attention window per axis.
+        normalize: layer-normalize the returned maps (as ``SwinUNETR`` does).
+        use_v2: Swin UNETR v2 (extra residual conv blocks per stage).
+    """
+
+    def __init__(
+        self,
+        *,
+        in_chans: int,
+        feature_size: int = 48,
+        depths: Sequence[int] = (2, 2, 2, 2),
+        num_heads: Sequence[int] = (3, 6, 12, 24),
+        window_size: int | Sequence[int] = 7,
+        normalize: bool = True,
+        use_v2: bool = False,
+    ) -> None:
+        super().__init__()
+        from monai.networks.nets.swin_unetr import SwinTransformer
+
+        if feature_size % 12:
+            raise ValueError(
+                f"feature_size must be divisible by 12, got feature_size={feature_size}"
+            )
+        self.swinViT = SwinTransformer(
+            in_chans=in_chans,
+            embed_dim=feature_size,
+            window_size=to_ntuple(window_size, 3, name="window_size"),
+            patch_size=(2, 2, 2),
+            depths=tuple(depths),
+            num_heads=tuple(num_heads),
+            use_v2=use_v2,
+        )
+        self.in_chans = in_chans
+        self.normalize = normalize
+        self.embed_dim = feature_size * 2 ** len(depths)
+        self.patch_size = (2 ** (len(depths) + 1),) * 3
+        self.num_prefix_tokens = 0
+
+    def token_grid(self, input_shape: Sequence[int]) -> TokenGrid:
+        """Grid of the last stage; ``ValueError`` unless every side divides by the stride."""
+        shape = tuple(input_shape)
+        if len(shape) != 3:
+            raise ValueError(f"SwinViT3D takes 3 spatial dims, got input shape {shape}")
+        return TokenGrid.from_input(shape, self.patch_size)
+
+    def forward_intermediates(
+        self, x: Tensor, indices: int | Sequence[int] = 5, norm: bool = False
+    ) -> list[Tensor]:
+        """Stage maps ``(B, C_i, *grid_i)`` (the last ``n`` if ``indices`` is an int)."""
+        self.token_grid(x.shape[2:])
+        maps: list[Tensor] = list(self.swinViT(x, self.normalize or norm))
+        picked = range(len(maps) - indices, len(maps)) if isinstance(indices, int) else indices
+        return [maps[i] for i in picked]
+
+    def forward_tokens(self, x: Tensor, keep_idx: Tensor | None = None) -> tuple[Tensor, TokenGrid]:
+        """Last-stage tokens ``(B, N, D)`` and their grid; token dropping is not supported."""
+        if keep_idx is not None:
+            raise ValueError(
+                "SwinViT3D cannot drop tokens (windowed attention needs the full grid); "
+                "use a masked-input objective instead of keep_idx"
+            )
+        grid = self.token_grid(x.shape[2:])
+        last = self.forward_intermediates(x, indices=1)[0]  # (B, D, *grid)
+        return last.flatten(2).transpose(1, 2), grid
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Mean of the last stage ``(B, D)``."""
+        tokens, _ = self.forward_tokens(x)
+        return tokens.mean(dim=1)
