@@ -2,7 +2,7 @@
 
 Each entry is a key-mapping function registered with
 :func:`~domainfm.pretrained.registry.released_checkpoint`; files are local, read with
-``weights_only=True``, and every key is reported (no ``strict=False``). The layouts:
+``weights_only=True``, and every key is reported (never a non-strict load). The layouts:
 
 * ``model_swinvit.pt`` (Tang et al. 2022 self-supervised encoder, 5k CT): saved from DDP as
   ``{"state_dict": {"module.patch_embed.proj.weight", "module.layers1.0.blocks.0.mlp.fc1.weight",
