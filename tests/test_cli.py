@@ -29,29 +29,40 @@ def _monitor_overrides(tmp_path: Path) -> Path:
 
 
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
+QUICKSTART = REPO / "configs/medical3d/mae_quickstart.yaml"
+
+
+def _cli(subcommand: str, config: Path, tmp_path: Path, *extra: str) -> list[str]:
+    """``python -m domainfm.cli SUBCOMMAND --config CONFIG`` writing its outputs to tmp_path."""
+    return [
+        sys.executable,
+        "-m",
+        "domainfm.cli",
+        subcommand,
+        "--config",
+        str(config),
+        f"--trainer.default_root_dir={tmp_path}",
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+        *extra,
+    ]
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
 def test_fit_every_config_runs(config: Path, tmp_path: Path, data_root: Path) -> None:
     """Each shipped config trains a few steps through the real entry point, with monitors."""
     env = {**os.environ, "DOMAINFM_DATA": str(data_root)}
-    cmd = [
-        sys.executable,
-        "-m",
-        "domainfm.cli",
+    cmd = _cli(
         "fit",
-        "--config",
-        str(config),
+        config,
+        tmp_path,
         "--trainer.max_steps=3",
         "--config",
         str(_monitor_overrides(tmp_path)),
-        f"--trainer.default_root_dir={tmp_path}",
-        f"--trainer.logger.init_args.save_dir={tmp_path}",
         "--trainer.enable_progress_bar=false",
         "--trainer.log_every_n_steps=1",
         "--data.init_args.num_workers=0",
         "--data.init_args.samples_per_volume=4",
-    ]
+    )
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = [line for line in proc.stdout.splitlines() if line.startswith("domainfm fit:")]
@@ -66,19 +77,8 @@ def test_fit_every_config_runs(config: Path, tmp_path: Path, data_root: Path) ->
 
 
 def test_missing_data_says_what_to_set(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "DOMAINFM_DATA"}
-    env["DOMAINFM_DATA"] = str(tmp_path / "absent")
-    cmd = [
-        sys.executable,
-        "-m",
-        "domainfm.cli",
-        "fit",
-        "--config",
-        str(REPO / "configs/medical3d/mae_quickstart.yaml"),
-        "--trainer.max_steps=1",
-        f"--trainer.default_root_dir={tmp_path}",
-        f"--trainer.logger.init_args.save_dir={tmp_path}",
-    ]
+    env = {**os.environ, "DOMAINFM_DATA": str(tmp_path / "absent")}
+    cmd = _cli("fit", QUICKSTART, tmp_path, "--trainer.max_steps=1")
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert "DOMAINFM_DATA" in proc.stderr and "is not a directory" in proc.stderr
@@ -92,29 +92,22 @@ def test_console_script_installed(entry: str) -> None:
 
 def test_validate_and_predict_subcommands(tmp_path: Path, data_root: Path) -> None:
     env = {**os.environ, "DOMAINFM_DATA": str(data_root)}
-    base = [
-        sys.executable,
-        "-m",
-        "domainfm.cli",
-        "{cmd}",
-        "--config",
-        str(REPO / "configs/medical3d/mae_quickstart.yaml"),
-        f"--trainer.default_root_dir={tmp_path}",
-        f"--trainer.logger.init_args.save_dir={tmp_path}",
+    val_ct = "medical/totalsegmentator_examples/ct_labeled/example_ct_sm.nii.gz"
+    val_files = f"--data.init_args.val_files=[{val_ct}]"
+    common = (
         "--trainer.enable_progress_bar=false",
-        "--data.init_args.val_files=[medical/totalsegmentator_examples/ct_labeled/example_ct_sm.nii.gz]",
         "--data.init_args.samples_per_volume=2",
         "--data.init_args.num_workers=0",
-    ]
+    )
     for cmd in ("validate", "predict"):
-        args = [a.format(cmd=cmd) for a in base]
+        args = _cli(cmd, QUICKSTART, tmp_path, *common, val_files)
         proc = subprocess.run(
             args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
         )
         assert proc.returncode == 0, (cmd, proc.stderr[-3000:])
         if cmd == "validate":
             assert "val/loss" in proc.stdout
-    missing = [a.format(cmd="validate") for a in base if "val_files" not in a]
+    missing = _cli("validate", QUICKSTART, tmp_path, *common)
     proc = subprocess.run(
         missing, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )

@@ -173,7 +173,7 @@ class PretrainModule(L.LightningModule):
     # -- Lightning hooks ----------------------------------------------------------------
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss, logs = self.compute_losses(batch)
-        size = next(iter(v for v in batch.values() if isinstance(v, Tensor))).shape[0]
+        size = _batch_size(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
         for key, value in logs.items():
             self.log(f"train/{key}", value, batch_size=size)
@@ -181,14 +181,14 @@ class PretrainModule(L.LightningModule):
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         loss, logs = self.compute_losses(batch)
-        size = next(iter(v for v in batch.values() if isinstance(v, Tensor))).shape[0]
+        size = _batch_size(batch)
         self.log("val/loss", loss, prog_bar=True, batch_size=size, sync_dist=True)
         for key, value in logs.items():
             self.log(f"val/{key}", value, batch_size=size, sync_dist=True)
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         loss, _ = self.compute_losses(batch)
-        size = next(iter(v for v in batch.values() if isinstance(v, Tensor))).shape[0]
+        size = _batch_size(batch)
         self.log("test/loss", loss, batch_size=size, sync_dist=True)
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
@@ -303,6 +303,11 @@ class PretrainModule(L.LightningModule):
             "masked": unpatchify(pixels.masked_fill(hidden, 0.0), grid, channels),
             "reconstruction": unpatchify(torch.where(hidden, pred, pixels), grid, channels),
         }
+
+
+def _batch_size(batch: Mapping[str, Any]) -> int:
+    """Rows of the first tensor in the batch (for Lightning's per-batch averaging)."""
+    return int(next(v for v in batch.values() if isinstance(v, Tensor)).shape[0])
 
 
 def _kwargs_or_empty(obj: object) -> dict[str, Any]:

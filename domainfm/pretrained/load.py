@@ -28,7 +28,13 @@ from torch import Tensor, nn
 
 from domainfm.core.backbone import BACKBONES
 from domainfm.core.checkpoint_io import load_safetensors
-from domainfm.core.export import CONFIG_NAME, FORMAT, WEIGHTS_NAME, read_training_checkpoint
+from domainfm.core.export import (
+    CONFIG_NAME,
+    FORMAT,
+    WEIGHTS_NAME,
+    backbone_config,
+    read_training_checkpoint,
+)
 from domainfm.core.grid import to_ntuple
 from domainfm.core.pos_embed import resample_pos_embed
 from domainfm.pretrained.report import LoadReport, Resampler, load_state_dict_with_report
@@ -56,8 +62,6 @@ def read_backbone_source(path_or_dir: str | Path) -> tuple[dict[str, Any], dict[
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
     if path.is_file() and path.suffix == ".ckpt":
-        from domainfm.core.export import backbone_config
-
         meta, state = read_training_checkpoint(path)
         return backbone_config(meta), state, str(path)
     return _read_export(path)
