@@ -14,6 +14,8 @@ Shapes::
                                                                 # K = keep_idx.shape[1] or N
     forward_intermediates(x, ...)  list of (B, D, *grid.shape)
     forward(x)                     (B, D) pooled embedding
+    pool_tokens(tokens)            (B, D) optional: the pooling of ``forward`` applied to
+                                   ``forward_tokens`` output (saves a pass when both are used)
 """
 
 from __future__ import annotations

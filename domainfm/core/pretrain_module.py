@@ -8,6 +8,12 @@ One backbone, any weighted set of objectives from :mod:`domainfm.core.objectives
   projection head: InfoNCE, Barlow Twins and VICReg compare projections of both views; BYOL
   adds a predictor and an EMA teacher of backbone + projector; MoCo compares a query with
   the key of an EMA key encoder. Teachers follow BYOL's cosine momentum schedule.
+* **batch** objectives (:class:`~domainfm.core.objectives.base.BatchObjective`, e.g. VoCo's
+  position contrast, rotation prediction, inpainting) read the keys they need through a
+  :class:`~domainfm.core.batch_features.BatchFeatures` and own their heads.
+
+Backbone outputs are shared: each batch key is encoded once per step whatever number of
+objectives read it.
 
 The total loss is ``Σ weight[name] * loss[name]``; every term is logged. Optimizer: AdamW
 (no decay on biases, norms, tokens; optional layer-wise LR decay); schedule: linear warmup +
@@ -36,10 +42,12 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
+from domainfm.core.batch_features import BatchFeatures
 from domainfm.core.ema import EMATeacher, cosine_momentum
 from domainfm.core.heads import ProjectionHead
 from domainfm.core.jsonable import to_jsonable
 from domainfm.core.lr_schedule import warmup_cosine
+from domainfm.core.objectives.base import BatchObjective
 from domainfm.core.objectives.byol import BYOL
 from domainfm.core.objectives.mae import MAE
 from domainfm.core.objectives.mae_targets import NormalizedPixelTarget
@@ -101,6 +109,8 @@ class PretrainModule(L.LightningModule):
         self.predictors = nn.ModuleDict()
         self.teachers = nn.ModuleDict()
         for name, objective in objectives.items():
+            if isinstance(objective, BatchObjective):
+                continue  # brings its own heads
             if isinstance(objective, MASKED):
                 patch = tuple(getattr(backbone, "patch_size", ()))
                 if patch != objective.patch_size:
@@ -137,30 +147,34 @@ class PretrainModule(L.LightningModule):
         prefix = int(getattr(self.backbone, "num_prefix_tokens", 0))
         return objective(tokens[:, prefix:], grid, keep_idx, mask, x)
 
-    def _two_view(self, name: str, objective: nn.Module, batch: Mapping[str, Tensor]) -> Any:
-        v1, v2 = batch["view1"], batch["view2"]
-        student = self._student(name)
-        if isinstance(objective, BYOL):
-            predictor = self.predictors[name]
-            p1, p2 = predictor(student(v1)), predictor(student(v2))
-            with torch.no_grad():
-                t1, t2 = self.teachers[name](v1), self.teachers[name](v2)
-            return objective(p1, p2, t1, t2)
+    def _two_view(self, name: str, objective: nn.Module, features: BatchFeatures) -> Any:
+        projector = self.projectors[name]
+        z1 = projector(features.pooled("view1"))  # (B, projector_dim)
         if isinstance(objective, MoCo):
             with torch.no_grad():
-                key = self.teachers[name](v2)
-            return objective(student(v1), key)
-        return objective(student(v1), student(v2))
+                key = self.teachers[name](features.batch["view2"])
+            return objective(z1, key)
+        z2 = projector(features.pooled("view2"))
+        if isinstance(objective, BYOL):
+            predictor = self.predictors[name]
+            with torch.no_grad():
+                t1 = self.teachers[name](features.batch["view1"])
+                t2 = self.teachers[name](features.batch["view2"])
+            return objective(predictor(z1), predictor(z2), t1, t2)
+        return objective(z1, z2)
 
     def compute_losses(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """Total weighted loss and every logged term for one batch."""
         total: Tensor | None = None
         logs: dict[str, Tensor] = {}
+        features = BatchFeatures(self.backbone, batch)  # one backbone pass per view
         for name, objective in self.objectives.items():
-            if isinstance(objective, MASKED):
+            if isinstance(objective, BatchObjective):
+                out = objective.forward_batch(features)
+            elif isinstance(objective, MASKED):
                 out = self._masked(objective, batch)
             else:
-                out = self._two_view(name, objective, batch)
+                out = self._two_view(name, objective, features)
             logs[name] = out.loss.detach()
             for term, value in out.terms.items():
                 if term != name:

@@ -301,9 +301,14 @@ class VisionTransformerND(nn.Module):
                 maps.append(patch.transpose(1, 2).reshape(x.shape[0], self.embed_dim, *grid.shape))
         return maps
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Pooled embedding ``(B, D)`` (class token or mean of patch tokens)."""
-        tokens, _ = self.forward_tokens(x)
+    def pool_tokens(self, tokens: Tensor) -> Tensor:
+        """``forward_tokens`` output ``(B, P + N, D)`` → pooled ``(B, D)`` (class token or
+        mean of patch tokens)."""
         if self.global_pool == "token":
             return tokens[:, 0]
         return tokens[:, self.num_prefix_tokens :].mean(dim=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Pooled embedding ``(B, D)`` (class token or mean of patch tokens)."""
+        tokens, _ = self.forward_tokens(x)
+        return self.pool_tokens(tokens)

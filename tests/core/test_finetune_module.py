@@ -17,20 +17,29 @@ SEG = "medical/totalsegmentator_examples/ct_labeled/example_seg.nii.gz"
 
 
 def _vit(dims: int = 3) -> VisionTransformerND:
-    return VisionTransformerND(in_chans=1, spatial_dims=dims, patch_size=8, embed_dim=32,
-                               depth=2, num_heads=4)
+    return VisionTransformerND(
+        in_chans=1, spatial_dims=dims, patch_size=8, embed_dim=32, depth=2, num_heads=4
+    )
 
 
 def _trainer(steps: int, **kw: object) -> L.Trainer:
-    return L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False,
-                     enable_progress_bar=False, enable_model_summary=False,
-                     accelerator="cpu", num_sanity_val_steps=0, **kw)  # type: ignore[arg-type]
+    return L.Trainer(
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        num_sanity_val_steps=0,
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 def test_linear_probe_trains_only_the_head() -> None:
     torch.manual_seed(0)
-    module = FinetuneModule(backbone=_vit(2), task="classification", num_classes=3,
-                            mode="linear_probe", lr=1e-2)
+    module = FinetuneModule(
+        backbone=_vit(2), task="classification", num_classes=3, mode="linear_probe", lr=1e-2
+    )
     before = {k: v.clone() for k, v in module.backbone.state_dict().items()}
     head_before = module.head[1].weight.clone()
     data = [{"input": torch.randn(1, 16, 16), "label": torch.tensor(i % 3)} for i in range(16)]
@@ -48,8 +57,12 @@ def test_classification_validation_metrics_match_manual() -> None:
     metrics = trainer.validate(module, DataLoader(data, batch_size=4), verbose=False)[0]  # type: ignore[arg-type]
     module.eval()
     with torch.no_grad():
-        preds = torch.cat([module(torch.stack([d["input"] for d in data[i : i + 4]])).argmax(1)
-                           for i in range(0, 12, 4)])
+        preds = torch.cat(
+            [
+                module(torch.stack([d["input"] for d in data[i : i + 4]])).argmax(1)
+                for i in range(0, 12, 4)
+            ]
+        )
     labels = torch.tensor([i % 3 for i in range(12)])
     assert metrics["val/acc"] == pytest.approx((preds == labels).float().mean().item())
     per_class = [(preds[labels == c] == c).float().mean().item() for c in range(3)]
@@ -69,8 +82,9 @@ def test_segmentation_fits_a_real_ct_crop(data_root: Path) -> None:
     item = {"input": torch.from_numpy(x), "label": torch.from_numpy(y)}
     data = [item] * 4
     torch.manual_seed(0)
-    vit = VisionTransformerND(in_chans=1, spatial_dims=3, patch_size=8, embed_dim=32, depth=2,
-                              num_heads=4)
+    vit = VisionTransformerND(
+        in_chans=1, spatial_dims=3, patch_size=8, embed_dim=32, depth=2, num_heads=4
+    )
     module = FinetuneModule(
         backbone=vit, task="segmentation", num_classes=2, num_maps=2, decoder_dim=16, lr=3e-3
     )

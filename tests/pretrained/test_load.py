@@ -23,10 +23,24 @@ from domainfm.pretrained import CheckpointMismatchError, load_state_dict_with_re
 
 def _module(pos_embed: str = "sincos") -> PretrainModule:
     torch.manual_seed(0)
-    vit = VisionTransformerND(in_chans=1, spatial_dims=3, patch_size=8, embed_dim=32, depth=2,
-                              num_heads=4, pos_embed=pos_embed, grid_size=2)  # type: ignore[arg-type]
-    mae = MAE(embed_dim=32, in_chans=1, patch_size=(8, 8, 8), decoder_dim=32, decoder_depth=1,
-              decoder_heads=4)
+    vit = VisionTransformerND(
+        in_chans=1,
+        spatial_dims=3,
+        patch_size=8,
+        embed_dim=32,
+        depth=2,
+        num_heads=4,
+        pos_embed=pos_embed,
+        grid_size=2,
+    )  # type: ignore[arg-type]
+    mae = MAE(
+        embed_dim=32,
+        in_chans=1,
+        patch_size=(8, 8, 8),
+        decoder_dim=32,
+        decoder_depth=1,
+        decoder_heads=4,
+    )
     return PretrainModule(backbone=vit, objectives={"mae": mae}, domain="medical3d")
 
 
@@ -94,8 +108,9 @@ def test_mismatched_keys_are_named_and_fail_loudly(tmp_path: Path) -> None:
 
 
 def test_allow_missing_patterns() -> None:
-    vit = VisionTransformerND(in_chans=1, spatial_dims=2, patch_size=8, embed_dim=32, depth=1,
-                              num_heads=4)
+    vit = VisionTransformerND(
+        in_chans=1, spatial_dims=2, patch_size=8, embed_dim=32, depth=1, num_heads=4
+    )
     state = {k: v for k, v in vit.state_dict().items() if not k.startswith("norm.")}
     report = load_state_dict_with_report(vit, state, source="test")
     with pytest.raises(CheckpointMismatchError):
@@ -129,8 +144,12 @@ def test_code_executing_pickle_is_refused(tmp_path: Path) -> None:
         pickle.dump({"state_dict": {}, "payload": _Exploit()}, handle)
     with pytest.raises(UnsafeCheckpointError, match=r"refusing to load .*evil\.ckpt"):
         domainfm.load_backbone(path)
-    proc = subprocess.run([sys.executable, "-m", "domainfm.cli", "inspect", str(path)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "domainfm.cli", "inspect", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "refusing to load" in proc.stderr
     # also through torch.save's zip format
     zipped = tmp_path / "evil_zip.ckpt"

@@ -23,8 +23,9 @@ def test_timm_vit_release_loads_and_matches_timm(tmp_path: Path) -> None:
     entry = RELEASED.get("timm-vit-small-patch16-224")
     assert entry.input["normalization"]["mean"] == [0.485, 0.456, 0.406]
     # a DDP-style "module." wrapper is not this layout: loud failure naming the keys
-    torch.save({"model": {f"module.{k}": v for k, v in ref.state_dict().items()}},
-               tmp_path / "wrapped.pth")
+    torch.save(
+        {"model": {f"module.{k}": v for k, v in ref.state_dict().items()}}, tmp_path / "wrapped.pth"
+    )
     with pytest.raises(CheckpointMismatchError, match=r"module\.blocks\.0\.attn\.qkv\.weight"):
         load_released("timm-vit-small-patch16-224", tmp_path / "wrapped.pth")
 
@@ -33,8 +34,9 @@ def test_release_resampled_to_new_grid(tmp_path: Path) -> None:
     ref = timm.create_model("vit_small_patch16_224", pretrained=False)
     path = tmp_path / "vit.pth"
     torch.save(ref.state_dict(), path)
-    model, report = load_released("timm-vit-small-patch16-224", path,
-                                  model_kwargs={"grid_size": 8, "in_chans": 3})
+    model, report = load_released(
+        "timm-vit-small-patch16-224", path, model_kwargs={"grid_size": 8, "in_chans": 3}
+    )
     assert report.resampled == [("pos_embed", (1, 197, 384), (1, 65, 384))]
     assert model(torch.randn(1, 3, 128, 128)).shape == (1, 384)
 

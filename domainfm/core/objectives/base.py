@@ -18,9 +18,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from domainfm.core.batch_features import BatchFeatures
 
 
 class ParallelMode(StrEnum):
@@ -68,3 +72,20 @@ def paired_views_fp32(z1: Tensor, z2: Tensor, *, gather: bool) -> tuple[Tensor, 
     if gather:
         return gather_with_grad(z1), gather_with_grad(z2)
     return z1, z2
+
+
+@runtime_checkable
+class BatchObjective(Protocol):
+    """An objective that reads the views it needs from the batch itself.
+
+    :class:`~domainfm.core.pretrain_module.PretrainModule` calls ``forward_batch`` with a
+    :class:`~domainfm.core.batch_features.BatchFeatures` over the batch: the objective asks for
+    ``features.pooled(key)`` / ``features.tokens(key)`` of the tensors it reads and
+    ``features.batch[key]`` for targets (labels, overlaps, clean images). Backbone passes
+    are shared between objectives reading the same key. Heads the objective needs (e.g. a
+    rotation classifier) are its own submodules.
+    """
+
+    def forward_batch(self, features: BatchFeatures) -> ObjectiveOutput:
+        """The loss of one batch."""
+        ...

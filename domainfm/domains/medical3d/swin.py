@@ -106,7 +106,11 @@ class SwinViT3D(nn.Module):
         last = self.forward_intermediates(x, indices=1)[0]  # (B, D, *grid)
         return last.flatten(2).transpose(1, 2), grid
 
+    def pool_tokens(self, tokens: Tensor) -> Tensor:
+        """``forward_tokens`` output ``(B, N, D)`` → mean ``(B, D)``."""
+        return tokens.mean(dim=1)
+
     def forward(self, x: Tensor) -> Tensor:
         """Mean of the last stage ``(B, D)``."""
         tokens, _ = self.forward_tokens(x)
-        return tokens.mean(dim=1)
+        return self.pool_tokens(tokens)

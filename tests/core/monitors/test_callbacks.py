@@ -71,8 +71,9 @@ class TinyMasked(L.LightningModule):
         return {"input": x, "masked": masked, "reconstruction": self.decoder(self.encoder(masked))}
 
 
-def _loader(shape: tuple[int, ...], n: int, *, labels: bool = False, shuffle: bool = False,
-            seed: int = 0) -> DataLoader:
+def _loader(
+    shape: tuple[int, ...], n: int, *, labels: bool = False, shuffle: bool = False, seed: int = 0
+) -> DataLoader:
     g = torch.Generator().manual_seed(seed)
     items = []
     for i in range(n):
@@ -114,7 +115,10 @@ def test_fit_3d_logs_rankme_knn_and_writes_previews(tmp_path: Path) -> None:
     knn_cb = KNNMonitor(
         _loader((1, 16, 16, 16), 6, labels=True, seed=1),
         _loader((1, 16, 16, 16), 4, labels=True, seed=2),
-        num_classes=2, k=3, linear_probe_steps=5, linear_probe_batch_size=4,
+        num_classes=2,
+        k=3,
+        linear_probe_steps=5,
+        linear_probe_batch_size=4,
     )
     trainer = _trainer(tmp_path, [rankme_cb, preview_cb, knn_cb])
     # 4 samples, batch 2: 2 steps per epoch, so 2 epochs and 2 kNN evaluations
@@ -173,9 +177,13 @@ def test_monitors_do_not_change_the_training_run(tmp_path: Path) -> None:
         [
             RankMeMonitor(every_n_steps=1),
             ReconstructionPreview(every_n_steps=1, out_dir=tmp_path / "p"),
-            KNNMonitor(_loader((1, 16, 16, 16), 4, labels=True, shuffle=True),
-                       _loader((1, 16, 16, 16), 2, labels=True), num_classes=2,
-                       linear_probe_steps=2, linear_probe_batch_size=2),
+            KNNMonitor(
+                _loader((1, 16, 16, 16), 4, labels=True, shuffle=True),
+                _loader((1, 16, 16, 16), 2, labels=True),
+                num_classes=2,
+                linear_probe_steps=2,
+                linear_probe_batch_size=2,
+            ),
         ],
         "monitored",
     )
@@ -188,8 +196,9 @@ def test_monitors_do_not_change_the_training_run(tmp_path: Path) -> None:
 def test_fit_2d_rgb_preview_and_tensorboard(tmp_path: Path) -> None:
     L.seed_everything(0, verbose=False)
     module = TinyMasked(spatial_dims=2, channels=3)
-    preview_cb = ReconstructionPreview(every_n_steps=2, max_images=1, out_dir=tmp_path / "out",
-                                       zoom=2)
+    preview_cb = ReconstructionPreview(
+        every_n_steps=2, max_images=1, out_dir=tmp_path / "out", zoom=2
+    )
     tb = TensorBoardLogger(tmp_path, name="tb")
     trainer = _trainer(tmp_path, [preview_cb], logger=[CSVLogger(tmp_path), tb])
     trainer.fit(module, _loader((3, 16, 12), 4))
@@ -223,8 +232,10 @@ def test_missing_module_methods_raise_type_error(tmp_path: Path) -> None:
         def configure_optimizers(self) -> Any:
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
-    for callback, name in ((RankMeMonitor(every_n_steps=1), "embed"),
-                           (ReconstructionPreview(every_n_steps=1), "reconstruct_preview")):
+    for callback, name in (
+        (RankMeMonitor(every_n_steps=1), "embed"),
+        (ReconstructionPreview(every_n_steps=1), "reconstruct_preview"),
+    ):
         trainer = _trainer(tmp_path, [callback], logger=False, max_steps=1)
         with pytest.raises(TypeError, match=name):
             trainer.fit(Plain(), _loader((4,), 2))
