@@ -25,7 +25,8 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from domainfm.core.data_root import resolve_data_path
 from domainfm.core.masking import BlockMasking, MaskGenerator, MaskingCollate, RandomMasking
 from domainfm.core.sampling import SeededSampler
-from domainfm.domains.medical3d.volumes import VolumeCropDataset
+from domainfm.domains.medical3d.views import VolumeViews
+from domainfm.domains.medical3d.volumes import VolumeCropDataset, make_views
 
 
 class VolumePretrainDataModule(L.LightningDataModule):
@@ -42,7 +43,10 @@ class VolumePretrainDataModule(L.LightningDataModule):
         mask_ratio: fraction of tokens hidden from the encoder.
         masking: ``"random"`` or ``"block"``.
         samples_per_volume: crops per volume per epoch.
-        views: 2 adds a positive pair of overlapping crops for two-view objectives.
+        views: the view maker of each recipe (a
+            :class:`~domainfm.domains.medical3d.views.VolumeViews`, e.g. VoCo crops), or the
+            shorthands 1 (a random crop) and 2 (a pair of overlapping crops, for two-view
+            objectives) of ``crop_size``.
         batch_size: crops per batch.
         num_workers: loader worker processes.
         seed: seed of the crop order, crop positions and masks (exactly resumable).
@@ -61,7 +65,7 @@ class VolumePretrainDataModule(L.LightningDataModule):
         mask_ratio: float = 0.75,
         masking: Literal["random", "block"] = "random",
         samples_per_volume: int = 8,
-        views: Literal[1, 2] = 1,
+        views: int | VolumeViews = 1,
         batch_size: int = 2,
         num_workers: int = 0,
         seed: int = 0,
@@ -74,7 +78,7 @@ class VolumePretrainDataModule(L.LightningDataModule):
         self.spacing = spacing
         self.modality: Literal["ct", "mri"] = modality
         self.samples_per_volume = samples_per_volume
-        self.views: Literal[1, 2] = views
+        self.views = make_views(views, crop_size=crop_size)
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
@@ -90,7 +94,6 @@ class VolumePretrainDataModule(L.LightningDataModule):
     def _dataset(self, files: Sequence[str]) -> VolumeCropDataset:
         return VolumeCropDataset(
             files=[resolve_data_path(f) for f in files],
-            crop_size=self.crop_size,
             spacing=self.spacing,
             modality=self.modality,
             hu_window=self.hu_window,
@@ -143,7 +146,7 @@ class VolumePretrainDataModule(L.LightningDataModule):
             "modality": self.modality,
             "spacing_mm": self.spacing,
             "orientation": "RAS",
-            "crop_size": self.crop_size,
+            "crop_size": list(self.views.crop_size),
             "normalization": (
                 {"type": "hu_window", "range": list(self.hu_window), "to": [0.0, 1.0]}
                 if self.modality == "ct"

@@ -86,5 +86,7 @@ def test_two_views_overlap_and_follow_the_seed(data_root: Path) -> None:
         scale, shift = coef.tolist()
         assert 0.9 <= scale <= 1.1 and -0.1 <= shift <= 0.1, (scale, shift)
         torch.testing.assert_close(view, crop * scale + shift, atol=1e-5, rtol=0)
-    with pytest.raises(ValueError, match="views must be 1 or 2, got views=3"):
+    with pytest.raises(
+        ValueError, match="views must be 1, 2 or a VolumeViews view maker, got views=3"
+    ):
         VolumeCropDataset(files=[data_root / CT], views=3)  # type: ignore[arg-type]
