@@ -41,7 +41,14 @@ class FinetuneModule(L.LightningModule):
     """Backbone + task head with metrics.
 
     Args:
-        backbone: a :class:`~domainfm.core.backbone.Backbone` (e.g. from ``load_backbone``).
+        backbone: a :class:`~domainfm.core.backbone.Backbone` (e.g. from ``load_backbone``);
+            may be omitted when ``pretrained`` names an export or checkpoint to rebuild from.
+        pretrained: weights to start from: a ``domainfm export`` folder or a domainfm
+            ``.ckpt`` (rebuilt from its recorded config when ``backbone`` is omitted, else
+            loaded into ``backbone``), or with ``released`` a local copy of a registered
+            release. Every key must load (strict, with a printed report).
+        released: name of a registered release (:func:`domainfm.pretrained.load_released`)
+            that ``pretrained`` is a copy of.
         task: ``"classification"`` or ``"segmentation"``.
         num_classes: number of classes (background included for segmentation).
         mode: ``"full"`` fine-tuning or ``"linear_probe"`` (frozen backbone; classification).
@@ -56,7 +63,7 @@ class FinetuneModule(L.LightningModule):
     def __init__(
         self,
         *,
-        backbone: nn.Module,
+        backbone: nn.Module | None = None,
         task: Literal["classification", "segmentation"],
         num_classes: int,
         mode: Literal["full", "linear_probe"] = "full",
@@ -66,8 +73,11 @@ class FinetuneModule(L.LightningModule):
         weight_decay: float = 0.05,
         warmup_steps: int = 0,
         layer_decay: float | None = None,
+        pretrained: str | None = None,
+        released: str | None = None,
     ) -> None:
         super().__init__()
+        backbone = _pretrained_backbone(backbone, pretrained, released)
         if task not in ("classification", "segmentation"):
             raise ValueError(f"task must be 'classification' or 'segmentation', got {task!r}")
         if mode not in ("full", "linear_probe"):
@@ -207,3 +217,31 @@ class FinetuneModule(L.LightningModule):
                 },
             }
         )
+
+
+def _pretrained_backbone(
+    backbone: nn.Module | None, pretrained: str | None, released: str | None
+) -> nn.Module:
+    """The backbone to fine-tune, with ``pretrained`` weights loaded strictly (report printed)."""
+    from domainfm.pretrained.load import load_backbone, read_backbone_source
+    from domainfm.pretrained.registry import load_released
+    from domainfm.pretrained.report import load_state_dict_with_report
+
+    if pretrained is None:
+        if released is not None:
+            raise ValueError(f"released={released!r} needs pretrained= (the local file)")
+        if backbone is None:
+            raise ValueError("give a backbone, or pretrained= weights to rebuild one from")
+        return backbone
+    if released is not None:
+        if backbone is not None:
+            raise ValueError("released weights build their own backbone: omit backbone")
+        model, report = load_released(released, pretrained)
+    elif backbone is None:
+        model, report = load_backbone(pretrained)
+    else:
+        _, state, source = read_backbone_source(pretrained)
+        model = backbone
+        report = load_state_dict_with_report(model, state, source=source).check()
+    print(f"FinetuneModule: loaded {len(report.loaded)} tensors from {report.source}")
+    return model
