@@ -141,21 +141,51 @@ PRESETS = {
 }
 DEFAULT_CONFIGS = ["vits-96-p16", "vits-64-p8", "monai-defaults-96-p16"]
 QUICK = Config(
-    "quick", size=32, patch=8, batch=2, hidden=48, depth=2, heads=4, mlp_dim=96,
-    decoder_hidden=48, decoder_depth=1, decoder_heads=4, decoder_mlp_dim=64,
+    "quick",
+    size=32,
+    patch=8,
+    batch=2,
+    hidden=48,
+    depth=2,
+    heads=4,
+    mlp_dim=96,
+    decoder_hidden=48,
+    decoder_depth=1,
+    decoder_heads=4,
+    decoder_mlp_dim=64,
 )
-OVERRIDES = ("size", "patch", "batch", "hidden", "depth", "heads", "mlp_dim", "decoder_hidden",
-             "decoder_depth", "decoder_heads", "decoder_mlp_dim", "mask_ratio")
+OVERRIDES = (
+    "size",
+    "patch",
+    "batch",
+    "hidden",
+    "depth",
+    "heads",
+    "mlp_dim",
+    "decoder_hidden",
+    "decoder_depth",
+    "decoder_heads",
+    "decoder_mlp_dim",
+    "mask_ratio",
+)
 
 
 # -- models and steps -------------------------------------------------------------------------
 def build_monai(cfg: Config) -> nn.Module:
     return MaskedAutoEncoderViT(
-        in_channels=cfg.in_chans, img_size=cfg.size, patch_size=cfg.patch,
-        hidden_size=cfg.hidden, mlp_dim=cfg.mlp_dim, num_layers=cfg.depth, num_heads=cfg.heads,
-        masking_ratio=cfg.mask_ratio, decoder_hidden_size=cfg.decoder_hidden,
-        decoder_mlp_dim=cfg.decoder_mlp_dim, decoder_num_layers=cfg.decoder_depth,
-        decoder_num_heads=cfg.decoder_heads, spatial_dims=3,
+        in_channels=cfg.in_chans,
+        img_size=cfg.size,
+        patch_size=cfg.patch,
+        hidden_size=cfg.hidden,
+        mlp_dim=cfg.mlp_dim,
+        num_layers=cfg.depth,
+        num_heads=cfg.heads,
+        masking_ratio=cfg.mask_ratio,
+        decoder_hidden_size=cfg.decoder_hidden,
+        decoder_mlp_dim=cfg.decoder_mlp_dim,
+        decoder_num_layers=cfg.decoder_depth,
+        decoder_num_heads=cfg.decoder_heads,
+        spatial_dims=3,
     )  # proj_type="conv", pos_embed_type="sincos", qkv_bias=False, no flash attention
 
 
@@ -178,14 +208,25 @@ class Ours(nn.Module):
     def __init__(self, cfg: Config) -> None:
         super().__init__()
         self.encoder = VisionTransformerND(
-            in_chans=cfg.in_chans, spatial_dims=3, patch_size=cfg.patch, embed_dim=cfg.hidden,
-            depth=cfg.depth, num_heads=cfg.heads, mlp_ratio=cfg.mlp_dim / cfg.hidden,
-            qkv_bias=False, class_token=True, pos_embed="sincos",
+            in_chans=cfg.in_chans,
+            spatial_dims=3,
+            patch_size=cfg.patch,
+            embed_dim=cfg.hidden,
+            depth=cfg.depth,
+            num_heads=cfg.heads,
+            mlp_ratio=cfg.mlp_dim / cfg.hidden,
+            qkv_bias=False,
+            class_token=True,
+            pos_embed="sincos",
         )
         self.objective = MAE(
-            embed_dim=cfg.hidden, in_chans=cfg.in_chans, patch_size=self.encoder.patch_size,
-            decoder_dim=cfg.decoder_hidden, decoder_depth=cfg.decoder_depth,
-            decoder_heads=cfg.decoder_heads, mlp_ratio=cfg.decoder_mlp_dim / cfg.decoder_hidden,
+            embed_dim=cfg.hidden,
+            in_chans=cfg.in_chans,
+            patch_size=self.encoder.patch_size,
+            decoder_dim=cfg.decoder_hidden,
+            decoder_depth=cfg.decoder_depth,
+            decoder_heads=cfg.decoder_heads,
+            mlp_ratio=cfg.decoder_mlp_dim / cfg.decoder_hidden,
             decoder_qkv_bias=False,
         )
 
@@ -245,8 +286,11 @@ class Bench:
         return loss
 
     def variants(self) -> dict[str, Callable[[], Tensor]]:
-        return {"monai": self.monai_loss, "ours": self.ours_loss,
-                "ours, mask drawn in step": self.ours_draw_loss}
+        return {
+            "monai": self.monai_loss,
+            "ours": self.ours_loss,
+            "ours, mask drawn in step": self.ours_draw_loss,
+        }
 
     def step(self, loss_fn: Callable[[], Tensor]) -> float:
         loss = loss_fn()
@@ -266,10 +310,13 @@ def loss_checks(bench: Bench) -> dict[str, float]:
         monai_formula = ((pred - target).pow(2).mean(dim=-1) * m).sum() / m.sum()
         masked_idx = mask.nonzero()[:, 1].view(mask.shape[0], -1)
         rows = torch.arange(mask.shape[0], device=mask.device)[:, None]
-        ours_formula = torch.nn.functional.mse_loss(pred[rows, masked_idx],
-                                                    target[rows, masked_idx])
-    return {"target_vs_NormalizedPixelTarget": float((target - ref).abs().max()),
-            "masked_mean_vs_mse_on_masked": float((monai_formula - ours_formula).abs())}
+        ours_formula = torch.nn.functional.mse_loss(
+            pred[rows, masked_idx], target[rows, masked_idx]
+        )
+    return {
+        "target_vs_NormalizedPixelTarget": float((target - ref).abs().max()),
+        "masked_mean_vs_mse_on_masked": float((monai_formula - ours_formula).abs()),
+    }
 
 
 def param_counts(module: nn.Module) -> dict[str, int]:
@@ -296,7 +343,7 @@ def time_variants(bench: Bench, warmup: int, rounds: int) -> dict[str, Any]:
     times: dict[str, list[float]] = {n: [] for n in names}
     cpu: dict[str, list[float]] = {n: [] for n in names}
     for r in range(rounds):
-        order = names[r % len(names):] + names[: r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             bench.prepare()
             sync(bench.device)
@@ -315,9 +362,14 @@ def summarize(
     for name, ts in times.items():
         med = statistics.median(ts)
         q = statistics.quantiles(ts, n=4) if len(ts) >= 2 else [ts[0]] * 3
-        out[name] = {"median_s": med, "min_s": min(ts), "q1_s": q[0], "q3_s": q[2],
-                     "throughput_samples_per_s": batch / med,
-                     "cpu_median_s": statistics.median(cpu[name])}
+        out[name] = {
+            "median_s": med,
+            "min_s": min(ts),
+            "q1_s": q[0],
+            "q3_s": q[2],
+            "throughput_samples_per_s": batch / med,
+            "cpu_median_s": statistics.median(cpu[name]),
+        }
     base, base_cpu = times["monai"], cpu["monai"]
     for name, ts in times.items():
         paired = [b / t for b, t in zip(base, ts, strict=True)]
@@ -375,8 +427,10 @@ def memory_worker(cfg: Config, name: str, device: torch.device) -> dict[str, Any
             bench.prepare()
             bench.step(fn)
         torch.cuda.synchronize(device)
-        return {"peak_bytes": torch.cuda.max_memory_allocated(device) - before,
-                "method": "torch.cuda.max_memory_allocated - allocated before"}
+        return {
+            "peak_bytes": torch.cuda.max_memory_allocated(device) - before,
+            "method": "torch.cuda.max_memory_allocated - allocated before",
+        }
     reset = False
     try:
         Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
@@ -390,8 +444,10 @@ def memory_worker(cfg: Config, name: str, device: torch.device) -> dict[str, Any
         bench.step(fn)
     hwm = _status_kib("VmHWM") if reset else None
     if hwm is not None and before_kib is not None:
-        return {"peak_bytes": (hwm - before_kib) * 1024,
-                "method": "VmHWM (reset via /proc/self/clear_refs) - VmRSS before"}
+        return {
+            "peak_bytes": (hwm - before_kib) * 1024,
+            "method": "VmHWM (reset via /proc/self/clear_refs) - VmRSS before",
+        }
     after_max = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     base = before_kib if before_kib is not None else before_max
     return {"peak_bytes": (after_max - base) * 1024, "method": "ru_maxrss - RSS before"}
@@ -402,11 +458,21 @@ def measure_memory(cfg: Config, args: argparse.Namespace) -> dict[str, dict[str,
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
     procs = {}
     for name in ("monai", "ours"):
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--_memory-worker", name,
-               "--_config", json.dumps(dataclasses.asdict(cfg)), "--threads", str(args.threads),
-               "--device", args.device]
-        procs[name] = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
-                                       stderr=subprocess.PIPE, text=True)
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--_memory-worker",
+            name,
+            "--_config",
+            json.dumps(dataclasses.asdict(cfg)),
+            "--threads",
+            str(args.threads),
+            "--device",
+            args.device,
+        ]
+        procs[name] = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
     results = {}
     for name, proc in procs.items():
         stdout, stderr = proc.communicate()
@@ -432,8 +498,10 @@ def step_flops(bench: Bench, name: str) -> dict[str, float]:
         return int(sdpa_backward_flop_count(g, q, k, v))
 
     aten = torch.ops.aten
-    custom = {aten._scaled_dot_product_flash_attention_for_cpu: fwd,
-              aten._scaled_dot_product_flash_attention_for_cpu_backward: bwd}
+    custom = {
+        aten._scaled_dot_product_flash_attention_for_cpu: fwd,
+        aten._scaled_dot_product_flash_attention_for_cpu_backward: bwd,
+    }
     bench.prepare()
     with FlopCounterMode(display=False, custom_mapping=custom) as counter:
         bench.step(bench.variants()[name])
@@ -445,18 +513,48 @@ def step_flops(bench: Bench, name: str) -> dict[str, float]:
 # -- profile ----------------------------------------------------------------------------------
 CATEGORIES = [
     ("linear layers (mm/addmm)", ("aten::mm", "aten::addmm", "aten::linear")),
-    ("attention core", ("aten::bmm", "softmax", "scaled_dot_product", "aten::einsum",
-                        "aten::baddbmm")),
+    (
+        "attention core",
+        ("aten::bmm", "softmax", "scaled_dot_product", "aten::einsum", "aten::baddbmm"),
+    ),
     ("patch-embed conv", ("convolution", "conv3d", "mkldnn")),
     ("layer norm", ("layer_norm",)),
     ("gelu", ("gelu",)),
-    ("copies / layout / index", ("aten::copy_", "aten::cat", "aten::fill_", "aten::clone",
-                                 "aten::gather", "aten::scatter", "aten::index",
-                                 "aten::repeat", "aten::zero_", "aten::contiguous")),
-    ("elementwise / reductions", ("aten::add", "aten::mul", "aten::sub", "aten::div",
-                                  "aten::sum", "aten::pow", "aten::var", "aten::mean",
-                                  "aten::sqrt", "aten::rsqrt", "aten::mse", "aten::where",
-                                  "aten::masked", "aten::ne", "aten::eq")),
+    (
+        "copies / layout / index",
+        (
+            "aten::copy_",
+            "aten::cat",
+            "aten::fill_",
+            "aten::clone",
+            "aten::gather",
+            "aten::scatter",
+            "aten::index",
+            "aten::repeat",
+            "aten::zero_",
+            "aten::contiguous",
+        ),
+    ),
+    (
+        "elementwise / reductions",
+        (
+            "aten::add",
+            "aten::mul",
+            "aten::sub",
+            "aten::div",
+            "aten::sum",
+            "aten::pow",
+            "aten::var",
+            "aten::mean",
+            "aten::sqrt",
+            "aten::rsqrt",
+            "aten::mse",
+            "aten::where",
+            "aten::masked",
+            "aten::ne",
+            "aten::eq",
+        ),
+    ),
 ]
 
 
@@ -495,12 +593,20 @@ def profile_step(bench: Bench, name: str, top: int, steps: int = 1) -> dict[str,
         cat = next((c for c, keys in CATEGORIES if any(k in e.key for k in keys)), "other")
         cats[cat] += e.self_cpu_time_total
     events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
-    rows = [{"op": e.key, "self_cpu_ms_per_step": e.self_cpu_time_total / 1e3 / steps,
-             "share": e.self_cpu_time_total / total, "calls_per_step": e.count // steps}
-            for e in events[:top]]
-    return {"self_cpu_ms_per_step": total / 1e3 / steps,
-            "categories_ms_per_step": {c: v / 1e3 / steps for c, v in cats.items()},
-            "top_ops": rows}
+    rows = [
+        {
+            "op": e.key,
+            "self_cpu_ms_per_step": e.self_cpu_time_total / 1e3 / steps,
+            "share": e.self_cpu_time_total / total,
+            "calls_per_step": e.count // steps,
+        }
+        for e in events[:top]
+    ]
+    return {
+        "self_cpu_ms_per_step": total / 1e3 / steps,
+        "categories_ms_per_step": {c: v / 1e3 / steps for c, v in cats.items()},
+        "top_ops": rows,
+    }
 
 
 # -- report -----------------------------------------------------------------------------------
@@ -561,8 +667,7 @@ def render(report: dict[str, Any]) -> str:
         f"machine: {m['cpu_model']}, {m['logical_cpus']} logical CPUs "
         f"({m['cpus_available']} available), torch threads {m['torch_threads']}, "
         f"device {m['device']}" + (f" ({m['gpu']})" if "gpu" in m else ""),
-        f"versions: python {m['python']}, torch {m['torch']}, monai {m['monai']}, "
-        f"timm {m['timm']}",
+        f"versions: python {m['python']}, torch {m['torch']}, monai {m['monai']}, timm {m['timm']}",
         f"load average (1/5/15 min) at start {tuple(round(v, 2) for v in m['load_avg_start'])},"
         f" at end {tuple(round(v, 2) for v in m['load_avg_end'])}  (shared machine: the timing"
         " is interleaved so load hits both models alike)",
@@ -625,55 +730,88 @@ def render(report: dict[str, Any]) -> str:
                 "equal FLOP rate"
             )
         for name, prof in res.get("profile", {}).items():
-            lines.append(f"   profile {name}: {prof['self_cpu_ms_per_step']:.0f} ms self CPU per "
-                         "step (under the profiler); by category:")
+            lines.append(
+                f"   profile {name}: {prof['self_cpu_ms_per_step']:.0f} ms self CPU per "
+                "step (under the profiler); by category:"
+            )
             cats = sorted(prof["categories_ms_per_step"].items(), key=lambda kv: -kv[1])
             total = prof["self_cpu_ms_per_step"]
-            lines.append("     " + "; ".join(f"{k} {v:.0f} ms ({v / total:.0%})"
-                                             for k, v in cats if v > 0))
-            lines.append("     top ops: " + "; ".join(
-                f"{r['op']} {r['self_cpu_ms_per_step']:.0f} ms x{r['calls_per_step']}"
-                for r in prof["top_ops"]))
+            lines.append(
+                "     " + "; ".join(f"{k} {v:.0f} ms ({v / total:.0%})" for k, v in cats if v > 0)
+            )
+            lines.append(
+                "     top ops: "
+                + "; ".join(
+                    f"{r['op']} {r['self_cpu_ms_per_step']:.0f} ms x{r['calls_per_step']}"
+                    for r in prof["top_ops"]
+                )
+            )
         if len(res.get("profile", {})) == 2:
             cm = res["profile"]["monai"]["categories_ms_per_step"]
             co = res["profile"]["ours"]["categories_ms_per_step"]
             diff = sorted(((k, cm[k] - co[k]) for k in cm), key=lambda kv: -abs(kv[1]))
-            lines.append("   profile monai - ours by category: " + "; ".join(
-                f"{k} {v:+.0f} ms" for k, v in diff if abs(v) >= 0.5))
+            lines.append(
+                "   profile monai - ours by category: "
+                + "; ".join(f"{k} {v:+.0f} ms" for k, v in diff if abs(v) >= 0.5)
+            )
     if any("+ torch.compile" in k for r in report["results"] for k in r["timing"]):
-        lines += ["", "'+ torch.compile' rows: torch.compile(model) (default inductor), timed in "
-                  "their own interleaved rounds after the eager ones; their 'x monai' columns "
-                  "compare with the eager MONAI rounds (not paired). Not the headline."]
+        lines += [
+            "",
+            "'+ torch.compile' rows: torch.compile(model) (default inductor), timed in "
+            "their own interleaved rounds after the eager ones; their 'x monai' columns "
+            "compare with the eager MONAI rounds (not paired). Not the headline.",
+        ]
     lines += ["", *NOTES]
     return "\n".join(lines) + "\n"
 
 
 # -- main -------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", action="append", choices=sorted(PRESETS),
-                   help=f"preset(s) to run (repeatable); default {DEFAULT_CONFIGS}")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--config",
+        action="append",
+        choices=sorted(PRESETS),
+        help=f"preset(s) to run (repeatable); default {DEFAULT_CONFIGS}",
+    )
     for name in OVERRIDES:
         kind = float if name == "mask_ratio" else int
-        p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None,
-                       help=f"override {name} in every selected config")
+        p.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=kind,
+            default=None,
+            help=f"override {name} in every selected config",
+        )
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (both models)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--warmup", type=int, default=3, help="warm-up steps per variant")
     p.add_argument("--rounds", type=int, default=15, help="timed rounds (one step per variant)")
-    p.add_argument("--profile-reps", type=int, default=3,
-                   help="profiled steps per model (alternating); the least disturbed is kept")
+    p.add_argument(
+        "--profile-reps",
+        type=int,
+        default=3,
+        help="profiled steps per model (alternating); the least disturbed is kept",
+    )
     p.add_argument("--top-ops", type=int, default=8, help="ops listed per profile")
     p.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
     p.add_argument("--no-profile", action="store_true", help="skip torch.profiler")
-    p.add_argument("--compile", nargs="*", default=None, metavar="CONFIG",
-                   help="also time torch.compile'd models (separate rows, not the headline) in "
-                        "the given configs, or in all when none is named")
+    p.add_argument(
+        "--compile",
+        nargs="*",
+        default=None,
+        metavar="CONFIG",
+        help="also time torch.compile'd models (separate rows, not the headline) in "
+        "the given configs, or in all when none is named",
+    )
     p.add_argument("--quick", action="store_true", help="tiny smoke run (seconds), prints only")
-    p.add_argument("--out", default=None,
-                   help="output stem for .txt/.json (default benchmarks/results/mae_step; "
-                        "nothing is written with --quick unless --out is given)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output stem for .txt/.json (default benchmarks/results/mae_step; "
+        "nothing is written with --quick unless --out is given)",
+    )
     p.add_argument("--_memory-worker", dest="memory_worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--_config", dest="worker_config", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -698,8 +836,11 @@ def run_config(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     print(f"[{cfg.name}] building models", file=sys.stderr, flush=True)
     bench = Bench(cfg, device)
     res: dict[str, Any] = {
-        "config": dataclasses.asdict(cfg), "tokens": cfg.tokens,
-        "visible": bench._next_mask[1].shape[1], "warmup": warmup, "rounds": rounds,
+        "config": dataclasses.asdict(cfg),
+        "tokens": cfg.tokens,
+        "visible": bench._next_mask[1].shape[1],
+        "warmup": warmup,
+        "rounds": rounds,
         "params": {"monai": param_counts(bench.monai), "ours": param_counts(bench.ours)},
     }
     res["checks"] = loss_checks(bench)
@@ -713,8 +854,11 @@ def run_config(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
         cbench = Bench(cfg, device, compile_models=True)
         ctimed = time_variants(cbench, max(warmup, 2), rounds)
         keep = ("monai", "ours")
-        csum = summarize({n: ctimed["times_s"][n] for n in keep},
-                         {n: ctimed["cpu_s"][n] for n in keep}, cfg.batch)
+        csum = summarize(
+            {n: ctimed["times_s"][n] for n in keep},
+            {n: ctimed["cpu_s"][n] for n in keep},
+            cfg.batch,
+        )
         base = statistics.median(timed["times_s"]["monai"])
         base_cpu = statistics.median(timed["cpu_s"]["monai"])
         for name, s in csum.items():  # ratios vs eager MONAI (medians: different rounds)
@@ -732,8 +876,7 @@ def run_config(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
         res["flops"] = {n: step_flops(bench, n) for n in ("monai", "ours")}
     if not args.no_profile:
         print(f"[{cfg.name}] profiling", file=sys.stderr, flush=True)
-        res["profile"] = profile_models(bench, 1 if args.quick else args.profile_reps,
-                                        args.top_ops)
+        res["profile"] = profile_models(bench, 1 if args.quick else args.profile_reps, args.top_ops)
     return res
 
 

@@ -4,12 +4,15 @@
 * ``export CKPT OUT_DIR``: write ``model.safetensors`` + ``config.json`` for the backbone.
 * ``inspect PATH``: print the config and the load report of an export or checkpoint; exits
   0 only when the load is clean.
+* ``segment CKPT INPUT OUTPUT``: whole-volume segmentation (NIfTI or DICOM series in, NIfTI
+  with the input's affine out) with a fine-tuned checkpoint.
 
 Example::
 
     domainfm fit --config configs/medical3d/mae_quickstart.yaml
     domainfm export runs/.../last.ckpt exports/ct_mae
     domainfm inspect exports/ct_mae
+    domainfm segment runs/.../last.ckpt scan.nii.gz scan_seg.nii.gz
 """
 
 from __future__ import annotations
@@ -97,10 +100,60 @@ def _inspect(argv: Sequence[str]) -> int:
     return code
 
 
+def _segment(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="domainfm segment",
+        description=(
+            "Segment a whole CT/MRI volume with a fine-tuned checkpoint (sliding windows) and "
+            "write the label map as NIfTI on the input's grid, with its affine."
+        ),
+    )
+    parser.add_argument("ckpt", help="Lightning .ckpt of a FinetuneModule segmentation run")
+    parser.add_argument("input", help="NIfTI file or DICOM series folder")
+    parser.add_argument("output", help="output label map (.nii.gz or .nii)")
+    parser.add_argument("--overlap", type=float, default=0.5, help="window overlap [0, 1)")
+    parser.add_argument("--sw-batch-size", type=int, default=2, help="windows per forward")
+    parser.add_argument("--roi-size", type=int, nargs="+", help="window size (default: crop)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: auto)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    args = parser.parse_args(argv)
+    import torch
+
+    from domainfm.core.finetune_module import load_finetuned
+    from domainfm.domains.medical3d import segment_volume
+
+    module, meta = load_finetuned(args.ckpt)
+    if module.task != "segmentation":
+        raise ValueError(f"{args.ckpt} is a {module.task} model, not a segmentation model")
+    contract = meta.get("input") or {}
+    needed = [k for k in ("spacing_mm", "modality", "crop_size") if k not in contract]
+    if needed and not (args.roi_size and "spacing_mm" in contract and "modality" in contract):
+        raise ValueError(
+            f"{args.ckpt} does not record its input contract ({', '.join(needed)} missing); "
+            "it was not trained through a domainfm data module"
+        )
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    out = segment_volume(
+        module.to(device),
+        args.input,
+        args.output,
+        roi_size=args.roi_size or contract["crop_size"],
+        spacing=contract["spacing_mm"],
+        modality=contract["modality"],
+        hu_window=tuple(contract.get("hu_window", (-1000.0, 1000.0))),
+        overlap=args.overlap,
+        sw_batch_size=args.sw_batch_size,
+        device=device,
+        progress=not args.no_progress,
+    )
+    print(f"domainfm segment: wrote {out} ({module.num_classes} classes, input's grid and affine)")
+    return 0
+
+
 def main(args: Sequence[str] | None = None) -> None:
     """Entry point of the ``domainfm`` console script."""
     argv = list(sys.argv[1:] if args is None else args)
-    commands = {"export": _export, "inspect": _inspect}
+    commands = {"export": _export, "inspect": _inspect, "segment": _segment}
     if argv and argv[0] in commands:
         try:
             sys.exit(commands[argv[0]](argv[1:]))

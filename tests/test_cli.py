@@ -12,23 +12,32 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _monitor_overrides(tmp_path: Path) -> Path:
-    """The quickstart's monitors, firing every step so a 3-step run exercises them."""
+def _monitor_overrides(tmp_path: Path, *, preview: bool) -> Path:
+    """The quickstart's monitors, firing every step so a 3-step run exercises them (the
+    reconstruction preview only for configs with an MAE objective)."""
     path = tmp_path / "monitors.yaml"
     path.write_text(
         "trainer:\n"
         "  callbacks:\n"
         "    - class_path: domainfm.core.monitors.RankMeMonitor\n"
         "      init_args: {every_n_steps: 1, max_samples: 64}\n"
-        "    - class_path: domainfm.core.monitors.ReconstructionPreview\n"
-        "      init_args: {every_n_steps: 2, max_images: 2}\n"
-        "    - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"
+        + (
+            "    - class_path: domainfm.core.monitors.ReconstructionPreview\n"
+            "      init_args: {every_n_steps: 2, max_images: 2}\n"
+            if preview
+            else ""
+        )
+        + "    - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"
         "      init_args: {save_last: true}\n"
     )
     return path
 
 
-CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
+def _is_pretraining(config: Path) -> bool:
+    return "PretrainModule" in config.read_text()
+
+
+CONFIGS = sorted(c for c in (REPO / "configs").rglob("*.yaml") if _is_pretraining(c))
 QUICKSTART = REPO / "configs/medical3d/mae_quickstart.yaml"
 
 
@@ -51,13 +60,15 @@ def _cli(subcommand: str, config: Path, tmp_path: Path, *extra: str) -> list[str
 def test_fit_every_config_runs(config: Path, tmp_path: Path, data_root: Path) -> None:
     """Each shipped config trains a few steps through the real entry point, with monitors."""
     env = {**os.environ, "DOMAINFM_DATA": str(data_root)}
+    text = config.read_text()
+    has_preview = "objectives.mae.MAE" in text or "objectives.inpainting.Inpainting" in text
     cmd = _cli(
         "fit",
         config,
         tmp_path,
         "--trainer.max_steps=3",
         "--config",
-        str(_monitor_overrides(tmp_path)),
+        str(_monitor_overrides(tmp_path, preview=has_preview)),
         "--trainer.enable_progress_bar=false",
         "--trainer.log_every_n_steps=1",
         "--data.init_args.num_workers=0",
@@ -73,7 +84,7 @@ def test_fit_every_config_runs(config: Path, tmp_path: Path, data_root: Path) ->
     header = metrics[0].read_text().splitlines()[0]
     assert "monitor/rankme" in header, header
     previews = list(tmp_path.rglob("previews/step_*.png"))
-    assert previews, "no reconstruction preview written"
+    assert bool(previews) == has_preview, "previews expected exactly with MAE or inpainting"
 
 
 def test_missing_data_says_what_to_set(tmp_path: Path) -> None:
@@ -112,3 +123,66 @@ def test_validate_and_predict_subcommands(tmp_path: Path, data_root: Path) -> No
         missing, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )
     assert proc.returncode != 0 and "needs val_files" in proc.stderr
+
+
+FINETUNE_CT = REPO / "configs/medical3d/finetune_seg_ct.yaml"
+CT_SMALL = "medical/totalsegmentator_examples/ct_labeled/example_ct_sm.nii.gz"
+
+
+def _run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, (args[:4], proc.stdout[-2000:], proc.stderr[-3000:])
+    return proc
+
+
+def test_pretrain_export_finetune_segment_end_to_end(tmp_path: Path, data_root: Path) -> None:
+    """The medical3d path through the real CLI: MAE pretraining → export → fine-tune the
+    exported backbone for segmentation → segment a NIfTI and a DICOM series; the label maps
+    lie on the inputs' grids with their affines."""
+    import nibabel as nib
+    import numpy as np
+
+    env = {**os.environ, "DOMAINFM_DATA": str(data_root)}
+    quiet = ("--trainer.enable_progress_bar=false", "--data.init_args.num_workers=0")
+    pre = tmp_path / "pre"
+    _run(
+        [*_cli("fit", QUICKSTART, pre, *quiet, "--trainer.max_steps=2")],
+        tmp_path,
+        env,
+    )
+    ckpt = next(pre.rglob("last.ckpt"))
+    export = tmp_path / "export"
+    cli = [sys.executable, "-m", "domainfm.cli"]
+    _run([*cli, "export", str(ckpt), str(export)], tmp_path, env)
+
+    ft = tmp_path / "ft"
+    proc = _run(
+        _cli(
+            "fit",
+            FINETUNE_CT,
+            ft,
+            *quiet,
+            "--trainer.max_steps=2",
+            "--data.init_args.samples_per_volume=2",
+            f"--model.init_args.pretrained={export}",
+        ),
+        tmp_path,
+        env,
+    )
+    from safetensors import safe_open
+
+    with safe_open(str(export / "model.safetensors"), framework="pt") as f:
+        n_tensors = len(list(f.keys()))
+    assert f"loaded {n_tensors} tensors from {export / 'model.safetensors'}" in proc.stdout
+    metrics = next(ft.rglob("metrics.csv")).read_text().splitlines()[0]
+    assert "val/dice/mean" in metrics and "val/dice/class_1" in metrics, metrics
+    seg_ckpt = next(ft.rglob("last.ckpt"))
+
+    ct = data_root / CT_SMALL
+    out = tmp_path / "ct_seg.nii.gz"
+    _run([*cli, "segment", str(seg_ckpt), str(ct), str(out), "--no-progress"], tmp_path, env)
+    source, written = nib.load(ct), nib.load(out)
+    assert written.shape == source.shape
+    np.testing.assert_allclose(written.affine, source.affine, atol=1e-6)
+    labels = np.asarray(written.dataobj)
+    assert labels.dtype == np.uint8 and set(np.unique(labels)) <= {0, 1, 2}

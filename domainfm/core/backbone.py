@@ -20,10 +20,10 @@ Shapes::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from domainfm.core.grid import TokenGrid
 from domainfm.core.registry import Registry
@@ -59,3 +59,24 @@ class Backbone(Protocol):
     def __call__(self, x: Tensor) -> Tensor:
         """Pooled embedding ``(B, D)``."""
         ...
+
+
+def import_domain_plugins() -> None:
+    """Import every package under ``domainfm.domains`` (each registers its backbones and
+    releases on import)."""
+    import importlib
+    import pkgutil
+
+    import domainfm.domains
+
+    for module in pkgutil.iter_modules(domainfm.domains.__path__):
+        importlib.import_module(f"domainfm.domains.{module.name}")
+
+
+def build_backbone(architecture: str, kwargs: Mapping[str, Any]) -> nn.Module:
+    """Instantiate the registered backbone ``architecture`` (domain plugins are imported when
+    the name is not registered yet, e.g. ``"swin_vit_3d"``)."""
+    if architecture not in BACKBONES:
+        import_domain_plugins()
+    model: nn.Module = BACKBONES.get(architecture)(**kwargs)
+    return model

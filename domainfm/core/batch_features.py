@@ -81,6 +81,9 @@ class BatchFeatures:
     def pooled(self, key: str) -> Tensor:
         """Pooled embeddings ``(*lead, D)`` of ``batch[key]`` (the backbone's ``forward``)."""
         if key not in self._pooled:
+            if callable(getattr(self.backbone, "pool_tokens", None)):
+                self.tokens(key)  # one pass gives both tokens and the pooled embedding
+                return self._pooled[key]
             x, lead = self._flat(key)
             out: Tensor = self.backbone(x)  # (prod(lead), D)
             self._pooled[key] = out.reshape(*lead, out.shape[-1])

@@ -4,9 +4,11 @@
   backbone and uses MAE's probe head (BatchNorm without affine + Linear, He et al. 2022),
   ``mode="full"`` trains everything (optionally with layer-wise LR decay).
   Metrics: top-1 accuracy and macro accuracy (torchmetrics).
-* ``task="segmentation"``: :class:`~domainfm.core.seg_decoder.SegmentationDecoder` over
-  ``forward_intermediates``; loss Dice + cross-entropy (MONAI ``DiceCELoss``); metric
-  per-class Dice (torchmetrics ``DiceScore``), logged per class and as the mean.
+* ``task="segmentation"``: :class:`~domainfm.core.unet_decoder.UNetDecoder` over every
+  map of a multi-scale backbone (one declaring ``feature_channels``: Swin, CNN), else
+  :class:`~domainfm.core.seg_decoder.SegmentationDecoder` over ``forward_intermediates``;
+  loss Dice + cross-entropy (MONAI ``DiceCELoss``); metric per-class Dice (torchmetrics
+  ``DiceScore``), logged per class and as the mean.
 
 Batches are dicts with ``"input"`` ``(B, C, *spatial)`` and ``"label"``: ``(B,)`` class ids
 or ``(B, *spatial)`` / ``(B, 1, *spatial)`` label maps.
@@ -18,8 +20,9 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
@@ -30,11 +33,13 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.segmentation import DiceScore
 
+from domainfm.core.grid import to_ntuple
 from domainfm.core.jsonable import to_jsonable
 from domainfm.core.lr_schedule import warmup_cosine
 from domainfm.core.param_groups import param_groups
 from domainfm.core.registry import init_config
 from domainfm.core.seg_decoder import SegmentationDecoder
+from domainfm.core.unet_decoder import UNetDecoder
 
 
 class FinetuneModule(L.LightningModule):
@@ -52,12 +57,18 @@ class FinetuneModule(L.LightningModule):
         task: ``"classification"`` or ``"segmentation"``.
         num_classes: number of classes (background included for segmentation).
         mode: ``"full"`` fine-tuning or ``"linear_probe"`` (frozen backbone; classification).
-        num_maps: intermediate maps the segmentation decoder fuses (last ``num_maps`` blocks).
-        decoder_dim: width of the segmentation decoder.
+        num_maps: intermediate maps the segmentation decoder fuses (last ``num_maps`` blocks);
+            a multi-scale backbone's U-Net decoder always reads all its maps.
+        decoder_dim: width of the segmentation decoder (U-Net decoder: width at the shallowest
+            level, doubled per level, capped at the backbone's channels there).
         lr: peak learning rate.
         weight_decay: AdamW weight decay for weight matrices.
         warmup_steps: linear warmup length.
         layer_decay: layer-wise LR decay for ``mode="full"``; ``None``: off.
+        sliding_window: segmentation validation/test on whole volumes of any size: MONAI
+            ``sliding_window_inference`` with this window (voxels; usually the training crop),
+            Gaussian blending, 50 % overlap, so the logged Dice is that of the whole scan.
+            ``None``: the batch is one forward pass.
     """
 
     def __init__(
@@ -73,11 +84,13 @@ class FinetuneModule(L.LightningModule):
         weight_decay: float = 0.05,
         warmup_steps: int = 0,
         layer_decay: float | None = None,
+        sliding_window: int | Sequence[int] | None = None,
         pretrained: str | None = None,
         released: str | None = None,
     ) -> None:
         super().__init__()
         backbone = _pretrained_backbone(backbone, pretrained, released)
+        self.head_kwargs = {"mode": mode, "num_maps": num_maps, "decoder_dim": decoder_dim}
         if task not in ("classification", "segmentation"):
             raise ValueError(f"task must be 'classification' or 'segmentation', got {task!r}")
         if mode not in ("full", "linear_probe"):
@@ -102,6 +115,18 @@ class FinetuneModule(L.LightningModule):
                 "acc": MulticlassAccuracy(num_classes=num_classes, average="micro"),
                 "macc": MulticlassAccuracy(num_classes=num_classes, average="macro"),
             }
+        elif hasattr(backbone, "feature_channels"):  # multi-scale: U-Net over every map
+            channels = tuple(int(c) for c in getattr(backbone, "feature_channels"))  # noqa: B009
+            self.num_maps = len(channels)
+            self.head = UNetDecoder(
+                spatial_dims=len(getattr(backbone, "patch_size")),  # noqa: B009
+                feature_channels=channels,
+                feature_strides=tuple(getattr(backbone, "feature_strides")),  # noqa: B009
+                in_chans=int(getattr(backbone, "in_chans", 1)),
+                num_classes=num_classes,
+                # decoder_dim at the shallowest level, doubling per level, capped by the map
+                hidden=tuple(min(c, decoder_dim * 2**i) for i, c in enumerate(channels)),
+            )
         else:
             depth = len(getattr(backbone, "blocks", [])) or num_maps
             self.num_maps = min(num_maps, depth)
@@ -113,6 +138,7 @@ class FinetuneModule(L.LightningModule):
                 hidden_dim=decoder_dim,
                 patch_size=tuple(getattr(backbone, "patch_size")),  # noqa: B009
             )
+        if task == "segmentation":
             metrics = {
                 "dice": DiceScore(
                     num_classes=num_classes,
@@ -131,6 +157,7 @@ class FinetuneModule(L.LightningModule):
         self.weight_decay = weight_decay
         self.warmup_steps = warmup_steps
         self.layer_decay = layer_decay
+        self.sliding_window = sliding_window
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits: ``(B, num_classes)`` or ``(B, num_classes, *spatial)``."""
@@ -168,8 +195,20 @@ class FinetuneModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=logits.shape[0])
         return loss
 
+    def _evaluate(self, x: Tensor) -> Tensor:
+        """Logits of a validation batch: sliding windows over whole volumes if configured."""
+        if self.task != "segmentation" or self.sliding_window is None:
+            return self(x)
+        from monai.inferers import sliding_window_inference
+
+        roi = to_ntuple(self.sliding_window, x.ndim - 2, name="sliding_window")
+        logits: Tensor = sliding_window_inference(  # type: ignore[assignment]
+            x, roi_size=roi, sw_batch_size=2, predictor=self, overlap=0.5, mode="gaussian"
+        )
+        return logits  # (B, num_classes, *spatial)
+
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        logits = self(batch["input"])
+        logits = self._evaluate(batch["input"])
         label = self._labels(batch)
         self.log("val/loss", self._loss(logits, label), batch_size=logits.shape[0])
         self.val_metrics.update(logits.argmax(dim=1), label)
@@ -204,19 +243,58 @@ class FinetuneModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record what :func:`load_finetuned` and ``domainfm segment`` need: the backbone's
+        architecture + kwargs, the head, and the data module's input contract (spacing,
+        modality, normalization, crop size, class names)."""
+        trainer = self._trainer
+        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+        describe = getattr(datamodule, "input_contract", None)
         checkpoint["domainfm"] = to_jsonable(
             {
                 "backbone": init_config(self.backbone),
+                "input": describe() if callable(describe) else {},
                 "recipe": {
                     "finetune": {
                         "task": self.task,
-                        "mode": self.mode,
                         "num_classes": self.num_classes,
                         "lr": self.lr,
+                        **self.head_kwargs,
                     }
                 },
             }
         )
+
+
+def load_finetuned(path: str | Path) -> tuple[FinetuneModule, dict[str, Any]]:
+    """Rebuild a fine-tuned model from its Lightning ``.ckpt`` (no code is unpickled).
+
+    Returns the module in eval mode with every weight loaded strictly (raises
+    :class:`~domainfm.pretrained.report.CheckpointMismatchError` otherwise) and the
+    checkpoint's ``domainfm`` metadata (``input`` holds the preprocessing contract).
+    """
+    from domainfm.core.backbone import build_backbone
+    from domainfm.core.checkpoint_io import safe_torch_load
+    from domainfm.pretrained.report import load_state_dict_with_report
+
+    ckpt = safe_torch_load(path)
+    meta = ckpt.get("domainfm") if isinstance(ckpt, dict) else None
+    recipe = (meta or {}).get("recipe", {}).get("finetune")
+    if not isinstance(meta, dict) or not isinstance(recipe, dict) or "state_dict" not in ckpt:
+        raise ValueError(
+            f"{path} is not a checkpoint written by FinetuneModule (no domainfm fine-tuning "
+            "metadata); pass the .ckpt of a `domainfm fit` run with FinetuneModule"
+        )
+    backbone = build_backbone(meta["backbone"]["architecture"], meta["backbone"]["kwargs"])
+    module = FinetuneModule(
+        backbone=backbone,
+        task=recipe["task"],
+        num_classes=int(recipe["num_classes"]),
+        mode=recipe.get("mode", "full"),
+        num_maps=int(recipe.get("num_maps", 4)),
+        decoder_dim=int(recipe.get("decoder_dim", 64)),
+    )
+    load_state_dict_with_report(module, ckpt["state_dict"], source=str(path)).check()
+    return module.eval(), meta
 
 
 def _pretrained_backbone(

@@ -293,14 +293,24 @@ class PretrainModule(L.LightningModule):
 
     @torch.no_grad()
     def reconstruct_preview(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """Input, masked input and reconstruction ``(B, C, *spatial)`` from the MAE objective.
+        """Input, masked input and reconstruction ``(B, C, *spatial)`` from the MAE objective
+        (or from the first objective with a ``preview``, e.g. inpainting).
 
         Masked patches of the reconstruction are the decoder's predictions mapped back to
         intensities with each patch's own mean/std; visible patches show the input.
         """
         mae = next((o for o in self.objectives.values() if isinstance(o, MAE)), None)
+        if mae is None:  # objectives with their own preview (e.g. inpainting)
+            for objective in self.objectives.values():
+                preview = getattr(objective, "preview", None)
+                if callable(preview):
+                    out: dict[str, Tensor] = preview(BatchFeatures(self.backbone, batch))
+                    return out
         if mae is None or not isinstance(mae.target, NormalizedPixelTarget):
-            raise TypeError("reconstruct_preview needs an MAE objective with a pixel target")
+            raise TypeError(
+                "reconstruct_preview needs an MAE objective with a pixel target or an objective "
+                "with a preview (e.g. Inpainting)"
+            )
         x, mask, keep_idx = batch["input"], batch["mask"], batch["keep_idx"]
         tokens, grid = self.backbone.forward_tokens(x, keep_idx)  # type: ignore[operator]
         prefix = int(getattr(self.backbone, "num_prefix_tokens", 0))

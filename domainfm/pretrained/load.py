@@ -26,7 +26,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from domainfm.core.backbone import BACKBONES
+from domainfm.core.backbone import build_backbone
 from domainfm.core.checkpoint_io import load_safetensors
 from domainfm.core.export import (
     CONFIG_NAME,
@@ -103,8 +103,7 @@ def load_backbone(
     """
     config, state, source = read_backbone_source(path_or_dir)
     kwargs = {**config["kwargs"], **(model_kwargs or {})}
-    cls = BACKBONES.get(config["architecture"])
-    model = cls(**kwargs)
+    model = build_backbone(config["architecture"], kwargs)
     report = load_state_dict_with_report(
         model, state, source=source, resample=pos_embed_resampler(config["kwargs"], model)
     )

@@ -28,7 +28,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from domainfm.core.backbone import BACKBONES
+from domainfm.core.backbone import build_backbone, import_domain_plugins
 from domainfm.core.checkpoint_io import load_safetensors, safe_torch_load
 from domainfm.core.registry import Registry
 from domainfm.pretrained.load import pos_embed_resampler
@@ -98,17 +98,6 @@ def released_checkpoint(
     return decorator
 
 
-def _import_domain_plugins() -> None:
-    """Import every package under ``domainfm.domains`` (each registers its releases)."""
-    import importlib
-    import pkgutil
-
-    import domainfm.domains
-
-    for module in pkgutil.iter_modules(domainfm.domains.__path__):
-        importlib.import_module(f"domainfm.domains.{module.name}")
-
-
 def read_weights_file(path: str | Path) -> Any:
     """Content of a local weights file: safetensors, or a torch file read with
     ``weights_only=True``."""
@@ -133,7 +122,7 @@ def load_released(
         CheckpointMismatchError: with the report table, unless every key maps cleanly.
     """
     if name not in RELEASED:
-        _import_domain_plugins()  # domain plugins register their releases on import
+        import_domain_plugins()  # domain plugins register their releases on import
     entry = RELEASED.get(name)
     try:
         state = entry.map_keys(read_weights_file(path))
@@ -142,7 +131,7 @@ def load_released(
             f"{path} does not have the key layout of {name!r} ({entry.source_layout}): {err}"
         ) from err
     kwargs = {**entry.kwargs, **(model_kwargs or {})}
-    model = BACKBONES.get(entry.architecture)(**kwargs)
+    model = build_backbone(entry.architecture, kwargs)
     report = load_state_dict_with_report(
         model,
         state,

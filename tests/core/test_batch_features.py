@@ -29,6 +29,10 @@ def test_leading_axes_and_memoization() -> None:
     torch.testing.assert_close(pooled[1, 2], expected, rtol=1e-5, atol=1e-5)
     features.tokens("crops")
     assert _Counting.calls == 2  # vit(...) above ran once more; tokens were not recomputed
+    other = BatchFeatures(vit, {"crops": crops})
+    other.pooled("crops")  # pooled first: the token pass serves both
+    other.tokens("crops")
+    assert _Counting.calls == 3
 
 
 def test_missing_key_is_named() -> None:

@@ -93,3 +93,64 @@ def test_segmentation_fits_a_real_ct_crop(data_root: Path) -> None:
     metrics = trainer.validate(module, DataLoader(data[:2], batch_size=2), verbose=False)[0]
     assert metrics["val/dice/class_1"] > 0.6, metrics
     assert metrics["val/dice/mean"] > 0.6
+
+
+def _ct_crop_32(data_root: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """A 32³ crop of the real labeled CT around its foreground: input ``(1, 1, 32, 32, 32)``
+    in [0, 1] and binary label ``(1, 32, 32, 32)`` (label > 0). The volume has 30 slices,
+    so one edge slice is repeated at each end of the slice axis."""
+    image = np.asarray(nib.load(data_root / CT).dataobj, dtype=np.float32)
+    seg = np.asarray(nib.load(data_root / SEG).dataobj)
+    fg = np.argwhere(seg > 0).mean(axis=0).astype(int)
+    lo = [max(0, min(c - 16, s - 32)) for c, s in zip(fg[:2], image.shape[:2], strict=True)]
+    region = (slice(lo[0], lo[0] + 32), slice(lo[1], lo[1] + 32), slice(None))
+    pad = [(0, 0), (0, 0), ((32 - image.shape[2]) // 2, (33 - image.shape[2]) // 2)]
+    x = np.pad(np.clip((image[region] + 1000) / 2000, 0, 1), pad, mode="edge")
+    y = np.pad((seg[region] > 0).astype(np.int64), pad, mode="edge")
+    assert x.shape == y.shape == (32, 32, 32)
+    assert 0.05 < y.mean() < 0.95  # both classes present
+    return torch.from_numpy(x)[None, None], torch.from_numpy(y)[None]
+
+
+def _fit_losses(
+    module: FinetuneModule, x: torch.Tensor, y: torch.Tensor, steps: int
+) -> list[float]:
+    """Plain AdamW steps on one crop through the module's own forward and loss."""
+    optimizer = torch.optim.AdamW(module.parameters(), lr=module.lr)
+    losses: list[float] = []
+    for _ in range(steps):
+        logits = module(x)
+        assert logits.shape == (1, 2, 32, 32, 32)
+        loss = module._loss(logits, module._labels({"input": x, "label": y}))
+        optimizer.zero_grad()
+        loss.backward()
+        if not losses:  # the first backward reaches the whole network
+            for name, param in module.named_parameters():
+                if name.startswith("head.") or name.endswith(("conv_init.weight", "proj.weight")):
+                    assert param.grad is not None and param.grad.abs().sum() > 0, name
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+@pytest.mark.parametrize("arch", ["swin", "segresnet"])
+def test_multiscale_segmentation_uses_the_unet_decoder_and_fits_a_ct_crop(
+    data_root: Path, arch: str
+) -> None:
+    from domainfm.core.unet_decoder import UNetDecoder
+    from domainfm.domains.medical3d import SegResNetEncoder3D, SwinViT3D
+
+    x, y = _ct_crop_32(data_root)
+    torch.manual_seed(0)
+    backbone: torch.nn.Module
+    if arch == "swin":
+        backbone = SwinViT3D(in_chans=1, feature_size=12)
+    else:
+        backbone = SegResNetEncoder3D(in_chans=1, init_filters=8, norm="instance")
+    module = FinetuneModule(
+        backbone=backbone, task="segmentation", num_classes=2, decoder_dim=8, lr=1e-2
+    )
+    assert isinstance(module.head, UNetDecoder)
+    assert module.num_maps == len(backbone.feature_channels)
+    losses = _fit_losses(module, x, y, steps=6)
+    assert losses[-1] < 0.85 * losses[0], losses

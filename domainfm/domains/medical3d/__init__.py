@@ -2,16 +2,32 @@
 segmentation written back as NIfTI on the input's grid."""
 
 from domainfm.domains.medical3d import released  # noqa: F401  (registers the releases)
+from domainfm.domains.medical3d.cnn import SegResNetEncoder3D
 from domainfm.domains.medical3d.datamodule import VolumePretrainDataModule
+from domainfm.domains.medical3d.index import VolumeIndex
 from domainfm.domains.medical3d.inference import segment_volume
+from domainfm.domains.medical3d.io import Volume, check_label_pair, load_volume
+from domainfm.domains.medical3d.labeled_volumes import LabeledVolumeDataset
 from domainfm.domains.medical3d.preprocess import volume_transform
+from domainfm.domains.medical3d.seg_datamodule import VolumeSegDataModule
 from domainfm.domains.medical3d.swin import SwinViT3D
+from domainfm.domains.medical3d.swin_ssl_views import SwinSSLViews
+from domainfm.domains.medical3d.voco_crops import VoCoCrops
 from domainfm.domains.medical3d.volumes import VolumeCropDataset
 
 __all__ = [
+    "LabeledVolumeDataset",
+    "SegResNetEncoder3D",
+    "SwinSSLViews",
     "SwinViT3D",
+    "VoCoCrops",
+    "Volume",
     "VolumeCropDataset",
+    "VolumeIndex",
     "VolumePretrainDataModule",
+    "VolumeSegDataModule",
+    "check_label_pair",
+    "load_volume",
     "segment_volume",
     "volume_transform",
 ]

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_info
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from domainfm.core.data_root import resolve_data_path
@@ -50,6 +51,9 @@ class VolumePretrainDataModule(L.LightningDataModule):
         batch_size: crops per batch.
         num_workers: loader worker processes.
         seed: seed of the crop order, crop positions and masks (exactly resumable).
+        cache_dir: folder caching preprocessed volumes across runs (a second run starts
+            without re-reading and resampling; keyed by file and preprocessing settings).
+        strict: stop at the first unreadable volume instead of skipping and counting it.
     """
 
     def __init__(
@@ -69,6 +73,8 @@ class VolumePretrainDataModule(L.LightningDataModule):
         batch_size: int = 2,
         num_workers: int = 0,
         seed: int = 0,
+        cache_dir: str | None = None,
+        strict: bool = False,
     ) -> None:
         super().__init__()
         self.files = list(files)
@@ -82,6 +88,8 @@ class VolumePretrainDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
+        self.cache_dir = cache_dir
+        self.strict = strict
         generator: MaskGenerator = (
             RandomMasking(ratio=mask_ratio)
             if masking == "random"
@@ -99,11 +107,20 @@ class VolumePretrainDataModule(L.LightningDataModule):
             hu_window=self.hu_window,
             samples_per_volume=self.samples_per_volume,
             views=self.views,
+            cache_dir=self.cache_dir,
+            strict=self.strict,
+            preprocess_workers=max(1, self.num_workers),
         )
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.train_set is None:
             self.train_set = self._dataset(self.files)
+            skipped = self.train_set.skipped
+            rank_zero_info(
+                f"VolumePretrainDataModule: {len(self.train_set.volumes)} volumes loaded, "
+                f"{len(skipped)} skipped"
+                + "".join(f"\n  skipped {path}: {reason}" for path, reason in skipped)
+            )
         if stage != "fit" and not self.val_files:
             raise ValueError(f"stage {stage!r} needs val_files (volumes to evaluate on)")
         if self.val_files and self.val_set is None:

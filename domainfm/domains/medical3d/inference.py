@@ -6,6 +6,11 @@ spacing, intensity normalization), segmented with MONAI's ``sliding_window_infer
 the inverse of the spatial preprocessing with nearest-neighbour interpolation, and written
 with the **input's own affine and header**, so it lies exactly over the scan in a viewer.
 
+The input is read and validated once by :func:`~domainfm.domains.medical3d.io.load_volume`
+(clear errors naming the file). It may also be a **DICOM series folder**: there is no NIfTI
+header to copy, so the label map is written on the series' voxel grid (``(columns, rows,
+slices)``) with the series' RAS affine from ``load_volume`` (sform and qform, code 1).
+
 Example::
 
     >>> segment_volume(model, "ct.nii.gz", "ct_seg.nii.gz", roi_size=96, spacing=1.5,
@@ -25,22 +30,8 @@ from torch import Tensor
 
 from domainfm.core.checkpoint_io import atomic_write
 from domainfm.core.grid import to_ntuple
+from domainfm.domains.medical3d.io import load_volume
 from domainfm.domains.medical3d.preprocess import volume_transform
-
-
-def _load_reference(path: Path) -> Any:
-    """The input as a nibabel image, for its shape, affine and header."""
-    import nibabel as nib
-
-    if not path.exists():
-        raise FileNotFoundError(f"volume {path} does not exist")
-    try:
-        image: Any = nib.load(str(path))
-    except Exception as err:  # nibabel raises several types for unreadable files
-        raise ValueError(f"could not read {path} as NIfTI: {err}") from err
-    if len(image.shape) != 3:
-        raise ValueError(f"{path} has shape {image.shape}; segment_volume takes a 3D volume")
-    return image
 
 
 def segment_volume(
@@ -58,11 +49,12 @@ def segment_volume(
     device: str | torch.device | None = None,
     progress: bool = False,
 ) -> Path:
-    """Segment a NIfTI volume and write the label map as NIfTI on the input's grid.
+    """Segment a NIfTI volume or DICOM series and write the label map as NIfTI on the input's
+    grid.
 
     Args:
         model: ``(B, C, *roi) → (B, num_classes, *roi)`` logits (e.g. a ``FinetuneModule``).
-        image: input NIfTI path (3D, one channel).
+        image: input NIfTI path (3D, one channel) or DICOM series folder.
         out_path: output NIfTI path (written atomically).
         roi_size: sliding-window size in voxels of the preprocessed volume.
         spacing: the spacing the model was trained at, in mm.
@@ -75,7 +67,13 @@ def segment_volume(
         progress: show a progress bar over windows.
 
     Returns:
-        ``out_path``. The file has the input's shape, affine and header, integer labels.
+        ``out_path``. The file has the input's shape, affine and header (a DICOM series: its
+        voxel grid and RAS affine), integer labels.
+
+    Raises:
+        FileNotFoundError: ``image`` does not exist.
+        ValueError: an invalid input (corrupt, 2D, 4D, constant, broken DICOM series, ...,
+            see :func:`~domainfm.domains.medical3d.io.load_volume`) or argument.
     """
     import nibabel as nib
     from monai.data import MetaTensor
@@ -83,13 +81,13 @@ def segment_volume(
     from monai.transforms.utils import convert_applied_interp_mode
 
     source = Path(image)
-    reference = _load_reference(source)
+    volume = load_volume(source)  # (1, D, H, W) on the input's voxel grid, validated
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"overlap must be in [0, 1), got overlap={overlap}")
     pixdim = (float(spacing),) * 3 if isinstance(spacing, int | float) else tuple(spacing)
     roi = to_ntuple(roi_size, 3, name="roi_size")
-    transform = volume_transform(spacing=pixdim, modality=modality, hu_window=hu_window)
-    x = transform(str(source))  # MetaTensor (1, D, H, W) in RAS at the target spacing
+    transform = volume_transform(spacing=pixdim, modality=modality, hu_window=hu_window, load=False)
+    x = transform(volume.to_metatensor())  # MetaTensor (1, D, H, W) in RAS at the target spacing
     if device is None:
         params = getattr(model, "parameters", None)
         first = next(iter(params()), None) if callable(params) else None
@@ -113,17 +111,24 @@ def segment_volume(
         x.applied_operations, mode="nearest", align_corners=None
     )
     restored = transform.inverse(pred)  # back to the input's orientation and grid
-    array = np.rint(restored.as_tensor().numpy()[0])
-    if array.shape != tuple(reference.shape):
+    array = np.rint(restored.as_tensor().numpy()[0])  # (D, H, W) on the input's grid
+    if array.shape != volume.shape:
         raise RuntimeError(
-            f"inverted prediction has shape {array.shape}, input {source} has {reference.shape}"
+            f"inverted prediction has shape {array.shape}, input {source} has {volume.shape}"
         )
     num_classes = logits.shape[1]
     dtype = np.uint8 if num_classes <= 256 else np.uint16
-    header = reference.header.copy()
-    header.set_data_dtype(dtype)
-    header["scl_slope"], header["scl_inter"] = 1.0, 0.0
-    out = nib.Nifti1Image(array.astype(dtype), reference.affine, header)
+    if source.is_dir():  # DICOM series: no header to copy, the series' RAS affine
+        out = nib.Nifti1Image(array.astype(dtype), volume.affine)
+        out.set_sform(volume.affine, code=1)
+        out.set_qform(volume.affine, code=1)
+        out.header.set_xyzt_units("mm")
+    else:
+        reference: Any = nib.load(str(source))  # header only (the data were read above)
+        header = reference.header.copy()
+        header.set_data_dtype(dtype)
+        header["scl_slope"], header["scl_inter"] = 1.0, 0.0
+        out = nib.Nifti1Image(array.astype(dtype), reference.affine, header)
     target = Path(out_path)
     suffix = ".nii.gz" if target.name.endswith(".nii.gz") else target.suffix or ".nii"
     return atomic_write(target, lambda tmp: _save_nifti(out, tmp, suffix))

@@ -1,9 +1,9 @@
 """The deterministic preprocessing of a CT/MRI volume, shared by training and inference.
 
 Channel-first, reoriented to RAS, resampled to a target spacing, intensity-normalized by
-modality (CT: a HU window mapped to [0, 1]; MRI: the 0.5–99.5 percentile range mapped to
-[0, 1]). All steps are MONAI transforms on ``MetaTensor``s, so the spatial ones can be
-inverted to put a prediction back on the input's own grid.
+modality (CT: a HU window mapped to [0, 1]; MRI: the 0.5–99.5 percentile range of each
+channel mapped to [0, 1]). All steps are MONAI transforms on ``MetaTensor``s, so the spatial
+ones can be inverted to put a prediction back on the input's own grid.
 
 Example::
 
@@ -57,7 +57,7 @@ def volume_transform(
     else:
         steps.append(
             mt.ScaleIntensityRangePercentiles(
-                lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=True
+                lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=True, channel_wise=True
             )
         )
     if min_size is not None:

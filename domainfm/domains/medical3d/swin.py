@@ -78,6 +78,12 @@ class SwinViT3D(nn.Module):
         self.embed_dim = feature_size * 2 ** len(depths)
         self.patch_size = (2 ** (len(depths) + 1),) * 3
         self.num_prefix_tokens = 0
+        # per map of forward_intermediates(x, indices=len(feature_channels)), shallow -> deep:
+        # patch embedding (F, /2), then one map per stage (2F, /4) ... (16F, /32)
+        self.feature_channels: tuple[int, ...] = tuple(
+            feature_size * 2**i for i in range(len(depths) + 1)
+        )
+        self.feature_strides: tuple[int, ...] = tuple(2 ** (i + 1) for i in range(len(depths) + 1))
 
     def token_grid(self, input_shape: Sequence[int]) -> TokenGrid:
         """Grid of the last stage; ``ValueError`` unless every side divides by the stride."""

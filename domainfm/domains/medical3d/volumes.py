@@ -1,9 +1,11 @@
 """Random 3D crops from CT/MRI volumes, for self-supervised pretraining.
 
-Volumes are read with MONAI (a NIfTI file via nibabel, or a DICOM series folder via pydicom:
-slices sorted by position, spacing from the headers), made channel-first, reoriented to RAS,
-resampled to a target spacing and intensity-normalized once (CT: a HU window scaled to
-[0, 1]; MRI: 0.5–99.5 percentile scaling), then kept in memory; each item is cut by a view
+Volumes are read and validated by :func:`~domainfm.domains.medical3d.io.load_volume` (a NIfTI
+file via nibabel, or a DICOM series folder via pydicom: slices sorted by position, spacing
+from the headers; a bad file is skipped with a warning and listed in ``skipped``), made
+channel-first, reoriented to RAS, resampled to a target spacing and intensity-normalized once
+by MONAI (CT: a HU window scaled to [0, 1]; MRI: 0.5–99.5 percentile scaling), optionally
+cached on disk (``cache_dir``), then kept in memory; each item is cut by a view
 maker (:mod:`domainfm.domains.medical3d.views`): a random crop, a pair of overlapping crops,
 VoCo's base/random crops, the Swin UNETR SSL views.
 
@@ -16,16 +18,29 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
+import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from domainfm.core.checkpoint_io import atomic_write
+from domainfm.domains.medical3d.index import fingerprint
+from domainfm.domains.medical3d.io import VolumeSkippedWarning, load_volume
 from domainfm.domains.medical3d.preprocess import volume_transform
 from domainfm.domains.medical3d.views import OverlappingCropPair, RandomCrop, VolumeViews
+
+CACHE_FORMAT = 1
+"""Part of every preprocessed-volume cache key: bump it when the preprocessing changes."""
 
 
 def _preprocess(
@@ -35,15 +50,83 @@ def _preprocess(
     modality: Literal["ct", "mri"],
     hu_window: tuple[float, float],
     min_size: Sequence[int],
+    cache_dir: Path | None = None,
 ) -> Tensor:
-    transform = volume_transform(
-        spacing=spacing, modality=modality, hu_window=hu_window, min_size=min_size
-    )
+    """The preprocessed volume ``(C, D, H, W)`` of ``path``: read once and validated by
+    :func:`load_volume`, then :func:`volume_transform` (RAS, spacing, intensity, padding) on
+    its ``MetaTensor``. With ``cache_dir``, taken from (or saved atomically to) a ``.npy``
+    there, keyed by the file (resolved path, size, mtime) and the settings.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: ``"could not load volume <path>: <reason>"`` (the reason as ``__cause__``).
+    """
+    cached = None
+    if cache_dir is not None:
+        cached = _cache_file(
+            cache_dir,
+            path,
+            spacing=spacing,
+            modality=modality,
+            hu_window=hu_window,
+            min_size=min_size,
+        )
+        if cached.exists():
+            try:
+                array = np.load(cached, allow_pickle=False)
+                if array.ndim == 4 and array.dtype == np.float32:
+                    return torch.from_numpy(array)
+                raise ValueError(f"expected a 4D float32 array, got {array.dtype} {array.shape}")
+            except (OSError, ValueError) as err:
+                warnings.warn(f"ignoring unreadable cached volume {cached}: {err}", stacklevel=3)
     try:
-        volume = transform(str(path))
-    except Exception as err:  # MONAI wraps reader errors; surface the file and the cause
+        volume = load_volume(path)
+        transform = volume_transform(
+            spacing=spacing, modality=modality, hu_window=hu_window, min_size=min_size, load=False
+        )
+        out = transform(volume.to_metatensor())  # MetaTensor (C, D, H, W)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # load_volume's ValueError, or MONAI's errors: name the file
         raise ValueError(f"could not load volume {path}: {err}") from err
-    return torch.as_tensor(volume, dtype=torch.float32).contiguous()  # (C, D, H, W)
+    tensor = out.as_tensor().to(torch.float32).contiguous()  # (C, D, H, W)
+    if cached is not None:
+        data = tensor.numpy()
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as handle:
+                np.save(handle, data)
+
+        atomic_write(cached, write)
+    return tensor
+
+
+def _cache_file(
+    cache_dir: Path,
+    path: Path,
+    *,
+    spacing: Sequence[float],
+    modality: str,
+    hu_window: tuple[float, float],
+    min_size: Sequence[int],
+) -> Path:
+    """``<cache_dir>/<file name>.<hash>.npy``, the hash over the file's resolved path, size
+    and mtime and every preprocessing setting."""
+    stamp = fingerprint(path)
+    key = {
+        "format": CACHE_FORMAT,
+        "path": str(path.resolve()),
+        "size": stamp.size,
+        "mtime_ns": stamp.mtime_ns,
+        "files": stamp.files,
+        "spacing": [float(v) for v in spacing],
+        "modality": modality,
+        "hu_window": [float(v) for v in hu_window],
+        "min_size": [int(v) for v in min_size],
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", path.name)[:48]
+    return cache_dir / f"{name}.{digest}.npy"
 
 
 class VolumeCropDataset(Dataset[dict[str, Tensor]]):
@@ -62,6 +145,22 @@ class VolumeCropDataset(Dataset[dict[str, Tensor]]):
         max_shift: largest offset of the second view (``views=2``), fraction of the crop.
         foreground_threshold: normalized intensity above which a voxel counts as foreground
             (for foreground-aware crops, see the view maker's ``foreground_prob``).
+        strict: raise on the first file that fails validation or loading; by default such a
+            file is skipped with a :class:`VolumeSkippedWarning` and listed in ``skipped``.
+        preprocess_workers: threads preprocessing volumes in parallel at construction
+            (decompression and resampling release the GIL).
+        cache_dir: folder of preprocessed volumes (``.npy``, one per file and settings): a
+            second dataset with the same files and settings loads them instead of
+            preprocessing. A changed file (size or mtime) or setting misses the cache.
+
+    Attributes:
+        files: the volumes that loaded, in order (``volumes[i]`` is ``files[i]``).
+        volumes: their preprocessed tensors ``(C, D, H, W)``.
+        skipped: ``(path, reason)`` of every file that was left out.
+
+    Raises:
+        FileNotFoundError: files that do not exist (a configuration error, never skipped).
+        ValueError: ``strict`` and a bad file, or every file is bad (all are listed).
     """
 
     def __init__(
@@ -76,6 +175,9 @@ class VolumeCropDataset(Dataset[dict[str, Tensor]]):
         samples_per_volume: int = 8,
         max_shift: float = 0.5,
         foreground_threshold: float = 0.05,
+        strict: bool = False,
+        cache_dir: str | Path | None = None,
+        preprocess_workers: int = 1,
     ) -> None:
         if not files:
             raise ValueError("files is empty: pass at least one volume")
@@ -83,20 +185,40 @@ class VolumeCropDataset(Dataset[dict[str, Tensor]]):
             raise ValueError(f"modality must be 'ct' or 'mri', got {modality!r}")
         self.views = make_views(views, crop_size=crop_size, max_shift=max_shift)
         pixdim = (float(spacing),) * 3 if isinstance(spacing, int | float) else tuple(spacing)
-        self.files = [Path(f) for f in files]
-        missing = [str(f) for f in self.files if not f.exists()]
+        paths = [Path(f) for f in files]
+        missing = [str(f) for f in paths if not f.exists()]
         if missing:
             raise FileNotFoundError(f"volume files not found: {', '.join(missing)}")
-        self.volumes = [
-            _preprocess(
-                f,
-                spacing=pixdim,
-                modality=modality,
-                hu_window=hu_window,
-                min_size=self.views.min_size,
-            )
-            for f in self.files
-        ]
+        cache = Path(cache_dir) if cache_dir is not None else None
+        self.files: list[Path] = []
+        self.volumes: list[Tensor] = []
+        self.skipped: list[tuple[str, str]] = []
+        prepare = partial(
+            _preprocess_or_error,
+            spacing=pixdim,
+            modality=modality,
+            hu_window=hu_window,
+            min_size=self.views.min_size,
+            cache_dir=cache,
+        )
+        with ThreadPoolExecutor(max_workers=max(1, preprocess_workers)) as pool:
+            results = list(pool.map(prepare, paths))  # in file order
+        for path, (volume, err) in zip(paths, results, strict=True):
+            if err is not None:
+                if strict:
+                    raise err
+                reason = str(err.__cause__ or err)
+                self.skipped.append((str(path), reason))
+                warnings.warn(
+                    f"skipping volume {path}: {reason}", VolumeSkippedWarning, stacklevel=2
+                )
+                continue
+            assert volume is not None
+            self.files.append(path)
+            self.volumes.append(volume)
+        if not self.volumes:
+            listing = "\n".join(f"  {p}: {r}" for p, r in self.skipped)
+            raise ValueError(f"could not load any of the {len(paths)} volumes:\n{listing}")
         self.foreground = [foreground_coords(v, foreground_threshold) for v in self.volumes]
         self.samples_per_volume = samples_per_volume
 
@@ -118,6 +240,14 @@ class VolumeCropDataset(Dataset[dict[str, Tensor]]):
         return sample
 
 
+def _preprocess_or_error(path: Path, **kwargs: Any) -> tuple[Tensor | None, ValueError | None]:
+    """:func:`_preprocess` with its ``ValueError`` returned instead of raised (thread pool)."""
+    try:
+        return _preprocess(path, **kwargs), None
+    except ValueError as err:
+        return None, err
+
+
 def make_views(
     views: int | VolumeViews, *, crop_size: int | Sequence[int], max_shift: float = 0.5
 ) -> VolumeViews:
@@ -131,9 +261,13 @@ def make_views(
     raise ValueError(f"views must be 1, 2 or a VolumeViews view maker, got views={views!r}")
 
 
-def foreground_coords(volume: Tensor, threshold: float, max_points: int = 20_000) -> Tensor:
-    """Voxel coordinates ``(M, 3)`` where any channel exceeds ``threshold`` (an evenly
-    strided subset of at most ``max_points``)."""
-    coords = (volume > threshold).any(dim=0).nonzero()  # (M, 3)
+def foreground_coords(
+    volume: Tensor, threshold: float, max_points: int = 20_000, stride: int = 2
+) -> Tensor:
+    """Voxel coordinates ``(M, 3)`` where any channel exceeds ``threshold``, looked up on a
+    grid of every ``stride``-th voxel (crop centres need no finer positions), then an evenly
+    strided subset of at most ``max_points``."""
+    coarse = volume[:, ::stride, ::stride, ::stride]  # (C, D/s, H/s, W/s)
+    coords = (coarse > threshold).any(dim=0).nonzero() * stride  # (M, 3) voxel positions
     step = max(1, len(coords) // max_points)
     return coords[::step].contiguous()

@@ -9,6 +9,7 @@ import torch
 from monai import transforms as mt
 
 from domainfm.domains.medical3d import VolumeCropDataset, volume_transform
+from domainfm.domains.medical3d.io import VolumeSkippedWarning
 from domainfm.domains.medical3d.preprocess import RAS_LABELS
 
 SERIES = "medical/totalsegmentator_examples/ct_dicom_series/dicom"
@@ -46,5 +47,10 @@ def test_series_as_training_volume(data_root: Path) -> None:
 def test_empty_folder_names_the_folder(tmp_path: Path) -> None:
     empty = tmp_path / "no_slices"
     empty.mkdir()
-    with pytest.raises(ValueError, match=r"could not load volume .*no_slices"):
+    with pytest.raises(ValueError, match=r"could not load volume .*no_slices: .*no DICOM files"):
+        VolumeCropDataset(files=[empty], strict=True)
+    with (
+        pytest.warns(VolumeSkippedWarning, match=r"skipping volume .*no_slices"),
+        pytest.raises(ValueError, match=r"could not load any of the 1 volumes:\n  .*no_slices"),
+    ):
         VolumeCropDataset(files=[empty])

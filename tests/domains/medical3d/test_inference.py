@@ -12,10 +12,12 @@ import torch
 from domainfm.core.finetune_module import FinetuneModule
 from domainfm.core.vit import VisionTransformerND
 from domainfm.domains.medical3d.inference import segment_volume
+from domainfm.domains.medical3d.io import load_volume
 
 CT = "medical/totalsegmentator_examples/ct_labeled/example_ct_sm.nii.gz"
 MR_LPS = "medical/totalsegmentator_examples/mr_labeled/example_mr_sm.nii.gz"
 FOUR_D = "medical/nibabel_pydicom_small/example4d.nii.gz"
+SERIES = "medical/totalsegmentator_examples/ct_dicom_series/dicom"
 
 
 def threshold_model(t: torch.Tensor) -> torch.Tensor:
@@ -115,6 +117,31 @@ def test_finetune_module_segments_a_whole_volume(tmp_path: Path, data_root: Path
     )
     _same_geometry(out, ref)
     assert set(np.unique(np.asarray(out.dataobj))) <= {0, 1, 2}
+
+
+def test_dicom_series_is_segmented_on_its_grid(tmp_path: Path, data_root: Path) -> None:
+    """A DICOM folder: the labels are written on the series' voxel grid with its RAS affine."""
+    series = load_volume(data_root / SERIES)
+    out = nib.load(
+        segment_volume(
+            threshold_model,
+            data_root / SERIES,
+            tmp_path / "series_seg.nii",
+            roi_size=64,
+            spacing=3.0,
+            modality="ct",
+            overlap=0.25,
+        )
+    )
+    assert out.shape == series.shape == (512, 512, 20)
+    np.testing.assert_allclose(out.affine, series.affine, atol=1e-4)  # stored as float32
+    assert int(out.header["sform_code"]) == int(out.header["qform_code"]) == 1
+    assert out.header.get_zooms() == pytest.approx(series.spacing)
+    # labels follow the series' own voxels: HU > 0 up to the blur of 1 -> 3 -> 1 mm resampling
+    expected = series.array[0] > 0
+    labels = np.asarray(out.dataobj) == 1
+    assert (labels == expected).mean() > 0.95
+    assert (labels == expected[::-1]).mean() < (labels == expected).mean() - 0.05
 
 
 def test_bad_inputs_name_the_file(tmp_path: Path, data_root: Path) -> None:

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
+from typing import Any, Literal
 
 import nibabel as nib
 import numpy as np
@@ -8,7 +11,14 @@ import pytest
 import torch
 
 from domainfm.core.masking import keep_indices
-from domainfm.domains.medical3d import VolumeCropDataset, VolumePretrainDataModule
+from domainfm.domains.medical3d import (
+    VolumeCropDataset,
+    VolumePretrainDataModule,
+    load_volume,
+    volume_transform,
+)
+from domainfm.domains.medical3d import volumes as volumes_module
+from domainfm.domains.medical3d.io import VolumeSkippedWarning
 
 CT = "medical/totalsegmentator_examples/ct_full/example_ct.nii.gz"
 CT_SMALL = "medical/totalsegmentator_examples/ct_labeled/example_ct_sm.nii.gz"
@@ -59,12 +69,80 @@ def test_datamodule_batches_with_masks(data_root: Path) -> None:
 
 
 def test_bad_files_name_the_file(tmp_path: Path, data_root: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"nope\.nii\.gz"):
-        VolumeCropDataset(files=[tmp_path / "nope.nii.gz"])
+    with pytest.raises(FileNotFoundError, match=r"nope\.nii\.gz"):  # even when not strict
+        VolumeCropDataset(files=[data_root / CT_SMALL, tmp_path / "nope.nii.gz"])
     corrupt = tmp_path / "corrupt.nii.gz"
     corrupt.write_bytes(b"not a nifti file at all")
     with pytest.raises(ValueError, match=r"could not load volume .*corrupt.nii.gz"):
-        VolumeCropDataset(files=[corrupt])
+        VolumeCropDataset(files=[data_root / CT_SMALL, corrupt], strict=True)
+
+
+def test_bad_files_are_skipped_and_counted(tmp_path: Path, data_root: Path) -> None:
+    corrupt = tmp_path / "corrupt.nii.gz"
+    corrupt.write_bytes(b"not a nifti file at all")
+    blank = tmp_path / "blank.nii"
+    nib.save(nib.Nifti1Image(np.zeros((16, 16, 16), np.int16), np.eye(4)), str(blank))
+    with pytest.warns(VolumeSkippedWarning) as record:
+        ds = VolumeCropDataset(
+            files=[corrupt, data_root / CT_SMALL, blank], crop_size=16, samples_per_volume=3
+        )
+    messages = [str(w.message) for w in record]
+    assert len(messages) == 2
+    assert messages[0].startswith(f"skipping volume {corrupt}: could not read {corrupt}")
+    assert messages[1].startswith(f"skipping volume {blank}: {blank} is constant")
+    assert ds.files == [data_root / CT_SMALL] and len(ds.volumes) == 1 and len(ds) == 3
+    assert [path for path, _ in ds.skipped] == [str(corrupt), str(blank)]
+    assert "could not read" in ds.skipped[0][1] and "as NIfTI" in ds.skipped[0][1]
+    assert "is constant" in ds.skipped[1][1]
+    assert ds[2]["input"].shape == (1, 16, 16, 16)
+    with pytest.warns(VolumeSkippedWarning), pytest.raises(ValueError) as err:
+        VolumeCropDataset(files=[corrupt, blank])
+    assert "could not load any of the 2 volumes" in str(err.value)
+    assert str(corrupt) in str(err.value) and str(blank) in str(err.value)
+
+
+@pytest.mark.parametrize(("path", "modality"), [(CT, "ct"), (MR_LPS, "mri")])
+def test_dataset_preprocessing_equals_monai_loader(
+    data_root: Path, path: str, modality: Literal["ct", "mri"]
+) -> None:
+    """load_volume + volume_transform(load=False) = the MONAI LoadImage path, exactly."""
+    ds = VolumeCropDataset(files=[data_root / path], crop_size=32, modality=modality)
+    transform = volume_transform(spacing=(3.0,) * 3, modality=modality, min_size=(32, 32, 32))
+    expected = transform(str(data_root / path))
+    assert torch.equal(ds.volumes[0], expected.as_tensor())
+
+
+def test_preprocessed_volumes_are_cached(
+    tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    kwargs: dict[str, Any] = {"files": [data_root / CT_SMALL], "crop_size": 16, "spacing": 3.0}
+    first = VolumeCropDataset(**kwargs, cache_dir=cache)
+    assert len(list(cache.glob("example_ct_sm.nii.gz.*.npy"))) == 1
+
+    calls: list[Path] = []
+
+    def counting_load(path: Path, **kw: Any) -> Any:
+        calls.append(path)
+        return load_volume(path, **kw)
+
+    monkeypatch.setattr(volumes_module, "load_volume", counting_load)
+    second = VolumeCropDataset(**kwargs, cache_dir=cache)
+    assert calls == []  # read from the cache
+    assert torch.equal(second.volumes[0], first.volumes[0])
+    torch.testing.assert_close(second.foreground[0], first.foreground[0])
+
+    finer = VolumeCropDataset(**{**kwargs, "spacing": 4.0}, cache_dir=cache)
+    assert calls == [data_root / CT_SMALL]  # another spacing misses the cache
+    assert finer.volumes[0].shape != first.volumes[0].shape
+    VolumeCropDataset(**kwargs, hu_window=(-500.0, 500.0), cache_dir=cache)
+    assert len(calls) == 2 and len(list(cache.glob("*.npy"))) == 3
+    copy = tmp_path / "ct.nii.gz"
+    shutil.copy(data_root / CT_SMALL, copy)
+    VolumeCropDataset(**{**kwargs, "files": [copy]}, cache_dir=cache)
+    os.utime(copy, ns=(copy.stat().st_atime_ns, copy.stat().st_mtime_ns + 10**9))  # touched
+    VolumeCropDataset(**{**kwargs, "files": [copy]}, cache_dir=cache)
+    assert calls[2:] == [copy, copy]
 
 
 def test_two_views_overlap_and_follow_the_seed(data_root: Path) -> None:

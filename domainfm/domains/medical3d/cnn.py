@@ -1,0 +1,150 @@
+"""MONAI's SegResNet encoder (a 3D residual CNN) behind the backbone contract.
+
+An adapter, not a fork: the encoder is MONAI's ``SegResEncoder`` held as ``encoder``, the
+attribute name MONAI's ``SegResNetDS`` uses, so the ``encoder.*`` keys of a MONAI
+``SegResNetDS`` state dict load unchanged (its decoder keys, ``up_layers.*``, are not part
+of this backbone). The architecture is the encoder of Myronenko 2018, "3D MRI brain tumor
+segmentation using autoencoder regularization" (arXiv:1810.11654): a 3×3×3 stem, then per
+level ``blocks_down[i]`` pre-activation residual blocks and a stride-2 conv that doubles
+the channels.
+
+Shapes (``init_filters`` F, ``L = len(blocks_down)`` levels, input ``(B, C, D, H, W)`` with
+sides divisible by ``2**(L-1)``)::
+
+    forward_intermediates(x)   L maps: (B, F, /1), (B, 2F, /2), ..., (B, 2**(L-1) F, /2**(L-1))
+    forward_tokens(x)          tokens (B, N, 2**(L-1) F) of the last map, grid of /2**(L-1)
+    forward(x)                 (B, 2**(L-1) F) mean of the last map
+
+A convolution has no tokens to drop, so ``keep_idx`` is refused; pair this encoder with
+masked-input objectives (inpainting, contrastive views) instead of MAE token dropping.
+
+Example::
+
+    >>> cnn = SegResNetEncoder3D(in_chans=1, init_filters=8)
+    >>> [m.shape[1:] for m in cnn.forward_intermediates(torch.randn(1, 1, 16, 16, 16))]
+    [torch.Size([8, 16, 16, 16]), torch.Size([16, 8, 8, 8]), torch.Size([32, 4, 4, 4]),
+     torch.Size([64, 2, 2, 2])]
+    >>> cnn(torch.randn(2, 1, 16, 16, 16)).shape
+    torch.Size([2, 64])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from torch import Tensor, nn
+
+from domainfm.core.backbone import BACKBONES
+from domainfm.core.grid import TokenGrid
+
+NormOrAct = str | tuple[str, dict[str, Any]]
+
+
+@BACKBONES.register("segresnet_encoder_3d")
+class SegResNetEncoder3D(nn.Module):
+    """MONAI ``SegResEncoder`` as a domainfm multi-scale backbone.
+
+    Args:
+        in_chans: input channels.
+        init_filters: channels of the first level (doubled at every level).
+        blocks_down: residual blocks per level; the number of levels is its length.
+        norm: MONAI norm name or ``(name, kwargs)`` (MONAI's default ``"batch"``; e.g.
+            ``"instance"`` or ``("group", {"num_groups": 8})`` for small batches).
+        act: MONAI activation name or ``(name, kwargs)``.
+
+    Weights of a MONAI ``SegResNetDS`` built with the same ``in_channels``, ``init_filters``,
+    ``blocks_down``, ``norm`` and ``act`` load with the key prefix ``encoder.`` kept as is::
+
+        >>> state = {k: v for k, v in segresnet_ds.state_dict().items()
+        ...          if k.startswith("encoder.")}
+        >>> load_state_dict_with_report(cnn, state).check()
+    """
+
+    def __init__(
+        self,
+        *,
+        in_chans: int,
+        init_filters: int = 32,
+        blocks_down: Sequence[int] = (1, 2, 2, 4),
+        norm: NormOrAct = "batch",
+        act: NormOrAct = "relu",
+    ) -> None:
+        super().__init__()
+        from monai.networks.nets.segresnet_ds import SegResEncoder
+
+        if in_chans < 1:
+            raise ValueError(f"in_chans must be >= 1, got in_chans={in_chans}")
+        if init_filters < 1:
+            raise ValueError(f"init_filters must be >= 1, got init_filters={init_filters}")
+        blocks = tuple(int(b) for b in blocks_down)
+        if not blocks or any(b < 1 for b in blocks):
+            raise ValueError(
+                f"blocks_down must be a non-empty sequence of positive ints, got {blocks_down}"
+            )
+        self.encoder = SegResEncoder(
+            spatial_dims=3,
+            init_filters=init_filters,
+            in_channels=in_chans,
+            act=act,
+            norm=norm,
+            blocks_down=blocks,
+        )
+        levels = len(blocks)
+        self.in_chans = in_chans
+        self.feature_channels: tuple[int, ...] = tuple(init_filters * 2**i for i in range(levels))
+        self.feature_strides: tuple[int, ...] = tuple(2**i for i in range(levels))
+        self.embed_dim = self.feature_channels[-1]
+        self.patch_size = (self.feature_strides[-1],) * 3
+        self.num_prefix_tokens = 0
+
+    def token_grid(self, input_shape: Sequence[int]) -> TokenGrid:
+        """Grid of the last level; ``ValueError`` unless every side divides by its stride."""
+        shape = tuple(input_shape)
+        if len(shape) != 3:
+            raise ValueError(f"SegResNetEncoder3D takes 3 spatial dims, got input shape {shape}")
+        return TokenGrid.from_input(shape, self.patch_size)
+
+    def forward_intermediates(
+        self, x: Tensor, indices: int | Sequence[int] | None = None, norm: bool = False
+    ) -> list[Tensor]:
+        """Level maps ``(B, C_i, *spatial / stride_i)``, shallow→deep.
+
+        ``indices``: the last ``n`` maps if an int, those levels if a sequence, all if
+        ``None``. ``norm`` is accepted for the contract and ignored (MONAI's encoder has no
+        final norm: each level ends in a residual block).
+        """
+        self.token_grid(x.shape[2:])
+        levels = len(self.feature_channels)
+        if indices is None:
+            picked: Sequence[int] = range(levels)
+        elif isinstance(indices, int):
+            if not 1 <= indices <= levels:
+                raise ValueError(f"indices must be in 1..{levels}, got indices={indices}")
+            picked = range(levels - indices, levels)
+        else:
+            picked = [int(i) for i in indices]
+            if any(not -levels <= i < levels for i in picked):
+                raise ValueError(f"indices must name levels 0..{levels - 1}, got {indices}")
+        maps: list[Tensor] = self.encoder(x)
+        return [maps[i] for i in picked]
+
+    def forward_tokens(self, x: Tensor, keep_idx: Tensor | None = None) -> tuple[Tensor, TokenGrid]:
+        """Last-level tokens ``(B, N, D)`` and their grid; token dropping is not supported."""
+        if keep_idx is not None:
+            raise ValueError(
+                "SegResNetEncoder3D cannot drop tokens (a convolution needs the full grid); "
+                "use a masked-input objective instead of keep_idx"
+            )
+        grid = self.token_grid(x.shape[2:])
+        last = self.forward_intermediates(x, indices=1)[0]  # (B, D, *grid)
+        return last.flatten(2).transpose(1, 2), grid  # (B, N, D)
+
+    def pool_tokens(self, tokens: Tensor) -> Tensor:
+        """``forward_tokens`` output ``(B, N, D)`` → mean ``(B, D)``."""
+        return tokens.mean(dim=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Mean of the last level ``(B, D)``."""
+        tokens, _ = self.forward_tokens(x)
+        return self.pool_tokens(tokens)

@@ -1,0 +1,200 @@
+"""Labeled CT/MRI volumes for segmentation fine-tuning: random crops for training, whole
+volumes for validation.
+
+An image (one file, or several co-registered files stacked as channels, e.g. BRATS FLAIR +
+T1c) and its label map are preprocessed once, exactly as pretraining preprocesses volumes
+(RAS, target spacing, CT HU window / MRI percentile scaling, per channel), the label with
+nearest-neighbour resampling onto the same grid; label values are remapped to class ids with
+``label_map`` (values not in it become background 0).
+
+Training crops are foreground-aware: with probability ``positive_fraction`` a crop is
+centred on a labeled (non-zero class) voxel — as MONAI's ``RandCropByPosNegLabel`` does —
+otherwise uniform; every choice follows the sample's seed.
+
+Shapes::
+
+    ds[i] (train)   {"input": (C, *crop_size), "label": (1, *crop_size) int64}
+    ds[i] (whole)   {"input": (C, D, H, W), "label": (1, D, H, W) int64}
+
+Example::
+
+    >>> ds = LabeledVolumeDataset(
+    ...     images=[["flair.nii.gz", "t1c.nii.gz"]], labels=["seg.nii.gz"], modality="mri",
+    ...     spacing=2.0, crop_size=64, label_map={1: 1, 2: 1, 3: 1, 4: 1})
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from domainfm.core.grid import to_ntuple
+from domainfm.domains.medical3d.io import check_label_pair, load_volume
+from domainfm.domains.medical3d.preprocess import RAS_LABELS, volume_transform
+from domainfm.domains.medical3d.views import crop_start, take_crop
+
+ImageSpec = str | Path | Sequence[str | Path]
+
+
+def _paths(spec: ImageSpec) -> list[Path]:
+    return [Path(spec)] if isinstance(spec, str | Path) else [Path(p) for p in spec]
+
+
+def remap_labels(label: Tensor, label_map: Mapping[int, int] | None) -> Tensor:
+    """Integer label map → class ids (``label_map[value]``; unlisted values → 0)."""
+    values = torch.round(label).long()
+    if label_map is None:
+        return values
+    if not values.numel():
+        return values
+    lookup = torch.zeros(int(values.max()) + 1, dtype=torch.long)
+    for raw, cls in label_map.items():
+        if 0 <= int(raw) < len(lookup):
+            lookup[int(raw)] = int(cls)
+    return lookup[values.clamp(min=0)]
+
+
+class LabeledVolumeDataset(Dataset[dict[str, Tensor]]):
+    """Image/label volume pairs, preprocessed once; random crops or whole volumes.
+
+    Args:
+        images: per case, one file or a list of co-registered files (channels).
+        labels: per case, the label-map file (same grid and affine as the image).
+        crop_size: training crop size in voxels; ``None`` gives whole volumes (validation).
+        spacing: target voxel spacing in mm.
+        modality: ``"ct"`` or ``"mri"`` (intensity normalization per channel).
+        hu_window: HU range mapped to [0, 1] for CT.
+        label_map: raw label value → class id (others → 0); ``None`` keeps raw values.
+        samples_per_volume: crops per case per epoch (training).
+        positive_fraction: probability that a crop is centred on a labeled voxel.
+    """
+
+    def __init__(
+        self,
+        *,
+        images: Sequence[ImageSpec],
+        labels: Sequence[str | Path],
+        crop_size: int | Sequence[int] | None = 64,
+        spacing: float | Sequence[float] = 3.0,
+        modality: Literal["ct", "mri"] = "ct",
+        hu_window: tuple[float, float] = (-1000.0, 1000.0),
+        label_map: Mapping[int, int] | None = None,
+        samples_per_volume: int = 8,
+        positive_fraction: float = 0.5,
+    ) -> None:
+        if not images:
+            raise ValueError("images is empty: pass at least one labeled case")
+        if len(images) != len(labels):
+            raise ValueError(
+                f"images and labels differ in length ({len(images)} vs {len(labels)}): "
+                "give one label map per case"
+            )
+        if not 0.0 <= positive_fraction <= 1.0:
+            raise ValueError(f"positive_fraction must be in [0, 1], got {positive_fraction}")
+        self.crop_size = None if crop_size is None else to_ntuple(crop_size, 3, name="crop_size")
+        pixdim = (float(spacing),) * 3 if isinstance(spacing, int | float) else tuple(spacing)
+        self.cases = [(_paths(img), Path(lab)) for img, lab in zip(images, labels, strict=True)]
+        missing = [str(p) for img, lab in self.cases for p in (*img, lab) if not p.exists()]
+        if missing:
+            raise FileNotFoundError(f"files not found: {', '.join(missing)}")
+        self.volumes: list[Tensor] = []
+        self.labels: list[Tensor] = []
+        for image_files, label_file in self.cases:
+            image, label = _preprocess_pair(
+                image_files,
+                label_file,
+                spacing=pixdim,
+                modality=modality,
+                hu_window=hu_window,
+                min_size=self.crop_size,
+            )
+            self.volumes.append(image)
+            self.labels.append(remap_labels(label, label_map))
+        self.foreground = [(lab[0] > 0).nonzero() for lab in self.labels]  # (M, 3) each
+        self.samples_per_volume = samples_per_volume if self.crop_size is not None else 1
+        self.positive_fraction = positive_fraction
+
+    @property
+    def in_chans(self) -> int:
+        return int(self.volumes[0].shape[0])
+
+    def __len__(self) -> int:
+        return len(self.volumes) * self.samples_per_volume
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Tensor]:
+        """A crop (or the whole case) ``{"input", "label"}``; ``key`` is an index or
+        ``(index, seed)`` from :class:`~domainfm.core.sampling.SeededSampler`."""
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        case = index // self.samples_per_volume
+        image, label = self.volumes[case], self.labels[case]
+        if self.crop_size is None:
+            return {"input": image, "label": label}
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        start = crop_start(
+            image.shape[1:],
+            self.crop_size,
+            generator=generator,
+            foreground=self.foreground[case],
+            foreground_prob=self.positive_fraction,
+        )
+        return {
+            "input": take_crop(image, start, self.crop_size),
+            "label": take_crop(label, start, self.crop_size),
+        }
+
+
+def _preprocess_pair(
+    image_files: Sequence[Path],
+    label_file: Path,
+    *,
+    spacing: Sequence[float],
+    modality: Literal["ct", "mri"],
+    hu_window: tuple[float, float],
+    min_size: Sequence[int] | None,
+) -> tuple[Tensor, Tensor]:
+    """``(C, D, H, W)`` float image and ``(1, D, H, W)`` label on the same RAS grid.
+
+    Every file is read and validated by :func:`load_volume`; the channels must share one
+    grid and the label must lie on it (:func:`check_label_pair`), else ``ValueError`` naming
+    the files.
+    """
+    from monai import transforms as mt
+
+    channels = [load_volume(p) for p in image_files]
+    first = channels[0]
+    for other in channels[1:]:
+        if other.shape != first.shape or not np.allclose(other.affine, first.affine, atol=1e-3):
+            raise ValueError(
+                f"image channels {first.path} and {other.path} are not on the same voxel grid "
+                f"(shapes {first.shape} vs {other.shape}); co-register them first"
+            )
+    label = load_volume(label_file, allow_constant=True)
+    check_label_pair(first, label)
+    image = first.to_metatensor()  # (1, D, H, W) with the affine
+    if len(channels) > 1:
+        image = torch.cat([c.to_metatensor() for c in channels], dim=0)  # (C, D, H, W)
+    image = volume_transform(
+        spacing=spacing, modality=modality, hu_window=hu_window, min_size=min_size, load=False
+    )(image)
+    steps = [
+        mt.Orientation(axcodes="RAS", labels=RAS_LABELS),
+        mt.Spacing(pixdim=tuple(spacing), mode="nearest"),
+    ]
+    if min_size is not None:
+        steps.append(mt.SpatialPad(spatial_size=tuple(min_size)))
+    target = mt.Compose(steps)(label.to_metatensor())  # (1, D, H, W) on the image's grid
+    if tuple(target.shape[1:]) != tuple(image.shape[1:]):
+        raise ValueError(
+            f"label map {label_file} has shape {tuple(target.shape)} after preprocessing, image "
+            f"{first.path} has {tuple(image.shape)}: they are not on the same grid"
+        )
+    return (
+        image.as_tensor().to(torch.float32).contiguous(),  # plain tensors, no MONAI metadata
+        target.as_tensor().to(torch.float32).contiguous(),
+    )

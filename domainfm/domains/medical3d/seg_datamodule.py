@@ -1,0 +1,162 @@
+"""Lightning data module for 3D segmentation fine-tuning on labeled CT/MRI volumes.
+
+Example (YAML for ``domainfm fit`` with a ``FinetuneModule``)::
+
+    data:
+      class_path: domainfm.domains.medical3d.VolumeSegDataModule
+      init_args:
+        images: [[brats/p5/Flair.nii.gz]]
+        labels: [brats/p5/OTMultiClass.nii.gz]
+        val_images: [[brats/p3/Flair.nii.gz]]
+        val_labels: [brats/p3/OTMultiClass.nii.gz]
+        label_map: {1: 1, 2: 1, 3: 1, 4: 1}      # whole tumour
+        modality: mri
+        spacing: 2.0
+        crop_size: 64
+
+Relative paths resolve against the example-data root (``$DOMAINFM_DATA`` or
+``../shared/data``). Validation batches are whole volumes (batch size 1), which the
+fine-tuning module segments with sliding windows so the Dice is that of the whole scan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+from torchdata.stateful_dataloader import StatefulDataLoader
+
+from domainfm.core.data_root import resolve_data_path
+from domainfm.core.sampling import SeededSampler
+from domainfm.domains.medical3d.labeled_volumes import ImageSpec, LabeledVolumeDataset
+
+
+class VolumeSegDataModule(L.LightningDataModule):
+    """Labeled volumes: seeded foreground-aware crops for training, whole volumes for validation.
+
+    Args:
+        images: per training case, an image file or a list of co-registered channel files.
+        labels: per training case, its label map.
+        val_images: validation cases (whole volumes).
+        val_labels: their label maps.
+        label_map: raw label value → class id (others → background 0); ``None``: raw values.
+        class_names: names of the classes (background first), recorded in checkpoints.
+        crop_size: training crop size in voxels.
+        spacing: target spacing in mm.
+        modality: ``"ct"`` or ``"mri"``.
+        hu_window: HU range mapped to [0, 1] for CT.
+        samples_per_volume: training crops per case per epoch.
+        positive_fraction: probability that a training crop is centred on a labeled voxel.
+        batch_size: training crops per batch.
+        num_workers: loader worker processes.
+        seed: seed of crop order and positions (exactly resumable).
+    """
+
+    def __init__(
+        self,
+        *,
+        images: Sequence[ImageSpec],
+        labels: Sequence[str],
+        val_images: Sequence[ImageSpec] = (),
+        val_labels: Sequence[str] = (),
+        label_map: Mapping[int, int] | None = None,
+        class_names: Sequence[str] | None = None,
+        crop_size: int | Sequence[int] = 64,
+        spacing: float | Sequence[float] = 3.0,
+        modality: Literal["ct", "mri"] = "ct",
+        hu_window: tuple[float, float] = (-1000.0, 1000.0),
+        samples_per_volume: int = 8,
+        positive_fraction: float = 0.5,
+        batch_size: int = 2,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.images = [_resolve(i) for i in images]
+        self.labels = [resolve_data_path(p) for p in labels]
+        self.val_images = [_resolve(i) for i in val_images]
+        self.val_labels = [resolve_data_path(p) for p in val_labels]
+        self.label_map = dict(label_map) if label_map is not None else None
+        self.class_names = list(class_names) if class_names is not None else None
+        self.crop_size = crop_size
+        self.spacing = spacing
+        self.modality: Literal["ct", "mri"] = modality
+        self.hu_window = hu_window
+        self.samples_per_volume = samples_per_volume
+        self.positive_fraction = positive_fraction
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.train_set: LabeledVolumeDataset | None = None
+        self.val_set: LabeledVolumeDataset | None = None
+
+    def _dataset(
+        self, images: Sequence[ImageSpec], labels: Sequence[str | Path], *, whole: bool
+    ) -> LabeledVolumeDataset:
+        return LabeledVolumeDataset(
+            images=images,
+            labels=labels,
+            crop_size=None if whole else self.crop_size,
+            spacing=self.spacing,
+            modality=self.modality,
+            hu_window=self.hu_window,
+            label_map=self.label_map,
+            samples_per_volume=self.samples_per_volume,
+            positive_fraction=self.positive_fraction,
+        )
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.train_set is None:
+            self.train_set = self._dataset(self.images, self.labels, whole=False)
+        if stage != "fit" and not self.val_images:
+            raise ValueError(f"stage {stage!r} needs val_images and val_labels")
+        if self.val_images and self.val_set is None:
+            self.val_set = self._dataset(self.val_images, self.val_labels, whole=True)
+
+    def train_dataloader(self) -> StatefulDataLoader:
+        assert self.train_set is not None, "call setup('fit') first"
+        return StatefulDataLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            sampler=SeededSampler(num_samples=len(self.train_set), seed=self.seed, shuffle=True),
+            drop_last=True,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def val_dataloader(self) -> StatefulDataLoader | list[StatefulDataLoader]:
+        """Whole validation volumes, one per batch."""
+        if self.val_set is None:
+            return []
+        return StatefulDataLoader(self.val_set, batch_size=1, num_workers=0)
+
+    def test_dataloader(self) -> StatefulDataLoader | list[StatefulDataLoader]:
+        return self.val_dataloader()
+
+    def input_contract(self) -> dict[str, object]:
+        """Preprocessing a model trained on this data expects (stored in checkpoints and
+        used by ``domainfm segment``)."""
+        return {
+            "channels": len(self.images[0]) if self.images else 1,
+            "modality": self.modality,
+            "spacing_mm": self.spacing,
+            "orientation": "RAS",
+            "crop_size": self.crop_size,
+            "hu_window": list(self.hu_window),
+            "normalization": (
+                {"type": "hu_window", "range": list(self.hu_window), "to": [0.0, 1.0]}
+                if self.modality == "ct"
+                else {"type": "percentile", "range": [0.5, 99.5], "to": [0.0, 1.0]}
+            ),
+            "label_map": self.label_map,
+            "class_names": self.class_names,
+        }
+
+
+def _resolve(spec: ImageSpec) -> list[Path]:
+    """Channel files of one case (a single file is one channel)."""
+    if isinstance(spec, str | Path):
+        return [resolve_data_path(spec)]
+    return [resolve_data_path(p) for p in spec]
