@@ -137,8 +137,9 @@ def _run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Complete
 
 def test_pretrain_export_finetune_segment_end_to_end(tmp_path: Path, data_root: Path) -> None:
     """The medical3d path through the real CLI: MAE pretraining → export → fine-tune the
-    exported backbone for segmentation → segment a NIfTI and a DICOM series; the label maps
-    lie on the inputs' grids with their affines."""
+    exported backbone for segmentation (whole-volume validation Dice logged per class) →
+    segment a NIfTI and a DICOM series; the label maps lie on the inputs' grids with their
+    affines."""
     import nibabel as nib
     import numpy as np
 
@@ -186,3 +187,12 @@ def test_pretrain_export_finetune_segment_end_to_end(tmp_path: Path, data_root: 
     np.testing.assert_allclose(written.affine, source.affine, atol=1e-6)
     labels = np.asarray(written.dataobj)
     assert labels.dtype == np.uint8 and set(np.unique(labels)) <= {0, 1, 2}
+
+    from domainfm.domains.medical3d import load_volume
+
+    series = data_root / "medical/totalsegmentator_examples/ct_dicom_series/dicom"
+    out = tmp_path / "dicom_seg.nii.gz"
+    _run([*cli, "segment", str(seg_ckpt), str(series), str(out), "--no-progress"], tmp_path, env)
+    volume, written = load_volume(series), nib.load(out)
+    assert written.shape == volume.shape
+    np.testing.assert_allclose(written.affine, volume.affine, atol=1e-4)

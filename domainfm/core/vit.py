@@ -86,6 +86,7 @@ class VisionTransformerND(nn.Module):
         global_pool: ``"token"`` (class token) or ``"avg"`` (mean of patch tokens) in ``forward``.
         drop_path_rate: stochastic depth, linearly increasing over blocks.
         axes: axis names, default ``("t",)``, ``("h", "w")`` or ``("d", "h", "w")``.
+        norm_eps: epsilon of the final LayerNorm (1e-6 as timm/MAE; MONAI's ViT uses 1e-5).
     """
 
     def __init__(
@@ -105,6 +106,7 @@ class VisionTransformerND(nn.Module):
         global_pool: Literal["token", "avg"] = "token",
         drop_path_rate: float = 0.0,
         axes: Sequence[str] | None = None,
+        norm_eps: float = 1e-6,
     ) -> None:
         super().__init__()
         if spatial_dims not in (1, 2, 3):
@@ -154,7 +156,7 @@ class VisionTransformerND(nn.Module):
             )
             for rate in rates
         )
-        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
         self._init_weights()
 
     # -- construction -------------------------------------------------------------------

@@ -34,7 +34,7 @@ def test_medical3d_pipeline_quick(
     st = report["settings"]
     assert (st["crop"], st["samples_per_volume"], st["epochs"]) == (crop, k, epochs)
     assert [row["row"] for row in report["rows"]] == ["CT", "MRI"]
-    expected = {"monai", "ours"} | ({"ours, warm cache"} if bench.HAS_CACHE else set())
+    expected = {"monai", "ours", "ours, warm cache"}
     for row in report["rows"]:
         n_files = len(row["files"])
         summary = row["summary"]

@@ -16,6 +16,7 @@ then averages parameter gradients across the ``W`` ranks. Each objective is writ
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -89,3 +90,11 @@ class BatchObjective(Protocol):
     def forward_batch(self, features: BatchFeatures) -> ObjectiveOutput:
         """The loss of one batch."""
         ...
+
+
+def batch_keys(value: str | Sequence[str], name: str) -> tuple[str, ...]:
+    """Batch keys an objective reads, from one key or a sequence (``ValueError`` if none)."""
+    keys = (value,) if isinstance(value, str) else tuple(value)
+    if not keys:
+        raise ValueError(f"{name} must name at least one batch key, got {name}={value!r}")
+    return keys

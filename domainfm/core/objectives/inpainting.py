@@ -47,16 +47,9 @@ from torch import Tensor, nn
 
 from domainfm.core.batch_features import BatchFeatures
 from domainfm.core.grid import TokenGrid
-from domainfm.core.objectives.base import ObjectiveOutput, ParallelMode
+from domainfm.core.objectives.base import ObjectiveOutput, ParallelMode, batch_keys
 from domainfm.core.objectives.registry import OBJECTIVES
 from domainfm.core.patching import unpatchify
-
-
-def _keys(value: Sequence[str], name: str) -> tuple[str, ...]:
-    keys = (value,) if isinstance(value, str) else tuple(value)
-    if not keys:
-        raise ValueError(f"{name} must name at least one batch key, got {name}={value!r}")
-    return keys
 
 
 @OBJECTIVES.register("inpainting")
@@ -98,8 +91,8 @@ class Inpainting(nn.Module):
             )
         if loss not in ("l1", "l2"):
             raise ValueError(f"loss must be 'l1' or 'l2', got loss={loss!r}")
-        self.views = _keys(views, "views")
-        self.targets = _keys(targets, "targets")
+        self.views = batch_keys(views, "views")
+        self.targets = batch_keys(targets, "targets")
         if len(self.views) != len(self.targets):
             raise ValueError(
                 f"views {self.views} and targets {self.targets} must have the same length"

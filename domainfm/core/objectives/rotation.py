@@ -40,15 +40,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from domainfm.core.batch_features import BatchFeatures
-from domainfm.core.objectives.base import ObjectiveOutput, ParallelMode
+from domainfm.core.objectives.base import ObjectiveOutput, ParallelMode, batch_keys
 from domainfm.core.objectives.registry import OBJECTIVES
-
-
-def _keys(value: Sequence[str], name: str) -> tuple[str, ...]:
-    keys = (value,) if isinstance(value, str) else tuple(value)
-    if not keys:
-        raise ValueError(f"{name} must name at least one batch key, got {name}={value!r}")
-    return keys
 
 
 @OBJECTIVES.register("rotation")
@@ -77,8 +70,8 @@ class RotationPrediction(nn.Module):
             raise ValueError(f"embed_dim must be >= 1, got embed_dim={embed_dim}")
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got num_classes={num_classes}")
-        self.views = _keys(views, "views")
-        self.labels = _keys(labels, "labels")
+        self.views = batch_keys(views, "views")
+        self.labels = batch_keys(labels, "labels")
         if len(self.views) != len(self.labels):
             raise ValueError(
                 f"views {self.views} and labels {self.labels} must have the same length"

@@ -2,6 +2,7 @@
 segmentation written back as NIfTI on the input's grid."""
 
 from domainfm.domains.medical3d import released  # noqa: F401  (registers the releases)
+from domainfm.domains.medical3d.augment import AugmentedViews
 from domainfm.domains.medical3d.cnn import SegResNetEncoder3D
 from domainfm.domains.medical3d.datamodule import VolumePretrainDataModule
 from domainfm.domains.medical3d.index import VolumeIndex
@@ -16,6 +17,7 @@ from domainfm.domains.medical3d.voco_crops import VoCoCrops
 from domainfm.domains.medical3d.volumes import VolumeCropDataset
 
 __all__ = [
+    "AugmentedViews",
     "LabeledVolumeDataset",
     "SegResNetEncoder3D",
     "SwinSSLViews",

@@ -13,6 +13,14 @@ Each entry is a key-mapping function registered with
   ``{"model": {"encoder.patch_embed.*", "encoder.layers1.0.0.blocks.0.*", "encoder.mask_token",
   "encoder.norm.*", "out.conv.conv.*"}}``.
 * MONAI model-zoo Swin UNETR state dicts (``swinViT.*`` encoder + decoder keys).
+* MONAI ``UNETR`` state dicts (e.g. the research-contributions BTCV ``UNETR_model_best_acc.pth``
+  or a bundle's ``model.pt``): the ViT encoder under ``vit.*`` —
+  ``vit.patch_embedding.patch_embeddings.weight`` (conv patch embedding),
+  ``vit.patch_embedding.position_embeddings`` (learned, no class token),
+  ``vit.blocks.N.{norm1,attn.qkv,attn.out_proj,norm2,mlp.linear1,mlp.linear2}``, ``vit.norm``
+  — mapped onto :class:`~domainfm.core.vit.VisionTransformerND` (timm block names); each
+  block's unused ``norm_cross_attn`` and the decoder keys (``encoder1..5``, ``decoder2..5``,
+  ``out``) are dropped.
 """
 
 from __future__ import annotations
@@ -136,3 +144,53 @@ def _map_ssl_50k(content: Any) -> dict[str, Tensor]:
 def _map_monai_zoo(content: Any) -> dict[str, Tensor]:
     state = content.get("state_dict", content) if isinstance(content, Mapping) else content
     return {k: v for k, v in state.items() if k.startswith("swinViT.")}
+
+
+_UNETR_VIT = {
+    "in_chans": 1,
+    "spatial_dims": 3,
+    "patch_size": 16,
+    "embed_dim": 768,
+    "depth": 12,
+    "num_heads": 12,
+    "mlp_ratio": 4.0,
+    "qkv_bias": False,
+    "class_token": False,
+    "pos_embed": "learned",
+    "grid_size": 6,
+    "global_pool": "avg",
+    "norm_eps": 1e-5,
+}
+_UNETR_NAMES = (
+    ("patch_embedding.patch_embeddings.", "patch_embed.proj."),
+    ("patch_embedding.position_embeddings", "pos_embed"),
+    (".attn.out_proj.", ".attn.proj."),
+    (".mlp.linear1.", ".mlp.fc1."),
+    (".mlp.linear2.", ".mlp.fc2."),
+)
+
+
+@released_checkpoint(
+    name="monai-unetr",
+    architecture="vit_nd",
+    kwargs=_UNETR_VIT,
+    source_layout="MONAI UNETR state dict (optionally under 'state_dict', 'module.' prefixed): "
+    "'vit.*' encoder keys mapped to timm names; decoder keys and norm_cross_attn dropped",
+    input=_CT_INPUT,
+    license="Apache-2.0 (Project-MONAI research-contributions / MONAI)",
+    reference="https://github.com/Project-MONAI/research-contributions/tree/main/UNETR/BTCV",
+)
+def _map_monai_unetr(content: Any) -> dict[str, Tensor]:
+    state = content.get("state_dict", content) if isinstance(content, Mapping) else content
+    out: dict[str, Tensor] = {}
+    for key, value in state.items():
+        key = key.removeprefix("module.")
+        if not key.startswith("vit.") or ".norm_cross_attn." in key:
+            continue  # decoder (encoder1.., decoder.., out) or MONAI's unused cross-attn norm
+        key = key.removeprefix("vit.")
+        for old, new in _UNETR_NAMES:
+            key = key.replace(old, new)
+        out[key] = value
+    if not out:
+        raise KeyError("no 'vit.*' keys: not a MONAI UNETR state dict")
+    return out

@@ -122,3 +122,45 @@ def test_feature_size_mismatch_is_reported(tmp_path: Path, monai_model: SwinUNET
     torch.save({"state_dict": state}, tmp_path / "model_swinvit.pt")
     with pytest.raises(CheckpointMismatchError, match=r"mismatched.*patch_embed\.proj\.weight"):
         load_released("swin-unetr-ssl-model_swinvit", tmp_path / "model_swinvit.pt")  # 48
+
+
+def test_monai_unetr_layout_matches_monai_vit(tmp_path: Path) -> None:
+    """A MONAI UNETR state dict (research BTCV checkpoint layout: {"state_dict": ...}) loads
+    strictly into VisionTransformerND, which then computes MONAI's ViT features."""
+    from monai.networks.nets import UNETR
+
+    torch.manual_seed(0)
+    unetr = UNETR(
+        in_channels=1,
+        out_channels=3,
+        img_size=32,
+        feature_size=8,
+        hidden_size=48,
+        mlp_dim=192,
+        num_heads=4,
+    ).eval()
+    state = unetr.state_dict()
+    assert "vit.patch_embedding.patch_embeddings.weight" in state
+    assert (
+        "vit.blocks.0.norm_cross_attn.weight" in state
+        and "decoder5.transp_conv.conv.weight" in state
+    )
+    torch.save({"state_dict": state, "epoch": 7}, tmp_path / "UNETR_model_best_acc.pth")
+    tiny = {"embed_dim": 48, "num_heads": 4, "grid_size": 2}
+    model, report = load_released(
+        "monai-unetr", tmp_path / "UNETR_model_best_acc.pth", model_kwargs=tiny
+    )
+    vit_keys = [k for k in state if k.startswith("vit.") and "norm_cross_attn" not in k]
+    assert report.ok and len(report.loaded) == len(vit_keys)
+    x = torch.randn(2, 1, 32, 32, 32)
+    with torch.no_grad():
+        ours, _ = model.eval().forward_tokens(x)
+        ref, _ = unetr.vit(x)  # normed tokens (B, N, D), per-block hidden states
+    # 12 blocks of fused SDPA vs MONAI's einsum attention in float32: ~3e-5 apart; a wrong
+    # mapping (names, qkv order, eps) is off by O(1)
+    torch.testing.assert_close(ours, ref, rtol=1e-4, atol=2e-4)
+
+    broken = {k: v for k, v in state.items() if "blocks.3.attn.qkv" not in k}
+    torch.save(broken, tmp_path / "broken.pt")
+    with pytest.raises(CheckpointMismatchError, match=r"blocks\.3\.attn\.qkv\.weight"):
+        load_released("monai-unetr", tmp_path / "broken.pt", model_kwargs=tiny)
