@@ -151,6 +151,7 @@ class FinetuneModule(L.LightningModule):
 
             self.seg_loss = DiceCELoss(to_onehot_y=True, softmax=True)
         self.val_metrics = MetricCollection(metrics, prefix="val/")
+        self.test_metrics = self.val_metrics.clone(prefix="test/")
         if mode == "linear_probe":
             self.backbone.requires_grad_(False)
         self.lr = lr
@@ -207,22 +208,34 @@ class FinetuneModule(L.LightningModule):
         )
         return logits  # (B, num_classes, *spatial)
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+    def _eval_step(self, batch: dict[str, Tensor], stage: str, metrics: MetricCollection) -> None:
         logits = self._evaluate(batch["input"])
         label = self._labels(batch)
-        self.log("val/loss", self._loss(logits, label), batch_size=logits.shape[0])
-        self.val_metrics.update(logits.argmax(dim=1), label)
+        self.log(f"{stage}/loss", self._loss(logits, label), batch_size=logits.shape[0])
+        metrics.update(logits.argmax(dim=1), label)
 
-    def on_validation_epoch_end(self) -> None:
-        values = self.val_metrics.compute()
-        for name, value in values.items():
+    def _log_metrics(self, metrics: MetricCollection) -> None:
+        for name, value in metrics.compute().items():
             if value.ndim == 0:
                 self.log(name, value)
                 continue
             for cls, v in enumerate(value):  # per-class Dice
                 self.log(f"{name}/class_{cls}", v)
             self.log(f"{name}/mean", value.nanmean())
-        self.val_metrics.reset()
+        metrics.reset()
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "val", self.val_metrics)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics(self.val_metrics)
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        """As validation (whole volumes with ``sliding_window``), logged under ``test/``."""
+        self._eval_step(batch, "test", self.test_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics(self.test_metrics)
 
     def configure_optimizers(self) -> Any:
         depth = len(getattr(self.backbone, "blocks", [])) or None

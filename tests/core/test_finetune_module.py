@@ -67,6 +67,9 @@ def test_classification_validation_metrics_match_manual() -> None:
     assert metrics["val/acc"] == pytest.approx((preds == labels).float().mean().item())
     per_class = [(preds[labels == c] == c).float().mean().item() for c in range(3)]
     assert metrics["val/macc"] == pytest.approx(float(np.mean(per_class)))
+    tested = trainer.test(module, DataLoader(data, batch_size=4), verbose=False)[0]  # type: ignore[arg-type]
+    assert tested["test/acc"] == pytest.approx(metrics["val/acc"])
+    assert tested["test/loss"] == pytest.approx(metrics["val/loss"])
 
 
 def test_segmentation_fits_a_real_ct_crop(data_root: Path) -> None:
