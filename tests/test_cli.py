@@ -72,7 +72,11 @@ def test_fit_every_config_runs(config: Path, tmp_path: Path, data_root: Path) ->
         "--trainer.enable_progress_bar=false",
         "--trainer.log_every_n_steps=1",
         "--data.init_args.num_workers=0",
-        "--data.init_args.samples_per_volume=4",
+        (
+            "--data.init_args.samples_per_volume=4"
+            if "samples_per_volume" in text
+            else "--data.init_args.samples_per_epoch=32"
+        ),
     )
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,1 +1,37 @@
-"""The geospatial domain plugin (IO, views, backbones and configs arrive with its issue)."""
+"""Remote sensing (multispectral satellite/aerial rasters): windowed GeoTIFF reading with
+validity masks and clear errors, grid checks/reprojection, and cached per-band statistics."""
+
+from domainfm.domains.geospatial.datamodule import RasterPretrainDataModule
+from domainfm.domains.geospatial.io import (
+    LANDSAT_RGB,
+    SENTINEL2_L1C_BANDS,
+    AlignedRasters,
+    Grid,
+    Raster,
+    RasterInfo,
+    check_same_grid,
+    open_aligned,
+    raster_info,
+    read_raster,
+    resolve_bands,
+)
+from domainfm.domains.geospatial.stats import BandStats, compute_band_stats
+from domainfm.domains.geospatial.windows import RasterWindowDataset
+
+__all__ = [
+    "LANDSAT_RGB",
+    "SENTINEL2_L1C_BANDS",
+    "AlignedRasters",
+    "BandStats",
+    "Grid",
+    "Raster",
+    "RasterInfo",
+    "RasterPretrainDataModule",
+    "RasterWindowDataset",
+    "check_same_grid",
+    "compute_band_stats",
+    "open_aligned",
+    "raster_info",
+    "read_raster",
+    "resolve_bands",
+]

@@ -1,0 +1,182 @@
+"""Random windows from multiband rasters (and temporal pairs of the same place) for
+self-supervised pretraining.
+
+Every item is read with :func:`~domainfm.domains.geospatial.io.read_raster` — a windowed
+read, never the whole raster — in the worker that asks for it (no file handle is kept on the
+dataset, GDAL handles are not fork-safe). A window is drawn by the sample's seed: a raster
+chosen with probability proportional to its area, then a uniform position; windows with fewer
+than ``min_valid`` valid pixels (nodata, outside the footprint) are redrawn up to
+``max_tries`` times and counted in :attr:`RasterWindowDataset.redrawn` (per worker).
+
+Bands are normalized with per-band statistics
+(:class:`~domainfm.domains.geospatial.stats.BandStats`): ``(x - mean) / std``; invalid pixels
+become 0 after normalization.
+
+**Temporal positives** (``views=2``): rasters on the same grid (same CRS, transform and size)
+are acquisitions of the same place; a sample is the same window in two different dates of one
+such group: ``"view1"``, ``"view2"`` (SeCo / geography-aware SSL style positives).
+
+Shapes::
+
+    "input"   (C, h, w)   normalized bands of the window (the first date for views=2)
+    "valid"   (1, h, w)   True where every band is valid
+    "view1", "view2"      (C, h, w) the window in two dates (views=2)
+
+Example::
+
+    >>> ds = RasterWindowDataset(files=sorted(Path("s2").glob("*.tif")), size=32,
+    ...                          band_names=SENTINEL2_L1C_BANDS, stats=stats, views=2)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from domainfm.core.grid import to_ntuple
+from domainfm.domains.geospatial.io import RasterInfo, raster_info, read_raster
+from domainfm.domains.geospatial.stats import BandStats
+
+
+def same_place_groups(infos: Sequence[RasterInfo]) -> list[list[int]]:
+    """Indices of rasters grouped by identical grid (CRS, transform, width, height): the
+    acquisitions of one place."""
+    groups: dict[tuple[object, ...], list[int]] = {}
+    for i, info in enumerate(infos):
+        key = (str(info.crs), tuple(info.transform)[:6], info.width, info.height)
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
+
+
+def band_moments(stats: BandStats, names: Sequence[str]) -> tuple[Tensor, Tensor]:
+    """Mean and std ``(C,)`` of the bands ``names`` (``ValueError`` naming missing bands)."""
+    missing = [n for n in names if n not in stats.band_names]
+    if missing:
+        raise ValueError(f"band statistics have no {missing}; they cover {list(stats.band_names)}")
+    index = [list(stats.band_names).index(n) for n in names]
+    mean = torch.tensor([stats.mean[i] for i in index], dtype=torch.float32)
+    std = torch.tensor([max(stats.std[i], 1e-6) for i in index], dtype=torch.float32)
+    return mean, std
+
+
+class RasterWindowDataset(Dataset[dict[str, Tensor]]):
+    """Random normalized windows (or same-place temporal pairs) from rasters.
+
+    Args:
+        files: GeoTIFF/COG paths (one band list shared by all).
+        size: window size in pixels (int or ``(h, w)``).
+        bands: bands to read: 1-based indices or names (default: all).
+        band_names: names of the files' bands (e.g. ``SENTINEL2_L1C_BANDS``).
+        stats: per-band statistics for normalization (``None``: raw values).
+        samples_per_epoch: dataset length.
+        views: 1 for single windows; 2 for temporal pairs (needs a group of >= 2 rasters on
+            the same grid).
+        min_valid: least fraction of valid pixels in a window.
+        max_tries: redraws of a window below ``min_valid`` before failing with the file name.
+    """
+
+    def __init__(
+        self,
+        *,
+        files: Sequence[str | Path],
+        size: int | Sequence[int] = 32,
+        bands: Sequence[int] | Sequence[str] | None = None,
+        band_names: Sequence[str] | None = None,
+        stats: BandStats | None = None,
+        samples_per_epoch: int = 256,
+        views: int = 1,
+        min_valid: float = 0.5,
+        max_tries: int = 20,
+    ) -> None:
+        if not files:
+            raise ValueError("files is empty: pass at least one raster")
+        if views not in (1, 2):
+            raise ValueError(f"views must be 1 or 2, got views={views}")
+        if not 0.0 <= min_valid <= 1.0:
+            raise ValueError(f"min_valid must be in [0, 1], got min_valid={min_valid}")
+        self.files = [Path(f) for f in files]
+        self.size = to_ntuple(size, 2, name="size")
+        self.band_names = tuple(band_names) if band_names is not None else None
+        self.infos = [raster_info(f, band_names=self.band_names) for f in self.files]
+        small = [
+            f"{i.path} ({i.height}x{i.width})"
+            for i in self.infos
+            if i.height < self.size[0] or i.width < self.size[1]
+        ]
+        if small:
+            raise ValueError(f"rasters smaller than the window {self.size}: {', '.join(small)}")
+        self.bands = bands
+        self.stats = stats
+        self.samples_per_epoch = samples_per_epoch
+        self.views = views
+        self.min_valid = min_valid
+        self.max_tries = max_tries
+        self.groups = same_place_groups(self.infos)
+        if views == 2:
+            self.groups = [g for g in self.groups if len(g) >= 2]
+            if not self.groups:
+                raise ValueError(
+                    "views=2 needs at least two rasters on the same grid (dates of one place); "
+                    f"none among {len(self.files)} files"
+                )
+        area = torch.tensor(
+            [float(self.infos[g[0]].width * self.infos[g[0]].height) for g in self.groups]
+        )
+        self.group_weights = area / area.sum()
+        self.redrawn = 0
+
+    def __len__(self) -> int:
+        return self.samples_per_epoch
+
+    def _normalize(self, array: np.ndarray, mask: np.ndarray, names: Sequence[str]) -> Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))  # (C, h, w)
+        if self.stats is not None:
+            mean, std = band_moments(self.stats, names)  # (C,), (C,)
+            x = (x - mean[:, None, None]) / std[:, None, None]
+        return x.masked_fill(~torch.from_numpy(mask)[None], 0.0)
+
+    def _read(self, index: int, window: tuple[int, int, int, int]) -> tuple[Tensor, Tensor]:
+        raster = read_raster(
+            self.files[index],
+            window=window,
+            bands=self.bands,
+            band_names=self.band_names,
+            require_valid=False,
+        )
+        x = self._normalize(raster.array, raster.mask, raster.band_names)
+        return x, torch.from_numpy(raster.mask)[None]
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Tensor]:
+        """A window ``{"input", "valid"}`` (+ ``"view1"``/``"view2"``); ``key`` is an index or
+        ``(index, seed)`` from :class:`~domainfm.core.sampling.SeededSampler`."""
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        generator = torch.Generator().manual_seed(seed if seed is not None else index)
+        h, w = self.size
+        for _ in range(self.max_tries):
+            group = self.groups[int(torch.multinomial(self.group_weights, 1, generator=generator))]
+            info = self.infos[group[0]]
+            row = int(torch.randint(0, info.height - h + 1, (), generator=generator))
+            col = int(torch.randint(0, info.width - w + 1, (), generator=generator))
+            order = torch.randperm(len(group), generator=generator).tolist()
+            first = group[order[0]]
+            x, valid = self._read(first, (row, col, h, w))
+            if float(valid.float().mean()) < self.min_valid:
+                self.redrawn += 1
+                continue
+            sample = {"input": x, "valid": valid}
+            if self.views == 2:
+                x2, valid2 = self._read(group[order[1]], (row, col, h, w))
+                sample["view1"], sample["view2"] = x, x2
+                sample["valid"] = valid & valid2
+            if seed is not None:
+                sample["seed"] = torch.tensor(seed)
+            return sample
+        raise ValueError(
+            f"no window of {self.size} with >= {self.min_valid:.0%} valid pixels found in "
+            f"{self.max_tries} tries (last: {self.files[first]}); lower min_valid or check nodata"
+        )
