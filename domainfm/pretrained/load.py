@@ -20,7 +20,7 @@ Example::
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from domainfm.core.export import (
 )
 from domainfm.core.grid import to_ntuple
 from domainfm.core.pos_embed import resample_pos_embed
+from domainfm.pretrained.channels import NewChannelInit, adapt_input_channels
 from domainfm.pretrained.report import LoadReport, Resampler, load_state_dict_with_report
 
 
@@ -89,6 +90,8 @@ def load_backbone(
     allow_missing: Iterable[str] = (),
     *,
     model_kwargs: Mapping[str, Any] | None = None,
+    channels: Sequence[str] | None = None,
+    new_channel_init: NewChannelInit = "zeros",
 ) -> tuple[nn.Module, LoadReport]:
     """Rebuild and load a backbone; returns ``(model, report)``.
 
@@ -96,6 +99,11 @@ def load_backbone(
         path_or_dir: export folder, its ``config.json``, or a domainfm ``.ckpt``.
         allow_missing: fnmatch patterns of model keys allowed to stay initialized.
         model_kwargs: constructor kwargs overriding the recorded ones (e.g. ``grid_size``).
+        channels: input channel (band) names of the new model when they differ from the
+            checkpoint's (``config["input"]["bands"]`` or ``["channels"]``): the model gets
+            ``in_chans=len(channels)`` and its input layer is mapped by name
+            (:func:`~domainfm.pretrained.channels.adapt_input_channels`), reported as adapted.
+        new_channel_init: how channels the checkpoint lacks start: ``"zeros"`` or ``"mean"``.
 
     Raises:
         CheckpointMismatchError: with the report table, if the load is not clean.
@@ -103,9 +111,28 @@ def load_backbone(
     """
     config, state, source = read_backbone_source(path_or_dir)
     kwargs = {**config["kwargs"], **(model_kwargs or {})}
+    adapted: list[tuple[str, str]] = []
+    if channels is not None:
+        kwargs["in_chans"] = len(channels)
     model = build_backbone(config["architecture"], kwargs)
+    if channels is not None:
+        recorded = config.get("input", {}) or {}
+        names = recorded.get("bands") or recorded.get("channels")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ValueError(
+                f"{source} does not record its input channel names (input.bands / "
+                "input.channels), so channels cannot be mapped by name"
+            )
+        state, adapted = adapt_input_channels(
+            state,
+            model.state_dict(),
+            source=names,
+            target=list(channels),
+            new_channel_init=new_channel_init,
+        )
     report = load_state_dict_with_report(
         model, state, source=source, resample=pos_embed_resampler(config["kwargs"], model)
     )
+    report.adapted = adapted
     report.check(allow_missing)
     return model, report

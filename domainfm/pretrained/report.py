@@ -48,6 +48,8 @@ class LoadReport:
         mismatched: ``(key, model shape, checkpoint shape)`` not loaded.
         resampled: ``(key, checkpoint shape, model shape)`` loaded after resampling.
         allowed_missing: missing keys that matched an allowed pattern.
+        adapted: ``(key, description)`` of tensors rewritten before loading (e.g. input
+            channels mapped by band name), each loaded too.
     """
 
     source: str
@@ -57,6 +59,7 @@ class LoadReport:
     mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
     resampled: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
     allowed_missing: list[str] = field(default_factory=list)
+    adapted: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -78,6 +81,7 @@ class LoadReport:
             "resampled": [
                 {"key": k, "checkpoint": list(c), "model": list(m)} for k, c, m in self.resampled
             ],
+            "adapted": [{"key": k, "detail": d} for k, d in self.adapted],
         }
 
     def __str__(self) -> str:
@@ -97,6 +101,7 @@ class LoadReport:
             ("resampled", k, f"checkpoint {tuple(c)} -> model {tuple(m)}")
             for k, c, m in self.resampled
         ]
+        rows += [("adapted", k, d) for k, d in self.adapted]
         rows += [("allowed", k, "missing, allowed by pattern") for k in self.allowed_missing]
         lines += [f"  {s:<12} {k:<56} {d}" for s, k, d in rows]
         lines.append(
