@@ -4,8 +4,9 @@
 * ``export CKPT OUT_DIR``: write ``model.safetensors`` + ``config.json`` for the backbone.
 * ``inspect PATH``: print the config and the load report of an export or checkpoint; exits
   0 only when the load is clean.
-* ``segment CKPT INPUT OUTPUT``: whole-volume segmentation (NIfTI or DICOM series in, NIfTI
-  with the input's affine out) with a fine-tuned checkpoint.
+* ``segment CKPT INPUT OUTPUT``: segmentation with a fine-tuned checkpoint: a whole volume
+  (NIfTI or DICOM series in, NIfTI with the input's affine out) or a raster of any size
+  (GeoTIFF in, tiled and streamed, GeoTIFF with the input's CRS and transform out).
 
 Example::
 
@@ -104,13 +105,14 @@ def _segment(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="domainfm segment",
         description=(
-            "Segment a whole CT/MRI volume with a fine-tuned checkpoint (sliding windows) and "
-            "write the label map as NIfTI on the input's grid, with its affine."
+            "Segment a whole CT/MRI volume (sliding windows; NIfTI out on the input's grid, "
+            "with its affine) or a GeoTIFF (tiled and streamed; GeoTIFF out with the input's "
+            "CRS and transform) with a fine-tuned checkpoint."
         ),
     )
     parser.add_argument("ckpt", help="Lightning .ckpt of a FinetuneModule segmentation run")
-    parser.add_argument("input", help="NIfTI file or DICOM series folder")
-    parser.add_argument("output", help="output label map (.nii.gz or .nii)")
+    parser.add_argument("input", help="NIfTI file, DICOM series folder, or GeoTIFF (raster model)")
+    parser.add_argument("output", help="output label map (.nii.gz / .nii, or .tif)")
     parser.add_argument("--overlap", type=float, default=0.5, help="window overlap [0, 1)")
     parser.add_argument("--sw-batch-size", type=int, default=2, help="windows per forward")
     parser.add_argument("--roi-size", type=int, nargs="+", help="window size (default: crop)")
@@ -126,13 +128,15 @@ def _segment(argv: Sequence[str]) -> int:
     if module.task != "segmentation":
         raise ValueError(f"{args.ckpt} is a {module.task} model, not a segmentation model")
     contract = meta.get("input") or {}
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if contract.get("bands"):  # a raster model: tiled, streamed GeoTIFF prediction
+        return _segment_raster(args, module.to(device), contract, device)
     needed = [k for k in ("spacing_mm", "modality", "crop_size") if k not in contract]
     if needed and not (args.roi_size and "spacing_mm" in contract and "modality" in contract):
         raise ValueError(
             f"{args.ckpt} does not record its input contract ({', '.join(needed)} missing); "
             "it was not trained through a domainfm data module"
         )
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     out = segment_volume(
         module.to(device),
         args.input,
@@ -147,6 +151,36 @@ def _segment(argv: Sequence[str]) -> int:
         progress=not args.no_progress,
     )
     print(f"domainfm segment: wrote {out} ({module.num_classes} classes, input's grid and affine)")
+    return 0
+
+
+def _segment_raster(
+    args: argparse.Namespace, module: Any, contract: dict[str, Any], device: str
+) -> int:
+    """``domainfm segment`` for a GeoTIFF: tiles of the training window size (or
+    ``--roi-size``), the bands picked by name, normalized as in training."""
+    from domainfm.domains.geospatial import predict_raster
+
+    norm = contract.get("normalization") or {}
+    tile = args.roi_size[0] if args.roi_size else int(contract.get("window") or 256)
+    out = predict_raster(
+        module,
+        args.input,
+        args.output,
+        tile=tile,
+        overlap=args.overlap,
+        bands=list(contract["bands"]),
+        mean=norm.get("mean"),
+        std=norm.get("std"),
+        batch_size=args.sw_batch_size,
+        device=device,
+        progress=not args.no_progress,
+        class_names=contract.get("class_names"),
+    )
+    print(
+        f"domainfm segment: wrote {out} ({module.num_classes} classes, tiles of {tile} px, "
+        "the input's CRS and transform)"
+    )
     return 0
 
 

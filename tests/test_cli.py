@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -200,3 +201,54 @@ def test_pretrain_export_finetune_segment_end_to_end(tmp_path: Path, data_root: 
     volume, written = load_volume(series), nib.load(out)
     assert written.shape == volume.shape
     np.testing.assert_allclose(written.affine, volume.affine, atol=1e-4)
+
+
+MAE_S2 = REPO / "configs/geospatial/mae_s2.yaml"
+FINETUNE_LULC = REPO / "configs/geospatial/finetune_lulc.yaml"
+
+
+def test_geospatial_pretrain_export_finetune_predict(tmp_path: Path, data_root: Path) -> None:
+    """Sentinel-2 through the real CLI: MAE pretraining → export → fine-tune on the LULC
+    labels from the export → tiled prediction of a 13-band GeoTIFF, written with the input's
+    CRS, transform and size."""
+    import rasterio
+
+    env = {**os.environ, "DOMAINFM_DATA": str(data_root)}
+    quiet = ("--trainer.enable_progress_bar=false", "--data.init_args.num_workers=0")
+    pre = tmp_path / "pre"
+    _run(_cli("fit", MAE_S2, pre, *quiet, "--trainer.max_steps=2"), tmp_path, env)
+    export = tmp_path / "export"
+    cli = [sys.executable, "-m", "domainfm.cli"]
+    _run([*cli, "export", str(next(pre.rglob("last.ckpt"))), str(export)], tmp_path, env)
+    config = json.loads((export / "config.json").read_text())
+    assert config["input"]["bands"][:2] == ["B01", "B02"] and config["input"]["crs"]
+
+    ft = tmp_path / "ft"
+    proc = _run(
+        _cli(
+            "fit",
+            FINETUNE_LULC,
+            ft,
+            *quiet,
+            "--trainer.max_steps=2",
+            "--data.init_args.samples_per_epoch=16",  # one epoch of 2 steps, then validation
+            f"--model.init_args.pretrained={export}",
+        ),
+        tmp_path,
+        env,
+    )
+    assert f"from {export / 'model.safetensors'}" in proc.stdout
+    header = next(ft.rglob("metrics.csv")).read_text().splitlines()[0]
+    assert "val/dice/mean" in header, header
+
+    scene = sorted(
+        (data_root / "geospatial/eolearn_s2_slovenia_patch/s2_l1c_13band").glob("*.tif")
+    )[0]
+    out = tmp_path / "lulc_pred.tif"
+    seg_ckpt = next(ft.rglob("last.ckpt"))
+    _run([*cli, "segment", str(seg_ckpt), str(scene), str(out), "--no-progress"], tmp_path, env)
+    with rasterio.open(scene) as src, rasterio.open(out) as pred:
+        assert pred.crs == src.crs and pred.transform == src.transform
+        assert (pred.width, pred.height) == (src.width, src.height)
+        labels = pred.read(1)
+    assert labels.dtype == "uint8" and set(labels.ravel().tolist()) <= set(range(6))

@@ -15,7 +15,10 @@ from domainfm.domains.geospatial.io import (
     read_raster,
     resolve_bands,
 )
+from domainfm.domains.geospatial.labeled_windows import LabeledRasterDataset
+from domainfm.domains.geospatial.seg_datamodule import RasterSegDataModule
 from domainfm.domains.geospatial.stats import BandStats, compute_band_stats
+from domainfm.domains.geospatial.tiled_inference import predict_raster
 from domainfm.domains.geospatial.windows import RasterWindowDataset
 
 __all__ = [
@@ -24,13 +27,16 @@ __all__ = [
     "AlignedRasters",
     "BandStats",
     "Grid",
+    "LabeledRasterDataset",
     "Raster",
     "RasterInfo",
     "RasterPretrainDataModule",
+    "RasterSegDataModule",
     "RasterWindowDataset",
     "check_same_grid",
     "compute_band_stats",
     "open_aligned",
+    "predict_raster",
     "raster_info",
     "read_raster",
     "resolve_bands",

@@ -1,0 +1,151 @@
+"""Lightning data module for segmentation fine-tuning on labeled rasters.
+
+One scene (images of one or several dates + a label raster on the same grid) is split by
+rows: random training windows in ``train_rows``, a regular grid of validation windows in
+``val_rows`` (keep a gap of a window between them to avoid overlap).
+
+Example (YAML for ``domainfm fit`` with a ``FinetuneModule``)::
+
+    data:
+      class_path: domainfm.domains.geospatial.RasterSegDataModule
+      init_args:
+        images: [geospatial/eolearn_s2_slovenia_patch/s2_l1c_13band/*.tif]
+        label: geospatial/eolearn_s2_slovenia_patch/labels/LULC.tif
+        label_map: {1: 1, 2: 2, 3: 3, 4: 4, 8: 5}
+        train_rows: [0, 64]
+        val_rows: [69, 101]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import lightning as L
+from torchdata.stateful_dataloader import StatefulDataLoader
+
+from domainfm.core.data_root import resolve_data_path
+from domainfm.core.sampling import SeededSampler
+from domainfm.domains.geospatial.datamodule import expand_files
+from domainfm.domains.geospatial.labeled_windows import LabeledRasterDataset
+from domainfm.domains.geospatial.stats import BandStats, compute_band_stats
+
+
+class RasterSegDataModule(L.LightningDataModule):
+    """Labeled raster windows: seeded random training windows, a validation window grid.
+
+    Args:
+        images: image rasters (paths or glob patterns), one or several dates of the scene.
+        label: the label raster (same grid).
+        size: window size in pixels.
+        bands: bands to use (1-based indices or names); default all.
+        band_names: names of the images' bands.
+        stats_cache: JSON file caching the per-band statistics.
+        label_map: raw label value → class id (others → 0).
+        class_names: class names (background / no-data first), recorded in checkpoints.
+        train_rows: ``[first, stop)`` rows of training windows.
+        val_rows: ``[first, stop)`` rows of validation windows.
+        samples_per_epoch: training windows per epoch.
+        batch_size: windows per batch.
+        num_workers: loader worker processes.
+        seed: seed of window order and positions.
+    """
+
+    def __init__(
+        self,
+        *,
+        images: Sequence[str],
+        label: str,
+        size: int = 32,
+        bands: Sequence[int] | Sequence[str] | None = None,
+        band_names: Sequence[str] | None = None,
+        stats_cache: str | None = None,
+        label_map: Mapping[int, int] | None = None,
+        class_names: Sequence[str] | None = None,
+        train_rows: tuple[int, int] | None = None,
+        val_rows: tuple[int, int] | None = None,
+        samples_per_epoch: int = 256,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.patterns = list(images)
+        self.label = label
+        self.size = size
+        self.bands = bands
+        self.band_names = list(band_names) if band_names is not None else None
+        self.stats_cache = stats_cache
+        self.label_map = dict(label_map) if label_map is not None else None
+        self.class_names = list(class_names) if class_names is not None else None
+        self.train_rows = tuple(train_rows) if train_rows is not None else None
+        self.val_rows = tuple(val_rows) if val_rows is not None else None
+        self.samples_per_epoch = samples_per_epoch
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.files: list[Path] = []
+        self.stats: BandStats | None = None
+        self.train_set: LabeledRasterDataset | None = None
+        self.val_set: LabeledRasterDataset | None = None
+
+    def _dataset(self, rows: tuple[int, ...] | None, *, grid: bool) -> LabeledRasterDataset:
+        assert self.stats is not None
+        return LabeledRasterDataset(
+            images=self.files,
+            label=resolve_data_path(self.label),
+            size=self.size,
+            bands=self.bands,
+            band_names=self.band_names,
+            stats=self.stats,
+            label_map=self.label_map,
+            rows=(rows[0], rows[1]) if rows is not None else None,
+            samples_per_epoch=None if grid else self.samples_per_epoch,
+        )
+
+    def setup(self, stage: str) -> None:
+        if self.stats is None:
+            self.files = expand_files(self.patterns)
+            self.stats = compute_band_stats(
+                self.files, cache=self.stats_cache, bands=self.bands, band_names=self.band_names
+            )
+        if stage == "fit" and self.train_set is None:
+            self.train_set = self._dataset(self.train_rows, grid=False)
+        if self.val_rows is not None and self.val_set is None:
+            self.val_set = self._dataset(self.val_rows, grid=True)
+        if stage != "fit" and self.val_set is None:
+            raise ValueError(f"stage {stage!r} needs val_rows (the validation region)")
+
+    def train_dataloader(self) -> StatefulDataLoader:
+        assert self.train_set is not None, "call setup('fit') first"
+        return StatefulDataLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            sampler=SeededSampler(num_samples=len(self.train_set), seed=self.seed),
+            drop_last=True,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def val_dataloader(self) -> StatefulDataLoader | list[StatefulDataLoader]:
+        if self.val_set is None:
+            return []
+        return StatefulDataLoader(self.val_set, batch_size=self.batch_size, num_workers=0)
+
+    def test_dataloader(self) -> StatefulDataLoader | list[StatefulDataLoader]:
+        return self.val_dataloader()
+
+    def input_contract(self) -> dict[str, object]:
+        """Bands and normalization (used by tiled prediction), window size, classes."""
+        stats = self.stats
+        return {
+            "bands": list(stats.band_names) if stats is not None else None,
+            "normalization": (
+                {"type": "standardize", "mean": list(stats.mean), "std": list(stats.std)}
+                if stats is not None
+                else None
+            ),
+            "window": self.size,
+            "label_map": self.label_map,
+            "class_names": self.class_names,
+        }

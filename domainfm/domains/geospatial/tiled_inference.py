@@ -1,0 +1,566 @@
+"""Tiled, streamed inference over a raster of any size, written as a georeferenced GeoTIFF.
+
+:func:`predict_raster` runs a dense model (``(B, C, h, w)`` bands → ``(B, K, h, w)`` logits,
+e.g. a segmentation :class:`~domainfm.core.finetune_module.FinetuneModule`) over a whole
+raster and writes labels or class probabilities on the input's exact grid (CRS, transform,
+width, height).
+
+* **Tiles**: squares of ``tile × tile`` pixels with stride ``int(tile * (1 - overlap))``
+  (at least 1) along each axis; the last row/column of tiles is shifted back to end on the
+  raster's edge, so every pixel is covered and no tile reaches outside. A raster smaller than
+  a tile along an axis gets one tile there, read ``boundless`` and **padded** with invalid
+  pixels (0 after normalization): the model always sees ``tile × tile`` inputs (the size it
+  was trained at; a ViT needs a multiple of its patch size), and the padding is cropped away.
+* **Normalization** as in training (:class:`~domainfm.domains.geospatial.windows.
+  RasterWindowDataset`): ``(x - mean) / std`` per band (``std`` floored at ``1e-6``), then
+  every invalid pixel (nodata, masked, non-finite in any band, see
+  :func:`~domainfm.domains.geospatial.io.read_raster`) set to 0.
+* **Blending**: each tile's logits are weighted by a window ``w(i, j) = h(i) h(j)`` and the
+  sum over tiles is divided by the summed weights, so overlapping tiles meet without seams.
+  ``blend="hann"``: ``h(i) = sin²(π (i + ½) / tile)`` (a Hann taper sampled at pixel centres:
+  largest in the middle, never 0, so every pixel has a positive weight); ``"constant"``:
+  ``h = 1`` (plain average). A pixel covered by one tile gets that tile's logits exactly.
+  Labels are the argmax of the blended logits, probabilities their softmax.
+* **Streaming, bounded memory**: tiles are visited row of tiles by row of tiles. The
+  accumulators (blended logits ``(K, tile, W)``, weights ``(tile, W)``, validity) only span
+  the rows a tile can still touch: when the next row of tiles starts at row ``r``, every row
+  above ``r`` is final, is turned into labels/probabilities, handed to the writer and
+  dropped. The writer buffers finished rows until a whole row of output blocks is complete
+  and writes it with ``dst.write(..., window=Window(...))`` (each compressed block written
+  once). Peak memory is ``O(K × tile × W)``, independent of the raster's height; nothing
+  of raster size is ever allocated, and the input is read one tile window at a time.
+* **Output**: a tiled GeoTIFF (``blockxsize``/``blockysize`` 256, or the largest multiple of
+  16 that fits a smaller raster; untiled when the raster is under 16 pixels on a side),
+  ``compress`` (deflate by default), ``BIGTIFF=IF_SAFER``. ``output="labels"``: one band,
+  uint8 with nodata 255 (uint16 with nodata 65535 when ``K > 255``), nodata wherever the
+  input pixel is invalid, band description ``"labels"`` and tags ``class_<k>=<name>`` when
+  ``class_names`` are given. ``output="probabilities"``: ``K`` float32 bands (softmax),
+  nodata NaN where the input is invalid, band descriptions = class names (``class_<k>``
+  without them). Written to a temporary file next to ``dst`` and renamed atomically
+  (:func:`~domainfm.core.checkpoint_io.atomic_write`): a crash never leaves half a GeoTIFF.
+
+Example::
+
+    >>> model = FinetuneModule(backbone=vit, task="segmentation", num_classes=4).eval()
+    >>> stats = compute_band_stats("s2_l1c_13band/", cache="s2_stats.json")
+    >>> predict_raster(model, "S2_L1C_2015-07-11.tif", "landcover.tif", tile=64, overlap=0.5,
+    ...                stats=stats, class_names=["water", "forest", "field", "urban"])
+    PosixPath('landcover.tif')
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.windows import Window
+from torch import Tensor, nn
+
+from domainfm.core.checkpoint_io import atomic_write
+from domainfm.domains.geospatial.io import (
+    BandsLike,
+    RasterInfo,
+    _open,
+    _read_open,
+    raster_info,
+    resolve_bands,
+)
+from domainfm.domains.geospatial.stats import BandStats
+from domainfm.domains.geospatial.windows import band_moments
+
+OUTPUT_BLOCK = 256
+"""Side of the output GeoTIFF's blocks (smaller for a smaller raster)."""
+STD_FLOOR = 1e-6
+"""Smallest ``std`` divided by (as in :func:`~domainfm.domains.geospatial.windows.band_moments`)."""
+
+
+def tile_starts(length: int, tile: int, stride: int) -> list[int]:
+    """Offsets of the tiles covering ``length`` pixels: ``0, stride, 2 stride, ...`` then one
+    tile ending exactly on the edge; ``[0]`` when ``length <= tile`` (one padded tile).
+
+    Example::
+
+        >>> tile_starts(101, 64, 48)
+        [0, 37]
+    """
+    if length <= tile:
+        return [0]
+    return [*range(0, length - tile, stride), length - tile]
+
+
+def blend_window(tile: int, blend: Literal["hann", "constant"]) -> Tensor:
+    """The ``(tile, tile)`` float32 weights of one tile's logits: ``h(i) h(j)`` with
+    ``h(i) = sin²(π (i + ½) / tile)`` for ``"hann"`` (positive everywhere), 1 for
+    ``"constant"``."""
+    if blend == "constant":
+        return torch.ones(tile, tile)
+    centres = (torch.arange(tile, dtype=torch.float64) + 0.5) / tile
+    taper = torch.sin(math.pi * centres) ** 2  # (tile,), > 0
+    return torch.outer(taper, taper).to(torch.float32)  # (tile, tile)
+
+
+def predict_raster(
+    model: Callable[[Tensor], Tensor],
+    src: str | Path,
+    dst: str | Path,
+    *,
+    tile: int = 256,
+    overlap: float = 0.25,
+    bands: BandsLike = None,
+    band_names: Sequence[str] | None = None,
+    mean: Sequence[float] | Tensor | np.ndarray | None = None,
+    std: Sequence[float] | Tensor | np.ndarray | None = None,
+    stats: BandStats | None = None,
+    batch_size: int = 4,
+    blend: Literal["hann", "constant"] = "hann",
+    output: Literal["labels", "probabilities"] = "labels",
+    class_names: Sequence[str] | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+    compress: str | None = "deflate",
+    report: dict[str, Any] | None = None,
+) -> Path:
+    """Predict every pixel of ``src`` tile by tile and write the result as a GeoTIFF on its
+    grid (see the module docstring).
+
+    Args:
+        model: ``(B, C, tile, tile) → (B, K, tile, tile)`` logits. An ``nn.Module`` is put in
+            eval mode for the call (its mode is restored after) and must already be on
+            ``device``.
+        src: input raster (GeoTIFF or anything GDAL reads).
+        dst: output GeoTIFF (written atomically; its folder is created).
+        tile: tile side in pixels (the model's training window size).
+        overlap: fraction of a tile shared with the next one, in ``[0, 1)``.
+        bands: bands fed to the model, in order (1-based indices or names, as in
+            :func:`~domainfm.domains.geospatial.io.read_raster`); ``None``: every band.
+        band_names: names of the file's bands (e.g. ``SENTINEL2_L1C_BANDS``).
+        mean, std: per selected band, length ``C``: normalization ``(x - mean) / std``.
+        stats: band statistics to take ``mean``/``std`` from, by band name (instead of
+            ``mean``/``std``).
+        batch_size: tiles per forward pass (tiles of consecutive rows share batches).
+        blend: ``"hann"`` (seamless taper) or ``"constant"`` weights of overlapping tiles.
+        output: ``"labels"`` (argmax, one band) or ``"probabilities"`` (softmax, K bands).
+        class_names: ``K`` names, written as band descriptions (probabilities) or tags
+            (labels).
+        device: where the tiles go (default: the model's device, else CPU).
+        progress: print progress over rows of tiles (a tqdm bar when tqdm is installed).
+        compress: GeoTIFF compression (``"deflate"``, ``"lzw"``, ``"zstd"``, ... or
+            ``None``).
+        report: a dict filled with what was done: ``tiles``, ``tile_grid`` (rows, columns of
+            tiles), ``batches``, ``stride``, ``accumulator_shape`` (``(K, rows, W)``, rows
+            at most ``tile``), ``max_buffered_rows`` (finished rows waiting for a whole block
+            row), ``num_classes``, ``dtype``, ``nodata``.
+
+    Returns:
+        ``dst`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        FileNotFoundError: ``src`` does not exist.
+        ValueError: naming the file: an unreadable or ungeoreferenced input, unknown bands,
+            ``mean``/``std``/``stats`` or the model's input channels not matching the
+            selected bands, a model that fails on the first tiles or returns another shape
+            than ``(B, K, tile, tile)``, wrong ``class_names``; and bad arguments (``tile``
+            < 1, ``overlap`` outside ``[0, 1)``, ...), naming the argument.
+    """
+    if isinstance(tile, bool) or not isinstance(tile, int | np.integer) or tile < 1:
+        raise ValueError(f"tile={tile!r}: must be an integer >= 1")
+    tile = int(tile)
+    if isinstance(overlap, bool) or not 0.0 <= float(overlap) < 1.0:
+        raise ValueError(f"overlap={overlap!r}: must be in [0, 1)")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r}: must be an integer >= 1")
+    if blend not in ("hann", "constant"):
+        raise ValueError(f"blend={blend!r}: must be 'hann' or 'constant'")
+    if output not in ("labels", "probabilities"):
+        raise ValueError(f"output={output!r}: must be 'labels' or 'probabilities'")
+    source = Path(src)
+    info = raster_info(source, band_names=band_names)  # FileNotFoundError / ValueError
+    target = Path(dst)
+    if target.exists() and target.resolve() == source.resolve():
+        raise ValueError(f"dst={str(dst)!r} is the input raster {source}; write elsewhere")
+    indexes = resolve_bands(info, bands)
+    names = tuple(info.band_names[i - 1] for i in indexes)
+    shift, scale = _moments(source, names, mean, std, stats)
+    expected = _model_channels(model)
+    if expected is not None and expected != len(indexes):
+        raise ValueError(
+            f"the model takes {expected} input bands but {len(indexes)} bands {list(names)} "
+            f"of {source} were selected; pass bands= to pick {expected} of its "
+            f"{info.count} bands {list(info.band_names)}"
+        )
+    if device is None:
+        params = getattr(model, "parameters", None)
+        first = next(iter(params()), None) if callable(params) else None
+        device = first.device if first is not None else torch.device("cpu")
+    job = _Job(
+        model=model,
+        source=source,
+        info=info,
+        indexes=indexes,
+        names=names,
+        shift=shift,
+        scale=scale,
+        tile=tile,
+        stride=max(1, int(tile * (1.0 - float(overlap)))),
+        batch_size=batch_size,
+        weights=blend_window(tile, blend),
+        output=output,
+        class_names=None if class_names is None else tuple(class_names),
+        device=torch.device(device),
+        progress=progress,
+        compress=compress,
+        report=report if report is not None else {},
+    )
+    was_training = isinstance(model, nn.Module) and model.training
+    if isinstance(model, nn.Module):
+        model.eval()
+    try:
+        return atomic_write(target, job.run)
+    finally:
+        if isinstance(model, nn.Module):
+            model.train(was_training)
+
+
+def _moments(
+    source: Path,
+    names: tuple[str, ...],
+    mean: Sequence[float] | Tensor | np.ndarray | None,
+    std: Sequence[float] | Tensor | np.ndarray | None,
+    stats: BandStats | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band ``mean`` and floored ``std`` ``(C, 1, 1)`` float32 (0 and 1 when not given)."""
+    count = len(names)
+    if stats is not None:
+        if mean is not None or std is not None:
+            raise ValueError("pass either stats= or mean=/std=, not both")
+        try:
+            m, s = band_moments(stats, names)  # (C,), (C,)
+        except ValueError as err:
+            raise ValueError(
+                f"stats do not fit the bands {list(names)} of {source}: {err}"
+            ) from err
+        return m.numpy()[:, None, None], s.numpy()[:, None, None]
+    if (mean is None) != (std is None):
+        raise ValueError(f"pass both mean= and std= (one value per band of {source}), or neither")
+    if mean is None or std is None:
+        return np.zeros((count, 1, 1), np.float32), np.ones((count, 1, 1), np.float32)
+    out = []
+    for label, values in (("mean", mean), ("std", std)):
+        array = np.asarray(
+            values.detach().cpu() if isinstance(values, Tensor) else values, dtype=np.float32
+        ).reshape(-1)
+        if array.size != count:
+            raise ValueError(
+                f"{label} has {array.size} values but {count} bands {list(names)} of {source} "
+                "are fed to the model; give one value per selected band (or select the bands "
+                "the statistics are for with bands=)"
+            )
+        if not np.all(np.isfinite(array)):
+            raise ValueError(f"{label}={array.tolist()} must be finite")
+        out.append(array[:, None, None])
+    if np.any(out[1] < 0):
+        raise ValueError(f"std={out[1].ravel().tolist()} must be >= 0")
+    return out[0], np.maximum(out[1], STD_FLOOR)
+
+
+def _model_channels(model: Any) -> int | None:
+    """The input channels the model declares (``in_chans`` / ``in_channels`` of the model,
+    its ``backbone`` or, for an ``nn.Sequential``, its first layer); ``None``: unknown."""
+    candidates = [model, getattr(model, "backbone", None)]
+    if isinstance(model, nn.Sequential) and len(model) > 0:
+        candidates.append(model[0])
+    for obj in candidates:
+        for attr in ("in_chans", "in_channels"):
+            value = getattr(obj, attr, None)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+    return None
+
+
+def _output_blocks(width: int, height: int) -> dict[str, Any]:
+    """Creation options for the output's blocks: 256 (or the largest multiple of 16 that fits)
+    on each axis; untiled when the raster is under 16 pixels on a side."""
+    bx, by = (min(OUTPUT_BLOCK, n // 16 * 16) for n in (width, height))
+    if bx < 16 or by < 16:
+        return {"tiled": False}
+    return {"tiled": True, "blockxsize": bx, "blockysize": by}
+
+
+@dataclass(eq=False)
+class _Job:
+    """One prediction run (arguments checked); :meth:`run` writes the GeoTIFF to a path."""
+
+    model: Callable[[Tensor], Tensor]
+    source: Path
+    info: RasterInfo
+    indexes: tuple[int, ...]
+    names: tuple[str, ...]
+    shift: np.ndarray
+    scale: np.ndarray
+    tile: int
+    stride: int
+    batch_size: int
+    weights: Tensor
+    output: Literal["labels", "probabilities"]
+    class_names: tuple[str, ...] | None
+    device: torch.device
+    progress: bool
+    compress: str | None
+    report: dict[str, Any]
+
+    def run(self, path: Path) -> None:
+        info, tile = self.info, self.tile
+        rows = tile_starts(info.height, tile, self.stride)
+        cols = tile_starts(info.width, tile, self.stride)
+        self.report.update(
+            tiles=len(rows) * len(cols), tile_grid=(len(rows), len(cols)), stride=self.stride
+        )
+        positions = [(r, c) for r in rows for c in cols]  # row-major: rows of tiles in order
+        strip: _Strip | None = None
+        writer: _BlockRowWriter | None = None
+        batches = 0
+        weights = self.weights.to(self.device)
+        with _open(self.source) as ds:
+            try:
+                for batch in _chunks(positions, self.batch_size):
+                    inputs, masks = self._read(ds, batch)  # (B, C, t, t), list of (t, t)
+                    logits = self._forward(inputs, first=batches == 0)  # (B, K, t, t)
+                    batches += 1
+                    if strip is None:
+                        writer = self._create(path, int(logits.shape[1]))
+                        strip = _Strip(
+                            num_classes=int(logits.shape[1]),
+                            height=min(tile, info.height),
+                            width=info.width,
+                            device=self.device,
+                            finish=self._finisher(writer),
+                        )
+                    for (row, col), tile_logits, mask in zip(batch, logits, masks, strict=True):
+                        if row > strip.origin:
+                            self._tick(rows, strip.origin)
+                            strip.advance(row)
+                        strip.add(row, col, tile_logits, weights, mask)
+                assert strip is not None and writer is not None  # at least one tile
+                self._tick(rows, strip.origin)
+                strip.advance(info.height)
+                writer.close()
+            finally:
+                if writer is not None:
+                    writer.dataset.close()
+        assert strip is not None and writer is not None
+        self.report.update(
+            batches=batches,
+            accumulator_shape=tuple(strip.logits.shape),
+            max_buffered_rows=writer.max_buffered,
+        )
+
+    def _read(self, ds: Any, batch: list[tuple[int, int]]) -> tuple[Tensor, list[np.ndarray]]:
+        """Normalized tiles ``(B, C, t, t)`` and their validity masks ``(t, t)``."""
+        arrays, masks = [], []
+        for row, col in batch:
+            window = Window(col, row, self.tile, self.tile)
+            part = _read_open(
+                self.source, ds, self.info, window, self.indexes, self.names, True, None
+            )
+            mask = np.all(part.valid, axis=0)  # (t, t)
+            x = (part.values - self.shift) / self.scale  # (C, t, t) as in training
+            x[:, ~mask] = 0.0
+            arrays.append(x.astype(np.float32, copy=False))
+            masks.append(mask)
+        return torch.from_numpy(np.stack(arrays)), masks
+
+    def _forward(self, inputs: Tensor, *, first: bool) -> Tensor:
+        x = inputs.to(self.device)
+        shape = f"(B={x.shape[0]}, C={x.shape[1]}, {self.tile}, {self.tile})"
+        with torch.no_grad():
+            try:
+                logits = self.model(x)
+            except torch.OutOfMemoryError:
+                raise
+            except (RuntimeError, ValueError, TypeError) as err:
+                if not first:
+                    raise
+                raise ValueError(
+                    f"the model failed on the first tiles {shape} of {self.source} (bands "
+                    f"{list(self.names)}); does it take {x.shape[1]} bands and "
+                    f"{self.tile}x{self.tile} tiles? {type(err).__name__}: {err}"
+                ) from err
+        if (
+            not isinstance(logits, Tensor)
+            or logits.ndim != 4
+            or logits.shape[0] != x.shape[0]
+            or tuple(logits.shape[2:]) != (self.tile, self.tile)
+        ):
+            got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+            raise ValueError(
+                f"the model returned {got} for tiles {shape} of {self.source}; expected "
+                f"logits (B, K, {self.tile}, {self.tile})"
+            )
+        return logits.float()
+
+    def _create(self, path: Path, num_classes: int) -> _BlockRowWriter:
+        """Open the output GeoTIFF (needs ``K``, known after the first forward pass)."""
+        info = self.info
+        if self.class_names is not None and len(self.class_names) != num_classes:
+            raise ValueError(
+                f"class_names has {len(self.class_names)} names but the model predicts "
+                f"{num_classes} classes on {self.source}"
+            )
+        if self.output == "labels":
+            if num_classes > 65535:
+                raise ValueError(f"{num_classes} classes do not fit uint16 labels")
+            dtype, nodata = ("uint8", 255.0) if num_classes <= 255 else ("uint16", 65535.0)
+            count = 1
+        else:
+            dtype, nodata, count = "float32", float("nan"), num_classes
+        blocks = _output_blocks(info.width, info.height)
+        options: dict[str, Any] = {"BIGTIFF": "IF_SAFER", **blocks}
+        if self.compress is not None:
+            options["compress"] = self.compress
+        dataset = rasterio.open(
+            path,
+            "w",
+            driver="GTiff",
+            width=info.width,
+            height=info.height,
+            count=count,
+            dtype=dtype,
+            crs=info.crs,
+            transform=info.transform,
+            nodata=nodata,
+            **options,
+        )
+        names = self.class_names or tuple(f"class_{k}" for k in range(num_classes))
+        if self.output == "labels":
+            dataset.set_band_description(1, "labels")
+            if self.class_names is not None:
+                dataset.update_tags(1, **{f"class_{k}": n for k, n in enumerate(names)})
+        else:
+            for k, name in enumerate(names):
+                dataset.set_band_description(k + 1, name)
+        self.report.update(num_classes=num_classes, dtype=dtype, nodata=nodata)
+        block_rows = int(blocks.get("blockysize", 1))
+        return _BlockRowWriter(dataset=dataset, block_rows=block_rows)
+
+    def _finisher(self, writer: _BlockRowWriter) -> Callable[[Tensor, Tensor, np.ndarray], None]:
+        """Turn finished rows (blended logit sums ``(K, n, W)``, weights ``(n, W)``,
+        validity ``(n, W)``) into output values and hand them to ``writer``."""
+        nodata = float(writer.dataset.nodata)
+
+        def finish(sums: Tensor, weight: Tensor, valid: np.ndarray) -> None:
+            logits = sums / weight  # (K, n, W); every pixel has weight > 0
+            if self.output == "labels":
+                values = logits.argmax(dim=0).cpu().numpy()[None]  # (1, n, W)
+                values = values.astype(writer.dataset.dtypes[0])
+            else:
+                values = torch.softmax(logits, dim=0).cpu().numpy()  # (K, n, W)
+            values[:, ~valid] = nodata
+            writer.push(values)
+
+        return finish
+
+    def _tick(self, rows: list[int], origin: int) -> None:
+        if not self.progress:
+            return
+        done = sum(1 for r in rows if r <= origin)
+        print(f"{self.source.name}: row of tiles {done}/{len(rows)}", file=sys.stderr)
+
+
+def _chunks(items: list[tuple[int, int]], size: int) -> Iterator[list[tuple[int, int]]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class _Strip:
+    """Accumulators for the raster rows ``[origin, origin + height)`` that tiles still touch.
+
+    ``logits`` ``(K, height, W)`` holds the weighted logit sums, ``weight`` ``(height, W)``
+    the summed weights, ``valid`` ``(height, W)`` the input's validity; ``height`` is
+    ``min(tile, raster height)`` whatever the raster's height.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        height: int,
+        width: int,
+        device: torch.device,
+        finish: Callable[[Tensor, Tensor, np.ndarray], None],
+    ) -> None:
+        self.origin = 0
+        self.height = height
+        self.width = width
+        self.logits = torch.zeros(num_classes, height, width, device=device)
+        self.weight = torch.zeros(height, width, device=device)
+        self.valid = np.zeros((height, width), dtype=bool)
+        self.finish = finish
+
+    def add(self, row: int, col: int, logits: Tensor, weights: Tensor, mask: np.ndarray) -> None:
+        """Add one tile's ``(K, t, t)`` logits (top-left pixel ``(row, col)``), cropped to the
+        raster (the padding of a raster smaller than a tile)."""
+        top = row - self.origin
+        h = min(logits.shape[1], self.height - top)
+        w = min(logits.shape[2], self.width - col)
+        rows, cols = slice(top, top + h), slice(col, col + w)
+        self.logits[:, rows, cols].addcmul_(logits[:, :h, :w], weights[:h, :w])
+        self.weight[rows, cols] += weights[:h, :w]
+        self.valid[rows, cols] = mask[:h, :w]
+
+    def advance(self, row: int) -> None:
+        """Rows above ``row`` are final (no later tile starts above it): finish them and move
+        the accumulators down so they start at ``row`` (or end at the raster's last row)."""
+        done = min(row - self.origin, self.height)
+        if done <= 0:
+            return
+        self.finish(self.logits[:, :done], self.weight[:done], self.valid[:done])
+        keep = self.height - done  # rows [row, origin + height) carry their sums over
+        self.logits[:, :keep] = self.logits[:, done:].clone()
+        self.weight[:keep] = self.weight[done:].clone()
+        self.valid[:keep] = self.valid[done:].copy()
+        self.logits[:, keep:] = 0.0
+        self.weight[keep:] = 0.0
+        self.valid[keep:] = False
+        self.origin += done
+
+
+class _BlockRowWriter:
+    """Writes finished rows ``(bands, n, W)`` top to bottom, in whole rows of output blocks
+    (each compressed block written once), the remainder at :meth:`close`."""
+
+    def __init__(self, *, dataset: Any, block_rows: int) -> None:
+        self.dataset = dataset
+        self.block_rows = block_rows
+        self.row = 0  # first row not yet written
+        self.pending: list[np.ndarray] = []
+        self.buffered = 0
+        self.max_buffered = 0
+
+    def push(self, values: np.ndarray) -> None:
+        self.pending.append(values)
+        self.buffered += int(values.shape[1])
+        self.max_buffered = max(self.max_buffered, self.buffered)
+        if self.buffered >= self.block_rows:
+            self._write(self.buffered // self.block_rows * self.block_rows)
+
+    def close(self) -> None:
+        if self.buffered:
+            self._write(self.buffered)
+        if self.row != self.dataset.height:
+            raise RuntimeError(f"wrote {self.row} of {self.dataset.height} rows")
+        self.dataset.close()
+
+    def _write(self, n: int) -> None:
+        block = np.concatenate(self.pending, axis=1)  # (bands, buffered, W)
+        out, rest = block[:, :n], block[:, n:]
+        self.dataset.write(out, window=Window(0, self.row, out.shape[2], n))
+        self.row += n
+        self.pending = [rest] if rest.shape[1] else []
+        self.buffered -= n
