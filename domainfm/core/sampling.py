@@ -18,10 +18,12 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import Dataset, Sampler
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 
 class SeededSampler(Sampler[tuple[int, int]]):
@@ -55,3 +57,26 @@ class SeededSampler(Sampler[tuple[int, int]]):
         seeds = torch.randint(0, 2**62, (n,), generator=generator)  # one per index per epoch
         for index in order.tolist():
             yield index, int(seeds[index])
+
+
+def seeded_loader(
+    dataset: Dataset[Any],
+    *,
+    batch_size: int,
+    seed: int = 0,
+    shuffle: bool = True,
+    num_workers: int = 0,
+    collate_fn: Callable[[list[Any]], Any] | None = None,
+) -> StatefulDataLoader:
+    """A resumable loader over ``dataset`` driven by a :class:`SeededSampler`: its position
+    is saved in Lightning checkpoints and restored on resume. Shuffled loaders drop the last
+    incomplete batch (training); sequential ones keep it (evaluation)."""
+    return StatefulDataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=SeededSampler(num_samples=len(dataset), seed=seed, shuffle=shuffle),  # type: ignore[arg-type]
+        drop_last=shuffle,
+        num_workers=num_workers,
+        collate_fn=collate_fn,
+        persistent_workers=num_workers > 0,
+    )

@@ -31,7 +31,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 
 from domainfm.core.data_root import example_data_root, resolve_data_path
 from domainfm.core.masking import BlockMasking, MaskGenerator, MaskingCollate, RandomMasking
-from domainfm.core.sampling import SeededSampler
+from domainfm.core.sampling import seeded_loader
 from domainfm.domains.geospatial.stats import BandStats, compute_band_stats
 from domainfm.domains.geospatial.windows import RasterWindowDataset
 
@@ -131,14 +131,12 @@ class RasterPretrainDataModule(L.LightningDataModule):
     def train_dataloader(self) -> StatefulDataLoader:
         """A resumable loader: its position is saved in checkpoints and restored on resume."""
         assert self.train_set is not None, "call setup('fit') first"
-        return StatefulDataLoader(
+        return seeded_loader(
             self.train_set,
             batch_size=self.batch_size,
-            sampler=SeededSampler(num_samples=len(self.train_set), seed=self.seed),
-            drop_last=True,
+            seed=self.seed,
             num_workers=self.num_workers,
             collate_fn=self.collate,
-            persistent_workers=self.num_workers > 0,
         )
 
     def input_contract(self) -> dict[str, object]:

@@ -25,7 +25,7 @@ import lightning as L
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from domainfm.core.data_root import resolve_data_path
-from domainfm.core.sampling import SeededSampler
+from domainfm.core.sampling import seeded_loader
 from domainfm.domains.geospatial.datamodule import expand_files
 from domainfm.domains.geospatial.labeled_windows import LabeledRasterDataset
 from domainfm.domains.geospatial.stats import BandStats, compute_band_stats
@@ -118,13 +118,11 @@ class RasterSegDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> StatefulDataLoader:
         assert self.train_set is not None, "call setup('fit') first"
-        return StatefulDataLoader(
+        return seeded_loader(
             self.train_set,
             batch_size=self.batch_size,
-            sampler=SeededSampler(num_samples=len(self.train_set), seed=self.seed),
-            drop_last=True,
+            seed=self.seed,
             num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
         )
 
     def val_dataloader(self) -> StatefulDataLoader | list[StatefulDataLoader]:

@@ -25,7 +25,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 
 from domainfm.core.data_root import resolve_data_path
 from domainfm.core.masking import BlockMasking, MaskGenerator, MaskingCollate, RandomMasking
-from domainfm.core.sampling import SeededSampler
+from domainfm.core.sampling import seeded_loader
 from domainfm.domains.medical3d.views import VolumeViews
 from domainfm.domains.medical3d.volumes import VolumeCropDataset, make_views
 
@@ -129,14 +129,13 @@ class VolumePretrainDataModule(L.LightningDataModule):
     def _loader(
         self, dataset: VolumeCropDataset, *, shuffle: bool, seed: int
     ) -> StatefulDataLoader:
-        return StatefulDataLoader(
+        return seeded_loader(
             dataset,
             batch_size=self.batch_size,
-            sampler=SeededSampler(num_samples=len(dataset), seed=seed, shuffle=shuffle),
-            drop_last=shuffle,
+            seed=seed,
+            shuffle=shuffle,
             num_workers=self.num_workers,
             collate_fn=self.collate,
-            persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self) -> StatefulDataLoader:
