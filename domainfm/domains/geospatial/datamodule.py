@@ -64,7 +64,10 @@ class RasterPretrainDataModule(L.LightningDataModule):
         mask_ratio: fraction of tokens hidden from the encoder.
         masking: ``"random"`` or ``"block"``.
         views: 2 adds same-place pairs from two dates (``"view1"``/``"view2"``).
-        samples_per_epoch: windows per epoch.
+        samples_per_epoch: windows per epoch (``sampling="random"``).
+        sampling: ``"random"`` windows, or every ``"grid"`` window with at least
+            ``min_valid`` valid pixels (the epoch is the grid).
+        stride: step of the grid (default: ``size``).
         min_valid: least fraction of valid pixels in a window.
         batch_size: windows per batch.
         num_workers: loader worker processes (each opens its own file handles).
@@ -84,6 +87,8 @@ class RasterPretrainDataModule(L.LightningDataModule):
         masking: Literal["random", "block"] = "random",
         views: int = 1,
         samples_per_epoch: int = 256,
+        sampling: Literal["random", "grid"] = "random",
+        stride: int | None = None,
         min_valid: float = 0.5,
         batch_size: int = 8,
         num_workers: int = 0,
@@ -97,6 +102,8 @@ class RasterPretrainDataModule(L.LightningDataModule):
         self.stats_cache = stats_cache
         self.views = views
         self.samples_per_epoch = samples_per_epoch
+        self.sampling: Literal["random", "grid"] = sampling
+        self.stride = stride
         self.min_valid = min_valid
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -126,10 +133,13 @@ class RasterPretrainDataModule(L.LightningDataModule):
             samples_per_epoch=self.samples_per_epoch,
             views=self.views,
             min_valid=self.min_valid,
+            sampling=self.sampling,
+            stride=self.stride,
         )
 
     def train_dataloader(self) -> StatefulDataLoader:
-        """A resumable loader: its position is saved in checkpoints and restored on resume."""
+        """A resumable loader (split across DDP ranks): its position is saved in checkpoints
+        and restored on resume."""
         assert self.train_set is not None, "call setup('fit') first"
         return seeded_loader(
             self.train_set,

@@ -30,6 +30,7 @@ from torch.utils.data import Dataset
 from domainfm.core.grid import to_ntuple
 from domainfm.domains.geospatial.io import check_same_grid, raster_info, read_raster
 from domainfm.domains.geospatial.stats import BandStats
+from domainfm.domains.geospatial.window_grid import window_starts
 from domainfm.domains.geospatial.windows import band_moments
 
 
@@ -91,16 +92,11 @@ class LabeledRasterDataset(Dataset[dict[str, Tensor]]):
         """``(image, row, col)`` of a regular window grid over the region, every image."""
         h, w = self.size
         first, stop = self.rows
-
-        def starts(lo: int, hi: int, step: int) -> list[int]:
-            out = list(range(lo, hi - step + 1, step))
-            return out if out[-1] == hi - step else [*out, hi - step]
-
         return [
-            (i, r, c)
+            (i, first + r, c)
             for i in range(len(self.images))
-            for r in starts(first, stop, h)
-            for c in starts(0, self.width, w)
+            for r in window_starts(stop - first, h, h)
+            for c in window_starts(self.width, w, w)
         ]
 
     def __len__(self) -> int:

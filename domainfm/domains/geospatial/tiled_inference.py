@@ -29,6 +29,10 @@ width, height).
   and writes it with ``dst.write(..., window=Window(...))`` (each compressed block written
   once). Peak memory is ``O(K × tile × W)``, independent of the raster's height; nothing
   of raster size is ever allocated, and the input is read one tile window at a time.
+  GDAL's block cache (by default 5 % of the machine's RAM: 1.2 GiB on a 24 GiB machine,
+  filled with decompressed input blocks as a large raster is read) is bounded for the call
+  by ``gdal_cache_mb`` through ``rasterio.Env(GDAL_CACHEMAX=...)``; each input block is
+  read about once per row of tiles, so a small cache costs nothing.
 * **Output**: a tiled GeoTIFF (``blockxsize``/``blockysize`` 256, or the largest multiple of
   16 that fits a smaller raster; untiled when the raster is under 16 pixels on a side),
   ``compress`` (deflate by default), ``BIGTIFF=IF_SAFER``. ``output="labels"``: one band,
@@ -73,26 +77,13 @@ from domainfm.domains.geospatial.io import (
     resolve_bands,
 )
 from domainfm.domains.geospatial.stats import BandStats
+from domainfm.domains.geospatial.window_grid import window_starts
 from domainfm.domains.geospatial.windows import band_moments
 
 OUTPUT_BLOCK = 256
 """Side of the output GeoTIFF's blocks (smaller for a smaller raster)."""
 STD_FLOOR = 1e-6
 """Smallest ``std`` divided by (as in :func:`~domainfm.domains.geospatial.windows.band_moments`)."""
-
-
-def tile_starts(length: int, tile: int, stride: int) -> list[int]:
-    """Offsets of the tiles covering ``length`` pixels: ``0, stride, 2 stride, ...`` then one
-    tile ending exactly on the edge; ``[0]`` when ``length <= tile`` (one padded tile).
-
-    Example::
-
-        >>> tile_starts(101, 64, 48)
-        [0, 37]
-    """
-    if length <= tile:
-        return [0]
-    return [*range(0, length - tile, stride), length - tile]
 
 
 def blend_window(tile: int, blend: Literal["hann", "constant"]) -> Tensor:
@@ -126,6 +117,7 @@ def predict_raster(
     progress: bool = False,
     compress: str | None = "deflate",
     report: dict[str, Any] | None = None,
+    gdal_cache_mb: int = 64,
 ) -> Path:
     """Predict every pixel of ``src`` tile by tile and write the result as a GeoTIFF on its
     grid (see the module docstring).
@@ -157,6 +149,7 @@ def predict_raster(
             tiles), ``batches``, ``stride``, ``accumulator_shape`` (``(K, rows, W)``, rows
             at most ``tile``), ``max_buffered_rows`` (finished rows waiting for a whole block
             row), ``num_classes``, ``dtype``, ``nodata``.
+        gdal_cache_mb: GDAL block cache for the call, in MiB (``GDAL_CACHEMAX``).
 
     Returns:
         ``dst`` as a :class:`~pathlib.Path`.
@@ -178,6 +171,8 @@ def predict_raster(
         raise ValueError(f"batch_size={batch_size!r}: must be an integer >= 1")
     if blend not in ("hann", "constant"):
         raise ValueError(f"blend={blend!r}: must be 'hann' or 'constant'")
+    if isinstance(gdal_cache_mb, bool) or not isinstance(gdal_cache_mb, int) or gdal_cache_mb < 1:
+        raise ValueError(f"gdal_cache_mb={gdal_cache_mb!r}: must be an integer >= 1")
     if output not in ("labels", "probabilities"):
         raise ValueError(f"output={output!r}: must be 'labels' or 'probabilities'")
     source = Path(src)
@@ -222,7 +217,8 @@ def predict_raster(
     if isinstance(model, nn.Module):
         model.eval()
     try:
-        return atomic_write(target, job.run)
+        with rasterio.Env(GDAL_CACHEMAX=gdal_cache_mb * 2**20):
+            return atomic_write(target, job.run)
     finally:
         if isinstance(model, nn.Module):
             model.train(was_training)
@@ -317,8 +313,8 @@ class _Job:
 
     def run(self, path: Path) -> None:
         info, tile = self.info, self.tile
-        rows = tile_starts(info.height, tile, self.stride)
-        cols = tile_starts(info.width, tile, self.stride)
+        rows = window_starts(info.height, tile, self.stride)
+        cols = window_starts(info.width, tile, self.stride)
         self.report.update(
             tiles=len(rows) * len(cols), tile_grid=(len(rows), len(cols)), stride=self.stride
         )

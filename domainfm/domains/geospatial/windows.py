@@ -1,12 +1,24 @@
-"""Random windows from multiband rasters (and temporal pairs of the same place) for
+"""Random or grid windows from multiband rasters (and temporal pairs of the same place) for
 self-supervised pretraining.
 
 Every item is read with :func:`~domainfm.domains.geospatial.io.read_raster` — a windowed
 read, never the whole raster — in the worker that asks for it (no file handle is kept on the
-dataset, GDAL handles are not fork-safe). A window is drawn by the sample's seed: a raster
-chosen with probability proportional to its area, then a uniform position; windows with fewer
-than ``min_valid`` valid pixels (nodata, outside the footprint) are redrawn up to
-``max_tries`` times and counted in :attr:`RasterWindowDataset.redrawn` (per worker).
+dataset, GDAL handles are not fork-safe).
+
+* ``sampling="random"``: a window is drawn by the sample's seed: a place (a raster, or a
+  group of dates on one grid) chosen with probability proportional to its area, then a
+  uniform position; windows with fewer than ``min_valid`` valid pixels (nodata, outside the
+  footprint) are redrawn up to ``max_tries`` times and counted in
+  :attr:`RasterWindowDataset.redrawn` (per worker). ``samples_per_epoch`` sets the length.
+* ``sampling="grid"``: every window of a regular grid (``stride``, default no overlap) over
+  every raster that has at least ``min_valid`` valid pixels
+  (:func:`~domainfm.domains.geospatial.window_grid.valid_grid_windows`; all-nodata windows
+  are never listed); the dataset's length is their number. With ``views=2`` a grid window of
+  a place is listed when at least two of its dates are valid there, and the two dates of a
+  sample are drawn among those by the sample's seed.
+
+Either way the sample's seed (:class:`~domainfm.core.sampling.SeededSampler`, which also
+splits the epoch across DDP ranks) fixes every random choice, so a run resumes exactly.
 
 Bands are normalized with per-band statistics
 (:class:`~domainfm.domains.geospatial.stats.BandStats`): ``(x - mean) / std``; invalid pixels
@@ -32,6 +44,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -41,6 +54,7 @@ from torch.utils.data import Dataset
 from domainfm.core.grid import to_ntuple
 from domainfm.domains.geospatial.io import RasterInfo, raster_info, read_raster
 from domainfm.domains.geospatial.stats import BandStats
+from domainfm.domains.geospatial.window_grid import valid_grid_windows
 
 
 def same_place_groups(infos: Sequence[RasterInfo]) -> list[list[int]]:
@@ -73,11 +87,13 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
         bands: bands to read: 1-based indices or names (default: all).
         band_names: names of the files' bands (e.g. ``SENTINEL2_L1C_BANDS``).
         stats: per-band statistics for normalization (``None``: raw values).
-        samples_per_epoch: dataset length.
+        samples_per_epoch: dataset length (``sampling="random"``).
         views: 1 for single windows; 2 for temporal pairs (needs a group of >= 2 rasters on
             the same grid).
         min_valid: least fraction of valid pixels in a window.
         max_tries: redraws of a window below ``min_valid`` before failing with the file name.
+        sampling: ``"random"`` windows or every ``"grid"`` window.
+        stride: step of the grid (``sampling="grid"``; default: the window size).
     """
 
     def __init__(
@@ -92,7 +108,11 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
         views: int = 1,
         min_valid: float = 0.5,
         max_tries: int = 20,
+        sampling: Literal["random", "grid"] = "random",
+        stride: int | Sequence[int] | None = None,
     ) -> None:
+        if sampling not in ("random", "grid"):
+            raise ValueError(f"sampling={sampling!r}: must be 'random' or 'grid'")
         if not files:
             raise ValueError("files is empty: pass at least one raster")
         if views not in (1, 2):
@@ -129,9 +149,43 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
         )
         self.group_weights = area / area.sum()
         self.redrawn = 0
+        self.sampling = sampling
+        self.grid: list[tuple[int, int, int, tuple[int, ...]]] = []
+        if sampling == "grid":
+            self.grid = self._grid(stride)
+            if not self.grid:
+                raise ValueError(
+                    f"no grid window of {self.size} with >= {min_valid:.0%} valid pixels in "
+                    f"{len(self.files)} rasters ({self.files[0]}, ...); lower min_valid or "
+                    "check nodata"
+                )
+
+    def _grid(
+        self, stride: int | Sequence[int] | None
+    ) -> list[tuple[int, int, int, tuple[int, ...]]]:
+        """``(group, row, col, files valid there)`` of every listed grid window."""
+        out: list[tuple[int, int, int, tuple[int, ...]]] = []
+        for g, group in enumerate(self.groups):
+            valid: dict[tuple[int, int], list[int]] = {}
+            for index in group:
+                for position in valid_grid_windows(
+                    self.files[index],
+                    size=self.size,
+                    stride=stride,
+                    bands=self.bands,
+                    band_names=self.band_names,
+                    min_valid=self.min_valid,
+                ):
+                    valid.setdefault(position, []).append(index)
+            for (row, col), files in sorted(valid.items()):
+                if self.views == 1:  # every date is a sample of its own
+                    out += [(g, row, col, (index,)) for index in files]
+                elif len(files) >= 2:
+                    out.append((g, row, col, tuple(files)))
+        return out
 
     def __len__(self) -> int:
-        return self.samples_per_epoch
+        return len(self.grid) if self.sampling == "grid" else self.samples_per_epoch
 
     def _normalize(self, array: np.ndarray, mask: np.ndarray, names: Sequence[str]) -> Tensor:
         x = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))  # (C, h, w)
@@ -151,11 +205,35 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
         x = self._normalize(raster.array, raster.mask, raster.band_names)
         return x, torch.from_numpy(raster.mask)[None]
 
+    def _sample(
+        self,
+        position: tuple[int, int],
+        files: list[int],
+        seed: int | None,
+        first: tuple[Tensor, Tensor] | None = None,
+    ) -> dict[str, Tensor]:
+        """The window at ``position`` of ``files[0]`` (and ``files[1]`` for ``views=2``);
+        ``first``: the first file's window when already read."""
+        window = (position[0], position[1], self.size[0], self.size[1])
+        x, valid = first if first is not None else self._read(files[0], window)
+        sample = {"input": x, "valid": valid}
+        if self.views == 2:
+            x2, valid2 = self._read(files[1], window)
+            sample["view1"], sample["view2"] = x, x2
+            sample["valid"] = valid & valid2
+        if seed is not None:
+            sample["seed"] = torch.tensor(seed)
+        return sample
+
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Tensor]:
         """A window ``{"input", "valid"}`` (+ ``"view1"``/``"view2"``); ``key`` is an index or
         ``(index, seed)`` from :class:`~domainfm.core.sampling.SeededSampler`."""
         index, seed = key if isinstance(key, tuple) else (key, None)
         generator = torch.Generator().manual_seed(seed if seed is not None else index)
+        if self.sampling == "grid":
+            _, row, col, files = self.grid[index]
+            order = torch.randperm(len(files), generator=generator).tolist()
+            return self._sample((row, col), [files[i] for i in order], seed)
         h, w = self.size
         for _ in range(self.max_tries):
             group = self.groups[int(torch.multinomial(self.group_weights, 1, generator=generator))]
@@ -168,14 +246,7 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
             if float(valid.float().mean()) < self.min_valid:
                 self.redrawn += 1
                 continue
-            sample = {"input": x, "valid": valid}
-            if self.views == 2:
-                x2, valid2 = self._read(group[order[1]], (row, col, h, w))
-                sample["view1"], sample["view2"] = x, x2
-                sample["valid"] = valid & valid2
-            if seed is not None:
-                sample["seed"] = torch.tensor(seed)
-            return sample
+            return self._sample((row, col), [group[i] for i in order], seed, (x, valid))
         raise ValueError(
             f"no window of {self.size} with >= {self.min_valid:.0%} valid pixels found in "
             f"{self.max_tries} tries (last: {self.files[first]}); lower min_valid or check nodata"

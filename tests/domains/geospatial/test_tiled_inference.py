@@ -343,6 +343,30 @@ def test_accumulators_do_not_grow_with_the_raster_height(data_root: Path, tmp_pa
     assert tall["max_buffered_rows"] <= 256 + 96 and short["max_buffered_rows"] <= 256 + 96
 
 
+def test_gdal_block_cache_is_bounded_during_the_call(data_root: Path, tmp_path: Path) -> None:
+    """GDAL's default cache (5 % of RAM) would fill with decompressed input blocks of a large
+    raster; predict_raster bounds it for the call and restores the caller's setting."""
+    from rasterio.env import get_gdal_config
+
+    seen: list[int] = []
+    conv = _pointwise(3, 2)
+
+    def model(x: Tensor) -> Tensor:
+        seen.append(int(get_gdal_config("GDAL_CACHEMAX")))
+        return conv(x)
+
+    outside = get_gdal_config("GDAL_CACHEMAX")
+    kwargs = dict(tile=256, mean=RGB_MEAN, std=RGB_STD, batch_size=16)
+    predict_raster(model, data_root / LANDSAT, tmp_path / "a.tif", gdal_cache_mb=32, **kwargs)
+    assert seen and set(seen) == {32 * 2**20}
+    seen.clear()
+    predict_raster(model, data_root / LANDSAT, tmp_path / "b.tif", **kwargs)
+    assert set(seen) == {64 * 2**20}  # the default
+    assert get_gdal_config("GDAL_CACHEMAX") == outside
+    with pytest.raises(ValueError, match="gdal_cache_mb=0"):
+        predict_raster(model, data_root / LANDSAT, tmp_path / "c.tif", gdal_cache_mb=0, **kwargs)
+
+
 def test_clear_errors(data_root: Path, tmp_path: Path) -> None:
     src, dst = data_root / LANDSAT, tmp_path / "o.tif"
     model = _pointwise(3, 2)

@@ -83,3 +83,60 @@ def test_datamodule_globs_files_and_masks_batches(data_root: Path, tmp_path: Pat
     assert contract["bands"] == list(SENTINEL2_L1C_BANDS) and contract["crs"] == "EPSG:32633"
     with pytest.raises(FileNotFoundError, match="nothing_here"):
         RasterPretrainDataModule(files=["geospatial/nothing_here/*.tif"]).setup("fit")
+
+
+def test_grid_sampling_lists_every_valid_window_of_every_date(data_root: Path) -> None:
+    files = _s2(data_root)
+    stats = compute_band_stats(files, band_names=SENTINEL2_L1C_BANDS)
+    ds = RasterWindowDataset(
+        files=files,
+        size=32,
+        stride=24,
+        band_names=SENTINEL2_L1C_BANDS,
+        stats=stats,
+        sampling="grid",
+        samples_per_epoch=3,  # ignored: the grid is the epoch
+    )
+    per_file = 4 * 4  # 101 rows: 0, 24, 48, 69; 100 cols: 0, 24, 48, 68
+    assert len(ds) == len(files) * per_file
+    mean = torch.tensor(stats.mean)[:, None, None]
+    std = torch.tensor(stats.std)[:, None, None]
+    seen = set()
+    for i in range(len(ds)):
+        _, row, col, (index,) = ds.grid[i]
+        seen.add((index, row, col))
+        if i % 7 == 0:  # a sample is that window of that date, normalized
+            window = read_raster(
+                files[index], window=(row, col, 32, 32), band_names=SENTINEL2_L1C_BANDS
+            )
+            expected = (torch.from_numpy(window.array) - mean) / std
+            assert torch.allclose(ds[(i, 123)]["input"], expected, atol=1e-5)
+    assert len(seen) == len(ds)
+    pairs = RasterWindowDataset(
+        files=files,
+        size=32,
+        stride=24,
+        band_names=SENTINEL2_L1C_BANDS,
+        stats=stats,
+        sampling="grid",
+        views=2,
+    )
+    assert len(pairs) == per_file  # one entry per place and position
+    a, b = pairs[(5, 1)], pairs[(5, 2)]
+    assert a["view1"].shape == (13, 32, 32)
+    assert not torch.equal(a["view1"], a["view2"])  # two different dates
+
+
+def test_grid_sampling_drops_nodata_windows(data_root: Path) -> None:
+    path = data_root / LANDSAT
+    keep_all = RasterWindowDataset(
+        files=[path], size=64, band_names=LANDSAT_RGB, sampling="grid", min_valid=0.0
+    )
+    some = RasterWindowDataset(
+        files=[path], size=64, band_names=LANDSAT_RGB, sampling="grid", min_valid=0.9
+    )
+    assert len(some) < len(keep_all)
+    for i in range(len(some)):
+        assert float(some[(i, 0)]["valid"].float().mean()) >= 0.9
+    with pytest.raises(ValueError, match="sampling='tiles'"):
+        RasterWindowDataset(files=[path], size=64, sampling="tiles")  # type: ignore[arg-type]
