@@ -4,11 +4,15 @@
   backbone and uses MAE's probe head (BatchNorm without affine + Linear, He et al. 2022),
   ``mode="full"`` trains everything (optionally with layer-wise LR decay).
   Metrics: top-1 accuracy and macro accuracy (torchmetrics).
-* ``task="segmentation"``: :class:`~domainfm.core.unet_decoder.UNetDecoder` over every
-  map of a multi-scale backbone (one declaring ``feature_channels``: Swin, CNN), else
-  :class:`~domainfm.core.seg_decoder.SegmentationDecoder` over ``forward_intermediates``;
-  loss Dice + cross-entropy (MONAI ``DiceCELoss``); metric per-class Dice (torchmetrics
-  ``DiceScore``), logged per class and as the mean.
+* ``task="segmentation"``: ``decoder="auto"``: :class:`~domainfm.core.unet_decoder.
+  UNetDecoder` over every map of a multi-scale backbone (one declaring ``feature_channels``:
+  Swin, CNN), else :class:`~domainfm.core.seg_decoder.SegmentationDecoder` over
+  ``forward_intermediates``; ``decoder="upernet"``: :class:`~domainfm.core.upernet.
+  UPerNetDecoder` (PPM + FPN) over a multi-scale backbone's maps, or over ``num_maps``
+  evenly spaced blocks of a plain ViT made a pyramid by
+  :class:`~domainfm.core.upernet.SimpleFeaturePyramid`. Loss Dice + cross-entropy (MONAI
+  ``DiceCELoss``); metric per-class Dice (torchmetrics ``DiceScore``), logged per class and
+  as the mean.
 
 Batches are dicts with ``"input"`` ``(B, C, *spatial)`` and ``"label"``: ``(B,)`` class ids
 or ``(B, *spatial)`` / ``(B, 1, *spatial)`` label maps.
@@ -40,6 +44,10 @@ from domainfm.core.param_groups import param_groups
 from domainfm.core.registry import init_config
 from domainfm.core.seg_decoder import SegmentationDecoder
 from domainfm.core.unet_decoder import UNetDecoder
+from domainfm.core.upernet import SimpleFeaturePyramid, UPerNetDecoder
+
+_PYRAMID_SCALES = {1: (1.0,), 2: (2.0, 1.0), 3: (4.0, 2.0, 1.0), 4: (4.0, 2.0, 1.0, 0.5)}
+"""Rescale factors of a plain ViT's maps for UPerNet, by number of maps."""
 
 
 class FinetuneModule(L.LightningModule):
@@ -57,14 +65,17 @@ class FinetuneModule(L.LightningModule):
         task: ``"classification"`` or ``"segmentation"``.
         num_classes: number of classes (background included for segmentation).
         mode: ``"full"`` fine-tuning or ``"linear_probe"`` (frozen backbone; classification).
-        num_maps: intermediate maps the segmentation decoder fuses (last ``num_maps`` blocks);
-            a multi-scale backbone's U-Net decoder always reads all its maps.
+        num_maps: intermediate maps the segmentation decoder fuses (last ``num_maps`` blocks;
+            for UPerNet ``num_maps`` <= 4 evenly spaced blocks); a multi-scale backbone's
+            decoder always reads all its maps.
         decoder_dim: width of the segmentation decoder (U-Net decoder: width at the shallowest
             level, doubled per level, capped at the backbone's channels there).
         lr: peak learning rate.
         weight_decay: AdamW weight decay for weight matrices.
         warmup_steps: linear warmup length.
         layer_decay: layer-wise LR decay for ``mode="full"``; ``None``: off.
+        decoder: segmentation decoder: ``"auto"`` (U-Net for multi-scale backbones, the
+            light fusing decoder for plain ViTs) or ``"upernet"``.
         sliding_window: segmentation validation/test on whole volumes of any size: MONAI
             ``sliding_window_inference`` with this window (voxels; usually the training crop),
             Gaussian blending, 50 % overlap, so the logged Dice is that of the whole scan.
@@ -87,10 +98,20 @@ class FinetuneModule(L.LightningModule):
         sliding_window: int | Sequence[int] | None = None,
         pretrained: str | None = None,
         released: str | None = None,
+        decoder: Literal["auto", "upernet"] = "auto",
     ) -> None:
         super().__init__()
         backbone = _pretrained_backbone(backbone, pretrained, released)
-        self.head_kwargs = {"mode": mode, "num_maps": num_maps, "decoder_dim": decoder_dim}
+        if decoder not in ("auto", "upernet"):
+            raise ValueError(f"decoder={decoder!r}: must be 'auto' or 'upernet'")
+        self.head_kwargs = {
+            "mode": mode,
+            "num_maps": num_maps,
+            "decoder_dim": decoder_dim,
+            "decoder": decoder,
+        }
+        self.map_indices: int | list[int] = num_maps
+        self.pyramid: nn.Module | None = None
         if task not in ("classification", "segmentation"):
             raise ValueError(f"task must be 'classification' or 'segmentation', got {task!r}")
         if mode not in ("full", "linear_probe"):
@@ -115,9 +136,11 @@ class FinetuneModule(L.LightningModule):
                 "acc": MulticlassAccuracy(num_classes=num_classes, average="micro"),
                 "macc": MulticlassAccuracy(num_classes=num_classes, average="macro"),
             }
+        elif decoder == "upernet":
+            self.head = self._upernet(backbone, num_maps, num_classes, decoder_dim)
         elif hasattr(backbone, "feature_channels"):  # multi-scale: U-Net over every map
             channels = tuple(int(c) for c in getattr(backbone, "feature_channels"))  # noqa: B009
-            self.num_maps = len(channels)
+            self.num_maps = self.map_indices = len(channels)
             self.head = UNetDecoder(
                 spatial_dims=len(getattr(backbone, "patch_size")),  # noqa: B009
                 feature_channels=channels,
@@ -129,7 +152,7 @@ class FinetuneModule(L.LightningModule):
             )
         else:
             depth = len(getattr(backbone, "blocks", [])) or num_maps
-            self.num_maps = min(num_maps, depth)
+            self.num_maps = self.map_indices = min(num_maps, depth)
             self.head = SegmentationDecoder(
                 embed_dim=embed_dim,
                 num_maps=self.num_maps,
@@ -160,6 +183,31 @@ class FinetuneModule(L.LightningModule):
         self.layer_decay = layer_decay
         self.sliding_window = sliding_window
 
+    def _upernet(
+        self, backbone: nn.Module, num_maps: int, num_classes: int, decoder_dim: int
+    ) -> UPerNetDecoder:
+        """UPerNet over a multi-scale backbone's maps, or over evenly spaced ViT blocks
+        rescaled to a pyramid."""
+        dims = len(getattr(backbone, "patch_size"))  # noqa: B009 - part of the contract
+        if hasattr(backbone, "feature_channels"):
+            channels = tuple(int(c) for c in getattr(backbone, "feature_channels"))  # noqa: B009
+            self.num_maps = self.map_indices = len(channels)
+        else:
+            depth = len(getattr(backbone, "blocks", [])) or num_maps
+            self.num_maps = max(1, min(num_maps, depth, 4))
+            # blocks evenly spaced through the depth, the last included (3, 6, 9, 12 of 12)
+            self.map_indices = [
+                round((i + 1) * depth / self.num_maps) - 1 for i in range(self.num_maps)
+            ]
+            embed_dim = int(getattr(backbone, "embed_dim"))  # noqa: B009
+            self.pyramid = SimpleFeaturePyramid(
+                embed_dim=embed_dim, spatial_dims=dims, scales=_PYRAMID_SCALES[self.num_maps]
+            )
+            channels = (embed_dim,) * self.num_maps
+        return UPerNetDecoder(
+            in_channels=channels, num_classes=num_classes, spatial_dims=dims, channels=decoder_dim
+        )
+
     def forward(self, x: Tensor) -> Tensor:
         """Logits: ``(B, num_classes)`` or ``(B, num_classes, *spatial)``."""
         if self.task == "classification":
@@ -170,7 +218,9 @@ class FinetuneModule(L.LightningModule):
                 features = self.backbone(x)
             out: Tensor = self.head(features)
             return out
-        maps = self.backbone.forward_intermediates(x, indices=self.num_maps)  # type: ignore[operator]
+        maps = self.backbone.forward_intermediates(x, indices=self.map_indices)  # type: ignore[operator]
+        if self.pyramid is not None:
+            maps = self.pyramid(maps)
         logits: Tensor = self.head(maps, x)
         return logits
 
@@ -305,6 +355,7 @@ def load_finetuned(path: str | Path) -> tuple[FinetuneModule, dict[str, Any]]:
         mode=recipe.get("mode", "full"),
         num_maps=int(recipe.get("num_maps", 4)),
         decoder_dim=int(recipe.get("decoder_dim", 64)),
+        decoder=recipe.get("decoder", "auto"),
     )
     load_state_dict_with_report(module, ckpt["state_dict"], source=str(path)).check()
     return module.eval(), meta
