@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -204,24 +205,33 @@ def test_pretrain_export_finetune_segment_end_to_end(tmp_path: Path, data_root: 
 
 
 MAE_S2 = REPO / "configs/geospatial/mae_s2.yaml"
+MAE_TEMPORAL_S2 = REPO / "configs/geospatial/mae_temporal_s2.yaml"
 FINETUNE_LULC = REPO / "configs/geospatial/finetune_lulc.yaml"
+SCENE_LULC = REPO / "configs/geospatial/finetune_scene_lulc.yaml"
 
 
 def test_geospatial_pretrain_export_finetune_predict(tmp_path: Path, data_root: Path) -> None:
-    """Sentinel-2 through the real CLI: MAE pretraining → export → fine-tune on the LULC
-    labels from the export → tiled prediction of a 13-band GeoTIFF, written with the input's
-    CRS, transform and size."""
+    """Sentinel-2 through the real CLI: MAE and MAE + temporal-contrast pretraining → export
+    → load → fine-tune segmentation (UPerNet) and scene classification on the LULC labels
+    from the export → tiled prediction of a 13-band GeoTIFF, written with the input's CRS,
+    transform and size."""
     import rasterio
+
+    from domainfm.pretrained.load import load_backbone
 
     env = {**os.environ, "DOMAINFM_DATA": str(data_root)}
     quiet = ("--trainer.enable_progress_bar=false", "--data.init_args.num_workers=0")
-    pre = tmp_path / "pre"
-    _run(_cli("fit", MAE_S2, pre, *quiet, "--trainer.max_steps=2"), tmp_path, env)
-    export = tmp_path / "export"
     cli = [sys.executable, "-m", "domainfm.cli"]
-    _run([*cli, "export", str(next(pre.rglob("last.ckpt"))), str(export)], tmp_path, env)
-    config = json.loads((export / "config.json").read_text())
-    assert config["input"]["bands"][:2] == ["B01", "B02"] and config["input"]["crs"]
+    for name, config_file in (("temporal", MAE_TEMPORAL_S2), ("mae", MAE_S2)):
+        pre = tmp_path / f"pre_{name}"
+        _run(_cli("fit", config_file, pre, *quiet, "--trainer.max_steps=2"), tmp_path, env)
+        export = tmp_path / f"export_{name}"
+        _run([*cli, "export", str(next(pre.rglob("last.ckpt"))), str(export)], tmp_path, env)
+        config = json.loads((export / "config.json").read_text())
+        assert config["input"]["bands"][:2] == ["B01", "B02"] and config["input"]["crs"]
+        backbone, report = load_backbone(export)  # strict: raises unless every key loads
+        assert not report.missing and not report.unexpected
+        assert backbone(torch.zeros(1, 13, 32, 32)).shape == (1, backbone.embed_dim)
 
     ft = tmp_path / "ft"
     proc = _run(
@@ -252,3 +262,20 @@ def test_geospatial_pretrain_export_finetune_predict(tmp_path: Path, data_root: 
         assert (pred.width, pred.height) == (src.width, src.height)
         labels = pred.read(1)
     assert labels.dtype == "uint8" and set(labels.ravel().tolist()) <= set(range(6))
+
+    scene_run = tmp_path / "scene"
+    _run(
+        _cli(
+            "fit",
+            SCENE_LULC,
+            scene_run,
+            *quiet,
+            "--trainer.max_steps=2",
+            "--data.init_args.samples_per_epoch=16",
+            f"--model.init_args.pretrained={export}",
+        ),
+        tmp_path,
+        env,
+    )
+    header = next(scene_run.rglob("metrics.csv")).read_text().splitlines()[0]
+    assert "val/acc" in header and "val/macc" in header, header

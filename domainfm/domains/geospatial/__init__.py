@@ -16,7 +16,7 @@ from domainfm.domains.geospatial.io import (
     resolve_bands,
 )
 from domainfm.domains.geospatial.labeled_windows import LabeledRasterDataset
-from domainfm.domains.geospatial.seg_datamodule import RasterSegDataModule
+from domainfm.domains.geospatial.seg_datamodule import RasterSceneDataModule, RasterSegDataModule
 from domainfm.domains.geospatial.stats import BandStats, compute_band_stats
 from domainfm.domains.geospatial.tiled_inference import predict_raster
 from domainfm.domains.geospatial.windows import RasterWindowDataset
@@ -31,6 +31,7 @@ __all__ = [
     "Raster",
     "RasterInfo",
     "RasterPretrainDataModule",
+    "RasterSceneDataModule",
     "RasterSegDataModule",
     "RasterWindowDataset",
     "check_same_grid",

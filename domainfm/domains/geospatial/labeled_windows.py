@@ -1,4 +1,4 @@
-"""Labeled windows of multiband rasters for segmentation fine-tuning.
+"""Labeled windows of multiband rasters for segmentation and scene-classification fine-tuning.
 
 Images (one or several dates of the same place) and a label raster on the **same grid**
 (checked: CRS, transform and size, else a ``ValueError`` naming both files). Label values
@@ -6,9 +6,15 @@ are remapped to class ids with ``label_map`` (unlisted values → ``ignore_value
 Training windows are drawn at random (seeded) inside a row range of the raster, validation
 windows on a regular grid in another, so that a single scene splits into disjoint regions.
 
+With ``label_type="scene"`` a window's label is one class: the most frequent class id
+among its labeled pixels (class ids >= 1; ties go to the smaller id; 0 when no pixel is
+labeled) — scene classification from a land-cover map (as EuroSAT/BigEarthNet-style
+patches are labeled by their dominant cover).
+
 Shapes::
 
-    ds[i]   {"input": (C, h, w) normalized bands, "label": (1, h, w) int64}
+    ds[i]   {"input": (C, h, w) normalized bands, "label": (1, h, w) int64}   # "mask"
+    ds[i]   {"input": (C, h, w) normalized bands, "label": () int64}          # "scene"
 
 Example::
 
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -48,6 +55,7 @@ class LabeledRasterDataset(Dataset[dict[str, Tensor]]):
         rows: ``(first, stop)`` raster rows windows must lie in (a spatial split).
         samples_per_epoch: random windows per epoch; ``None``: a regular grid of windows
             (stride ``size``, the last one aligned to the region's edge) over every image.
+        label_type: ``"mask"`` (the label window) or ``"scene"`` (its dominant class).
     """
 
     def __init__(
@@ -62,7 +70,10 @@ class LabeledRasterDataset(Dataset[dict[str, Tensor]]):
         label_map: Mapping[int, int] | None = None,
         rows: tuple[int, int] | None = None,
         samples_per_epoch: int | None = 256,
+        label_type: Literal["mask", "scene"] = "mask",
     ) -> None:
+        if label_type not in ("mask", "scene"):
+            raise ValueError(f"label_type={label_type!r}: must be 'mask' or 'scene'")
         if not images:
             raise ValueError("images is empty: pass at least one raster")
         self.images = [Path(p) for p in images]
@@ -86,6 +97,7 @@ class LabeledRasterDataset(Dataset[dict[str, Tensor]]):
         self.stats = stats
         self.label_map = dict(label_map) if label_map is not None else None
         self.samples_per_epoch = samples_per_epoch
+        self.label_type = label_type
         self.grid = None if samples_per_epoch is not None else self._grid()
 
     def _grid(self) -> list[tuple[int, int, int]]:
@@ -139,4 +151,16 @@ class LabeledRasterDataset(Dataset[dict[str, Tensor]]):
             for value, cls in self.label_map.items():
                 lookup[int(value)] = int(cls)
             label = lookup[label.clamp(min=0)]
+        if self.label_type == "scene":
+            label = dominant_class(label)
         return {"input": x, "label": label}
+
+
+def dominant_class(label: Tensor) -> Tensor:
+    """The most frequent class id >= 1 of a label window (ties: the smaller id), ``0`` when
+    no pixel has a class; a scalar int64 tensor."""
+    counts = torch.bincount(label.flatten().clamp(min=0))
+    counts[0] = 0
+    if counts.numel() == 1 or int(counts.max()) == 0:
+        return torch.tensor(0)
+    return counts.argmax()  # the first maximum: the smaller id on ties

@@ -1,4 +1,5 @@
-"""Lightning data module for segmentation fine-tuning on labeled rasters.
+"""Lightning data modules for segmentation and scene-classification fine-tuning on labeled
+rasters.
 
 One scene (images of one or several dates + a label raster on the same grid) is split by
 rows: random training windows in ``train_rows``, a regular grid of validation windows in
@@ -14,12 +15,16 @@ Example (YAML for ``domainfm fit`` with a ``FinetuneModule``)::
         label_map: {1: 1, 2: 2, 3: 3, 4: 4, 8: 5}
         train_rows: [0, 64]
         val_rows: [69, 101]
+
+:class:`RasterSceneDataModule` is the same with one label per window, its dominant class
+(``FinetuneModule(task="classification")``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 from torchdata.stateful_dataloader import StatefulDataLoader
@@ -50,6 +55,9 @@ class RasterSegDataModule(L.LightningDataModule):
         num_workers: loader worker processes.
         seed: seed of window order and positions.
     """
+
+    label_type: Literal["mask", "scene"] = "mask"
+    """What a window's label is (see :class:`LabeledRasterDataset`)."""
 
     def __init__(
         self,
@@ -101,6 +109,7 @@ class RasterSegDataModule(L.LightningDataModule):
             label_map=self.label_map,
             rows=(rows[0], rows[1]) if rows is not None else None,
             samples_per_epoch=None if grid else self.samples_per_epoch,
+            label_type=self.label_type,
         )
 
     def setup(self, stage: str) -> None:
@@ -146,4 +155,14 @@ class RasterSegDataModule(L.LightningDataModule):
             "window": self.size,
             "label_map": self.label_map,
             "class_names": self.class_names,
+            "label_type": self.label_type,
         }
+
+
+class RasterSceneDataModule(RasterSegDataModule):
+    """Scene classification: labeled raster windows, each labeled with its dominant class
+    (the most frequent class id >= 1 of its label window; 0 when it has none). Arguments as
+    :class:`RasterSegDataModule`; use with ``FinetuneModule(task="classification")``.
+    """
+
+    label_type = "scene"

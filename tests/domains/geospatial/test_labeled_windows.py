@@ -77,3 +77,71 @@ def test_datamodule_records_bands_and_classes(data_root: Path) -> None:
     assert abs(float(batch["input"].mean())) < 1.0  # normalized with the band statistics
     contract = dm.input_contract()
     assert contract["bands"] == list(SENTINEL2_L1C_BANDS) and contract["label_map"] == CLASSES
+
+
+def test_dominant_class_ignores_unlabeled_pixels_and_breaks_ties_low() -> None:
+    from domainfm.domains.geospatial.labeled_windows import dominant_class
+
+    assert int(dominant_class(torch.tensor([[0, 0, 0, 3, 3, 2]]))) == 3  # 0 never wins
+    assert int(dominant_class(torch.tensor([[5, 5, 2, 2, 0]]))) == 2  # tie -> smaller id
+    assert int(dominant_class(torch.zeros(1, 4, 4, dtype=torch.long))) == 0
+    assert dominant_class(torch.tensor([[1]])).ndim == 0
+
+
+def test_scene_labels_are_the_dominant_class_of_the_mask(data_root: Path) -> None:
+    import lightning as L
+
+    from domainfm.core.finetune_module import FinetuneModule
+    from domainfm.core.vit import VisionTransformerND
+    from domainfm.domains.geospatial.seg_datamodule import RasterSceneDataModule
+
+    files = sorted((data_root / S2).glob("S2_L1C_*.tif"))
+    kwargs = dict(
+        images=files,
+        label=data_root / LULC,
+        size=16,
+        label_map=CLASSES,
+        band_names=SENTINEL2_L1C_BANDS,
+        samples_per_epoch=12,
+    )
+    masks = LabeledRasterDataset(**kwargs)  # type: ignore[arg-type]
+    scenes = LabeledRasterDataset(**kwargs, label_type="scene")  # type: ignore[arg-type]
+    found = set()
+    for seed in range(12):
+        mask, scene = masks[(0, seed)], scenes[(0, seed)]
+        assert torch.equal(mask["input"], scene["input"])
+        counts = np.bincount(mask["label"].numpy().ravel(), minlength=6)
+        counts[0] = 0
+        expected = int(np.argmax(counts)) if counts.any() else 0
+        assert scene["label"].ndim == 0 and int(scene["label"]) == expected
+        found.add(expected)
+    assert len(found) >= 2  # the real scene has several dominant covers
+
+    dm = RasterSceneDataModule(
+        images=[str(f) for f in files],
+        label=str(data_root / LULC),
+        size=16,
+        band_names=SENTINEL2_L1C_BANDS,
+        label_map=CLASSES,
+        train_rows=(0, 64),
+        val_rows=(69, 101),
+        samples_per_epoch=8,
+        batch_size=4,
+    )
+    vit = VisionTransformerND(
+        in_chans=13, spatial_dims=2, patch_size=8, embed_dim=32, depth=2, num_heads=4
+    )
+    module = FinetuneModule(backbone=vit, task="classification", num_classes=6)
+    trainer = L.Trainer(
+        max_steps=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(module, datamodule=dm)
+    metrics = trainer.validate(module, datamodule=dm, verbose=False)[0]
+    assert {"val/acc", "val/macc"} <= set(metrics)
+    assert dm.input_contract()["label_type"] == "scene"
