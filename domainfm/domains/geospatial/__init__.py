@@ -17,12 +17,18 @@ from domainfm.domains.geospatial.io import (
 )
 from domainfm.domains.geospatial.labeled_windows import LabeledRasterDataset
 from domainfm.domains.geospatial.seg_datamodule import RasterSceneDataModule, RasterSegDataModule
+from domainfm.domains.geospatial.spectral_temporal import (
+    SATMAE_S2_GROUPS,
+    SpectralTemporalViT,
+    band_group_cube,
+)
 from domainfm.domains.geospatial.stats import BandStats, compute_band_stats
 from domainfm.domains.geospatial.tiled_inference import predict_raster
 from domainfm.domains.geospatial.windows import RasterWindowDataset
 
 __all__ = [
     "LANDSAT_RGB",
+    "SATMAE_S2_GROUPS",
     "SENTINEL2_L1C_BANDS",
     "AlignedRasters",
     "BandStats",
@@ -34,6 +40,8 @@ __all__ = [
     "RasterSceneDataModule",
     "RasterSegDataModule",
     "RasterWindowDataset",
+    "SpectralTemporalViT",
+    "band_group_cube",
     "check_same_grid",
     "compute_band_stats",
     "open_aligned",

@@ -3,7 +3,11 @@
 Windows are read on the fly (windowed GeoTIFF reads in the loader workers), normalized with
 per-band statistics computed once over the files (cached as JSON with ``stats_cache``), and
 masked for MAE in the workers; ``views=2`` adds same-place pairs from two dates for
-contrastive objectives (temporal positives).
+contrastive objectives (temporal positives); ``time_steps``/``band_groups`` give time series
+and SatMAE's spectral-temporal cube (for
+:class:`~domainfm.domains.geospatial.spectral_temporal.SpectralTemporalViT`, see
+``configs/geospatial/satmae_s2.yaml``), masked per token or, with ``masking="tube"``, at the
+same spatial patches in every date and band group.
 
 Example (YAML for ``domainfm fit``)::
 
@@ -30,8 +34,15 @@ import lightning as L
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from domainfm.core.data_root import example_data_root, resolve_data_path
-from domainfm.core.masking import BlockMasking, MaskGenerator, MaskingCollate, RandomMasking
+from domainfm.core.masking import (
+    BlockMasking,
+    MaskGenerator,
+    MaskingCollate,
+    RandomMasking,
+    TubeMasking,
+)
 from domainfm.core.sampling import seeded_loader
+from domainfm.domains.geospatial.spectral_temporal import CUBE_AXES
 from domainfm.domains.geospatial.stats import BandStats, compute_band_stats
 from domainfm.domains.geospatial.windows import RasterWindowDataset
 
@@ -60,14 +71,18 @@ class RasterPretrainDataModule(L.LightningDataModule):
         bands: bands to use (1-based indices or names); default all.
         band_names: names of the files' bands (e.g. Sentinel-2 ``B01`` … ``B12``).
         stats_cache: JSON file caching the per-band statistics between runs.
-        patch_size: the backbone's patch size (for the mask grid).
+        patch_size: the backbone's spatial patch size (for the mask grid; time series and
+            cubes are cut ``1 × p × p``).
         mask_ratio: fraction of tokens hidden from the encoder.
-        masking: ``"random"`` or ``"block"``.
+        masking: ``"random"``, ``"block"`` (2D windows) or ``"tube"`` (series and cubes: the
+            same spatial patches in every date / band group, SatMAE's consistent masking).
         views: 2 adds same-place pairs from two dates (``"view1"``/``"view2"``).
         samples_per_epoch: windows per epoch (``sampling="random"``).
         sampling: ``"random"`` windows, or every ``"grid"`` window with at least
             ``min_valid`` valid pixels (the epoch is the grid).
         stride: step of the grid (default: ``size``).
+        time_steps: dates per sample (``(C, T, h, w)`` series of one place).
+        band_groups: band names per group: samples become the cube ``(C_g, T·G, h, w)``.
         min_valid: least fraction of valid pixels in a window.
         batch_size: windows per batch.
         num_workers: loader worker processes (each opens its own file handles).
@@ -84,11 +99,13 @@ class RasterPretrainDataModule(L.LightningDataModule):
         stats_cache: str | None = None,
         patch_size: int = 8,
         mask_ratio: float = 0.75,
-        masking: Literal["random", "block"] = "random",
+        masking: Literal["random", "block", "tube"] = "random",
         views: int = 1,
         samples_per_epoch: int = 256,
         sampling: Literal["random", "grid"] = "random",
         stride: int | None = None,
+        time_steps: int = 1,
+        band_groups: Sequence[Sequence[str]] | None = None,
         min_valid: float = 0.5,
         batch_size: int = 8,
         num_workers: int = 0,
@@ -108,12 +125,27 @@ class RasterPretrainDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
-        generator: MaskGenerator = (
-            RandomMasking(ratio=mask_ratio)
-            if masking == "random"
-            else BlockMasking(ratio=mask_ratio)
+        self.time_steps = time_steps
+        self.band_groups = [list(g) for g in band_groups] if band_groups is not None else None
+        cube = time_steps > 1 or band_groups is not None
+        axes = (CUBE_AXES if band_groups is not None else ("t", "h", "w")) if cube else None
+        generator: MaskGenerator
+        if masking == "random":
+            generator = RandomMasking(ratio=mask_ratio)
+        elif masking == "block" and not cube:
+            generator = BlockMasking(ratio=mask_ratio)
+        elif masking == "tube" and axes is not None:
+            generator = TubeMasking(axis=axes[0], ratio=mask_ratio)
+        else:
+            raise ValueError(
+                f"masking={masking!r}: 'random', 'block' for single-date windows, 'tube' for "
+                "time series or band-group cubes"
+            )
+        self.collate = MaskingCollate(
+            masking=generator,
+            patch_size=(1, patch_size, patch_size) if cube else patch_size,
+            axes=axes,
         )
-        self.collate = MaskingCollate(masking=generator, patch_size=patch_size)
         self.stats: BandStats | None = None
         self.train_set: RasterWindowDataset | None = None
 
@@ -135,6 +167,8 @@ class RasterPretrainDataModule(L.LightningDataModule):
             min_valid=self.min_valid,
             sampling=self.sampling,
             stride=self.stride,
+            time_steps=self.time_steps,
+            band_groups=self.band_groups,
         )
 
     def train_dataloader(self) -> StatefulDataLoader:
@@ -163,4 +197,6 @@ class RasterPretrainDataModule(L.LightningDataModule):
             "crs": str(info.crs) if info is not None else None,
             "resolution": list(info.res) if info is not None else None,
             "window": self.size,
+            "time_steps": self.time_steps,
+            "band_groups": self.band_groups,
         }

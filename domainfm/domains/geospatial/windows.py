@@ -28,11 +28,22 @@ become 0 after normalization.
 are acquisitions of the same place; a sample is the same window in two different dates of one
 such group: ``"view1"``, ``"view2"`` (SeCo / geography-aware SSL style positives).
 
+**Time series** (``time_steps=T``): a sample is the same window in ``T`` different dates of a
+place, drawn by the seed and kept in chronological order (the order of ``files``; date-named
+files sorted by name are chronological). ``"valid"`` is the pixels valid in every date.
+
+**Band groups** (``band_groups``): the window (or series) is laid out as SatMAE's
+spectral-temporal cube ``(C_g, T·G, h, w)``
+(:func:`~domainfm.domains.geospatial.spectral_temporal.band_group_cube`) for
+:class:`~domainfm.domains.geospatial.spectral_temporal.SpectralTemporalViT`.
+
 Shapes::
 
     "input"   (C, h, w)   normalized bands of the window (the first date for views=2)
     "valid"   (1, h, w)   True where every band is valid
     "view1", "view2"      (C, h, w) the window in two dates (views=2)
+    "input"   (C, T, h, w)         time_steps=T > 1 (axes t, h, w)
+    "input"   (C_g, T·G, h, w)     with band_groups (T = 1 included)
 
 Example::
 
@@ -52,7 +63,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from domainfm.core.grid import to_ntuple
-from domainfm.domains.geospatial.io import RasterInfo, raster_info, read_raster
+from domainfm.domains.geospatial.io import RasterInfo, raster_info, read_raster, resolve_bands
+from domainfm.domains.geospatial.spectral_temporal import band_group_cube
 from domainfm.domains.geospatial.stats import BandStats
 from domainfm.domains.geospatial.window_grid import valid_grid_windows
 
@@ -94,6 +106,8 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
         max_tries: redraws of a window below ``min_valid`` before failing with the file name.
         sampling: ``"random"`` windows or every ``"grid"`` window.
         stride: step of the grid (``sampling="grid"``; default: the window size).
+        time_steps: dates per sample (a time series; needs places with that many dates).
+        band_groups: band names per group: lay samples out as the band-group cube.
     """
 
     def __init__(
@@ -110,7 +124,11 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
         max_tries: int = 20,
         sampling: Literal["random", "grid"] = "random",
         stride: int | Sequence[int] | None = None,
+        time_steps: int = 1,
+        band_groups: Sequence[Sequence[str]] | None = None,
     ) -> None:
+        if time_steps < 1 or (time_steps > 1 and views != 1):
+            raise ValueError(f"time_steps={time_steps} must be >= 1, and > 1 only with views=1")
         if sampling not in ("random", "grid"):
             raise ValueError(f"sampling={sampling!r}: must be 'random' or 'grid'")
         if not files:
@@ -134,15 +152,21 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
         self.stats = stats
         self.samples_per_epoch = samples_per_epoch
         self.views = views
+        self.time_steps = time_steps
+        self.dates = max(views, time_steps)  # dates read per sample
         self.min_valid = min_valid
         self.max_tries = max_tries
+        info = self.infos[0]
+        self.selected_bands = tuple(info.band_names[i - 1] for i in resolve_bands(info, bands))
+        self.band_groups = [list(g) for g in band_groups] if band_groups is not None else None
         self.groups = same_place_groups(self.infos)
-        if views == 2:
-            self.groups = [g for g in self.groups if len(g) >= 2]
+        if self.dates > 1:
+            self.groups = [g for g in self.groups if len(g) >= self.dates]
             if not self.groups:
+                what = "views=2" if views == 2 else f"time_steps={time_steps}"
                 raise ValueError(
-                    "views=2 needs at least two rasters on the same grid (dates of one place); "
-                    f"none among {len(self.files)} files"
+                    f"{what} needs at least {self.dates} rasters on the same grid (dates of one "
+                    f"place); none among {len(self.files)} files"
                 )
         area = torch.tensor(
             [float(self.infos[g[0]].width * self.infos[g[0]].height) for g in self.groups]
@@ -178,9 +202,9 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
                 ):
                     valid.setdefault(position, []).append(index)
             for (row, col), files in sorted(valid.items()):
-                if self.views == 1:  # every date is a sample of its own
+                if self.dates == 1:  # every date is a sample of its own
                     out += [(g, row, col, (index,)) for index in files]
-                elif len(files) >= 2:
+                elif len(files) >= self.dates:
                     out.append((g, row, col, tuple(files)))
         return out
 
@@ -216,14 +240,27 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
         ``first``: the first file's window when already read."""
         window = (position[0], position[1], self.size[0], self.size[1])
         x, valid = first if first is not None else self._read(files[0], window)
-        sample = {"input": x, "valid": valid}
+        if self.time_steps > 1:
+            reads = {files[0]: (x, valid)}
+            for index in files[1 : self.time_steps]:
+                reads[index] = self._read(index, window)
+            series = [reads[index] for index in sorted(reads)]  # chronological
+            x = torch.stack([r[0] for r in series])  # (T, C, h, w)
+            valid = torch.stack([r[1] for r in series]).all(dim=0)  # (1, h, w)
+        sample = {"input": self._layout(x), "valid": valid}
         if self.views == 2:
             x2, valid2 = self._read(files[1], window)
-            sample["view1"], sample["view2"] = x, x2
+            sample["view1"], sample["view2"] = sample["input"], self._layout(x2)
             sample["valid"] = valid & valid2
         if seed is not None:
             sample["seed"] = torch.tensor(seed)
         return sample
+
+    def _layout(self, x: Tensor) -> Tensor:
+        """``(C, h, w)`` or ``(T, C, h, w)`` → the sample layout (see the module docstring)."""
+        if self.band_groups is not None:
+            return band_group_cube(x, self.selected_bands, self.band_groups)
+        return x.transpose(0, 1) if x.ndim == 4 else x  # (C, T, h, w) for a series
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Tensor]:
         """A window ``{"input", "valid"}`` (+ ``"view1"``/``"view2"``); ``key`` is an index or
