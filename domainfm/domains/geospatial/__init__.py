@@ -23,6 +23,7 @@ from domainfm.domains.geospatial.spectral_temporal import (
     band_group_cube,
 )
 from domainfm.domains.geospatial.stats import BandStats, compute_band_stats
+from domainfm.domains.geospatial.temporal_index import SpatioTemporalIndex, acquisition_date
 from domainfm.domains.geospatial.tiled_inference import predict_raster
 from domainfm.domains.geospatial.windows import RasterWindowDataset
 
@@ -40,7 +41,9 @@ __all__ = [
     "RasterSceneDataModule",
     "RasterSegDataModule",
     "RasterWindowDataset",
+    "SpatioTemporalIndex",
     "SpectralTemporalViT",
+    "acquisition_date",
     "band_group_cube",
     "check_same_grid",
     "compute_band_stats",

@@ -83,6 +83,10 @@ class RasterPretrainDataModule(L.LightningDataModule):
         stride: step of the grid (default: ``size``).
         time_steps: dates per sample (``(C, T, h, w)`` series of one place).
         band_groups: band names per group: samples become the cube ``(C_g, T·G, h, w)``.
+        places: dates of one place share a ``"grid"``, or overlap in ``"footprint"``
+            (ordered by acquisition date; see :class:`RasterWindowDataset`).
+        reproject: read a place's dates on other grids reprojected onto its earliest one.
+        date_pattern: regex with named groups for dates in file names.
         min_valid: least fraction of valid pixels in a window.
         batch_size: windows per batch.
         num_workers: loader worker processes (each opens its own file handles).
@@ -106,6 +110,9 @@ class RasterPretrainDataModule(L.LightningDataModule):
         stride: int | None = None,
         time_steps: int = 1,
         band_groups: Sequence[Sequence[str]] | None = None,
+        places: Literal["grid", "footprint"] = "grid",
+        reproject: bool = False,
+        date_pattern: str | None = None,
         min_valid: float = 0.5,
         batch_size: int = 8,
         num_workers: int = 0,
@@ -126,6 +133,9 @@ class RasterPretrainDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.time_steps = time_steps
+        self.places: Literal["grid", "footprint"] = places
+        self.reproject = reproject
+        self.date_pattern = date_pattern
         self.band_groups = [list(g) for g in band_groups] if band_groups is not None else None
         cube = time_steps > 1 or band_groups is not None
         axes = (CUBE_AXES if band_groups is not None else ("t", "h", "w")) if cube else None
@@ -169,6 +179,9 @@ class RasterPretrainDataModule(L.LightningDataModule):
             stride=self.stride,
             time_steps=self.time_steps,
             band_groups=self.band_groups,
+            places=self.places,
+            reproject=self.reproject,
+            date_pattern=self.date_pattern,
         )
 
     def train_dataloader(self) -> StatefulDataLoader:

@@ -28,9 +28,19 @@ become 0 after normalization.
 are acquisitions of the same place; a sample is the same window in two different dates of one
 such group: ``"view1"``, ``"view2"`` (SeCo / geography-aware SSL style positives).
 
+**Places and dates.** ``places="grid"``: rasters on one grid are the dates of one place, in
+the order of ``files`` (date-named files sorted by name are chronological).
+``places="footprint"``: a :class:`~domainfm.domains.geospatial.temporal_index.
+SpatioTemporalIndex` groups rasters whose lon/lat footprints overlap (IoU >= 0.9) and orders
+them by acquisition date (GeoTIFF tags or file names); when the dates of a place lie on
+different grids (another CRS, resolution or origin) their windows are reprojected onto the
+earliest date's grid (``reproject=True``, through
+:func:`~domainfm.domains.geospatial.io.open_aligned`; without it that is an error naming the
+files). Windows are positioned on the earliest date's grid.
+
 **Time series** (``time_steps=T``): a sample is the same window in ``T`` different dates of a
-place, drawn by the seed and kept in chronological order (the order of ``files``; date-named
-files sorted by name are chronological). ``"valid"`` is the pixels valid in every date.
+place, drawn by the seed and kept in chronological order. ``"valid"`` is the pixels valid in
+every date.
 
 **Band groups** (``band_groups``): the window (or series) is laid out as SatMAE's
 spectral-temporal cube ``(C_g, T·G, h, w)``
@@ -58,14 +68,23 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import rasterio.windows
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from domainfm.core.grid import to_ntuple
-from domainfm.domains.geospatial.io import RasterInfo, raster_info, read_raster, resolve_bands
+from domainfm.domains.geospatial.io import (
+    AlignedRasters,
+    RasterInfo,
+    open_aligned,
+    raster_info,
+    read_raster,
+    resolve_bands,
+)
 from domainfm.domains.geospatial.spectral_temporal import band_group_cube
 from domainfm.domains.geospatial.stats import BandStats
+from domainfm.domains.geospatial.temporal_index import SpatioTemporalIndex
 from domainfm.domains.geospatial.window_grid import valid_grid_windows
 
 
@@ -108,6 +127,11 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
         stride: step of the grid (``sampling="grid"``; default: the window size).
         time_steps: dates per sample (a time series; needs places with that many dates).
         band_groups: band names per group: lay samples out as the band-group cube.
+        places: how dates of one place are found: same ``"grid"``, or overlapping
+            ``"footprint"`` ordered by acquisition date.
+        reproject: with ``places="footprint"``, reproject dates on other grids onto the
+            place's earliest date.
+        date_pattern: regex with named groups for dates in file names (``places="footprint"``).
     """
 
     def __init__(
@@ -126,7 +150,12 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
         stride: int | Sequence[int] | None = None,
         time_steps: int = 1,
         band_groups: Sequence[Sequence[str]] | None = None,
+        places: Literal["grid", "footprint"] = "grid",
+        reproject: bool = False,
+        date_pattern: str | None = None,
     ) -> None:
+        if places not in ("grid", "footprint"):
+            raise ValueError(f"places={places!r}: must be 'grid' or 'footprint'")
         if time_steps < 1 or (time_steps > 1 and views != 1):
             raise ValueError(f"time_steps={time_steps} must be >= 1, and > 1 only with views=1")
         if sampling not in ("random", "grid"):
@@ -159,7 +188,31 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
         info = self.infos[0]
         self.selected_bands = tuple(info.band_names[i - 1] for i in resolve_bands(info, bands))
         self.band_groups = [list(g) for g in band_groups] if band_groups is not None else None
-        self.groups = same_place_groups(self.infos)
+        self.aligned: dict[int, tuple[AlignedRasters, int]] = {}  # file -> (its place's stack, k)
+        if places == "grid":
+            self.groups = same_place_groups(self.infos)
+        else:
+            index = SpatioTemporalIndex(
+                self.files, date_pattern=date_pattern, band_names=self.band_names
+            )
+            self.groups = index.places
+            for group in self.groups:
+                if index.same_grid(group):
+                    continue
+                if not reproject:
+                    a, b = (
+                        self.files[group[0]],
+                        next(self.files[i] for i in group if not index.same_grid([group[0], i])),
+                    )
+                    raise ValueError(
+                        f"{a} and {b} show the same place on different grids; pass "
+                        "reproject=True to read them on one grid"
+                    )
+                stack = open_aligned(
+                    [self.files[i] for i in group], reproject=True, band_names=self.band_names
+                )
+                self.aligned.update({i: (stack, k) for k, i in enumerate(group)})
+        self.rank = {i: k for group in self.groups for k, i in enumerate(group)}  # date order
         if self.dates > 1:
             self.groups = [g for g in self.groups if len(g) >= self.dates]
             if not self.groups:
@@ -187,11 +240,14 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
     def _grid(
         self, stride: int | Sequence[int] | None
     ) -> list[tuple[int, int, int, tuple[int, ...]]]:
-        """``(group, row, col, files valid there)`` of every listed grid window."""
+        """``(group, row, col, files valid there)`` of every listed grid window. A place read
+        through a reprojection is gridded on its reference date only (its other dates count
+        as valid wherever the reference is)."""
         out: list[tuple[int, int, int, tuple[int, ...]]] = []
         for g, group in enumerate(self.groups):
             valid: dict[tuple[int, int], list[int]] = {}
-            for index in group:
+            reprojected = group[0] in self.aligned
+            for index in group[:1] if reprojected else group:
                 for position in valid_grid_windows(
                     self.files[index],
                     size=self.size,
@@ -200,7 +256,7 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
                     band_names=self.band_names,
                     min_valid=self.min_valid,
                 ):
-                    valid.setdefault(position, []).append(index)
+                    valid.setdefault(position, []).extend(group if reprojected else [index])
             for (row, col), files in sorted(valid.items()):
                 if self.dates == 1:  # every date is a sample of its own
                     out += [(g, row, col, (index,)) for index in files]
@@ -219,13 +275,29 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
         return x.masked_fill(~torch.from_numpy(mask)[None], 0.0)
 
     def _read(self, index: int, window: tuple[int, int, int, int]) -> tuple[Tensor, Tensor]:
-        raster = read_raster(
-            self.files[index],
-            window=window,
-            bands=self.bands,
-            band_names=self.band_names,
-            require_valid=False,
-        )
+        """The window ``(row, col, h, w)`` (on the place's reference grid) of file ``index``."""
+        if index in self.aligned:
+            stack, k = self.aligned[index]
+            row, col, h, w = window
+            bounds = rasterio.windows.bounds(
+                rasterio.windows.Window(col, row, w, h), stack.grids[0].transform
+            )
+            raster = stack.read(
+                k, stack.window_for(k, bounds), self.bands, boundless=True, require_valid=False
+            )
+            if raster.array.shape[1:] != (h, w):
+                raise ValueError(
+                    f"{self.files[index]}: the reprojected window is {raster.array.shape[1:]}, "
+                    f"not {(h, w)}"
+                )
+        else:
+            raster = read_raster(
+                self.files[index],
+                window=window,
+                bands=self.bands,
+                band_names=self.band_names,
+                require_valid=False,
+            )
         x = self._normalize(raster.array, raster.mask, raster.band_names)
         return x, torch.from_numpy(raster.mask)[None]
 
@@ -244,7 +316,7 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
             reads = {files[0]: (x, valid)}
             for index in files[1 : self.time_steps]:
                 reads[index] = self._read(index, window)
-            series = [reads[index] for index in sorted(reads)]  # chronological
+            series = [reads[i] for i in sorted(reads, key=self.rank.__getitem__)]  # by date
             x = torch.stack([r[0] for r in series])  # (T, C, h, w)
             valid = torch.stack([r[1] for r in series]).all(dim=0)  # (1, h, w)
         sample = {"input": self._layout(x), "valid": valid}
