@@ -663,14 +663,16 @@ def _read_open(
         try:
             raw = ds.read(list(indexes), window=inner)  # (b, h, w) on-disk dtype
             ok = np.ones(raw.shape, dtype=bool)
-            flags = [ds.mask_flag_enums[i - 1] for i in indexes]
+            all_flags = ds.mask_flag_enums  # decodes every band's flags: read it once
+            flags = [all_flags[i - 1] for i in indexes]
             if any(MaskFlags.per_dataset in f or MaskFlags.alpha in f for f in flags):
                 ok &= ds.read_masks(list(indexes), window=inner) > 0
             if alpha_band is not None:
                 ok &= ds.read(alpha_band, window=inner)[None] > 0
         except rasterio.errors.RasterioError as err:
             _gdal_failed(source, "could not read its pixels", err)
-        ok &= ~_nodata_pixels(raw, [ds.nodatavals[i - 1] for i in indexes])[None]
+        nodatas = ds.nodatavals
+        ok &= ~_nodata_pixels(raw, [nodatas[i - 1] for i in indexes])[None]
         band = raw.astype(np.float32, copy=False)
         if np.issubdtype(raw.dtype, np.floating):
             ok &= np.isfinite(band)
@@ -749,17 +751,22 @@ def _existing(path: str | Path) -> Path:
     return source
 
 
-@contextmanager
-def _open(source: Path) -> Iterator[Any]:
-    """Open ``source`` read-only, turning GDAL open errors into a ValueError naming it."""
+def _open_dataset(source: Path) -> Any:
+    """``rasterio.open(source)`` read-only, GDAL open errors turned into a ValueError naming
+    it; the caller closes it."""
     try:
         with warnings.catch_warnings():
             # a missing CRS/geotransform is reported by _info with a clearer message
             warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-            ds = rasterio.open(source)
+            return rasterio.open(source)
     except rasterio.errors.RasterioError as err:
         _gdal_failed(source, "could not open it as a raster", err)
-    with ds:
+
+
+@contextmanager
+def _open(source: Path) -> Iterator[Any]:
+    """Open ``source`` read-only for a ``with`` block (see :func:`_open_dataset`)."""
+    with _open_dataset(source) as ds:
         yield ds
 
 

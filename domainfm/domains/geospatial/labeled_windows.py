@@ -35,7 +35,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from domainfm.core.grid import to_ntuple
-from domainfm.domains.geospatial.io import check_same_grid, raster_info, read_raster
+from domainfm.domains.geospatial.io import check_same_grid, raster_info
+from domainfm.domains.geospatial.raster_reader import RasterReader
 from domainfm.domains.geospatial.stats import BandStats
 from domainfm.domains.geospatial.window_grid import window_starts
 from domainfm.domains.geospatial.windows import band_moments
@@ -98,6 +99,8 @@ class LabeledRasterDataset(Dataset[dict[str, Tensor]]):
         self.label_map = dict(label_map) if label_map is not None else None
         self.samples_per_epoch = samples_per_epoch
         self.label_type = label_type
+        self.reader = RasterReader(band_names=self.band_names)  # per-process cached handles
+        self.label_reader = RasterReader()
         self.grid = None if samples_per_epoch is not None else self._grid()
 
     def _grid(self) -> list[tuple[int, int, int]]:
@@ -132,19 +135,13 @@ class LabeledRasterDataset(Dataset[dict[str, Tensor]]):
         """``{"input", "label"}`` of a window; ``key`` is an index or ``(index, seed)``."""
         image, row, col = self._window(key)
         window = (row, col, *self.size)
-        raster = read_raster(
-            self.images[image],
-            window=window,
-            bands=self.bands,
-            band_names=self.band_names,
-            require_valid=False,
-        )
+        raster = self.reader.read(self.images[image], window, self.bands, require_valid=False)
         x = torch.from_numpy(np.ascontiguousarray(raster.array, dtype=np.float32))  # (C, h, w)
         if self.stats is not None:
             mean, std = band_moments(self.stats, raster.band_names)
             x = (x - mean[:, None, None]) / std[:, None, None]
         x = x.masked_fill(~torch.from_numpy(raster.mask)[None], 0.0)
-        raw = read_raster(self.label, window=window, require_valid=False).array[:1]  # (1, h, w)
+        raw = self.label_reader.read(self.label, window, require_valid=False).array[:1]  # (1, h, w)
         label = torch.from_numpy(np.rint(raw).astype(np.int64))
         if self.label_map is not None:
             lookup = torch.zeros(max(int(label.max()), max(self.label_map)) + 1, dtype=torch.long)

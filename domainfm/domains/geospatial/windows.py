@@ -1,9 +1,10 @@
 """Random or grid windows from multiband rasters (and temporal pairs of the same place) for
 self-supervised pretraining.
 
-Every item is read with :func:`~domainfm.domains.geospatial.io.read_raster` — a windowed
-read, never the whole raster — in the worker that asks for it (no file handle is kept on the
-dataset, GDAL handles are not fork-safe).
+Every item is a windowed read (never the whole raster) in the worker that asks for it,
+through a :class:`~domainfm.domains.geospatial.raster_reader.RasterReader`: each worker
+process opens its own handles and keeps them open (GDAL handles are not fork-safe; none is
+pickled or inherited), so headers and decompressed blocks are reused across windows.
 
 * ``sampling="random"``: a window is drawn by the sample's seed: a place (a raster, or a
   group of dates on one grid) chosen with probability proportional to its area, then a
@@ -79,9 +80,9 @@ from domainfm.domains.geospatial.io import (
     RasterInfo,
     open_aligned,
     raster_info,
-    read_raster,
     resolve_bands,
 )
+from domainfm.domains.geospatial.raster_reader import RasterReader
 from domainfm.domains.geospatial.spectral_temporal import band_group_cube
 from domainfm.domains.geospatial.stats import BandStats
 from domainfm.domains.geospatial.temporal_index import SpatioTemporalIndex
@@ -179,6 +180,8 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
             raise ValueError(f"rasters smaller than the window {self.size}: {', '.join(small)}")
         self.bands = bands
         self.stats = stats
+        self._moments: dict[tuple[str, ...], tuple[Tensor, Tensor]] = {}
+        self.reader = RasterReader(band_names=self.band_names)
         self.samples_per_epoch = samples_per_epoch
         self.views = views
         self.time_steps = time_steps
@@ -270,7 +273,10 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
     def _normalize(self, array: np.ndarray, mask: np.ndarray, names: Sequence[str]) -> Tensor:
         x = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))  # (C, h, w)
         if self.stats is not None:
-            mean, std = band_moments(self.stats, names)  # (C,), (C,)
+            key = tuple(names)
+            if key not in self._moments:
+                self._moments[key] = band_moments(self.stats, key)
+            mean, std = self._moments[key]  # (C,), (C,)
             x = (x - mean[:, None, None]) / std[:, None, None]
         return x.masked_fill(~torch.from_numpy(mask)[None], 0.0)
 
@@ -291,13 +297,7 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
                     f"not {(h, w)}"
                 )
         else:
-            raster = read_raster(
-                self.files[index],
-                window=window,
-                bands=self.bands,
-                band_names=self.band_names,
-                require_valid=False,
-            )
+            raster = self.reader.read(self.files[index], window, self.bands, require_valid=False)
         x = self._normalize(raster.array, raster.mask, raster.band_names)
         return x, torch.from_numpy(raster.mask)[None]
 
