@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import tempfile
@@ -75,12 +76,17 @@ def load_safetensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str
 def safe_torch_load(path: str | Path) -> Any:
     """``torch.load(path, weights_only=True)`` with clear errors naming the file.
 
+    Beyond torch's allowlist (tensors, plain containers, numbers, strings), exactly one class
+    is allowed: ``argparse.Namespace``, which many research checkpoints store as their
+    ``"args"`` (DINO, MoCo, SSL4EO-S12); unpickling it only sets attributes, never runs code.
+
     Raises:
         UnsafeCheckpointError: the pickle references code or objects outside the allowlist.
         ValueError: the file is not a torch checkpoint at all.
     """
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(str(path), map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
     except Exception as err:

@@ -85,6 +85,33 @@ def pos_embed_resampler(old_kwargs: Mapping[str, Any], model: nn.Module) -> Resa
     return resample
 
 
+def map_input_channels(
+    state: Mapping[str, Tensor],
+    model: nn.Module,
+    *,
+    recorded: Mapping[str, Any],
+    channels: Sequence[str],
+    new_channel_init: NewChannelInit,
+    source: str,
+) -> tuple[dict[str, Tensor], list[tuple[str, str]]]:
+    """``state`` with its input layer remapped from the recorded channel names
+    (``recorded["bands"]`` or ``["channels"]``) to ``channels`` for ``model``, and the
+    adaptations (:func:`~domainfm.pretrained.channels.adapt_input_channels`)."""
+    names = recorded.get("bands") or recorded.get("channels")
+    if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+        raise ValueError(
+            f"{source} does not record its input channel names (input.bands / "
+            "input.channels), so channels cannot be mapped by name"
+        )
+    return adapt_input_channels(
+        state,
+        model.state_dict(),
+        source=list(names),
+        target=list(channels),
+        new_channel_init=new_channel_init,
+    )
+
+
 def load_backbone(
     path_or_dir: str | Path,
     allow_missing: Iterable[str] = (),
@@ -116,19 +143,13 @@ def load_backbone(
         kwargs["in_chans"] = len(channels)
     model = build_backbone(config["architecture"], kwargs)
     if channels is not None:
-        recorded = config.get("input", {}) or {}
-        names = recorded.get("bands") or recorded.get("channels")
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise ValueError(
-                f"{source} does not record its input channel names (input.bands / "
-                "input.channels), so channels cannot be mapped by name"
-            )
-        state, adapted = adapt_input_channels(
+        state, adapted = map_input_channels(
             state,
-            model.state_dict(),
-            source=names,
-            target=list(channels),
+            model,
+            recorded=config.get("input", {}) or {},
+            channels=channels,
             new_channel_init=new_channel_init,
+            source=source,
         )
     report = load_state_dict_with_report(
         model, state, source=source, resample=pos_embed_resampler(config["kwargs"], model)

@@ -21,7 +21,7 @@ Domain plugins register their releases (Swin UNETR, SSL4EO, BYOL-A, ...) the sam
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,8 @@ from torch import Tensor, nn
 from domainfm.core.backbone import build_backbone, import_domain_plugins
 from domainfm.core.checkpoint_io import load_safetensors, safe_torch_load
 from domainfm.core.registry import Registry
-from domainfm.pretrained.load import pos_embed_resampler
+from domainfm.pretrained.channels import NewChannelInit
+from domainfm.pretrained.load import map_input_channels, pos_embed_resampler
 from domainfm.pretrained.report import LoadReport, load_state_dict_with_report
 
 KeyMap = Callable[[Mapping[str, Any]], dict[str, Tensor]]
@@ -115,8 +116,21 @@ def load_released(
     *,
     model_kwargs: Mapping[str, Any] | None = None,
     allow_missing: Iterable[str] = (),
+    channels: Sequence[str] | None = None,
+    new_channel_init: NewChannelInit = "zeros",
 ) -> tuple[nn.Module, LoadReport]:
     """Build the registered architecture and load a local copy of the release into it.
+
+    Args:
+        name: the registered release.
+        path: the local weights file.
+        model_kwargs: constructor kwargs overriding the release's.
+        allow_missing: fnmatch patterns of model keys allowed to stay initialized.
+        channels: input channel (band) names of the model when they differ from the
+            release's (its ``input["bands"]`` or ``["channels"]``): the model gets
+            ``in_chans=len(channels)`` and its input layer is mapped by name, reported in
+            ``report.adapted`` (e.g. a 13-band Sentinel-2 release into a 4-band model).
+        new_channel_init: how channels the release lacks start: ``"zeros"`` or ``"mean"``.
 
     Raises:
         CheckpointMismatchError: with the report table, unless every key maps cleanly.
@@ -131,13 +145,24 @@ def load_released(
             f"{path} does not have the key layout of {name!r} ({entry.source_layout}): {err}"
         ) from err
     kwargs = {**entry.kwargs, **(model_kwargs or {})}
+    if channels is not None:
+        kwargs["in_chans"] = len(channels)
     model = build_backbone(entry.architecture, kwargs)
+    source = f"{path} as {name}"
+    adapted: list[tuple[str, str]] = []
+    if channels is not None:
+        state, adapted = map_input_channels(
+            state,
+            model,
+            recorded=entry.input,
+            channels=channels,
+            new_channel_init=new_channel_init,
+            source=source,
+        )
     report = load_state_dict_with_report(
-        model,
-        state,
-        source=f"{path} as {name}",
-        resample=pos_embed_resampler(entry.kwargs, model),
+        model, state, source=source, resample=pos_embed_resampler(entry.kwargs, model)
     )
+    report.adapted = adapted
     report.check((*entry.allow_missing, *allow_missing))
     return model, report
 

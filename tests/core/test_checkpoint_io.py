@@ -30,3 +30,23 @@ def test_checkpoint_io_saves_in_place_and_loads_safely(tmp_path: Path) -> None:
     assert loaded["global_step"] == 3 and torch.equal(loaded["state_dict"]["w"], torch.ones(2))
     with pytest.raises(FileNotFoundError, match="not found"):
         io.load_checkpoint(tmp_path / "absent.ckpt")
+
+
+class _Evil:
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (print, ("this would run at load time",))
+
+
+def test_safe_load_allows_argparse_namespace_and_nothing_else(tmp_path: Path) -> None:
+    import argparse
+
+    from domainfm.core.checkpoint_io import UnsafeCheckpointError, safe_torch_load
+
+    research = tmp_path / "dino.pth"  # research checkpoints keep their CLI args
+    torch.save({"args": argparse.Namespace(arch="vit_small", lr=0.1), "w": torch.ones(2)}, research)
+    loaded = safe_torch_load(research)
+    assert loaded["args"].arch == "vit_small" and torch.equal(loaded["w"], torch.ones(2))
+    evil = tmp_path / "evil.pth"
+    torch.save({"payload": _Evil()}, evil)
+    with pytest.raises(UnsafeCheckpointError, match=r"evil\.pth"):
+        safe_torch_load(evil)

@@ -1,6 +1,10 @@
-"""Remote sensing (multispectral satellite/aerial rasters): windowed GeoTIFF reading with
-validity masks and clear errors, grid checks/reprojection, and cached per-band statistics."""
+"""Remote sensing (multispectral/SAR rasters and time series): windowed GeoTIFF reading with
+validity masks and clear errors, grid checks/reprojection, cached per-band statistics,
+random/grid window sampling, temporal positives and series, SatMAE-style spectral-temporal
+tokens, timm CNN backbones with any band count, released SSL4EO-S12 / TorchGeo Sentinel-2
+weights, segmentation/scene fine-tuning data and tiled GeoTIFF prediction."""
 
+from domainfm.domains.geospatial import released  # registers the released checkpoints
 from domainfm.domains.geospatial.datamodule import RasterPretrainDataModule
 from domainfm.domains.geospatial.io import (
     LANDSAT_RGB,
@@ -16,6 +20,9 @@ from domainfm.domains.geospatial.io import (
     resolve_bands,
 )
 from domainfm.domains.geospatial.labeled_windows import LabeledRasterDataset
+from domainfm.domains.geospatial.normalization import check_input_scale, normalize_input
+from domainfm.domains.geospatial.raster_reader import RasterReader
+from domainfm.domains.geospatial.released import S2_L1C_DN_INPUT
 from domainfm.domains.geospatial.seg_datamodule import RasterSceneDataModule, RasterSegDataModule
 from domainfm.domains.geospatial.spectral_temporal import (
     SATMAE_S2_GROUPS,
@@ -25,10 +32,12 @@ from domainfm.domains.geospatial.spectral_temporal import (
 from domainfm.domains.geospatial.stats import BandStats, compute_band_stats
 from domainfm.domains.geospatial.temporal_index import SpatioTemporalIndex, acquisition_date
 from domainfm.domains.geospatial.tiled_inference import predict_raster
+from domainfm.domains.geospatial.timm_cnn import TimmCNN
 from domainfm.domains.geospatial.windows import RasterWindowDataset
 
 __all__ = [
     "LANDSAT_RGB",
+    "S2_L1C_DN_INPUT",
     "SATMAE_S2_GROUPS",
     "SENTINEL2_L1C_BANDS",
     "AlignedRasters",
@@ -38,18 +47,23 @@ __all__ = [
     "Raster",
     "RasterInfo",
     "RasterPretrainDataModule",
+    "RasterReader",
     "RasterSceneDataModule",
     "RasterSegDataModule",
     "RasterWindowDataset",
     "SpatioTemporalIndex",
     "SpectralTemporalViT",
+    "TimmCNN",
     "acquisition_date",
     "band_group_cube",
+    "check_input_scale",
     "check_same_grid",
     "compute_band_stats",
+    "normalize_input",
     "open_aligned",
     "predict_raster",
     "raster_info",
     "read_raster",
+    "released",
     "resolve_bands",
 ]

@@ -4,6 +4,7 @@ and all-nodata windows are dropped."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ def test_window_starts_cover_the_axis_and_end_on_the_edge() -> None:
     for length, size, stride in [(718, 64, 48), (791, 50, 30), (100, 100, 7)]:
         starts = window_starts(length, size, stride)
         assert starts[0] == 0 and starts[-1] == length - size
-        assert all(b - a <= stride for a, b in zip(starts, starts[1:], strict=False))
+        assert all(b - a <= stride for a, b in itertools.pairwise(starts))
 
 
 def _brute_force(path: Path, size: int, stride: int, min_valid: float) -> list[tuple[int, int]]:

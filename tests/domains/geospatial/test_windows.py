@@ -122,7 +122,7 @@ def test_grid_sampling_lists_every_valid_window_of_every_date(data_root: Path) -
         views=2,
     )
     assert len(pairs) == per_file  # one entry per place and position
-    a, b = pairs[(5, 1)], pairs[(5, 2)]
+    a, _b = pairs[(5, 1)], pairs[(5, 2)]
     assert a["view1"].shape == (13, 32, 32)
     assert not torch.equal(a["view1"], a["view2"])  # two different dates
 

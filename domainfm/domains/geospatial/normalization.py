@@ -1,0 +1,222 @@
+"""The input normalization of a released checkpoint's contract, and a check that refuses input
+in the wrong units before it reaches the weights.
+
+Released multispectral weights were trained on one numeric encoding of the bands: the
+SSL4EO-S12 Sentinel-2 weights (Wang et al. 2022, "SSL4EO-S12: a large-scale multi-modal,
+multi-temporal dataset for self-supervised learning in Earth observation", arXiv:2211.07044)
+on Level-1C **digital numbers** (TOA reflectance × 10000) divided by 10000. Handing them TOA
+reflectance 0..1 (as the shipped example scenes are) runs without an error and yields inputs
+10000× too small: features of an almost black image. :func:`check_input_scale` applies the
+contract's normalization and refuses such input with a ``ValueError`` that names the source,
+the expected units and the factor that fixes it.
+
+Contract fields read (``ReleasedCheckpoint.input``)::
+
+    "bands":         ["B01", ..., "B12"]               input band names, in order
+    "units":         "Sentinel-2 L1C digital numbers"  what the raw input must be (words)
+    "normalization": {"type": "scale", "divide_by": 10000.0}
+                   | {"type": "mean_std", "mean": [...], "std": [...], "scale": 1.0}
+    "scale_check":   {"bands": ["B02", "B03", "B04", "B08"], "median_range": [1e-3, 3.0]}
+
+Normalization: ``"scale"`` is ``x / divide_by``; ``"mean_std"`` is ``(x * scale - mean) /
+std`` per band (``scale`` defaults to 1; ``mean``/``std`` have one value per contract band).
+
+**The rule** (:func:`check_input_scale`): a pixel is *valid* when it is finite in every input
+band, lies inside ``mask`` (if given) and is not zero in every band at once (a zero-filled
+nodata pixel). The *check bands* are the ``scale_check.bands`` present in the input (every
+input band when none is). The median ``m`` of the **normalized** values of the check bands over
+all valid pixels (and all batch items) must satisfy ``lo <= m <= hi`` with ``[lo, hi] =
+scale_check.median_range``. Otherwise the error says by which factor to multiply (or
+divide) the input: the first common unit conversion that brings ``m`` into the range
+(:func:`suggest_factor`: 10000 for reflectance ↔ DN, then 1000, 255, 100, 10).
+
+For the SSL4EO-S12 Sentinel-2 contracts the check bands are the bright bands B02, B03, B04,
+B08 and the range is ``[1e-3, 3]`` in reflectance units: surface scenes have medians of
+about 0.02-0.5 (water to bright soil, cloud tops reach ~1-1.5), while reflectance 0..1 read
+as DN lands near 1e-5 and DN read as reflectance near 1e3 — four orders of magnitude outside
+in either direction.
+
+Example::
+
+    >>> contract = RELEASED.get("torchgeo-resnet50-sentinel2-all-moco").input
+    >>> r = read_raster("S2_L1C_2015-07-11.tif")            # TOA reflectance 0..1
+    >>> check_input_scale(r.array, contract, source=r.path)
+    ValueError: S2_L1C_2015-07-11.tif: input is in the wrong units for these weights: ...
+    The weights expect Sentinel-2 Level-1C digital numbers ... multiply it by 10000 ...
+    >>> x = check_input_scale(r.array * 10000, contract, source=r.path)   # normalized input
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+ArrayLike = TypeVar("ArrayLike", np.ndarray, Tensor)
+
+
+def contract_bands(contract: Mapping[str, Any]) -> list[str]:
+    """The contract's band names (``"bands"``, else ``"channels"``)."""
+    names = contract.get("bands") or contract.get("channels")
+    if not isinstance(names, Sequence) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"the input contract has no list of band names: {dict(contract)}")
+    return list(names)
+
+
+def _band_positions(contract: Mapping[str, Any], bands: Sequence[str] | None, n: int) -> list[int]:
+    """Positions in the contract's band list of the input's ``n`` bands."""
+    known = contract_bands(contract)
+    names = list(bands) if bands is not None else known
+    if len(names) != n:
+        raise ValueError(
+            f"the input has {n} bands but {len(names)} band names were given ({names}); "
+            "pass bands=[...] naming each input band"
+        )
+    unknown = [b for b in names if b not in known]
+    if unknown:
+        raise ValueError(f"bands {unknown} are not bands of the contract ({known})")
+    return [known.index(b) for b in names]
+
+
+def _describe(norm: Mapping[str, Any]) -> str:
+    if norm.get("type") == "scale":
+        return f"divide by {float(norm['divide_by']):g}"
+    return f"x * {float(norm.get('scale', 1.0)):g}, minus the per-band mean, over the std"
+
+
+UNIT_FACTORS: tuple[float, ...] = (10000.0, 1000.0, 255.0, 100.0, 10.0)
+"""Unit conversions tried, in this order, when suggesting a fix: reflectance ↔ DN (10000),
+milli-units, 8-bit (255), percent, tenths."""
+
+
+def suggest_factor(median: float, lo: float, hi: float) -> float:
+    """The factor that brings a normalized median into ``[lo, hi]``: the first of
+    :data:`UNIT_FACTORS` (or their inverses when ``median > hi``) that does, else the power of
+    ten closest to the geometric centre ``sqrt(lo * hi)``."""
+    for factor in UNIT_FACTORS:
+        candidate = factor if median < lo else 1 / factor
+        if lo <= median * candidate <= hi:
+            return candidate
+    return float(10.0 ** round(math.log10(math.sqrt(lo * hi) / median)))
+
+
+def normalize_input(
+    x: ArrayLike, contract: Mapping[str, Any], *, bands: Sequence[str] | None = None
+) -> ArrayLike:
+    """``x`` ``(C, H, W)`` or ``(B, C, H, W)`` normalized as the contract says.
+
+    Args:
+        x: raw input in the contract's ``units`` (numpy array or tensor).
+        contract: a released checkpoint's ``input`` mapping.
+        bands: names of ``x``'s bands when they are not the contract's full list.
+
+    Returns:
+        float32 numpy array or float tensor of ``x``'s shape.
+    """
+    if x.ndim not in (3, 4):
+        raise ValueError(f"x must be (C, H, W) or (B, C, H, W), got shape {tuple(x.shape)}")
+    axis = x.ndim - 3  # the channel axis
+    positions = _band_positions(contract, bands, int(x.shape[axis]))
+    norm = contract.get("normalization") or {}
+    kind = norm.get("type")
+    if kind == "scale":
+        divide_by = float(norm["divide_by"])
+        return x / divide_by if isinstance(x, Tensor) else (x / divide_by).astype(np.float32)
+    if kind == "mean_std":
+        mean = np.asarray(norm["mean"], dtype=np.float64)[positions]
+        std = np.asarray(norm["std"], dtype=np.float64)[positions]
+        shape = (-1, 1, 1)  # (C, 1, 1) broadcasts over (..., C, H, W)
+        scale = float(norm.get("scale", 1.0))
+        if isinstance(x, Tensor):
+            m = torch.as_tensor(mean, dtype=x.dtype if x.is_floating_point() else None)
+            s = torch.as_tensor(std, dtype=m.dtype)
+            return (x * scale - m.to(x.device).view(shape)) / s.to(x.device).view(shape)
+        out = (x * scale - mean.reshape(shape)) / std.reshape(shape)
+        return out.astype(np.float32)
+    raise ValueError(
+        f"normalization type {kind!r} is not supported here (known: 'scale', 'mean_std')"
+    )
+
+
+def check_input_scale(
+    x: ArrayLike,
+    contract: Mapping[str, Any],
+    *,
+    source: str,
+    bands: Sequence[str] | None = None,
+    mask: np.ndarray | Tensor | None = None,
+) -> ArrayLike:
+    """Normalize ``x`` as the contract says and refuse it if its magnitude is not the
+    contract's (rule in the module docstring).
+
+    Args:
+        x: raw input ``(C, H, W)`` or ``(B, C, H, W)``.
+        contract: a released checkpoint's ``input`` mapping with ``scale_check``.
+        source: where ``x`` came from (a file name), named in the error.
+        bands: names of ``x``'s bands when they are not the contract's full list.
+        mask: ``(H, W)`` or ``(B, H, W)`` validity (e.g. :attr:`Raster.mask`); ``None``:
+            every pixel.
+
+    Returns:
+        The normalized input (as :func:`normalize_input`).
+
+    Raises:
+        ValueError: naming ``source``, the expected units and the fixing factor, when the
+            median is outside the range; also when no pixel is valid or the contract lacks
+            ``scale_check``.
+    """
+    check = contract.get("scale_check")
+    if not isinstance(check, Mapping):
+        raise ValueError(f"{source}: the input contract defines no scale_check to test against")
+    lo, hi = (float(v) for v in check["median_range"])
+    normalized = normalize_input(x, contract, bands=bands)
+    values = np.asarray(
+        normalized.detach().cpu().numpy() if isinstance(normalized, Tensor) else normalized
+    )
+    raw = np.asarray(x.detach().cpu().numpy() if isinstance(x, Tensor) else x)
+    if values.ndim == 3:  # (C, H, W) -> (1, C, H, W)
+        values, raw = values[None], raw[None]
+    valid = np.isfinite(raw).all(axis=1) & (raw != 0).any(axis=1)  # (B, H, W)
+    if mask is not None:
+        valid &= np.broadcast_to(
+            np.asarray(mask.cpu().numpy() if isinstance(mask, Tensor) else mask, dtype=bool),
+            valid.shape,
+        )
+    names = list(bands) if bands is not None else contract_bands(contract)
+    wanted = [i for i, b in enumerate(names) if b in set(check.get("bands", ()))]
+    picked = wanted or list(range(len(names)))
+    samples = values[:, picked].transpose(1, 0, 2, 3)[:, valid]  # (C_check, n_valid)
+    if samples.size == 0:
+        raise ValueError(f"{source}: no valid pixel to check the input scale against")
+    median = float(np.median(samples))
+    if lo <= median <= hi:
+        return normalized
+    units = contract.get("units", "the units of the release's input contract")
+    checked = ", ".join(names[i] for i in picked)
+    head = (
+        f"{source}: input is in the wrong units for these weights: after the release's "
+        f"normalization ({_describe(contract.get('normalization') or {})}) the median of the "
+        f"valid pixels of bands {checked} is {median:.3g}, outside [{lo:g}, {hi:g}]. "
+        f"The weights expect {units}."
+    )
+    if median <= 0 or not math.isfinite(median):
+        raise ValueError(f"{head} Check the input's units and nodata handling.")
+    factor = suggest_factor(median, lo, hi)
+    fixed = median * factor
+    if factor > 1:
+        fix = (
+            f" The input is about {factor:g}x too small (e.g. reflectance 0..1 where digital "
+            f"numbers are expected): multiply it by {factor:g} before normalizing (a scale of "
+            f"{factor:g}); its median would then be {fixed:.3g}."
+        )
+    else:
+        fix = (
+            f" The input is about {1 / factor:g}x too large (e.g. digital numbers where "
+            f"reflectance is expected): divide it by {1 / factor:g} before normalizing (a scale "
+            f"of {factor:g}); its median would then be {fixed:.3g}."
+        )
+    raise ValueError(head + fix)
