@@ -42,8 +42,9 @@ from domainfm.core.masking import (
     TubeMasking,
 )
 from domainfm.core.sampling import seeded_loader
+from domainfm.domains.geospatial.normalization import band_stats_for
 from domainfm.domains.geospatial.spectral_temporal import CUBE_AXES
-from domainfm.domains.geospatial.stats import BandStats, compute_band_stats
+from domainfm.domains.geospatial.stats import BandStats
 from domainfm.domains.geospatial.windows import RasterWindowDataset
 
 
@@ -70,6 +71,12 @@ class RasterPretrainDataModule(L.LightningDataModule):
         size: window size in pixels.
         bands: bands to use (1-based indices or names); default all.
         band_names: names of the files' bands (e.g. Sentinel-2 ``B01`` … ``B12``).
+        released_input: name of a registered release (e.g.
+            ``"torchgeo-resnet50-sentinel2-all-moco"``) whose input normalization to use
+            instead of statistics computed over the files; the files are checked to be in
+            its units first (mis-scaled input is refused with the factor that fixes it).
+        input_scale: factor applied to the raw values before that normalization (e.g.
+            ``10000`` for reflectance 0..1 into weights trained on L1C digital numbers).
         stats_cache: JSON file caching the per-band statistics between runs.
         patch_size: the backbone's spatial patch size (for the mask grid; time series and
             cubes are cut ``1 × p × p``).
@@ -101,6 +108,8 @@ class RasterPretrainDataModule(L.LightningDataModule):
         bands: Sequence[int] | Sequence[str] | None = None,
         band_names: Sequence[str] | None = None,
         stats_cache: str | None = None,
+        released_input: str | None = None,
+        input_scale: float = 1.0,
         patch_size: int = 8,
         mask_ratio: float = 0.75,
         masking: Literal["random", "block", "tube"] = "random",
@@ -124,6 +133,8 @@ class RasterPretrainDataModule(L.LightningDataModule):
         self.bands = bands
         self.band_names = list(band_names) if band_names is not None else None
         self.stats_cache = stats_cache
+        self.released_input = released_input
+        self.input_scale = input_scale
         self.views = views
         self.samples_per_epoch = samples_per_epoch
         self.sampling: Literal["random", "grid"] = sampling
@@ -163,8 +174,13 @@ class RasterPretrainDataModule(L.LightningDataModule):
         if self.train_set is not None:
             return
         files = expand_files(self.patterns)
-        self.stats = compute_band_stats(
-            files, cache=self.stats_cache, bands=self.bands, band_names=self.band_names
+        self.stats = band_stats_for(
+            files,
+            released_input=self.released_input,
+            input_scale=self.input_scale,
+            cache=self.stats_cache,
+            bands=self.bands,
+            band_names=self.band_names,
         )
         self.train_set = RasterWindowDataset(
             files=files,
@@ -207,6 +223,8 @@ class RasterPretrainDataModule(L.LightningDataModule):
                 if stats is not None
                 else None
             ),
+            "released_input": self.released_input,
+            "input_scale": self.input_scale,
             "crs": str(info.crs) if info is not None else None,
             "resolution": list(info.res) if info is not None else None,
             "window": self.size,

@@ -50,11 +50,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from domainfm.domains.geospatial.io import BandsLike, raster_info, read_raster, resolve_bands
+from domainfm.domains.geospatial.stats import BandStats, compute_band_stats
 
 ArrayLike = TypeVar("ArrayLike", np.ndarray, Tensor)
 
@@ -220,3 +224,105 @@ def check_input_scale(
             f"of {factor:g}); its median would then be {fixed:.3g}."
         )
     raise ValueError(head + fix)
+
+
+def contract_band_stats(
+    contract: Mapping[str, Any], *, bands: Sequence[str], input_scale: float = 1.0
+) -> BandStats:
+    """The contract's normalization of raw input multiplied by ``input_scale``, as per-band
+    ``(x - mean) / std`` statistics for the data pipeline (no pixel read: ``count`` 0,
+    percentiles NaN; ``params`` record the contract).
+
+    ``"scale"``: ``x · input_scale / divide_by`` → ``mean 0``, ``std divide_by /
+    input_scale``; ``"mean_std"``: ``(x · input_scale · scale - m) / s`` → ``mean m /
+    (input_scale · scale)``, ``std s / (input_scale · scale)``.
+    """
+    if not input_scale > 0:
+        raise ValueError(f"input_scale={input_scale!r}: must be > 0")
+    positions = _band_positions(contract, bands, len(bands))
+    norm = contract.get("normalization") or {}
+    if norm.get("type") == "scale":
+        mean = [0.0] * len(bands)
+        std = [float(norm["divide_by"]) / input_scale] * len(bands)
+    elif norm.get("type") == "mean_std":
+        factor = input_scale * float(norm.get("scale", 1.0))
+        mean = [float(norm["mean"][i]) / factor for i in positions]
+        std = [float(norm["std"][i]) / factor for i in positions]
+    else:
+        raise ValueError(f"normalization {norm!r} is not supported (known: 'scale', 'mean_std')")
+    nan = (float("nan"),) * len(bands)
+    return BandStats(
+        band_names=tuple(bands),
+        mean=tuple(mean),
+        std=tuple(std),
+        p2=nan,
+        p98=nan,
+        count=(0,) * len(bands),
+        params={"contract_normalization": dict(norm), "input_scale": input_scale},
+    )
+
+
+def released_input_stats(
+    name: str,
+    files: Sequence[str | Path],
+    *,
+    bands: BandsLike = None,
+    band_names: Sequence[str] | None = None,
+    input_scale: float = 1.0,
+    check_files: int = 3,
+    window: int = 256,
+) -> BandStats:
+    """Band statistics that normalize ``files`` as the release ``name`` expects, after
+    checking that they are in its units (:func:`check_input_scale` on a ``window``-pixel
+    corner of each of the first ``check_files`` files, raw values × ``input_scale``).
+
+    Raises:
+        ValueError: naming the file, the expected units and the fixing ``input_scale`` when
+            the input is mis-scaled; an unknown release or bands it does not have.
+    """
+    from domainfm.pretrained.registry import RELEASED  # the registry imports backbones
+
+    if name not in RELEASED:
+        raise ValueError(f"released_input={name!r} is not a registered release")
+    contract = RELEASED.get(name).input
+    names: list[str] = []
+    for path in list(files)[: max(1, check_files)]:
+        info = raster_info(path, band_names=band_names)
+        names = [info.band_names[i - 1] for i in resolve_bands(info, bands)]
+        raster = read_raster(
+            path,
+            (0, 0, min(window, info.height), min(window, info.width)),
+            bands,
+            band_names=band_names,
+            require_valid=False,
+        )
+        check_input_scale(
+            raster.array * np.float32(input_scale),
+            contract,
+            source=f"{path} (read with input_scale={input_scale:g} for {name})",
+            bands=names,
+            mask=raster.mask,
+        )
+    return contract_band_stats(contract, bands=names, input_scale=input_scale)
+
+
+def band_stats_for(
+    files: Sequence[str | Path],
+    *,
+    released_input: str | None,
+    input_scale: float = 1.0,
+    cache: str | Path | None = None,
+    bands: BandsLike = None,
+    band_names: Sequence[str] | None = None,
+) -> BandStats:
+    """The statistics a data module normalizes with: a release's input contract
+    (:func:`released_input_stats`, raw values × ``input_scale``) when ``released_input``
+    names one, else statistics computed over ``files``
+    (:func:`~domainfm.domains.geospatial.stats.compute_band_stats`, cached in ``cache``;
+    standardizing by them does not depend on the input's units, so ``input_scale`` is not
+    used)."""
+    if released_input is not None:
+        return released_input_stats(
+            released_input, files, bands=bands, band_names=band_names, input_scale=input_scale
+        )
+    return compute_band_stats(files, cache=cache, bands=bands, band_names=band_names)

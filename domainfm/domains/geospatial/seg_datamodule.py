@@ -33,7 +33,8 @@ from domainfm.core.data_root import resolve_data_path
 from domainfm.core.sampling import seeded_loader
 from domainfm.domains.geospatial.datamodule import expand_files
 from domainfm.domains.geospatial.labeled_windows import LabeledRasterDataset
-from domainfm.domains.geospatial.stats import BandStats, compute_band_stats
+from domainfm.domains.geospatial.normalization import band_stats_for
+from domainfm.domains.geospatial.stats import BandStats
 
 
 class RasterSegDataModule(L.LightningDataModule):
@@ -45,6 +46,12 @@ class RasterSegDataModule(L.LightningDataModule):
         size: window size in pixels.
         bands: bands to use (1-based indices or names); default all.
         band_names: names of the images' bands.
+        released_input: name of a registered release (e.g.
+            ``"torchgeo-resnet50-sentinel2-all-moco"``) whose input normalization to use
+            instead of statistics computed over the files; the files are checked to be in
+            its units first (mis-scaled input is refused with the factor that fixes it).
+        input_scale: factor applied to the raw values before that normalization (e.g.
+            ``10000`` for reflectance 0..1 into weights trained on L1C digital numbers).
         stats_cache: JSON file caching the per-band statistics.
         label_map: raw label value → class id (others → 0).
         class_names: class names (background / no-data first), recorded in checkpoints.
@@ -68,6 +75,8 @@ class RasterSegDataModule(L.LightningDataModule):
         bands: Sequence[int] | Sequence[str] | None = None,
         band_names: Sequence[str] | None = None,
         stats_cache: str | None = None,
+        released_input: str | None = None,
+        input_scale: float = 1.0,
         label_map: Mapping[int, int] | None = None,
         class_names: Sequence[str] | None = None,
         train_rows: tuple[int, int] | None = None,
@@ -84,6 +93,8 @@ class RasterSegDataModule(L.LightningDataModule):
         self.bands = bands
         self.band_names = list(band_names) if band_names is not None else None
         self.stats_cache = stats_cache
+        self.released_input = released_input
+        self.input_scale = input_scale
         self.label_map = dict(label_map) if label_map is not None else None
         self.class_names = list(class_names) if class_names is not None else None
         self.train_rows = tuple(train_rows) if train_rows is not None else None
@@ -115,8 +126,13 @@ class RasterSegDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         if self.stats is None:
             self.files = expand_files(self.patterns)
-            self.stats = compute_band_stats(
-                self.files, cache=self.stats_cache, bands=self.bands, band_names=self.band_names
+            self.stats = band_stats_for(
+                self.files,
+                released_input=self.released_input,
+                input_scale=self.input_scale,
+                cache=self.stats_cache,
+                bands=self.bands,
+                band_names=self.band_names,
             )
         if stage == "fit" and self.train_set is None:
             self.train_set = self._dataset(self.train_rows, grid=False)
@@ -152,6 +168,8 @@ class RasterSegDataModule(L.LightningDataModule):
                 if stats is not None
                 else None
             ),
+            "released_input": self.released_input,
+            "input_scale": self.input_scale,
             "window": self.size,
             "label_map": self.label_map,
             "class_names": self.class_names,

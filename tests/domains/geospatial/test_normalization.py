@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from domainfm.domains.geospatial.io import read_raster
+from domainfm.domains.geospatial.io import SENTINEL2_L1C_BANDS, read_raster
 from domainfm.domains.geospatial.normalization import check_input_scale, normalize_input
 from domainfm.domains.geospatial.released import S2_L1C_DN_INPUT
 
@@ -99,3 +99,35 @@ def test_mean_std_normalization_formula() -> None:
         check_input_scale(rgb, contract, source="rgb.png")
     with pytest.raises(ValueError, match="normalization type 'hu_window' is not supported"):
         normalize_input(rgb, {"bands": ["R", "G", "B"], "normalization": {"type": "hu_window"}})
+
+
+def test_data_module_follows_a_release_contract_and_refuses_wrong_units(
+    data_root: Path,
+) -> None:
+    """A fine-tuning data module told to feed SSL4EO weights (L1C digital numbers / 10000)
+    refuses the shipped reflectance scenes, naming the file and the fix, and with
+    input_scale=10000 normalizes them exactly as the release does."""
+    from domainfm.domains.geospatial import RasterSegDataModule
+
+    kwargs = dict(
+        images=[str(p) for p in sorted((data_root / S2_DIR).glob("S2_L1C_*.tif"))],
+        label=str(data_root / "geospatial/eolearn_s2_slovenia_patch/labels/LULC.tif"),
+        band_names=list(SENTINEL2_L1C_BANDS),
+        label_map={1: 1, 2: 2, 3: 3, 4: 4, 8: 5},
+        train_rows=(0, 64),
+        val_rows=(69, 101),
+        size=16,
+        samples_per_epoch=4,
+        released_input="torchgeo-resnet50-sentinel2-all-moco",
+    )
+    with pytest.raises(ValueError, match=r"S2_L1C_2015-07-11\.tif.*multiply it by 10000"):
+        RasterSegDataModule(**kwargs).setup("fit")  # type: ignore[arg-type]
+    dm = RasterSegDataModule(**kwargs, input_scale=10000.0)  # type: ignore[arg-type]
+    dm.setup("fit")
+    assert dm.input_contract()["normalization"]["std"] == [1.0] * 13  # 10000 / 10000
+    assert dm.input_contract()["released_input"] == "torchgeo-resnet50-sentinel2-all-moco"
+    assert dm.train_set is not None
+    image, row, col = dm.train_set._window((0, 3))
+    raw = read_raster(dm.files[image], (row, col, 16, 16), band_names=SENTINEL2_L1C_BANDS)
+    expected = check_input_scale(raw.array * 10000, S2_L1C_DN_INPUT, source="t")  # DN / 10000
+    torch.testing.assert_close(dm.train_set[(0, 3)]["input"], torch.from_numpy(expected))
