@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Protocol
 
 from torch import Tensor
 
@@ -18,19 +17,20 @@ from domainfm.core.grid import TokenGrid
 from domainfm.core.patching import patchify
 
 
-class MAETarget(Protocol):
-    """Per-token reconstruction target."""
+class MAETarget:
+    """Per-token reconstruction target: the base class of every target (a plain class, not a
+    ``Protocol``, so that configs can pick a subclass by ``class_path``)."""
 
     def out_dim(self, in_chans: int, patch_size: Sequence[int]) -> int:
         """Width of one token's target for this many channels and this patch size."""
-        ...
+        raise NotImplementedError
 
     def __call__(self, x: Tensor, grid: TokenGrid) -> Tensor:
         """``(B, C, *spatial)`` → ``(B, N, out_dim)``."""
-        ...
+        raise NotImplementedError
 
 
-class NormalizedPixelTarget:
+class NormalizedPixelTarget(MAETarget):
     """The patch's pixels, each token normalized to zero mean and unit variance.
 
     Args:
