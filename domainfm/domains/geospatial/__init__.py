@@ -6,6 +6,7 @@ weights, segmentation/scene fine-tuning data and tiled GeoTIFF prediction."""
 
 from domainfm.domains.geospatial import released  # registers the released checkpoints
 from domainfm.domains.geospatial.datamodule import RasterPretrainDataModule
+from domainfm.domains.geospatial.geo_clusters import geo_cluster_labels
 from domainfm.domains.geospatial.io import (
     LANDSAT_RGB,
     SENTINEL2_L1C_BANDS,
@@ -59,6 +60,7 @@ __all__ = [
     "check_input_scale",
     "check_same_grid",
     "compute_band_stats",
+    "geo_cluster_labels",
     "normalize_input",
     "open_aligned",
     "predict_raster",

@@ -94,6 +94,8 @@ class RasterPretrainDataModule(L.LightningDataModule):
             (ordered by acquisition date; see :class:`RasterWindowDataset`).
         reproject: read a place's dates on other grids reprojected onto its earliest one.
         date_pattern: regex with named groups for dates in file names.
+        geo_clusters: ``K``: samples carry ``"geo_label"``, their place's k-means region
+            (geography-aware SSL's pretext labels).
         min_valid: least fraction of valid pixels in a window.
         batch_size: windows per batch.
         num_workers: loader worker processes (each opens its own file handles).
@@ -122,6 +124,7 @@ class RasterPretrainDataModule(L.LightningDataModule):
         places: Literal["grid", "footprint"] = "grid",
         reproject: bool = False,
         date_pattern: str | None = None,
+        geo_clusters: int | None = None,
         min_valid: float = 0.5,
         batch_size: int = 8,
         num_workers: int = 0,
@@ -147,6 +150,7 @@ class RasterPretrainDataModule(L.LightningDataModule):
         self.places: Literal["grid", "footprint"] = places
         self.reproject = reproject
         self.date_pattern = date_pattern
+        self.geo_clusters = geo_clusters
         self.band_groups = [list(g) for g in band_groups] if band_groups is not None else None
         cube = time_steps > 1 or band_groups is not None
         axes = (CUBE_AXES if band_groups is not None else ("t", "h", "w")) if cube else None
@@ -198,6 +202,7 @@ class RasterPretrainDataModule(L.LightningDataModule):
             places=self.places,
             reproject=self.reproject,
             date_pattern=self.date_pattern,
+            geo_clusters=self.geo_clusters,
         )
 
     def train_dataloader(self) -> StatefulDataLoader:

@@ -75,6 +75,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from domainfm.core.grid import to_ntuple
+from domainfm.domains.geospatial.geo_clusters import geo_cluster_labels
 from domainfm.domains.geospatial.io import (
     AlignedRasters,
     RasterInfo,
@@ -85,7 +86,7 @@ from domainfm.domains.geospatial.io import (
 from domainfm.domains.geospatial.raster_reader import RasterReader
 from domainfm.domains.geospatial.spectral_temporal import band_group_cube
 from domainfm.domains.geospatial.stats import BandStats
-from domainfm.domains.geospatial.temporal_index import SpatioTemporalIndex
+from domainfm.domains.geospatial.temporal_index import SpatioTemporalIndex, footprint_lonlat
 from domainfm.domains.geospatial.window_grid import valid_grid_windows
 
 
@@ -133,6 +134,8 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
         reproject: with ``places="footprint"``, reproject dates on other grids onto the
             place's earliest date.
         date_pattern: regex with named groups for dates in file names (``places="footprint"``).
+        geo_clusters: ``K``: add ``"geo_label"``, the k-means cluster of the sample's place
+            (:func:`~domainfm.domains.geospatial.geo_clusters.geo_cluster_labels`).
     """
 
     def __init__(
@@ -154,6 +157,7 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
         places: Literal["grid", "footprint"] = "grid",
         reproject: bool = False,
         date_pattern: str | None = None,
+        geo_clusters: int | None = None,
     ) -> None:
         if places not in ("grid", "footprint"):
             raise ValueError(f"places={places!r}: must be 'grid' or 'footprint'")
@@ -216,6 +220,11 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
                 )
                 self.aligned.update({i: (stack, k) for k, i in enumerate(group)})
         self.rank = {i: k for group in self.groups for k, i in enumerate(group)}  # date order
+        self.geo_labels: dict[int, int] = {}  # file -> cluster of its place
+        if geo_clusters is not None:
+            footprints = [footprint_lonlat(self.infos[g[0]]) for g in self.groups]
+            labels = geo_cluster_labels(footprints, num_clusters=geo_clusters)
+            self.geo_labels = {i: k for g, k in zip(self.groups, labels, strict=True) for i in g}
         if self.dates > 1:
             self.groups = [g for g in self.groups if len(g) >= self.dates]
             if not self.groups:
@@ -324,6 +333,8 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
             x2, valid2 = self._read(files[1], window)
             sample["view1"], sample["view2"] = sample["input"], self._layout(x2)
             sample["valid"] = valid & valid2
+        if self.geo_labels:
+            sample["geo_label"] = torch.tensor(self.geo_labels[files[0]])
         if seed is not None:
             sample["seed"] = torch.tensor(seed)
         return sample
