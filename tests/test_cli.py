@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -209,13 +210,15 @@ MAE_S2 = REPO / "configs/geospatial/mae_s2.yaml"
 MAE_TEMPORAL_S2 = REPO / "configs/geospatial/mae_temporal_s2.yaml"
 FINETUNE_LULC = REPO / "configs/geospatial/finetune_lulc.yaml"
 SCENE_LULC = REPO / "configs/geospatial/finetune_scene_lulc.yaml"
+DETECT_LULC = REPO / "configs/geospatial/detect_lulc_patches.yaml"
 
 
 def test_geospatial_pretrain_export_finetune_predict(tmp_path: Path, data_root: Path) -> None:
     """Sentinel-2 through the real CLI: MAE and MAE + temporal-contrast pretraining → export
-    → load → fine-tune segmentation (UPerNet) and scene classification on the LULC labels
-    from the export → tiled prediction of a 13-band GeoTIFF, written with the input's CRS,
-    transform and size."""
+    → load → fine-tune segmentation (UPerNet), scene classification and object detection
+    (Faster R-CNN on LULC patches) on the LULC labels from the export → tiled prediction of
+    a 13-band GeoTIFF, written with the input's CRS, transform and size, and tiled detection
+    written as GeoJSON boxes in the input's CRS inside its bounds."""
     import rasterio
 
     from domainfm.pretrained.load import load_backbone
@@ -280,3 +283,36 @@ def test_geospatial_pretrain_export_finetune_predict(tmp_path: Path, data_root: 
     )
     header = next(scene_run.rglob("metrics.csv")).read_text().splitlines()[0]
     assert "val/acc" in header and "val/macc" in header, header
+
+    det_run = tmp_path / "detect"
+    _run(
+        _cli(
+            "fit",
+            DETECT_LULC,
+            det_run,
+            *quiet,
+            "--trainer.max_steps=2",
+            "--data.init_args.samples_per_epoch=16",
+            f"--model.init_args.pretrained={export}",
+        ),
+        tmp_path,
+        env,
+    )
+    header = next(det_run.rglob("metrics.csv")).read_text().splitlines()[0]
+    assert "val/map_50" in header and "val/mar_100" in header, header
+    boxes_out = tmp_path / "objects.geojson"
+    det_ckpt = next(det_run.rglob("last.ckpt"))
+    args = ["--no-progress", "--score-threshold=0"]
+    proc = _run([*cli, "detect", str(det_ckpt), str(scene), str(boxes_out), *args], tmp_path, env)
+    assert "domainfm detect: wrote" in proc.stdout
+    collection = json.loads(boxes_out.read_text())
+    with rasterio.open(scene) as src:
+        epsg = src.crs.to_epsg()
+        assert collection["crs"]["properties"]["name"] == f"urn:ogc:def:crs:EPSG::{epsg}"
+        left, bottom, right, top = src.bounds
+    assert collection["features"], "an untrained detector still proposes boxes at score >= 0"
+    for feature in collection["features"]:
+        ring = np.array(feature["geometry"]["coordinates"][0])
+        assert left <= ring[:, 0].min() and ring[:, 0].max() <= right
+        assert bottom <= ring[:, 1].min() and ring[:, 1].max() <= top
+        assert feature["properties"]["class_name"] in ("shrubland", "built-up")

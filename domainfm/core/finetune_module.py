@@ -44,10 +44,7 @@ from domainfm.core.param_groups import param_groups
 from domainfm.core.registry import init_config
 from domainfm.core.seg_decoder import SegmentationDecoder
 from domainfm.core.unet_decoder import UNetDecoder
-from domainfm.core.upernet import SimpleFeaturePyramid, UPerNetDecoder
-
-_PYRAMID_SCALES = {1: (1.0,), 2: (2.0, 1.0), 3: (4.0, 2.0, 1.0), 4: (4.0, 2.0, 1.0, 0.5)}
-"""Rescale factors of a plain ViT's maps for UPerNet, by number of maps."""
+from domainfm.core.upernet import UPerNetDecoder, backbone_pyramid
 
 
 class FinetuneModule(L.LightningModule):
@@ -101,7 +98,7 @@ class FinetuneModule(L.LightningModule):
         decoder: Literal["auto", "upernet"] = "auto",
     ) -> None:
         super().__init__()
-        backbone = _pretrained_backbone(backbone, pretrained, released)
+        backbone = pretrained_backbone(backbone, pretrained, released)
         if decoder not in ("auto", "upernet"):
             raise ValueError(f"decoder={decoder!r}: must be 'auto' or 'upernet'")
         self.head_kwargs = {
@@ -189,21 +186,10 @@ class FinetuneModule(L.LightningModule):
         """UPerNet over a multi-scale backbone's maps, or over evenly spaced ViT blocks
         rescaled to a pyramid."""
         dims = len(getattr(backbone, "patch_size"))  # noqa: B009 - part of the contract
-        if hasattr(backbone, "feature_channels"):
-            channels = tuple(int(c) for c in getattr(backbone, "feature_channels"))  # noqa: B009
-            self.num_maps = self.map_indices = len(channels)
-        else:
-            depth = len(getattr(backbone, "blocks", [])) or num_maps
-            self.num_maps = max(1, min(num_maps, depth, 4))
-            # blocks evenly spaced through the depth, the last included (3, 6, 9, 12 of 12)
-            self.map_indices = [
-                round((i + 1) * depth / self.num_maps) - 1 for i in range(self.num_maps)
-            ]
-            embed_dim = int(getattr(backbone, "embed_dim"))  # noqa: B009
-            self.pyramid = SimpleFeaturePyramid(
-                embed_dim=embed_dim, spatial_dims=dims, scales=_PYRAMID_SCALES[self.num_maps]
-            )
-            channels = (embed_dim,) * self.num_maps
+        indices, self.pyramid, channels, _ = backbone_pyramid(backbone, num_maps)
+        self.num_maps = len(indices)
+        # a multi-scale backbone's maps are all its levels (forward_intermediates(x, n))
+        self.map_indices = indices if self.pyramid is not None else self.num_maps
         return UPerNetDecoder(
             in_channels=channels, num_classes=num_classes, spatial_dims=dims, channels=decoder_dim
         )
@@ -309,23 +295,33 @@ class FinetuneModule(L.LightningModule):
         """Record what :func:`load_finetuned` and ``domainfm segment`` need: the backbone's
         architecture + kwargs, the head, and the data module's input contract (spacing,
         modality, normalization, crop size, class names)."""
-        trainer = self._trainer
-        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
-        describe = getattr(datamodule, "input_contract", None)
-        checkpoint["domainfm"] = to_jsonable(
-            {
-                "backbone": init_config(self.backbone),
-                "input": describe() if callable(describe) else {},
-                "recipe": {
-                    "finetune": {
-                        "task": self.task,
-                        "num_classes": self.num_classes,
-                        "lr": self.lr,
-                        **self.head_kwargs,
-                    }
-                },
+        recipe = {
+            "finetune": {
+                "task": self.task,
+                "num_classes": self.num_classes,
+                "lr": self.lr,
+                **self.head_kwargs,
             }
-        )
+        }
+        checkpoint["domainfm"] = checkpoint_metadata(self.backbone, self._trainer, recipe)
+
+
+def checkpoint_metadata(
+    backbone: nn.Module, trainer: L.Trainer | None, recipe: dict[str, Any]
+) -> dict[str, Any]:
+    """The ``domainfm`` entry of a fine-tuning checkpoint: the backbone's architecture +
+    kwargs, the data module's input contract (``input_contract()``: spacing, bands,
+    normalization, window, class names) and the head ``recipe``."""
+    datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+    describe = getattr(datamodule, "input_contract", None)
+    meta: dict[str, Any] = to_jsonable(
+        {
+            "backbone": init_config(backbone),
+            "input": describe() if callable(describe) else {},
+            "recipe": recipe,
+        }
+    )
+    return meta
 
 
 def load_finetuned(path: str | Path) -> tuple[FinetuneModule, dict[str, Any]]:
@@ -361,7 +357,7 @@ def load_finetuned(path: str | Path) -> tuple[FinetuneModule, dict[str, Any]]:
     return module.eval(), meta
 
 
-def _pretrained_backbone(
+def pretrained_backbone(
     backbone: nn.Module | None, pretrained: str | None, released: str | None
 ) -> nn.Module:
     """The backbone to fine-tune, with ``pretrained`` weights loaded strictly (report printed)."""

@@ -125,6 +125,38 @@ class SimpleFeaturePyramid(nn.Module):
         return [level(m) for level, m in zip(self.levels, maps, strict=True)]
 
 
+_PYRAMID_SCALES = {1: (1.0,), 2: (2.0, 1.0), 3: (4.0, 2.0, 1.0), 4: (4.0, 2.0, 1.0, 0.5)}
+"""Rescale factors of a plain ViT's maps, by number of maps."""
+
+
+def backbone_pyramid(
+    backbone: nn.Module, num_maps: int
+) -> tuple[list[int], SimpleFeaturePyramid | None, tuple[int, ...], tuple[float, ...]]:
+    """How to read a fine → coarse pyramid off ``backbone``.
+
+    A multi-scale backbone (declaring ``feature_channels`` / ``feature_strides``: Swin,
+    CNNs) gives all its maps; a plain ViT gives ``num_maps`` (at most 4) evenly spaced blocks
+    (the last included: 3, 6, 9, 12 of 12) that a :class:`SimpleFeaturePyramid` rescales.
+
+    Returns:
+        ``(indices, pyramid, channels, strides)``: the ``forward_intermediates`` indices,
+        the rescaling module (``None`` for a multi-scale backbone), each level's channels
+        and stride in input pixels (along the first axis), fine → coarse.
+    """
+    patch = tuple(getattr(backbone, "patch_size"))  # noqa: B009 - part of the contract
+    if hasattr(backbone, "feature_channels"):
+        channels = tuple(int(c) for c in getattr(backbone, "feature_channels"))  # noqa: B009
+        strides = tuple(float(s) for s in getattr(backbone, "feature_strides"))  # noqa: B009
+        return list(range(len(channels))), None, channels, strides
+    depth = len(getattr(backbone, "blocks", [])) or num_maps
+    count = max(1, min(num_maps, depth, 4))
+    indices = [round((i + 1) * depth / count) - 1 for i in range(count)]
+    embed_dim = int(getattr(backbone, "embed_dim"))  # noqa: B009
+    scales = _PYRAMID_SCALES[count]
+    pyramid = SimpleFeaturePyramid(embed_dim=embed_dim, spatial_dims=len(patch), scales=scales)
+    return indices, pyramid, (embed_dim,) * count, tuple(patch[0] / s for s in scales)
+
+
 class UPerNetDecoder(nn.Module):
     """PPM + FPN decoder (see the module docstring).
 

@@ -2,9 +2,17 @@
 validity masks and clear errors, grid checks/reprojection, cached per-band statistics,
 random/grid window sampling, temporal positives and series, SatMAE-style spectral-temporal
 tokens, timm CNN backbones with any band count, released SSL4EO-S12 / TorchGeo Sentinel-2
-weights, segmentation/scene fine-tuning data and tiled GeoTIFF prediction."""
+weights, segmentation/scene/detection fine-tuning data, tiled GeoTIFF segmentation and
+tiled detection to GeoJSON."""
 
 from domainfm.domains.geospatial import released  # registers the released checkpoints
+from domainfm.domains.geospatial.boxes import (
+    boxes_to_map,
+    boxes_to_pixels,
+    connected_components,
+    mask_boxes,
+    write_boxes_geojson,
+)
 from domainfm.domains.geospatial.datamodule import RasterPretrainDataModule
 from domainfm.domains.geospatial.geo_clusters import geo_cluster_labels
 from domainfm.domains.geospatial.io import (
@@ -24,7 +32,11 @@ from domainfm.domains.geospatial.labeled_windows import LabeledRasterDataset
 from domainfm.domains.geospatial.normalization import check_input_scale, normalize_input
 from domainfm.domains.geospatial.raster_reader import RasterReader
 from domainfm.domains.geospatial.released import S2_L1C_DN_INPUT
-from domainfm.domains.geospatial.seg_datamodule import RasterSceneDataModule, RasterSegDataModule
+from domainfm.domains.geospatial.seg_datamodule import (
+    RasterDetectionDataModule,
+    RasterSceneDataModule,
+    RasterSegDataModule,
+)
 from domainfm.domains.geospatial.spectral_temporal import (
     SATMAE_S2_GROUPS,
     SpectralTemporalViT,
@@ -32,6 +44,7 @@ from domainfm.domains.geospatial.spectral_temporal import (
 )
 from domainfm.domains.geospatial.stats import BandStats, compute_band_stats
 from domainfm.domains.geospatial.temporal_index import SpatioTemporalIndex, acquisition_date
+from domainfm.domains.geospatial.tiled_detection import detect_raster
 from domainfm.domains.geospatial.tiled_inference import predict_raster
 from domainfm.domains.geospatial.timm_cnn import TimmCNN
 from domainfm.domains.geospatial.windows import RasterWindowDataset
@@ -46,6 +59,7 @@ __all__ = [
     "Grid",
     "LabeledRasterDataset",
     "Raster",
+    "RasterDetectionDataModule",
     "RasterInfo",
     "RasterPretrainDataModule",
     "RasterReader",
@@ -57,10 +71,15 @@ __all__ = [
     "TimmCNN",
     "acquisition_date",
     "band_group_cube",
+    "boxes_to_map",
+    "boxes_to_pixels",
     "check_input_scale",
     "check_same_grid",
     "compute_band_stats",
+    "connected_components",
+    "detect_raster",
     "geo_cluster_labels",
+    "mask_boxes",
     "normalize_input",
     "open_aligned",
     "predict_raster",
@@ -68,4 +87,5 @@ __all__ = [
     "read_raster",
     "released",
     "resolve_bands",
+    "write_boxes_geojson",
 ]

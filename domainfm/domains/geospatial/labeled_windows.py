@@ -11,10 +11,18 @@ among its labeled pixels (class ids >= 1; ties go to the smaller id; 0 when no p
 labeled) — scene classification from a land-cover map (as EuroSAT/BigEarthNet-style
 patches are labeled by their dominant cover).
 
+With ``label_type="boxes"`` a window's targets are detection boxes: every connected region
+(8-connected) of each class in ``object_classes`` inside the window with at least
+``min_object_pixels`` pixels gives a pixel box (edges, ``xyxy``) and its class id
+(:func:`~domainfm.domains.geospatial.boxes.mask_boxes`) — e.g. built-up or shrubland
+patches of a land-cover map as objects; regions cut by the window edge give their visible
+part.
+
 Shapes::
 
     ds[i]   {"input": (C, h, w) normalized bands, "label": (1, h, w) int64}   # "mask"
     ds[i]   {"input": (C, h, w) normalized bands, "label": () int64}          # "scene"
+    ds[i]   {"input": (C, h, w), "boxes": (N, 4) float32, "labels": (N,) int64}  # "boxes"
 
 Example::
 
@@ -35,6 +43,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from domainfm.core.grid import to_ntuple
+from domainfm.domains.geospatial.boxes import mask_boxes
 from domainfm.domains.geospatial.io import check_same_grid, raster_info
 from domainfm.domains.geospatial.raster_reader import RasterReader
 from domainfm.domains.geospatial.stats import BandStats
@@ -56,7 +65,11 @@ class LabeledRasterDataset(Dataset[dict[str, Tensor]]):
         rows: ``(first, stop)`` raster rows windows must lie in (a spatial split).
         samples_per_epoch: random windows per epoch; ``None``: a regular grid of windows
             (stride ``size``, the last one aligned to the region's edge) over every image.
-        label_type: ``"mask"`` (the label window) or ``"scene"`` (its dominant class).
+        label_type: ``"mask"`` (the label window), ``"scene"`` (its dominant class) or
+            ``"boxes"`` (boxes of ``object_classes`` regions).
+        object_classes: class ids (after ``label_map``) whose regions are objects
+            (``label_type="boxes"``).
+        min_object_pixels: smallest region kept as an object (``label_type="boxes"``).
     """
 
     def __init__(
@@ -71,10 +84,16 @@ class LabeledRasterDataset(Dataset[dict[str, Tensor]]):
         label_map: Mapping[int, int] | None = None,
         rows: tuple[int, int] | None = None,
         samples_per_epoch: int | None = 256,
-        label_type: Literal["mask", "scene"] = "mask",
+        label_type: Literal["mask", "scene", "boxes"] = "mask",
+        object_classes: Sequence[int] | None = None,
+        min_object_pixels: int = 4,
     ) -> None:
-        if label_type not in ("mask", "scene"):
-            raise ValueError(f"label_type={label_type!r}: must be 'mask' or 'scene'")
+        if label_type not in ("mask", "scene", "boxes"):
+            raise ValueError(f"label_type={label_type!r}: must be 'mask', 'scene' or 'boxes'")
+        if label_type == "boxes" and not object_classes:
+            raise ValueError("label_type='boxes' needs object_classes (the classes of objects)")
+        if object_classes is not None and any(int(c) < 1 for c in object_classes):
+            raise ValueError(f"object_classes={list(object_classes)}: ids must be >= 1")
         if not images:
             raise ValueError("images is empty: pass at least one raster")
         self.images = [Path(p) for p in images]
@@ -99,6 +118,8 @@ class LabeledRasterDataset(Dataset[dict[str, Tensor]]):
         self.label_map = dict(label_map) if label_map is not None else None
         self.samples_per_epoch = samples_per_epoch
         self.label_type = label_type
+        self.object_classes = [int(c) for c in object_classes or ()]
+        self.min_object_pixels = int(min_object_pixels)
         self.reader = RasterReader(band_names=self.band_names)  # per-process cached handles
         self.label_reader = RasterReader()
         self.grid = None if samples_per_epoch is not None else self._grid()
@@ -150,6 +171,11 @@ class LabeledRasterDataset(Dataset[dict[str, Tensor]]):
             label = lookup[label.clamp(min=0)]
         if self.label_type == "scene":
             label = dominant_class(label)
+        elif self.label_type == "boxes":
+            boxes, classes = mask_boxes(
+                label, classes=self.object_classes, min_pixels=self.min_object_pixels
+            )
+            return {"input": x, "boxes": boxes, "labels": classes}
         return {"input": x, "label": label}
 
 

@@ -17,19 +17,22 @@ Example (YAML for ``domainfm fit`` with a ``FinetuneModule``)::
         val_rows: [69, 101]
 
 :class:`RasterSceneDataModule` is the same with one label per window, its dominant class
-(``FinetuneModule(task="classification")``).
+(``FinetuneModule(task="classification")``); :class:`RasterDetectionDataModule` labels each
+window with the boxes of the connected regions of ``object_classes``
+(:class:`~domainfm.core.detection_module.DetectionModule`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import lightning as L
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from domainfm.core.data_root import resolve_data_path
+from domainfm.core.detection_module import collate_detection
 from domainfm.core.sampling import seeded_loader
 from domainfm.domains.geospatial.datamodule import expand_files
 from domainfm.domains.geospatial.labeled_windows import LabeledRasterDataset
@@ -61,10 +64,15 @@ class RasterSegDataModule(L.LightningDataModule):
         batch_size: windows per batch.
         num_workers: loader worker processes.
         seed: seed of window order and positions.
+        object_classes: class ids (after ``label_map``) whose regions are objects
+            (detection only).
+        min_object_pixels: smallest region kept as an object (detection only).
     """
 
-    label_type: Literal["mask", "scene"] = "mask"
+    label_type: Literal["mask", "scene", "boxes"] = "mask"
     """What a window's label is (see :class:`LabeledRasterDataset`)."""
+    collate_fn: Callable[[list[Any]], Any] | None = None
+    """How samples become a batch (``None``: PyTorch's default)."""
 
     def __init__(
         self,
@@ -85,6 +93,8 @@ class RasterSegDataModule(L.LightningDataModule):
         batch_size: int = 8,
         num_workers: int = 0,
         seed: int = 0,
+        object_classes: Sequence[int] | None = None,
+        min_object_pixels: int = 4,
     ) -> None:
         super().__init__()
         self.patterns = list(images)
@@ -103,6 +113,8 @@ class RasterSegDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
+        self.object_classes = list(object_classes) if object_classes is not None else None
+        self.min_object_pixels = min_object_pixels
         self.files: list[Path] = []
         self.stats: BandStats | None = None
         self.train_set: LabeledRasterDataset | None = None
@@ -121,6 +133,8 @@ class RasterSegDataModule(L.LightningDataModule):
             rows=(rows[0], rows[1]) if rows is not None else None,
             samples_per_epoch=None if grid else self.samples_per_epoch,
             label_type=self.label_type,
+            object_classes=self.object_classes,
+            min_object_pixels=self.min_object_pixels,
         )
 
     def setup(self, stage: str) -> None:
@@ -148,12 +162,18 @@ class RasterSegDataModule(L.LightningDataModule):
             batch_size=self.batch_size,
             seed=self.seed,
             num_workers=self.num_workers,
+            collate_fn=type(self).collate_fn,
         )
 
     def val_dataloader(self) -> StatefulDataLoader | list[StatefulDataLoader]:
         if self.val_set is None:
             return []
-        return StatefulDataLoader(self.val_set, batch_size=self.batch_size, num_workers=0)
+        return StatefulDataLoader(
+            self.val_set,
+            batch_size=self.batch_size,
+            num_workers=0,
+            collate_fn=type(self).collate_fn,
+        )
 
     def test_dataloader(self) -> StatefulDataLoader | list[StatefulDataLoader]:
         return self.val_dataloader()
@@ -174,6 +194,7 @@ class RasterSegDataModule(L.LightningDataModule):
             "label_map": self.label_map,
             "class_names": self.class_names,
             "label_type": self.label_type,
+            "object_classes": self.object_classes,
         }
 
 
@@ -184,3 +205,15 @@ class RasterSceneDataModule(RasterSegDataModule):
     """
 
     label_type = "scene"
+
+
+class RasterDetectionDataModule(RasterSegDataModule):
+    """Object detection: labeled raster windows whose targets are the boxes of the connected
+    regions of ``object_classes`` (at least ``min_object_pixels`` pixels) in the label
+    window; batches from :func:`~domainfm.core.detection_module.collate_detection`.
+    Arguments as :class:`RasterSegDataModule`; use with
+    :class:`~domainfm.core.detection_module.DetectionModule`.
+    """
+
+    label_type = "boxes"
+    collate_fn = staticmethod(collate_detection)

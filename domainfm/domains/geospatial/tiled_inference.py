@@ -162,38 +162,28 @@ def predict_raster(
             than ``(B, K, tile, tile)``, wrong ``class_names``; and bad arguments (``tile``
             < 1, ``overlap`` outside ``[0, 1)``, ...), naming the argument.
     """
-    if isinstance(tile, bool) or not isinstance(tile, int | np.integer) or tile < 1:
-        raise ValueError(f"tile={tile!r}: must be an integer >= 1")
-    tile = int(tile)
-    if isinstance(overlap, bool) or not 0.0 <= float(overlap) < 1.0:
-        raise ValueError(f"overlap={overlap!r}: must be in [0, 1)")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r}: must be an integer >= 1")
     if blend not in ("hann", "constant"):
         raise ValueError(f"blend={blend!r}: must be 'hann' or 'constant'")
-    if isinstance(gdal_cache_mb, bool) or not isinstance(gdal_cache_mb, int) or gdal_cache_mb < 1:
-        raise ValueError(f"gdal_cache_mb={gdal_cache_mb!r}: must be an integer >= 1")
     if output not in ("labels", "probabilities"):
         raise ValueError(f"output={output!r}: must be 'labels' or 'probabilities'")
-    source = Path(src)
-    info = raster_info(source, band_names=band_names)  # FileNotFoundError / ValueError
+    setup = TileSetup.check(
+        model,
+        src,
+        dst,
+        tile=tile,
+        overlap=overlap,
+        batch_size=batch_size,
+        gdal_cache_mb=gdal_cache_mb,
+        bands=bands,
+        band_names=band_names,
+        mean=mean,
+        std=std,
+        stats=stats,
+        device=device,
+    )
+    source, info, indexes, names = setup.source, setup.info, setup.indexes, setup.names
+    shift, scale, tile, device = setup.shift, setup.scale, setup.tile, setup.device
     target = Path(dst)
-    if target.exists() and target.resolve() == source.resolve():
-        raise ValueError(f"dst={str(dst)!r} is the input raster {source}; write elsewhere")
-    indexes = resolve_bands(info, bands)
-    names = tuple(info.band_names[i - 1] for i in indexes)
-    shift, scale = _moments(source, names, mean, std, stats)
-    expected = _model_channels(model)
-    if expected is not None and expected != len(indexes):
-        raise ValueError(
-            f"the model takes {expected} input bands but {len(indexes)} bands {list(names)} "
-            f"of {source} were selected; pass bands= to pick {expected} of its "
-            f"{info.count} bands {list(info.band_names)}"
-        )
-    if device is None:
-        params = getattr(model, "parameters", None)
-        first = next(iter(params()), None) if callable(params) else None
-        device = first.device if first is not None else torch.device("cpu")
     job = _Job(
         model=model,
         source=source,
@@ -203,12 +193,12 @@ def predict_raster(
         shift=shift,
         scale=scale,
         tile=tile,
-        stride=max(1, int(tile * (1.0 - float(overlap)))),
+        stride=setup.stride,
         batch_size=batch_size,
         weights=blend_window(tile, blend),
         output=output,
         class_names=None if class_names is None else tuple(class_names),
-        device=torch.device(device),
+        device=device,
         progress=progress,
         compress=compress,
         report=report if report is not None else {},
@@ -222,6 +212,84 @@ def predict_raster(
     finally:
         if isinstance(model, nn.Module):
             model.train(was_training)
+
+
+@dataclass(frozen=True, eq=False)
+class TileSetup:
+    """Checked arguments of a tiled pass over a raster (shared by segmentation and
+    detection): the input, its selected bands and their normalization, the tiling."""
+
+    source: Path
+    info: RasterInfo
+    indexes: tuple[int, ...]
+    names: tuple[str, ...]
+    shift: np.ndarray
+    scale: np.ndarray
+    tile: int
+    stride: int
+    device: torch.device
+
+    @classmethod
+    def check(
+        cls,
+        model: Any,
+        src: str | Path,
+        dst: str | Path,
+        *,
+        tile: int,
+        overlap: float,
+        batch_size: int,
+        gdal_cache_mb: int,
+        bands: BandsLike,
+        band_names: Sequence[str] | None,
+        mean: Sequence[float] | Tensor | np.ndarray | None,
+        std: Sequence[float] | Tensor | np.ndarray | None,
+        stats: BandStats | None,
+        device: str | torch.device | None,
+    ) -> TileSetup:
+        """Validate the arguments (``ValueError`` naming the argument or the file)."""
+        if isinstance(tile, bool) or not isinstance(tile, int | np.integer) or tile < 1:
+            raise ValueError(f"tile={tile!r}: must be an integer >= 1")
+        if isinstance(overlap, bool) or not 0.0 <= float(overlap) < 1.0:
+            raise ValueError(f"overlap={overlap!r}: must be in [0, 1)")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r}: must be an integer >= 1")
+        if (
+            isinstance(gdal_cache_mb, bool)
+            or not isinstance(gdal_cache_mb, int)
+            or gdal_cache_mb < 1
+        ):
+            raise ValueError(f"gdal_cache_mb={gdal_cache_mb!r}: must be an integer >= 1")
+        source = Path(src)
+        info = raster_info(source, band_names=band_names)  # FileNotFoundError / ValueError
+        target = Path(dst)
+        if target.exists() and target.resolve() == source.resolve():
+            raise ValueError(f"dst={str(dst)!r} is the input raster {source}; write elsewhere")
+        indexes = resolve_bands(info, bands)
+        names = tuple(info.band_names[i - 1] for i in indexes)
+        shift, scale = _moments(source, names, mean, std, stats)
+        expected = _model_channels(model)
+        if expected is not None and expected != len(indexes):
+            raise ValueError(
+                f"the model takes {expected} input bands but {len(indexes)} bands "
+                f"{list(names)} of {source} were selected; pass bands= to pick {expected} of "
+                f"its {info.count} bands {list(info.band_names)}"
+            )
+        if device is None:
+            params = getattr(model, "parameters", None)
+            first = next(iter(params()), None) if callable(params) else None
+            device = first.device if first is not None else torch.device("cpu")
+        return cls(
+            source=source,
+            info=info,
+            indexes=indexes,
+            names=names,
+            shift=shift,
+            scale=scale,
+            tile=int(tile),
+            stride=max(1, int(int(tile) * (1.0 - float(overlap)))),
+            device=torch.device(device),
+        )
 
 
 def _moments(
@@ -264,6 +332,32 @@ def _moments(
     if np.any(out[1] < 0):
         raise ValueError(f"std={out[1].ravel().tolist()} must be >= 0")
     return out[0], np.maximum(out[1], STD_FLOOR)
+
+
+def read_tiles(
+    source: Path,
+    ds: Any,
+    info: RasterInfo,
+    positions: Sequence[tuple[int, int]],
+    tile: int,
+    indexes: tuple[int, ...],
+    names: tuple[str, ...],
+    shift: np.ndarray,
+    scale: np.ndarray,
+) -> tuple[Tensor, list[np.ndarray]]:
+    """Normalized ``tile × tile`` windows at ``(row, col)`` ``positions`` of the open raster
+    ``ds``: ``(B, C, t, t)`` float32 (``(x - shift) / scale``, invalid pixels 0, read
+    ``boundless`` past the edges) and each window's validity mask ``(t, t)``."""
+    arrays, masks = [], []
+    for row, col in positions:
+        window = Window(col, row, tile, tile)
+        part = _read_open(source, ds, info, window, indexes, names, True, None)
+        mask = np.all(part.valid, axis=0)  # (t, t)
+        x = (part.values - shift) / scale  # (C, t, t) as in training
+        x[:, ~mask] = 0.0
+        arrays.append(x.astype(np.float32, copy=False))
+        masks.append(mask)
+    return torch.from_numpy(np.stack(arrays)), masks
 
 
 def _model_channels(model: Any) -> int | None:
@@ -358,19 +452,17 @@ class _Job:
         )
 
     def _read(self, ds: Any, batch: list[tuple[int, int]]) -> tuple[Tensor, list[np.ndarray]]:
-        """Normalized tiles ``(B, C, t, t)`` and their validity masks ``(t, t)``."""
-        arrays, masks = [], []
-        for row, col in batch:
-            window = Window(col, row, self.tile, self.tile)
-            part = _read_open(
-                self.source, ds, self.info, window, self.indexes, self.names, True, None
-            )
-            mask = np.all(part.valid, axis=0)  # (t, t)
-            x = (part.values - self.shift) / self.scale  # (C, t, t) as in training
-            x[:, ~mask] = 0.0
-            arrays.append(x.astype(np.float32, copy=False))
-            masks.append(mask)
-        return torch.from_numpy(np.stack(arrays)), masks
+        return read_tiles(
+            self.source,
+            ds,
+            self.info,
+            batch,
+            self.tile,
+            self.indexes,
+            self.names,
+            self.shift,
+            self.scale,
+        )
 
     def _forward(self, inputs: Tensor, *, first: bool) -> Tensor:
         x = inputs.to(self.device)

@@ -145,3 +145,57 @@ def test_scene_labels_are_the_dominant_class_of_the_mask(data_root: Path) -> Non
     metrics = trainer.validate(module, datamodule=dm, verbose=False)[0]
     assert {"val/acc", "val/macc"} <= set(metrics)
     assert dm.input_contract()["label_type"] == "scene"
+
+
+def test_box_targets_are_the_patches_of_the_label_window(data_root: Path) -> None:
+    from domainfm.domains.geospatial import RasterDetectionDataModule, mask_boxes
+
+    files = sorted((data_root / S2).glob("S2_L1C_*.tif"))
+    ds = LabeledRasterDataset(
+        images=files,
+        label=data_root / LULC,
+        size=32,
+        band_names=SENTINEL2_L1C_BANDS,
+        label_map={4: 1, 8: 2},
+        rows=(0, 64),
+        samples_per_epoch=8,
+        label_type="boxes",
+        object_classes=[1, 2],
+        min_object_pixels=4,
+    )
+    raw = read_raster(data_root / LULC).array[0]
+    mapped = np.zeros_like(raw, dtype=np.int64)
+    mapped[raw == 4], mapped[raw == 8] = 1, 2
+    total = 0
+    for seed in range(8):
+        _, row, col = ds._window((0, seed))
+        item = ds[(0, seed)]
+        assert set(item) == {"input", "boxes", "labels"} and item["input"].shape == (13, 32, 32)
+        window = torch.from_numpy(mapped[row : row + 32, col : col + 32])
+        boxes, classes = mask_boxes(window, classes=[1, 2], min_pixels=4)
+        torch.testing.assert_close(item["boxes"], boxes)
+        assert torch.equal(item["labels"], classes)
+        for x0, y0, x1, y1 in item["boxes"].long().tolist():  # each box bounds its class
+            assert 0 <= x0 < x1 <= 32 and 0 <= y0 < y1 <= 32
+        total += len(boxes)
+    assert total > 0
+    with pytest.raises(ValueError, match="object_classes"):
+        LabeledRasterDataset(images=files, label=data_root / LULC, label_type="boxes")
+
+    dm = RasterDetectionDataModule(
+        images=[str(data_root / S2 / "*.tif")],
+        label=str(data_root / LULC),
+        size=32,
+        band_names=SENTINEL2_L1C_BANDS,
+        label_map={4: 1, 8: 2},
+        object_classes=[1, 2],
+        train_rows=(0, 64),
+        val_rows=(69, 101),
+        samples_per_epoch=8,
+        batch_size=4,
+    )
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["input"].shape == (4, 13, 32, 32) and len(batch["boxes"]) == 4
+    assert dm.input_contract()["object_classes"] == [1, 2]
+    assert len(next(iter(dm.val_dataloader()))["labels"]) == 4

@@ -1,0 +1,238 @@
+"""Tiled object detection over a raster of any size, written as georeferenced GeoJSON boxes.
+
+:func:`detect_raster` runs a detector (``(B, C, t, t)`` bands → per tile torchvision
+detections ``{"boxes", "labels", "scores"}``, e.g. a
+:class:`~domainfm.core.detection_module.DetectionModule` in eval mode) over a whole raster:
+
+* **Tiles** as :func:`~domainfm.domains.geospatial.tiled_inference.predict_raster`: squares
+  of ``tile`` pixels with stride ``int(tile * (1 - overlap))``, the last row/column shifted
+  back onto the edge, a raster smaller than a tile padded; normalized as in training; read
+  one batch of windows at a time (input memory bounded by the batch).
+* **Merging without duplicates**: each tile *owns* the part of the raster nearer to it than
+  to its neighbours (along each axis the boundary between two overlapping tiles is the
+  middle of their overlap). A box is kept only from the tile owning its centre — so an
+  object seen whole by one tile and cut by the next is taken from the tile that sees it
+  best — and the kept boxes then go through class-wise NMS (``nms_iou``) to merge objects
+  detected on both sides of a boundary. Boxes whose centre falls on invalid (nodata) input
+  pixels are dropped.
+* **Output**: GeoJSON polygons in the raster's CRS (or WGS84 with ``wgs84=True``) with
+  ``label``, ``class_name``, ``score`` and ``pixel_box`` (full-raster pixel coordinates),
+  written atomically (:func:`~domainfm.domains.geospatial.boxes.write_boxes_geojson`).
+  Only the boxes are held in memory (at most ``detections_per_image`` per tile).
+
+Example::
+
+    >>> module, meta = load_detector("runs/.../last.ckpt")
+    >>> detect_raster(module, "scene.tif", "objects.geojson", tile=32, stats=stats,
+    ...               class_names=["background", "shrubland", "built-up"])
+    PosixPath('objects.geojson')
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import torch
+from torch import Tensor, nn
+
+from domainfm.domains.geospatial.boxes import write_boxes_geojson
+from domainfm.domains.geospatial.io import BandsLike, _open
+from domainfm.domains.geospatial.stats import BandStats
+from domainfm.domains.geospatial.tiled_inference import TileSetup, _chunks, read_tiles
+from domainfm.domains.geospatial.window_grid import window_starts
+
+
+def ownership_bounds(starts: Sequence[int], tile: int, size: int) -> list[tuple[float, float]]:
+    """Along one axis, the ``[low, high)`` span each tile owns: boundaries at the middle of
+    consecutive tiles' overlap (or of the gap between them), the first from 0, the last to
+    ``size``."""
+    cuts = [(starts[i] + starts[i - 1] + tile) / 2.0 for i in range(1, len(starts))]
+    lows = [0.0, *cuts]
+    highs = [*cuts, float(max(size, tile))]
+    return list(zip(lows, highs, strict=True))
+
+
+def detect_raster(
+    model: Callable[[Tensor], Any],
+    src: str | Path,
+    dst: str | Path,
+    *,
+    tile: int = 256,
+    overlap: float = 0.25,
+    bands: BandsLike = None,
+    band_names: Sequence[str] | None = None,
+    mean: Sequence[float] | Tensor | np.ndarray | None = None,
+    std: Sequence[float] | Tensor | np.ndarray | None = None,
+    stats: BandStats | None = None,
+    batch_size: int = 4,
+    score_threshold: float = 0.0,
+    nms_iou: float = 0.5,
+    class_names: Sequence[str] | None = None,
+    wgs84: bool = False,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+    report: dict[str, Any] | None = None,
+    gdal_cache_mb: int = 64,
+) -> Path:
+    """Detect objects over all of ``src`` tile by tile and write them as GeoJSON (see the
+    module docstring).
+
+    Args:
+        model: ``(B, C, tile, tile)`` → a list of ``B`` dicts with ``boxes`` ``(K, 4)``
+            (tile pixel ``xyxy``), ``labels`` ``(K,)`` and ``scores`` ``(K,)``. An
+            ``nn.Module`` is put in eval mode for the call and must be on ``device``.
+        src: input raster.
+        dst: output ``.geojson`` (written atomically).
+        tile, overlap, bands, band_names, mean, std, stats, batch_size, device,
+        gdal_cache_mb: as in :func:`~domainfm.domains.geospatial.tiled_inference.
+            predict_raster`.
+        score_threshold: boxes scoring below are dropped (on top of the model's own).
+        nms_iou: IoU above which boxes of one class are merged across tiles.
+        class_names: names by class id (0: background), written as ``class_name``.
+        wgs84: write EPSG:4326 longitude/latitude instead of the raster's CRS.
+        progress: print progress over rows of tiles to stderr.
+        report: filled with ``tiles``, ``tile_grid``, ``stride``, ``raw_boxes`` (all the
+            model returned), ``owned_boxes`` (after ownership and validity) and ``boxes``
+            (written).
+
+    Returns:
+        ``dst`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ValueError: naming the file or argument: an unreadable or ungeoreferenced raster,
+            bands/normalization/model channels that do not match, a model that does not
+            return detections, a ``dst`` that is not ``.geojson``/``.json``.
+    """
+    from torchvision.ops import batched_nms
+
+    if Path(dst).suffix.lower() not in (".geojson", ".json"):
+        raise ValueError(f"dst={str(dst)!r}: detections are written as GeoJSON (.geojson)")
+    if not 0.0 < float(nms_iou) <= 1.0:
+        raise ValueError(f"nms_iou={nms_iou!r}: must be in (0, 1]")
+    setup = TileSetup.check(
+        model,
+        src,
+        dst,
+        tile=tile,
+        overlap=overlap,
+        batch_size=batch_size,
+        gdal_cache_mb=gdal_cache_mb,
+        bands=bands,
+        band_names=band_names,
+        mean=mean,
+        std=std,
+        stats=stats,
+        device=device,
+    )
+    info, size = setup.info, setup.tile
+    rows = window_starts(info.height, size, setup.stride)
+    cols = window_starts(info.width, size, setup.stride)
+    own_rows = dict(zip(rows, ownership_bounds(rows, size, info.height), strict=True))
+    own_cols = dict(zip(cols, ownership_bounds(cols, size, info.width), strict=True))
+    positions = [(r, c) for r in rows for c in cols]
+    kept: list[tuple[Tensor, Tensor, Tensor]] = []
+    raw = 0
+    was_training = isinstance(model, nn.Module) and model.training
+    if isinstance(model, nn.Module):
+        model.eval()
+    try:
+        with rasterio.Env(GDAL_CACHEMAX=gdal_cache_mb * 2**20), _open(setup.source) as ds:
+            for number, batch in enumerate(_chunks(positions, batch_size)):
+                inputs, masks = read_tiles(
+                    setup.source,
+                    ds,
+                    info,
+                    batch,
+                    size,
+                    setup.indexes,
+                    setup.names,
+                    setup.shift,
+                    setup.scale,
+                )
+                with torch.no_grad():
+                    outputs = model(inputs.to(setup.device))
+                _check_detections(outputs, len(batch), setup, first=number == 0)
+                for (row, col), out, mask in zip(batch, outputs, masks, strict=True):
+                    boxes = out["boxes"].detach().float().cpu().reshape(-1, 4)
+                    raw += boxes.shape[0]
+                    keep = _owned(boxes, mask, own_rows[row], own_cols[col], row, col)
+                    keep &= out["scores"].detach().cpu() >= score_threshold
+                    shifted = boxes[keep] + torch.tensor([col, row, col, row], dtype=torch.float32)
+                    scores = out["scores"].detach().float().cpu()[keep]
+                    kept.append((shifted, scores, out["labels"].detach().cpu().long()[keep]))
+                if progress:
+                    done = min((number + 1) * batch_size, len(positions))
+                    print(f"{setup.source.name}: tiles {done}/{len(positions)}", file=sys.stderr)
+    finally:
+        if isinstance(model, nn.Module):
+            model.train(was_training)
+    boxes = torch.cat([k[0] for k in kept]) if kept else torch.zeros(0, 4)
+    scores = torch.cat([k[1] for k in kept]) if kept else torch.zeros(0)
+    labels = torch.cat([k[2] for k in kept]) if kept else torch.zeros(0, dtype=torch.long)
+    owned = int(boxes.shape[0])
+    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, info.width)  # padded tiles reach past the edge
+    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, info.height)
+    order = batched_nms(boxes, scores, labels, float(nms_iou))  # by decreasing score
+    boxes, scores, labels = boxes[order], scores[order], labels[order]
+    if report is not None:
+        report.update(
+            tiles=len(positions),
+            tile_grid=(len(rows), len(cols)),
+            stride=setup.stride,
+            raw_boxes=raw,
+            owned_boxes=owned,
+            boxes=int(boxes.shape[0]),
+        )
+    return write_boxes_geojson(
+        dst,
+        boxes,
+        transform=info.transform,
+        crs=info.crs,
+        labels=labels,
+        scores=scores,
+        class_names=class_names,
+        wgs84=wgs84,
+        source=setup.source.name,
+    )
+
+
+def _owned(
+    boxes: Tensor,
+    mask: np.ndarray,
+    span_rows: tuple[float, float],
+    span_cols: tuple[float, float],
+    row: int,
+    col: int,
+) -> Tensor:
+    """Which of a tile's boxes (tile pixels) have their centre in the tile's owned span and
+    on a valid input pixel."""
+    if boxes.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.bool)
+    cx = (boxes[:, 0] + boxes[:, 2]) / 2 + col  # raster columns
+    cy = (boxes[:, 1] + boxes[:, 3]) / 2 + row
+    inside = (cx >= span_cols[0]) & (cx < span_cols[1]) & (cy >= span_rows[0]) & (cy < span_rows[1])
+    height, width = mask.shape
+    ci = ((boxes[:, 0] + boxes[:, 2]) / 2).floor().long().clamp(0, width - 1)
+    ri = ((boxes[:, 1] + boxes[:, 3]) / 2).floor().long().clamp(0, height - 1)
+    valid = torch.from_numpy(mask)[ri, ci]
+    return inside & valid
+
+
+def _check_detections(outputs: Any, count: int, setup: TileSetup, *, first: bool) -> None:
+    ok = (
+        isinstance(outputs, list | tuple)
+        and len(outputs) == count
+        and all(isinstance(o, dict) and {"boxes", "labels", "scores"} <= set(o) for o in outputs)
+    )
+    if not ok:
+        got = type(outputs).__name__
+        raise ValueError(
+            f"the model returned {got} for {count} tiles of {setup.source}; a detector returns "
+            "one dict with 'boxes', 'labels' and 'scores' per tile (a DetectionModule in eval "
+            "mode)" + (" — is it a segmentation model?" if first else "")
+        )
