@@ -38,7 +38,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +45,12 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from domainfm.core.finetune_module import checkpoint_metadata, pretrained_backbone
-from domainfm.core.lr_schedule import warmup_cosine
+from domainfm.core.finetune_module import (
+    checkpoint_metadata,
+    pretrained_backbone,
+    read_task_checkpoint,
+)
+from domainfm.core.lr_schedule import adamw_warmup_cosine
 from domainfm.core.param_groups import param_groups
 from domainfm.core.upernet import backbone_pyramid
 
@@ -255,14 +258,12 @@ class DetectionModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         groups = param_groups(self, weight_decay=self.weight_decay)
-        for group in groups:
-            group["lr"] = self.lr * group.pop("lr_scale")
-        optimizer = torch.optim.AdamW(groups, lr=self.lr)
-        total = int(self.trainer.estimated_stepping_batches)
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, partial(warmup_cosine, warmup_steps=self.warmup_steps, total_steps=total)
+        return adamw_warmup_cosine(
+            groups,
+            lr=self.lr,
+            warmup_steps=self.warmup_steps,
+            total_steps=int(self.trainer.estimated_stepping_batches),
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Record the backbone config, the data's input contract and the head settings (what
@@ -275,19 +276,9 @@ def load_detector(path: str | Path) -> tuple[DetectionModule, dict[str, Any]]:
     """Rebuild a :class:`DetectionModule` from its ``.ckpt`` (no code unpickled; every key
     loaded strictly). Returns the module in eval mode and the checkpoint's ``domainfm``
     metadata (``input`` holds the bands, normalization and window size)."""
-    from domainfm.core.backbone import build_backbone
-    from domainfm.core.checkpoint_io import safe_torch_load
     from domainfm.pretrained.report import load_state_dict_with_report
 
-    ckpt = safe_torch_load(path)
-    meta = ckpt.get("domainfm") if isinstance(ckpt, dict) else None
-    recipe = (meta or {}).get("recipe", {}).get("detect")
-    if not isinstance(meta, dict) or not isinstance(recipe, dict) or "state_dict" not in ckpt:
-        raise ValueError(
-            f"{path} is not a checkpoint written by DetectionModule (no domainfm detection "
-            "metadata); pass the .ckpt of a `domainfm fit` run with DetectionModule"
-        )
-    backbone = build_backbone(meta["backbone"]["architecture"], meta["backbone"]["kwargs"])
+    ckpt, meta, recipe, backbone = read_task_checkpoint(path, "detect", "DetectionModule")
     kwargs = {k: v for k, v in recipe.items() if k not in ("num_classes", "lr")}
     module = DetectionModule(backbone=backbone, num_classes=int(recipe["num_classes"]), **kwargs)
     load_state_dict_with_report(module, ckpt["state_dict"], source=str(path)).check()

@@ -25,7 +25,6 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,7 +38,7 @@ from torchmetrics.segmentation import DiceScore
 
 from domainfm.core.grid import to_ntuple
 from domainfm.core.jsonable import to_jsonable
-from domainfm.core.lr_schedule import warmup_cosine
+from domainfm.core.lr_schedule import adamw_warmup_cosine
 from domainfm.core.param_groups import param_groups
 from domainfm.core.registry import init_config
 from domainfm.core.seg_decoder import SegmentationDecoder
@@ -282,14 +281,12 @@ class FinetuneModule(L.LightningModule):
             layer_decay=self.layer_decay if use_decay else None,
             depth=depth if use_decay else None,
         )
-        for group in groups:
-            group["lr"] = self.lr * group.pop("lr_scale")
-        optimizer = torch.optim.AdamW(groups, lr=self.lr)
-        total = int(self.trainer.estimated_stepping_batches)
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, partial(warmup_cosine, warmup_steps=self.warmup_steps, total_steps=total)
+        return adamw_warmup_cosine(
+            groups,
+            lr=self.lr,
+            warmup_steps=self.warmup_steps,
+            total_steps=int(self.trainer.estimated_stepping_batches),
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Record what :func:`load_finetuned` and ``domainfm segment`` need: the backbone's
@@ -331,19 +328,9 @@ def load_finetuned(path: str | Path) -> tuple[FinetuneModule, dict[str, Any]]:
     :class:`~domainfm.pretrained.report.CheckpointMismatchError` otherwise) and the
     checkpoint's ``domainfm`` metadata (``input`` holds the preprocessing contract).
     """
-    from domainfm.core.backbone import build_backbone
-    from domainfm.core.checkpoint_io import safe_torch_load
     from domainfm.pretrained.report import load_state_dict_with_report
 
-    ckpt = safe_torch_load(path)
-    meta = ckpt.get("domainfm") if isinstance(ckpt, dict) else None
-    recipe = (meta or {}).get("recipe", {}).get("finetune")
-    if not isinstance(meta, dict) or not isinstance(recipe, dict) or "state_dict" not in ckpt:
-        raise ValueError(
-            f"{path} is not a checkpoint written by FinetuneModule (no domainfm fine-tuning "
-            "metadata); pass the .ckpt of a `domainfm fit` run with FinetuneModule"
-        )
-    backbone = build_backbone(meta["backbone"]["architecture"], meta["backbone"]["kwargs"])
+    ckpt, meta, recipe, backbone = read_task_checkpoint(path, "finetune", "FinetuneModule")
     module = FinetuneModule(
         backbone=backbone,
         task=recipe["task"],
@@ -355,6 +342,27 @@ def load_finetuned(path: str | Path) -> tuple[FinetuneModule, dict[str, Any]]:
     )
     load_state_dict_with_report(module, ckpt["state_dict"], source=str(path)).check()
     return module.eval(), meta
+
+
+def read_task_checkpoint(
+    path: str | Path, task: str, writer: str
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], nn.Module]:
+    """Read a fine-tuning ``.ckpt`` safely: the checkpoint, its ``domainfm`` metadata, the
+    ``recipe[task]`` head settings and the backbone rebuilt (unloaded) from its recorded
+    architecture. Raises ``ValueError`` naming the file when ``writer`` did not write it."""
+    from domainfm.core.backbone import build_backbone
+    from domainfm.core.checkpoint_io import safe_torch_load
+
+    ckpt = safe_torch_load(path)
+    meta = ckpt.get("domainfm") if isinstance(ckpt, dict) else None
+    recipe = (meta or {}).get("recipe", {}).get(task)
+    if not isinstance(meta, dict) or not isinstance(recipe, dict) or "state_dict" not in ckpt:
+        raise ValueError(
+            f"{path} is not a checkpoint written by {writer} (no domainfm {task} metadata); "
+            f"pass the .ckpt of a `domainfm fit` run with {writer}"
+        )
+    backbone = build_backbone(meta["backbone"]["architecture"], meta["backbone"]["kwargs"])
+    return ckpt, meta, recipe, backbone
 
 
 def pretrained_backbone(

@@ -35,7 +35,6 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import partial
 from typing import Any
 
 import lightning as L
@@ -46,7 +45,7 @@ from domainfm.core.batch_features import BatchFeatures
 from domainfm.core.ema import EMATeacher, cosine_momentum
 from domainfm.core.heads import ProjectionHead
 from domainfm.core.jsonable import to_jsonable
-from domainfm.core.lr_schedule import warmup_cosine
+from domainfm.core.lr_schedule import adamw_warmup_cosine
 from domainfm.core.objectives.base import BatchObjective
 from domainfm.core.objectives.byol import BYOL
 from domainfm.core.objectives.mae import MAE
@@ -234,14 +233,13 @@ class PretrainModule(L.LightningModule):
             layer_decay=self.layer_decay,
             depth=depth if self.layer_decay is not None else None,
         )
-        for group in groups:
-            group["lr"] = self.lr * group.pop("lr_scale")
-        optimizer = torch.optim.AdamW(groups, lr=self.lr, betas=self.betas)
-        total = int(self.trainer.estimated_stepping_batches)
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, partial(warmup_cosine, warmup_steps=self.warmup_steps, total_steps=total)
+        return adamw_warmup_cosine(
+            groups,
+            lr=self.lr,
+            warmup_steps=self.warmup_steps,
+            total_steps=int(self.trainer.estimated_stepping_batches),
+            betas=self.betas,
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["domainfm"] = self.export_metadata()

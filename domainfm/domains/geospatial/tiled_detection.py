@@ -143,17 +143,7 @@ def detect_raster(
     try:
         with rasterio.Env(GDAL_CACHEMAX=gdal_cache_mb * 2**20), _open(setup.source) as ds:
             for number, batch in enumerate(_chunks(positions, batch_size)):
-                inputs, masks = read_tiles(
-                    setup.source,
-                    ds,
-                    info,
-                    batch,
-                    size,
-                    setup.indexes,
-                    setup.names,
-                    setup.shift,
-                    setup.scale,
-                )
+                inputs, masks = read_tiles(ds, setup, batch)
                 with torch.no_grad():
                     outputs = model(inputs.to(setup.device))
                 _check_detections(outputs, len(batch), setup, first=number == 0)

@@ -181,24 +181,14 @@ def predict_raster(
         stats=stats,
         device=device,
     )
-    source, info, indexes, names = setup.source, setup.info, setup.indexes, setup.names
-    shift, scale, tile, device = setup.shift, setup.scale, setup.tile, setup.device
     target = Path(dst)
     job = _Job(
         model=model,
-        source=source,
-        info=info,
-        indexes=indexes,
-        names=names,
-        shift=shift,
-        scale=scale,
-        tile=tile,
-        stride=setup.stride,
+        setup=setup,
         batch_size=batch_size,
-        weights=blend_window(tile, blend),
+        weights=blend_window(setup.tile, blend),
         output=output,
         class_names=None if class_names is None else tuple(class_names),
-        device=device,
         progress=progress,
         compress=compress,
         report=report if report is not None else {},
@@ -335,25 +325,19 @@ def _moments(
 
 
 def read_tiles(
-    source: Path,
-    ds: Any,
-    info: RasterInfo,
-    positions: Sequence[tuple[int, int]],
-    tile: int,
-    indexes: tuple[int, ...],
-    names: tuple[str, ...],
-    shift: np.ndarray,
-    scale: np.ndarray,
+    ds: Any, setup: TileSetup, positions: Sequence[tuple[int, int]]
 ) -> tuple[Tensor, list[np.ndarray]]:
     """Normalized ``tile × tile`` windows at ``(row, col)`` ``positions`` of the open raster
     ``ds``: ``(B, C, t, t)`` float32 (``(x - shift) / scale``, invalid pixels 0, read
     ``boundless`` past the edges) and each window's validity mask ``(t, t)``."""
     arrays, masks = [], []
     for row, col in positions:
-        window = Window(col, row, tile, tile)
-        part = _read_open(source, ds, info, window, indexes, names, True, None)
+        window = Window(col, row, setup.tile, setup.tile)
+        part = _read_open(
+            setup.source, ds, setup.info, window, setup.indexes, setup.names, True, None
+        )
         mask = np.all(part.valid, axis=0)  # (t, t)
-        x = (part.values - shift) / scale  # (C, t, t) as in training
+        x = (part.values - setup.shift) / setup.scale  # (C, t, t) as in training
         x[:, ~mask] = 0.0
         arrays.append(x.astype(np.float32, copy=False))
         masks.append(mask)
@@ -388,36 +372,28 @@ class _Job:
     """One prediction run (arguments checked); :meth:`run` writes the GeoTIFF to a path."""
 
     model: Callable[[Tensor], Tensor]
-    source: Path
-    info: RasterInfo
-    indexes: tuple[int, ...]
-    names: tuple[str, ...]
-    shift: np.ndarray
-    scale: np.ndarray
-    tile: int
-    stride: int
+    setup: TileSetup
     batch_size: int
     weights: Tensor
     output: Literal["labels", "probabilities"]
     class_names: tuple[str, ...] | None
-    device: torch.device
     progress: bool
     compress: str | None
     report: dict[str, Any]
 
     def run(self, path: Path) -> None:
-        info, tile = self.info, self.tile
-        rows = window_starts(info.height, tile, self.stride)
-        cols = window_starts(info.width, tile, self.stride)
+        info, tile = self.setup.info, self.setup.tile
+        rows = window_starts(info.height, tile, self.setup.stride)
+        cols = window_starts(info.width, tile, self.setup.stride)
         self.report.update(
-            tiles=len(rows) * len(cols), tile_grid=(len(rows), len(cols)), stride=self.stride
+            tiles=len(rows) * len(cols), tile_grid=(len(rows), len(cols)), stride=self.setup.stride
         )
         positions = [(r, c) for r in rows for c in cols]  # row-major: rows of tiles in order
         strip: _Strip | None = None
         writer: _BlockRowWriter | None = None
         batches = 0
-        weights = self.weights.to(self.device)
-        with _open(self.source) as ds:
+        weights = self.weights.to(self.setup.device)
+        with _open(self.setup.source) as ds:
             try:
                 for batch in _chunks(positions, self.batch_size):
                     inputs, masks = self._read(ds, batch)  # (B, C, t, t), list of (t, t)
@@ -429,7 +405,7 @@ class _Job:
                             num_classes=int(logits.shape[1]),
                             height=min(tile, info.height),
                             width=info.width,
-                            device=self.device,
+                            device=self.setup.device,
                             finish=self._finisher(writer),
                         )
                     for (row, col), tile_logits, mask in zip(batch, logits, masks, strict=True):
@@ -452,21 +428,11 @@ class _Job:
         )
 
     def _read(self, ds: Any, batch: list[tuple[int, int]]) -> tuple[Tensor, list[np.ndarray]]:
-        return read_tiles(
-            self.source,
-            ds,
-            self.info,
-            batch,
-            self.tile,
-            self.indexes,
-            self.names,
-            self.shift,
-            self.scale,
-        )
+        return read_tiles(ds, self.setup, batch)
 
     def _forward(self, inputs: Tensor, *, first: bool) -> Tensor:
-        x = inputs.to(self.device)
-        shape = f"(B={x.shape[0]}, C={x.shape[1]}, {self.tile}, {self.tile})"
+        x = inputs.to(self.setup.device)
+        shape = f"(B={x.shape[0]}, C={x.shape[1]}, {self.setup.tile}, {self.setup.tile})"
         with torch.no_grad():
             try:
                 logits = self.model(x)
@@ -476,30 +442,30 @@ class _Job:
                 if not first:
                     raise
                 raise ValueError(
-                    f"the model failed on the first tiles {shape} of {self.source} (bands "
-                    f"{list(self.names)}); does it take {x.shape[1]} bands and "
-                    f"{self.tile}x{self.tile} tiles? {type(err).__name__}: {err}"
+                    f"the model failed on the first tiles {shape} of {self.setup.source} (bands "
+                    f"{list(self.setup.names)}); does it take {x.shape[1]} bands and "
+                    f"{self.setup.tile}x{self.setup.tile} tiles? {type(err).__name__}: {err}"
                 ) from err
         if (
             not isinstance(logits, Tensor)
             or logits.ndim != 4
             or logits.shape[0] != x.shape[0]
-            or tuple(logits.shape[2:]) != (self.tile, self.tile)
+            or tuple(logits.shape[2:]) != (self.setup.tile, self.setup.tile)
         ):
             got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
             raise ValueError(
-                f"the model returned {got} for tiles {shape} of {self.source}; expected "
-                f"logits (B, K, {self.tile}, {self.tile})"
+                f"the model returned {got} for tiles {shape} of {self.setup.source}; expected "
+                f"logits (B, K, {self.setup.tile}, {self.setup.tile})"
             )
         return logits.float()
 
     def _create(self, path: Path, num_classes: int) -> _BlockRowWriter:
         """Open the output GeoTIFF (needs ``K``, known after the first forward pass)."""
-        info = self.info
+        info = self.setup.info
         if self.class_names is not None and len(self.class_names) != num_classes:
             raise ValueError(
                 f"class_names has {len(self.class_names)} names but the model predicts "
-                f"{num_classes} classes on {self.source}"
+                f"{num_classes} classes on {self.setup.source}"
             )
         if self.output == "labels":
             if num_classes > 65535:
@@ -558,7 +524,7 @@ class _Job:
         if not self.progress:
             return
         done = sum(1 for r in rows if r <= origin)
-        print(f"{self.source.name}: row of tiles {done}/{len(rows)}", file=sys.stderr)
+        print(f"{self.setup.source.name}: row of tiles {done}/{len(rows)}", file=sys.stderr)
 
 
 def _chunks(items: list[tuple[int, int]], size: int) -> Iterator[list[tuple[int, int]]]:
