@@ -5,7 +5,9 @@ Example data is never copied into the project or downloaded; it is read in place
 
 from __future__ import annotations
 
+import glob
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 ENV_VAR = "DOMAINFM_DATA"
@@ -46,3 +48,18 @@ def resolve_data_path(path: str | Path) -> Path:
     if p.is_absolute() or p.exists():
         return p
     return example_data_root() / p
+
+
+def expand_files(patterns: Sequence[str]) -> list[Path]:
+    """Paths and glob patterns (relative ones under the example-data root) → sorted files."""
+    out: list[Path] = []
+    for pattern in patterns:
+        if any(c in pattern for c in "*?["):
+            root = Path("/") if Path(pattern).is_absolute() else example_data_root()
+            matches = sorted(Path(p) for p in glob.glob(str(root / pattern)))
+            if not matches:
+                raise FileNotFoundError(f"no file matches {pattern!r} (under {root})")
+            out += matches
+        else:
+            out.append(resolve_data_path(pattern))
+    return out

@@ -25,15 +25,13 @@ Relative paths (and glob patterns) resolve against the example-data root
 
 from __future__ import annotations
 
-import glob
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Literal
 
 import lightning as L
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from domainfm.core.data_root import example_data_root, resolve_data_path
+from domainfm.core.data_root import expand_files
 from domainfm.core.masking import (
     BlockMasking,
     MaskGenerator,
@@ -46,21 +44,6 @@ from domainfm.domains.geospatial.normalization import band_stats_for
 from domainfm.domains.geospatial.spectral_temporal import CUBE_AXES
 from domainfm.domains.geospatial.stats import BandStats
 from domainfm.domains.geospatial.windows import RasterWindowDataset
-
-
-def expand_files(patterns: Sequence[str]) -> list[Path]:
-    """Paths and glob patterns (relative ones under the example-data root) → sorted files."""
-    out: list[Path] = []
-    for pattern in patterns:
-        if any(c in pattern for c in "*?["):
-            root = Path("/") if Path(pattern).is_absolute() else example_data_root()
-            matches = sorted(Path(p) for p in glob.glob(str(root / pattern)))
-            if not matches:
-                raise FileNotFoundError(f"no raster matches {pattern!r} (under {root})")
-            out += matches
-        else:
-            out.append(resolve_data_path(pattern))
-    return out
 
 
 class RasterPretrainDataModule(L.LightningDataModule):

@@ -103,7 +103,7 @@ class NormalizedDifferenceTarget(MAETarget):
 
     def _moments(self) -> tuple[Tensor, Tensor]:
         if self.mean is None or self.std is None:
-            from domainfm.domains.geospatial.datamodule import expand_files
+            from domainfm.core.data_root import expand_files
             from domainfm.domains.geospatial.stats import compute_band_stats
 
             assert self.stats_files is not None

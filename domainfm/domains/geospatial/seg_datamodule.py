@@ -31,10 +31,9 @@ from typing import Any, Literal
 import lightning as L
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from domainfm.core.data_root import resolve_data_path
+from domainfm.core.data_root import expand_files, resolve_data_path
 from domainfm.core.detection_module import collate_detection
 from domainfm.core.sampling import seeded_loader
-from domainfm.domains.geospatial.datamodule import expand_files
 from domainfm.domains.geospatial.labeled_windows import LabeledRasterDataset
 from domainfm.domains.geospatial.normalization import band_stats_for
 from domainfm.domains.geospatial.stats import BandStats

@@ -1,0 +1,300 @@
+"""Lightning data modules for audio: pretraining on unlabeled recordings, probing/fine-tuning
+on labeled clips.
+
+:class:`AudioPretrainDataModule` indexes the files (bad ones reported and skipped), computes
+the front end's normalization over them once when the front end has none (cached as JSON),
+and serves seeded random segments (:class:`~domainfm.domains.audio.segments.
+AudioSegmentDataset`): ``views="single"`` with MAE masks drawn in the workers, or
+``views="byola"`` with two BYOL-A views standardized per batch (BYOL-A's post-norm).
+
+:class:`AudioClipDataModule` reads a metadata CSV (file, label, group columns) and splits it
+by group — e.g. by speaker, so no voice is in both training and validation.
+
+Both record the front end (with its statistics) in checkpoints (``input_contract``): an
+export knows how to turn a waveform into its input.
+
+Example (YAML for ``domainfm fit``)::
+
+    data:
+      class_path: domainfm.domains.audio.AudioPretrainDataModule
+      init_args:
+        files: [audio/librosa_example_clips/*.ogg]
+        frontend: {class_path: domainfm.domains.audio.LogMelFrontend}
+        frames: 96
+        views: byola
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+from torch.utils.data import default_collate
+from torchdata.stateful_dataloader import StatefulDataLoader
+
+from domainfm.core.data_root import expand_files, resolve_data_path
+from domainfm.core.masking import MaskingCollate, RandomMasking
+from domainfm.core.registry import init_config
+from domainfm.core.sampling import seeded_loader
+from domainfm.domains.audio.augment import BYOLAViews, SpecAugment, normalize_batch
+from domainfm.domains.audio.frontends import LogMelFrontend, _Frontend, compute_frontend_stats
+from domainfm.domains.audio.index import index_audio
+from domainfm.domains.audio.segments import AudioClipDataset, AudioSegmentDataset
+
+
+class BYOLACollate:
+    """Collate BYOL-A samples and standardize each batch of views (BYOL-A's post-norm)."""
+
+    def __call__(self, samples: list[Any]) -> dict[str, Any]:
+        batch: dict[str, Any] = default_collate(samples)
+        for key in ("view1", "view2"):
+            batch[key] = normalize_batch(batch[key])
+        return batch
+
+
+def _frontend_contract(frontend: _Frontend, frames: int) -> dict[str, object]:
+    return {
+        "channels": ["mono"],
+        "sample_rate": frontend.sample_rate,
+        "frontend": init_config(frontend),
+        "frames": frames,
+        "hop_seconds": frontend.hop_length / frontend.sample_rate,
+    }
+
+
+class AudioPretrainDataModule(L.LightningDataModule):
+    """Random segments of unlabeled recordings for self-supervised pretraining.
+
+    Args:
+        files: audio files (paths or glob patterns under the example-data root).
+        frontend: the front end (default BYOL-A's log-mel); its normalization is computed
+            over the files when it has none.
+        frames: segment length in frames.
+        views: ``"single"`` (MAE: masks in the workers) or ``"byola"`` (two views).
+        patch_size: the backbone's patch size ``(F, T)`` (MAE masks).
+        mask_ratio: MAE mask ratio.
+        specaugment: time/frequency masking of ``"input"``.
+        stats_cache: JSON caching the front-end statistics.
+        index_cache: JSON caching the file index.
+        samples_per_epoch: segments per epoch.
+        batch_size: segments per batch.
+        num_workers: loader workers.
+        seed: seed of the segment draws.
+    """
+
+    def __init__(
+        self,
+        *,
+        files: Sequence[str],
+        frontend: _Frontend | None = None,
+        frames: int = 96,
+        views: Literal["single", "byola"] = "single",
+        patch_size: int | Sequence[int] = 16,
+        mask_ratio: float = 0.75,
+        specaugment: SpecAugment | None = None,
+        stats_cache: str | None = None,
+        index_cache: str | None = None,
+        samples_per_epoch: int = 1024,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.patterns = list(files)
+        self.frontend = frontend if frontend is not None else LogMelFrontend()
+        self.frames = frames
+        self.views = views
+        self.patch_size = patch_size
+        self.specaugment = specaugment
+        self.stats_cache = stats_cache
+        self.index_cache = index_cache
+        self.samples_per_epoch = samples_per_epoch
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.collate: Any = (
+            BYOLACollate()
+            if views == "byola"
+            else MaskingCollate(masking=RandomMasking(ratio=mask_ratio), patch_size=patch_size)
+        )
+        self.skipped: list[tuple[str, str]] = []
+        self.train_set: AudioSegmentDataset | None = None
+
+    def setup(self, stage: str) -> None:
+        if self.train_set is not None:
+            return
+        infos, self.skipped = index_audio(expand_files(self.patterns), cache=self.index_cache)
+        if self.frontend.mean is None:
+            mean, std = compute_frontend_stats(
+                [i.path for i in infos], self.frontend, cache=self.stats_cache
+            )
+            self.frontend = self.frontend.with_stats(mean, std)
+        self.train_set = AudioSegmentDataset(
+            infos=infos,
+            frontend=self.frontend,
+            frames=self.frames,
+            views=self.views,
+            samples_per_epoch=self.samples_per_epoch,
+            byola_views=BYOLAViews() if self.views == "byola" else None,
+            specaugment=self.specaugment,
+        )
+
+    def train_dataloader(self) -> StatefulDataLoader:
+        assert self.train_set is not None, "call setup('fit') first"
+        return seeded_loader(
+            self.train_set,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            num_workers=self.num_workers,
+            collate_fn=self.collate,
+        )
+
+    def input_contract(self) -> dict[str, object]:
+        """Rate, front end (with statistics), segment length; files skipped at indexing."""
+        return {
+            **_frontend_contract(self.frontend, self.frames),
+            "skipped_files": [list(s) for s in self.skipped],
+        }
+
+
+def read_metadata(
+    path: Path, *, file_column: str, label_column: str, group_column: str | None
+) -> list[dict[str, str]]:
+    """Rows of a metadata CSV (checked for the columns; files resolved next to the CSV)."""
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = [file_column, label_column] + ([group_column] if group_column else [])
+        missing = [c for c in columns if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path}: no column(s) {missing}; columns are {reader.fieldnames}")
+        rows = list(reader)
+    for row in rows:
+        row[file_column] = str((path.parent / row[file_column]).resolve())
+    return rows
+
+
+class AudioClipDataModule(L.LightningDataModule):
+    """Labeled clips from a metadata CSV, split by group (e.g. speaker).
+
+    Args:
+        metadata: CSV with a file column (paths relative to the CSV), a label column and a
+            group column.
+        file_column, label_column, group_column: the CSV's column names.
+        val_groups: groups held out for validation (and test).
+        frontend: the front end; its normalization is computed over the training clips when
+            it has none.
+        frames: spectrogram length (clips cut or padded).
+        specaugment: masking of training clips.
+        stats_cache: JSON caching the front-end statistics.
+        batch_size: clips per batch.
+        num_workers: loader workers.
+        seed: seed of the training order and cuts.
+    """
+
+    def __init__(
+        self,
+        *,
+        metadata: str,
+        val_groups: Sequence[str],
+        file_column: str = "file",
+        label_column: str = "label",
+        group_column: str = "group",
+        frontend: _Frontend | None = None,
+        frames: int = 96,
+        specaugment: SpecAugment | None = None,
+        stats_cache: str | None = None,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.metadata = metadata
+        self.val_groups = [str(g) for g in val_groups]
+        self.file_column, self.label_column, self.group_column = (
+            file_column,
+            label_column,
+            group_column,
+        )
+        self.frontend = frontend if frontend is not None else LogMelFrontend()
+        self.frames = frames
+        self.specaugment = specaugment
+        self.stats_cache = stats_cache
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.class_names: list[str] = []
+        self.train_set: AudioClipDataset | None = None
+        self.val_set: AudioClipDataset | None = None
+
+    def setup(self, stage: str) -> None:
+        if self.val_set is not None:
+            return
+        path = resolve_data_path(self.metadata)
+        rows = read_metadata(
+            path,
+            file_column=self.file_column,
+            label_column=self.label_column,
+            group_column=self.group_column,
+        )
+        groups = {r[self.group_column] for r in rows}
+        unknown = sorted(set(self.val_groups) - groups)
+        if unknown or not self.val_groups:
+            raise ValueError(
+                f"{path}: val_groups {unknown or '[]'} not among groups {sorted(groups)}"
+            )
+        labels = sorted({r[self.label_column] for r in rows}, key=_natural)
+        self.class_names = labels
+        ids = {name: i for i, name in enumerate(labels)}
+        train = [r for r in rows if r[self.group_column] not in self.val_groups]
+        val = [r for r in rows if r[self.group_column] in self.val_groups]
+        if self.frontend.mean is None:
+            mean, std = compute_frontend_stats(
+                [r[self.file_column] for r in train], self.frontend, cache=self.stats_cache
+            )
+            self.frontend = self.frontend.with_stats(mean, std)
+        for name, part, is_train in (("train_set", train, True), ("val_set", val, False)):
+            setattr(
+                self,
+                name,
+                AudioClipDataset(
+                    files=[r[self.file_column] for r in part],
+                    labels=[ids[r[self.label_column]] for r in part],
+                    frontend=self.frontend,
+                    frames=self.frames,
+                    train=is_train,
+                    specaugment=self.specaugment if is_train else None,
+                ),
+            )
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def train_dataloader(self) -> StatefulDataLoader:
+        assert self.train_set is not None, "call setup('fit') first"
+        return seeded_loader(
+            self.train_set, batch_size=self.batch_size, seed=self.seed, num_workers=self.num_workers
+        )
+
+    def val_dataloader(self) -> StatefulDataLoader:
+        assert self.val_set is not None, "call setup() first"
+        return StatefulDataLoader(self.val_set, batch_size=self.batch_size, num_workers=0)
+
+    def test_dataloader(self) -> StatefulDataLoader:
+        return self.val_dataloader()
+
+    def input_contract(self) -> dict[str, object]:
+        """Rate, front end (with statistics), clip length, class names, the held-out groups."""
+        return {
+            **_frontend_contract(self.frontend, self.frames),
+            "class_names": self.class_names,
+            "val_groups": self.val_groups,
+        }
+
+
+def _natural(text: str) -> tuple[int, str]:
+    """Sort key: numbers numerically ("2" < "10"), then text."""
+    return (int(text), "") if text.lstrip("-").isdigit() else (1 << 62, text)

@@ -1,0 +1,258 @@
+"""Audio front ends: waveform → normalized time–frequency "image", as modules that travel with
+the checkpoint config.
+
+Each front end is registered in :data:`FRONTENDS` and records its constructor arguments, so
+a data module writes ``init_config(frontend)`` into the checkpoint's input contract and
+``domainfm export`` / the HEAR wrapper rebuild the exact same features later.
+
+* :class:`LogMelFrontend` — BYOL-A's log-mel (Niizumi et al. 2021, arXiv:2103.06695):
+  torchaudio ``MelSpectrogram`` (16 kHz, ``n_fft`` 1024, window 1024, hop 160 = 10 ms,
+  64 mels, 60–7800 Hz, power 2) then ``log(x + eps)`` with ``eps`` the float32 machine
+  epsilon; normalized ``(x - mean) / std`` with scalar dataset statistics.
+* :class:`KaldiFbankFrontend` — AST/SSAST/AudioMAE's Kaldi fbank (Gong et al. 2021,
+  arXiv:2104.01778; Huang et al. 2022, arXiv:2207.06405): ``torchaudio.compliance.kaldi.
+  fbank`` with HTK-compatible 128 mel bins, 25 ms Hanning windows every 10 ms, no energy,
+  no dither, on the waveform minus its mean; normalized ``(x - mean) / (2 std)`` with
+  AudioSet's mean ``-4.2677393`` and std ``4.5689974`` by default (AST's recipe).
+
+Shapes::
+
+    waveform   (..., N)        mono samples at ``sample_rate`` (any leading dims)
+    output     (..., F, T)     F mel bins, T frames (10 ms apart)
+
+:func:`compute_frontend_stats` computes the scalar mean/std of a front end's (un-normalized)
+features over a folder's files once (BYOL-A computes them per dataset), cached as JSON.
+
+Example::
+
+    >>> frontend = LogMelFrontend(mean=-7.1, std=4.2)
+    >>> frontend(torch.zeros(2, 16000)).shape
+    torch.Size([2, 64, 101])
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from domainfm.core.checkpoint_io import atomic_write_json
+from domainfm.core.registry import Registry
+
+FRONTENDS: Registry[type] = Registry("audio front end", record_init=True)
+
+FLOAT32_EPS = float(torch.finfo(torch.float32).eps)
+AUDIOSET_FBANK_MEAN = -4.2677393
+"""AST's AudioSet mean of the Kaldi fbank features."""
+AUDIOSET_FBANK_STD = 4.5689974
+"""AST's AudioSet standard deviation of the Kaldi fbank features."""
+
+
+class _Frontend(nn.Module):
+    """Shared parts: the rate, the normalization and the frame hop."""
+
+    sample_rate: int
+    hop_length: int
+    n_bins: int
+    mean: float | None
+    std: float | None
+
+    def _normalize(self, x: Tensor, scale: float) -> Tensor:
+        if self.mean is None or self.std is None:
+            return x
+        return (x - self.mean) / (scale * max(self.std, 1e-12))
+
+    def with_stats(self, mean: float | None, std: float | None) -> _Frontend:
+        """A copy of this front end normalizing with ``mean``/``std`` (``None``: raw)."""
+        from domainfm.core.registry import init_config
+
+        kwargs = init_config(self)["kwargs"]
+        kwargs.update(mean=mean, std=std)
+        copy: _Frontend = type(self)(**kwargs)
+        return copy
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames for ``num_samples`` samples."""
+        raise NotImplementedError
+
+    def num_samples(self, frames: int) -> int:
+        """The fewest samples giving ``frames`` frames."""
+        raise NotImplementedError
+
+
+@FRONTENDS.register("log_mel")
+class LogMelFrontend(_Frontend):
+    """BYOL-A log-mel spectrogram (see the module docstring).
+
+    Args:
+        sample_rate: input rate (Hz).
+        n_fft: FFT size.
+        win_length: window length (samples).
+        hop_length: hop (samples); 160 at 16 kHz is 10 ms.
+        n_mels: mel bins ``F``.
+        f_min, f_max: mel range (Hz).
+        mean, std: scalar normalization (``None``: un-normalized log-mel).
+        eps: added before the log.
+    """
+
+    def __init__(
+        self,
+        *,
+        sample_rate: int = 16000,
+        n_fft: int = 1024,
+        win_length: int = 1024,
+        hop_length: int = 160,
+        n_mels: int = 64,
+        f_min: float = 60.0,
+        f_max: float = 7800.0,
+        mean: float | None = None,
+        std: float | None = None,
+        eps: float = FLOAT32_EPS,
+    ) -> None:
+        super().__init__()
+        import torchaudio
+
+        self.sample_rate = sample_rate
+        self.hop_length = hop_length
+        self.n_bins = n_mels
+        self.mean, self.std, self.eps = mean, std, eps
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=sample_rate,
+            n_fft=n_fft,
+            win_length=win_length,
+            hop_length=hop_length,
+            n_mels=n_mels,
+            f_min=f_min,
+            f_max=f_max,
+        )
+
+    def forward(self, waveform: Tensor) -> Tensor:
+        """``(..., N)`` → ``(..., n_mels, 1 + N // hop)``."""
+        x = (self.mel(waveform.float()) + self.eps).log()
+        return self._normalize(x, 1.0)
+
+    def num_frames(self, num_samples: int) -> int:
+        return 1 + num_samples // self.hop_length  # centered STFT
+
+    def num_samples(self, frames: int) -> int:
+        return (frames - 1) * self.hop_length
+
+
+@FRONTENDS.register("kaldi_fbank")
+class KaldiFbankFrontend(_Frontend):
+    """AST/SSAST/AudioMAE Kaldi fbank (see the module docstring).
+
+    Args:
+        sample_rate: input rate (Hz).
+        num_mel_bins: mel bins ``F``.
+        frame_length_ms, frame_shift_ms: window and hop (ms).
+        mean, std: normalization ``(x - mean) / (2 std)`` (AST's); ``None``: raw fbank.
+    """
+
+    def __init__(
+        self,
+        *,
+        sample_rate: int = 16000,
+        num_mel_bins: int = 128,
+        frame_length_ms: float = 25.0,
+        frame_shift_ms: float = 10.0,
+        mean: float | None = AUDIOSET_FBANK_MEAN,
+        std: float | None = AUDIOSET_FBANK_STD,
+    ) -> None:
+        super().__init__()
+        self.sample_rate = sample_rate
+        self.n_bins = num_mel_bins
+        self.frame_length_ms = frame_length_ms
+        self.frame_shift_ms = frame_shift_ms
+        self.hop_length = round(sample_rate * frame_shift_ms / 1000)
+        self.mean, self.std = mean, std
+
+    def _one(self, waveform: Tensor) -> Tensor:
+        from torchaudio.compliance.kaldi import fbank
+
+        if waveform.shape[-1] < self.num_window_samples:
+            short = self.num_window_samples - waveform.shape[-1]
+            waveform = nn.functional.pad(waveform, (0, short))
+        feats = fbank(
+            (waveform - waveform.mean())[None],
+            htk_compat=True,
+            sample_frequency=self.sample_rate,
+            use_energy=False,
+            window_type="hanning",
+            num_mel_bins=self.n_bins,
+            dither=0.0,
+            frame_length=self.frame_length_ms,
+            frame_shift=self.frame_shift_ms,
+        )  # (T, F)
+        return feats.T  # (F, T)
+
+    @property
+    def num_window_samples(self) -> int:
+        return round(self.sample_rate * self.frame_length_ms / 1000)
+
+    def forward(self, waveform: Tensor) -> Tensor:
+        """``(..., N)`` → ``(..., num_mel_bins, T)`` (Kaldi framing, no padding at the ends)."""
+        lead = waveform.shape[:-1]
+        flat = waveform.float().reshape(-1, waveform.shape[-1])  # (M, N)
+        out = torch.stack([self._one(w) for w in flat])  # (M, F, T)
+        return self._normalize(out.reshape(*lead, *out.shape[1:]), 2.0)
+
+    def num_frames(self, num_samples: int) -> int:
+        n = max(num_samples, self.num_window_samples)
+        return 1 + (n - self.num_window_samples) // self.hop_length
+
+    def num_samples(self, frames: int) -> int:
+        return self.num_window_samples + (frames - 1) * self.hop_length
+
+
+def build_frontend(config: dict[str, Any]) -> _Frontend:
+    """A front end from ``{"architecture": name, "kwargs": {...}}`` (as recorded)."""
+    frontend: _Frontend = FRONTENDS.get(config["architecture"])(**config["kwargs"])
+    return frontend
+
+
+def compute_frontend_stats(
+    files: Sequence[str | Path],
+    frontend: _Frontend,
+    *,
+    max_seconds_per_file: float = 10.0,
+    cache: str | Path | None = None,
+) -> tuple[float, float]:
+    """Scalar mean/std of ``frontend``'s un-normalized features over ``files`` (at most the
+    first ``max_seconds_per_file`` of each, resampled to the front end's rate), as BYOL-A
+    normalizes. Files that fail to decode raise (naming the file). With ``cache``, the
+    result is stored as JSON keyed by the files and the front end's config and reused."""
+    from domainfm.core.registry import init_config
+    from domainfm.domains.audio.io import iter_audio_windows
+
+    raw = frontend.with_stats(None, None)
+    key = {
+        "files": sorted(str(Path(f).resolve()) for f in files),
+        "frontend": init_config(raw),
+        "max_seconds_per_file": max_seconds_per_file,
+    }
+    if cache is not None and Path(cache).is_file():
+        stored = json.loads(Path(cache).read_text())
+        if stored.get("key") == key:
+            return float(stored["mean"]), float(stored["std"])
+    total, total_sq, count = 0.0, 0.0, 0
+    for path in files:
+        for _, window in iter_audio_windows(
+            path, window_s=max_seconds_per_file, sample_rate=frontend.sample_rate, pad_last=False
+        ):
+            feats = raw(window[0]).double()  # (F, T)
+            total += float(feats.sum())
+            total_sq += float((feats**2).sum())
+            count += feats.numel()
+            break  # the first window only
+    if count == 0:
+        raise ValueError("no audio decoded: cannot compute front-end statistics")
+    mean = total / count
+    std = max(total_sq / count - mean**2, 0.0) ** 0.5
+    if cache is not None:
+        atomic_write_json(cache, {"key": key, "mean": mean, "std": std})
+    return mean, std

@@ -1,0 +1,187 @@
+"""Datasets of spectrogram segments: random segments of unlabeled recordings for pretraining,
+and whole labeled clips for probing / fine-tuning.
+
+:class:`AudioSegmentDataset` draws, per sample (seeded), a file with probability
+proportional to its duration and a segment start uniformly inside it, reads only that part
+(seek + decode, :func:`~domainfm.domains.audio.io.read_segment`), resamples it to the front
+end's rate and turns it into a ``(1, F, frames)`` normalized spectrogram. ``views``:
+
+* ``"single"`` — ``{"input"}`` (for MAE: masks are drawn by the collate function);
+* ``"byola"`` — ``{"view1", "view2"}``: two :class:`~domainfm.domains.audio.augment.
+  BYOLAViews` of the segment (BYOL-A), plus ``"input"`` (the unaugmented segment, for
+  monitors);
+* with ``specaugment``, ``"input"`` is additionally time/frequency masked.
+
+A segment that fails to decode (corrupt part of a file, NaN samples) is **skipped and
+counted** (:attr:`AudioSegmentDataset.skipped_reads`, per worker) and another is drawn — a
+bad sample never stops a long run; ``max_tries`` failures in a row raise, naming the last
+file.
+
+:class:`AudioClipDataset` serves labeled clips whole: each is decoded, resampled, and cut or
+zero-padded to ``frames`` (training: a random cut when longer; evaluation: the centre) —
+``{"input": (1, F, frames), "label": () int64}``.
+
+Example::
+
+    >>> ds = AudioSegmentDataset(infos=infos, frontend=LogMelFrontend(mean=-4, std=5),
+    ...                          frames=96, views="byola", samples_per_epoch=512)
+    >>> ds[(0, 123)]["view1"].shape
+    torch.Size([1, 64, 96])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from domainfm.domains.audio.augment import BYOLAViews, SpecAugment
+from domainfm.domains.audio.frontends import _Frontend
+from domainfm.domains.audio.io import AudioInfo, load_audio, read_segment
+
+
+def _fit_frames(x: Tensor, frames: int, offset: int | None) -> Tensor:
+    """Cut ``(C, F, T)`` to ``frames`` frames from ``offset`` (``None``: centre) or zero-pad
+    at the end."""
+    t = x.shape[-1]
+    if t < frames:
+        return torch.nn.functional.pad(x, (0, frames - t))
+    start = (t - frames) // 2 if offset is None else min(offset, t - frames)
+    return x[..., start : start + frames]
+
+
+class AudioSegmentDataset(Dataset[dict[str, Tensor]]):
+    """Random segments of recordings as spectrograms (see the module docstring).
+
+    Args:
+        infos: the files (from :func:`~domainfm.domains.audio.index.index_audio`).
+        frontend: waveform → ``(F, T)`` features (normalized).
+        frames: segment length ``T`` in frames (96 at a 10 ms hop: BYOL-A's 0.95 s).
+        views: ``"single"`` or ``"byola"``.
+        samples_per_epoch: segments per epoch.
+        byola_views: the BYOL-A view maker (default settings when omitted).
+        specaugment: masking applied to ``"input"`` (``None``: none).
+        max_tries: consecutive failed reads before raising.
+    """
+
+    def __init__(
+        self,
+        *,
+        infos: Sequence[AudioInfo],
+        frontend: _Frontend,
+        frames: int = 96,
+        views: Literal["single", "byola"] = "single",
+        samples_per_epoch: int = 1024,
+        byola_views: BYOLAViews | None = None,
+        specaugment: SpecAugment | None = None,
+        max_tries: int = 10,
+    ) -> None:
+        if not infos:
+            raise ValueError("no readable audio files to draw segments from")
+        if views not in ("single", "byola"):
+            raise ValueError(f"views={views!r}: must be 'single' or 'byola'")
+        self.infos = list(infos)
+        self.frontend = frontend
+        self.frames = frames
+        self.views = views
+        self.samples_per_epoch = samples_per_epoch
+        self.byola_views = byola_views or (BYOLAViews() if views == "byola" else None)
+        self.specaugment = specaugment
+        self.max_tries = max_tries
+        self.num_samples = frontend.num_samples(frames)
+        self.weights = torch.tensor([i.duration for i in self.infos], dtype=torch.float64)
+        self.skipped_reads = 0
+        self.last_error: str | None = None
+
+    def __len__(self) -> int:
+        return self.samples_per_epoch
+
+    def spectrogram(self, info: AudioInfo, start: int) -> Tensor:
+        """The normalized ``(1, F, frames)`` spectrogram of the segment at frame ``start``."""
+        wave = read_segment(
+            info, start=start, num_samples=self.num_samples, sample_rate=self.frontend.sample_rate
+        )  # (1, n)
+        with torch.no_grad():
+            x = self.frontend(wave)  # (1, F, T)
+        return _fit_frames(x, self.frames, 0)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Tensor]:
+        """A segment; ``key`` is an index or ``(index, seed)`` from the seeded sampler."""
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        generator = torch.Generator().manual_seed(seed if seed is not None else index)
+        for _ in range(self.max_tries):
+            info = self.infos[int(torch.multinomial(self.weights, 1, generator=generator))]
+            needed = round(self.num_samples * info.sample_rate / self.frontend.sample_rate)
+            span = max(1, info.frames - needed)  # file frames a segment can start at
+            start = int(torch.randint(0, span, (), generator=generator))
+            try:
+                x = self.spectrogram(info, start)
+            except ValueError as err:
+                self.skipped_reads += 1
+                self.last_error = str(err)
+                continue
+            return self._sample(x, generator, seed)
+        raise ValueError(f"{self.max_tries} segment reads failed in a row; last: {self.last_error}")
+
+    def _sample(self, x: Tensor, generator: torch.Generator, seed: int | None) -> dict[str, Any]:
+        sample: dict[str, Any] = {"input": x}
+        if self.views == "byola":
+            assert self.byola_views is not None
+            sample["view1"], sample["view2"] = self.byola_views(x, generator)
+        if self.specaugment is not None:
+            sample["input"] = self.specaugment(x, generator)
+        if seed is not None:
+            sample["seed"] = torch.tensor(seed)
+        return sample
+
+
+class AudioClipDataset(Dataset[dict[str, Tensor]]):
+    """Labeled clips as fixed-size spectrograms (see the module docstring).
+
+    Args:
+        files: clip paths.
+        labels: class id per clip.
+        frontend: waveform → ``(F, T)`` features (normalized).
+        frames: spectrogram length ``T`` (clips cut or zero-padded).
+        train: random cuts of longer clips (else the centre).
+        specaugment: masking for training (``None``: none).
+    """
+
+    def __init__(
+        self,
+        *,
+        files: Sequence[str],
+        labels: Sequence[int],
+        frontend: _Frontend,
+        frames: int = 96,
+        train: bool = False,
+        specaugment: SpecAugment | None = None,
+    ) -> None:
+        if len(files) != len(labels):
+            raise ValueError(f"{len(files)} files but {len(labels)} labels")
+        self.files = list(files)
+        self.labels = [int(v) for v in labels]
+        self.frontend = frontend
+        self.frames = frames
+        self.train = train
+        self.specaugment = specaugment
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Tensor]:
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        generator = torch.Generator().manual_seed(seed if seed is not None else index)
+        wave, _ = load_audio(self.files[index], self.frontend.sample_rate, mono=True)
+        with torch.no_grad():
+            x = self.frontend(wave)  # (1, F, T)
+        offset = None
+        if self.train and x.shape[-1] > self.frames:
+            offset = int(torch.randint(0, x.shape[-1] - self.frames + 1, (), generator=generator))
+        x = _fit_frames(x, self.frames, offset)
+        if self.train and self.specaugment is not None:
+            x = self.specaugment(x, generator)
+        return {"input": x, "label": torch.tensor(self.labels[index])}
