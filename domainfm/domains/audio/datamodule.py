@@ -40,7 +40,12 @@ from domainfm.core.masking import MaskingCollate, RandomMasking
 from domainfm.core.registry import init_config
 from domainfm.core.sampling import seeded_loader
 from domainfm.domains.audio.augment import BYOLAViews, SpecAugment, normalize_batch
-from domainfm.domains.audio.frontends import LogMelFrontend, _Frontend, compute_frontend_stats
+from domainfm.domains.audio.frontends import (
+    LogMelFrontend,
+    _Frontend,
+    build_frontend,
+    compute_frontend_stats,
+)
 from domainfm.domains.audio.index import index_audio
 from domainfm.domains.audio.segments import AudioClipDataset, AudioSegmentDataset
 
@@ -160,6 +165,46 @@ class AudioPretrainDataModule(L.LightningDataModule):
         }
 
 
+def checkpoint_frontend(path: str | Path, frontend: _Frontend | None = None) -> _Frontend:
+    """The front end recorded in an export / checkpoint (with its statistics).
+
+    A given ``frontend`` must agree with it on every setting but the statistics: the
+    checkpoint fixes the sample rate, the mel/fbank layout and the hop.
+
+    Raises:
+        ValueError: naming the checkpoint: it records no audio front end, or ``frontend``
+            differs (e.g. a sample-rate mismatch), with the settings that differ.
+    """
+    from domainfm.pretrained.load import read_backbone_source
+
+    config, _, _ = read_backbone_source(path)
+    recorded = (config.get("input") or {}).get("frontend")
+    if not isinstance(recorded, dict):
+        raise ValueError(f"{path} records no audio front end; it is not an audio checkpoint")
+    built = build_frontend(recorded)
+    if frontend is not None:
+        ours = init_config(frontend)
+        if ours["architecture"] != recorded["architecture"]:
+            raise ValueError(
+                f"{path} was trained on {recorded['architecture']!r} features, not "
+                f"{ours['architecture']!r}"
+            )
+        if frontend.sample_rate != built.sample_rate:
+            raise ValueError(
+                f"{path} fixes the sample rate at {built.sample_rate} Hz but the front end "
+                f"given resamples to {frontend.sample_rate} Hz; drop frontend to use the "
+                "checkpoint's"
+            )
+        differ = {
+            k: (v, recorded["kwargs"].get(k))
+            for k, v in ours["kwargs"].items()
+            if k not in ("mean", "std") and recorded["kwargs"].get(k) != v
+        }
+        if differ:
+            raise ValueError(f"{path} front end differs (given, recorded): {differ}")
+    return built
+
+
 def read_metadata(
     path: Path, *, file_column: str, label_column: str, group_column: str | None
 ) -> list[dict[str, str]]:
@@ -186,6 +231,9 @@ class AudioClipDataModule(L.LightningDataModule):
         val_groups: groups held out for validation (and test).
         frontend: the front end; its normalization is computed over the training clips when
             it has none.
+        frontend_from: an export folder or ``.ckpt`` whose recorded front end (and
+            statistics) to use — what a probe of a pretrained model needs; a ``frontend``
+            given as well must match it (a sample-rate mismatch is an error naming it).
         frames: spectrogram length (clips cut or padded).
         specaugment: masking of training clips.
         stats_cache: JSON caching the front-end statistics.
@@ -203,6 +251,7 @@ class AudioClipDataModule(L.LightningDataModule):
         label_column: str = "label",
         group_column: str = "group",
         frontend: _Frontend | None = None,
+        frontend_from: str | None = None,
         frames: int = 96,
         specaugment: SpecAugment | None = None,
         stats_cache: str | None = None,
@@ -218,6 +267,8 @@ class AudioClipDataModule(L.LightningDataModule):
             label_column,
             group_column,
         )
+        if frontend_from is not None:
+            frontend = checkpoint_frontend(resolve_data_path(frontend_from), frontend)
         self.frontend = frontend if frontend is not None else LogMelFrontend()
         self.frames = frames
         self.specaugment = specaugment
