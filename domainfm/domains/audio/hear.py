@@ -21,8 +21,8 @@ apart); ``T`` is cut into consecutive chunks of the model's segment length (the 
 zero-padded in the normalized domain), each chunk is encoded, and its tokens are averaged
 over the frequency axis of the token grid, leaving one embedding per time column of tokens
 (every ``patch_t`` frames: 160 ms for 16-frame patches, 80 ms for AudioNTT2020). Each is
-stamped at the centre of its frames; columns starting at or past the audio's last sample are dropped. The
-scene embedding is the mean of the timestamp embeddings.
+stamped at the centre of its frames; columns starting at or past the audio's last sample
+are dropped. The scene embedding is the mean of the timestamp embeddings.
 
 :func:`embed_file` does the same for a file of any length, read window by window
 (:func:`~domainfm.domains.audio.io.iter_audio_windows`): memory holds one window and the
@@ -88,7 +88,8 @@ class HEARModel(nn.Module):
             chunks = max(1, -(-total // self.frames))
             feats = nn.functional.pad(feats, (0, chunks * self.frames - total))
             x = rearrange(feats, "n f (c t) -> (n c) 1 f t", t=self.frames)
-            tokens, grid = self.backbone.forward_tokens(x.to(self._device()))  # type: ignore[operator]
+            encode = self.backbone.forward_tokens  # (n*c, P + N, D), grid
+            tokens, grid = encode(x.to(self._device()))  # type: ignore[operator]
             prefix = int(getattr(self.backbone, "num_prefix_tokens", 0))
             tokens = tokens[:, prefix:].reshape(tokens.shape[0], *grid.shape, -1)
             columns = tokens.mean(dim=1)  # (n*c, gt, D): average over the frequency axis

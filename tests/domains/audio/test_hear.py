@@ -15,8 +15,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from domainfm.core.export import CONFIG_NAME, WEIGHTS_NAME, FORMAT
 from domainfm.core.checkpoint_io import save_safetensors
+from domainfm.core.export import CONFIG_NAME, FORMAT, WEIGHTS_NAME
 from domainfm.core.registry import init_config
 from domainfm.core.vit import VisionTransformerND
 from domainfm.domains.audio import AudioNTT2020, LogMelFrontend, load_audio
