@@ -10,6 +10,8 @@
 * ``detect CKPT INPUT OUTPUT``: object detection with a fine-tuned ``DetectionModule``
   checkpoint over a GeoTIFF of any size (tiled; boxes merged across tiles), written as
   GeoJSON polygons in the input's CRS (or WGS84) with class, score and pixel box.
+* ``sed CKPT OUT.csv FILES...``: sound event detection with a ``SoundEventModule``
+  checkpoint; ``file,onset,offset,label`` rows, scored against ``--reference`` if given.
 
 Example::
 
@@ -247,10 +249,61 @@ def _detect(argv: Sequence[str]) -> int:
     return 0
 
 
+def _sed(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="domainfm sed",
+        description=(
+            "Sound event detection with a SoundEventModule checkpoint: audio files of any "
+            "length in, a CSV of file,onset,offset,label (seconds) out."
+        ),
+    )
+    parser.add_argument("ckpt", help="Lightning .ckpt of a SoundEventModule run")
+    parser.add_argument("output", help="output CSV")
+    parser.add_argument("files", nargs="+", help="audio files")
+    parser.add_argument("--threshold", type=float, default=0.5, help="activity threshold")
+    parser.add_argument("--min-gap", type=float, default=0.1, help="gaps closed (s)")
+    parser.add_argument("--min-duration", type=float, default=0.05, help="shortest event (s)")
+    parser.add_argument("--reference", help="events CSV to score against (event F1)")
+    parser.add_argument("--collar", type=float, default=0.2, help="onset collar (s)")
+    args = parser.parse_args(argv)
+    from domainfm.domains.audio.sed import (
+        detect_events,
+        event_f1,
+        load_sound_event_model,
+        read_events_csv,
+        write_events_csv,
+    )
+
+    module, meta = load_sound_event_model(args.ckpt)
+    events = detect_events(
+        module,
+        meta,
+        args.files,
+        threshold=args.threshold,
+        min_gap=args.min_gap,
+        min_duration=args.min_duration,
+    )
+    out = write_events_csv(args.output, events)
+    score = ""
+    if args.reference:
+        reference = read_events_csv(args.reference)
+        wanted = {str(f) for f in args.files}
+        reference = [e for e in reference if e.file in wanted]
+        score = f", event F1 {event_f1(events, reference, collar=args.collar):.3f}"
+    print(f"domainfm sed: wrote {out} ({len(events)} events in {len(args.files)} files{score})")
+    return 0
+
+
 def main(args: Sequence[str] | None = None) -> None:
     """Entry point of the ``domainfm`` console script."""
     argv = list(sys.argv[1:] if args is None else args)
-    commands = {"export": _export, "inspect": _inspect, "segment": _segment, "detect": _detect}
+    commands = {
+        "export": _export,
+        "inspect": _inspect,
+        "segment": _segment,
+        "detect": _detect,
+        "sed": _sed,
+    }
     if argv and argv[0] in commands:
         try:
             sys.exit(commands[argv[0]](argv[1:]))

@@ -316,3 +316,112 @@ def test_geospatial_pretrain_export_finetune_predict(tmp_path: Path, data_root: 
         assert left <= ring[:, 0].min() and ring[:, 0].max() <= right
         assert bottom <= ring[:, 1].min() and ring[:, 1].max() <= top
         assert feature["properties"]["class_name"] in ("shrubland", "built-up")
+
+
+MAE_AUDIO = REPO / "configs/audio/mae_audio.yaml"
+BYOLA_AUDIO = REPO / "configs/audio/byola_audio.yaml"
+PROBE_DIGITS = REPO / "configs/audio/probe_digits.yaml"
+SED_DIGITS = REPO / "configs/audio/sed_digits.yaml"
+
+
+def test_audio_pretrain_export_probe_hear_sed(tmp_path: Path, data_root: Path) -> None:
+    """Audio through the real CLI on the shipped clips: MAE and BYOL-A pretraining → export →
+    load (strict) → linear probe on spoken digits split by speaker (front end from the
+    export) → HEAR scene/timestamp embeddings of the export → SED fine-tuning on composed
+    digit sequences → `domainfm sed` writing (file, onset, offset, label) rows, scored
+    against the sequences' reference events."""
+    from domainfm.domains.audio import EventSequenceDataset, write_event_sequences
+    from domainfm.domains.audio.datamodule import checkpoint_frontend
+    from domainfm.domains.audio.hear import (
+        get_scene_embeddings,
+        get_timestamp_embeddings,
+        load_model,
+    )
+    from domainfm.pretrained.load import load_backbone
+
+    env = {**os.environ, "DOMAINFM_DATA": str(data_root)}
+    quiet = ("--trainer.enable_progress_bar=false",)
+    cli = [sys.executable, "-m", "domainfm.cli"]
+    exports = {}
+    for name, config_file in (("byola", BYOLA_AUDIO), ("mae", MAE_AUDIO)):
+        pre = tmp_path / f"pre_{name}"
+        args = (*quiet, "--trainer.max_steps=2", "--data.init_args.num_workers=0")
+        _run(_cli("fit", config_file, pre, *args), tmp_path, env)
+        export = exports[name] = tmp_path / f"export_{name}"
+        _run([*cli, "export", str(next(pre.rglob("last.ckpt"))), str(export)], tmp_path, env)
+        backbone, report = load_backbone(export)
+        assert not report.missing and not report.unexpected
+        assert backbone(torch.zeros(1, 1, 64, 96)).shape == (1, backbone.embed_dim)
+        frontend = json.loads((export / "config.json").read_text())["input"]["frontend"]
+        assert frontend["architecture"] == "log_mel" and frontend["kwargs"]["mean"] is not None
+        model = load_model(str(export))
+        audio = torch.randn(3, 16000) * 0.1
+        emb, ts = get_timestamp_embeddings(audio, model)
+        assert emb.shape[:2] == ts.shape and emb.shape[0] == 3
+        assert emb.shape[2] == model.timestamp_embedding_size == backbone.embed_dim
+        assert get_scene_embeddings(audio, model).shape == (3, model.scene_embedding_size)
+    export = exports["mae"]
+
+    probe = tmp_path / "probe"
+    from_export = (
+        f"--model.init_args.pretrained={export}",
+        "--model.init_args.backbone=null",
+        f"--data.init_args.frontend_from={export}",
+        "--data.init_args.frontend=null",
+    )
+    _run(
+        _cli(
+            "fit",
+            PROBE_DIGITS,
+            probe,
+            *quiet,
+            "--trainer.max_steps=2",
+            "--trainer.limit_train_batches=2",  # one short epoch, then validation
+            "--trainer.limit_val_batches=2",
+            *from_export,
+        ),
+        tmp_path,
+        env,
+    )
+    header = next(probe.rglob("metrics.csv")).read_text().splitlines()[0]
+    assert "val/acc" in header, header
+
+    sed = tmp_path / "sed"
+    _run(
+        _cli(
+            "fit",
+            SED_DIGITS,
+            sed,
+            *quiet,
+            "--trainer.max_steps=2",
+            "--data.init_args.sequences_per_epoch=32",
+            "--data.init_args.val_sequences=4",
+            *from_export,
+        ),
+        tmp_path,
+        env,
+    )
+    header = next(sed.rglob("metrics.csv")).read_text().splitlines()[0]
+    assert "val/frame_f1" in header, header
+    george = sorted((data_root / "audio/fsdd_spoken_digits/recordings").glob("*_george_*.wav"))
+    sequences = EventSequenceDataset(
+        files=[str(p) for p in george],
+        labels=[int(p.name.split("_")[0]) for p in george],
+        num_classes=10,
+        frontend=checkpoint_frontend(export),
+        frames=400,
+    )
+    files, events = write_event_sequences(
+        sequences, tmp_path / "sequences", count=3, class_names=[str(k) for k in range(10)]
+    )
+    out = tmp_path / "events.csv"
+    ckpt = next(sed.rglob("last.ckpt"))
+    args = ["--threshold=0.05", f"--reference={tmp_path / 'sequences' / 'events.csv'}"]
+    proc = _run([*cli, "sed", str(ckpt), str(out), *map(str, files), *args], tmp_path, env)
+    assert "event F1" in proc.stdout, proc.stdout
+    rows = out.read_text().splitlines()
+    assert rows[0] == "file,onset,offset,label" and len(rows) > 1
+    for row in rows[1:]:
+        file, onset, offset, label = row.split(",")
+        assert file in {str(f) for f in files} and 0 <= float(onset) < float(offset) <= 4.01
+        assert label in {str(k) for k in range(10)}

@@ -1,7 +1,8 @@
 """Audio: soundfile decoding with clear errors, torchaudio resampling, long files in windows,
 a cached folder index, BYOL-A log-mel and AST Kaldi-fbank front ends that travel with
 checkpoints, SpecAugment and BYOL-A views, the AudioNTT2020 encoder and its released
-weights, and data modules for pretraining on recordings and probing on labeled clips."""
+weights, data modules for pretraining on recordings and probing on labeled clips, the HEAR
+API (``domainfm.domains.audio.hear``) and sound event detection."""
 
 from domainfm.domains.audio import released  # noqa: F401  (registers the releases)
 from domainfm.domains.audio.augment import (
@@ -11,7 +12,11 @@ from domainfm.domains.audio.augment import (
     SpecAugment,
     normalize_batch,
 )
-from domainfm.domains.audio.datamodule import AudioClipDataModule, AudioPretrainDataModule
+from domainfm.domains.audio.datamodule import (
+    AudioClipDataModule,
+    AudioPretrainDataModule,
+    SoundEventDataModule,
+)
 from domainfm.domains.audio.frontends import (
     FRONTENDS,
     KaldiFbankFrontend,
@@ -29,6 +34,17 @@ from domainfm.domains.audio.io import (
     resample,
 )
 from domainfm.domains.audio.ntt import AudioNTT2020
+from domainfm.domains.audio.sed import (
+    Event,
+    EventSequenceDataset,
+    SoundEventModule,
+    activity_to_events,
+    detect_events,
+    event_f1,
+    load_sound_event_model,
+    write_event_sequences,
+    write_events_csv,
+)
 from domainfm.domains.audio.segments import AudioClipDataset, AudioSegmentDataset
 
 __all__ = [
@@ -41,18 +57,28 @@ __all__ = [
     "AudioSegmentDataset",
     "AudioSkippedWarning",
     "BYOLAViews",
+    "Event",
+    "EventSequenceDataset",
     "KaldiFbankFrontend",
     "LogMelFrontend",
     "MixupBYOLA",
     "RandomResizeCrop",
+    "SoundEventDataModule",
+    "SoundEventModule",
     "SpecAugment",
+    "activity_to_events",
     "audio_info",
     "build_frontend",
     "compute_frontend_stats",
+    "detect_events",
+    "event_f1",
     "index_audio",
     "iter_audio_windows",
     "load_audio",
+    "load_sound_event_model",
     "normalize_batch",
     "read_segment",
     "resample",
+    "write_event_sequences",
+    "write_events_csv",
 ]

@@ -277,12 +277,18 @@ class AudioClipDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.class_names: list[str] = []
-        self.train_set: AudioClipDataset | None = None
-        self.val_set: AudioClipDataset | None = None
+        self.train_set: Any = None
+        self.val_set: Any = None
 
     def setup(self, stage: str) -> None:
         if self.val_set is not None:
             return
+        train, val, ids = self._split()
+        self.train_set, self.val_set = self._datasets(train, val, ids)
+
+    def _split(self) -> tuple[list[dict[str, str]], list[dict[str, str]], dict[str, int]]:
+        """Training and validation rows (by group), class ids by label; computes the front
+        end's statistics over the training clips when it has none."""
         path = resolve_data_path(self.metadata)
         rows = read_metadata(
             path,
@@ -296,9 +302,8 @@ class AudioClipDataModule(L.LightningDataModule):
             raise ValueError(
                 f"{path}: val_groups {unknown or '[]'} not among groups {sorted(groups)}"
             )
-        labels = sorted({r[self.label_column] for r in rows}, key=_natural)
-        self.class_names = labels
-        ids = {name: i for i, name in enumerate(labels)}
+        self.class_names = sorted({r[self.label_column] for r in rows}, key=_natural)
+        ids = {name: i for i, name in enumerate(self.class_names)}
         train = [r for r in rows if r[self.group_column] not in self.val_groups]
         val = [r for r in rows if r[self.group_column] in self.val_groups]
         if self.frontend.mean is None:
@@ -306,19 +311,23 @@ class AudioClipDataModule(L.LightningDataModule):
                 [r[self.file_column] for r in train], self.frontend, cache=self.stats_cache
             )
             self.frontend = self.frontend.with_stats(mean, std)
-        for name, part, is_train in (("train_set", train, True), ("val_set", val, False)):
-            setattr(
-                self,
-                name,
-                AudioClipDataset(
-                    files=[r[self.file_column] for r in part],
-                    labels=[ids[r[self.label_column]] for r in part],
-                    frontend=self.frontend,
-                    frames=self.frames,
-                    train=is_train,
-                    specaugment=self.specaugment if is_train else None,
-                ),
+        return train, val, ids
+
+    def _datasets(
+        self, train: list[dict[str, str]], val: list[dict[str, str]], ids: dict[str, int]
+    ) -> tuple[Any, Any]:
+        """The training and validation datasets of the split."""
+        return tuple(  # type: ignore[return-value]
+            AudioClipDataset(
+                files=[r[self.file_column] for r in part],
+                labels=[ids[r[self.label_column]] for r in part],
+                frontend=self.frontend,
+                frames=self.frames,
+                train=is_train,
+                specaugment=self.specaugment if is_train else None,
             )
+            for part, is_train in ((train, True), (val, False))
+        )
 
     @property
     def num_classes(self) -> int:
@@ -349,3 +358,48 @@ class AudioClipDataModule(L.LightningDataModule):
 def _natural(text: str) -> tuple[int, str]:
     """Sort key: numbers numerically ("2" < "10"), then text."""
     return (int(text), "") if text.lstrip("-").isdigit() else (1 << 62, text)
+
+
+class SoundEventDataModule(AudioClipDataModule):
+    """Sound event detection data: sequences composed of the labeled clips with silences at
+    known offsets (:class:`~domainfm.domains.audio.sed.EventSequenceDataset`), training
+    sequences from the training groups' clips, validation ones (fixed seeds) from the
+    held-out groups'. Arguments as :class:`AudioClipDataModule`, plus:
+
+    Args:
+        max_events: most clips per sequence.
+        sequences_per_epoch: training sequences per epoch.
+        val_sequences: validation sequences.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_events: int = 3,
+        sequences_per_epoch: int = 256,
+        val_sequences: int = 32,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("frames", 400)
+        super().__init__(**kwargs)
+        self.max_events = max_events
+        self.sequences_per_epoch = sequences_per_epoch
+        self.val_sequences = val_sequences
+
+    def _datasets(
+        self, train: list[dict[str, str]], val: list[dict[str, str]], ids: dict[str, int]
+    ) -> tuple[Any, Any]:
+        from domainfm.domains.audio.sed import EventSequenceDataset
+
+        return tuple(  # type: ignore[return-value]
+            EventSequenceDataset(
+                files=[r[self.file_column] for r in part],
+                labels=[ids[r[self.label_column]] for r in part],
+                num_classes=len(ids),
+                frontend=self.frontend,
+                frames=self.frames,
+                max_events=self.max_events,
+                length=length,
+            )
+            for part, length in ((train, self.sequences_per_epoch), (val, self.val_sequences))
+        )

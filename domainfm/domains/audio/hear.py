@@ -49,6 +49,25 @@ from torch import Tensor, nn
 from domainfm.domains.audio.frontends import _Frontend, build_frontend
 
 
+def segment_chunks(feats: Tensor, frames: int) -> Tensor:
+    """``(n, F, T)`` features → ``(n * c, 1, F, frames)`` consecutive chunks, the last one
+    zero-padded (the normalized mean), ``c = ceil(T / frames)``."""
+    total = feats.shape[-1]
+    chunks = max(1, -(-total // frames))
+    feats = nn.functional.pad(feats, (0, chunks * frames - total))
+    return rearrange(feats, "n f (c t) -> (n c) 1 f t", t=frames)
+
+
+def token_columns(backbone: nn.Module, x: Tensor) -> Tensor:
+    """``(B, 1, F, T)`` → ``(B, g_t, D)``: the backbone's patch tokens averaged over the
+    frequency axis of the token grid (one embedding per time column of tokens)."""
+    encode = backbone.forward_tokens  # (B, P + N, D), grid
+    tokens, grid = encode(x)  # type: ignore[operator]
+    prefix = int(getattr(backbone, "num_prefix_tokens", 0))
+    tokens = tokens[:, prefix:].reshape(tokens.shape[0], *grid.shape, -1)  # (B, g_f, g_t, D)
+    return tokens.mean(dim=1)
+
+
 class HEARModel(nn.Module):
     """A backbone with its front end, as HEAR expects (see the module docstring).
 
@@ -84,15 +103,8 @@ class HEARModel(nn.Module):
             raise ValueError("audio contains NaN/Inf samples")
         with torch.no_grad():
             feats = self.frontend(audio.float().cpu())  # (n, F, T)
-            total = feats.shape[-1]
-            chunks = max(1, -(-total // self.frames))
-            feats = nn.functional.pad(feats, (0, chunks * self.frames - total))
-            x = rearrange(feats, "n f (c t) -> (n c) 1 f t", t=self.frames)
-            encode = self.backbone.forward_tokens  # (n*c, P + N, D), grid
-            tokens, grid = encode(x.to(self._device()))  # type: ignore[operator]
-            prefix = int(getattr(self.backbone, "num_prefix_tokens", 0))
-            tokens = tokens[:, prefix:].reshape(tokens.shape[0], *grid.shape, -1)
-            columns = tokens.mean(dim=1)  # (n*c, gt, D): average over the frequency axis
+            chunks = segment_chunks(feats, self.frames)  # (n*c, 1, F, frames)
+            columns = token_columns(self.backbone, chunks.to(self._device()))  # (n*c, g, D)
             out = rearrange(columns, "(n c) g d -> n (c g) d", n=audio.shape[0]).float().cpu()
         starts = torch.arange(out.shape[1]) * self.column_frames
         # columns starting inside the audio (frame k starts at sample k * hop)
