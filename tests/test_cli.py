@@ -411,7 +411,7 @@ def test_audio_pretrain_export_probe_hear_sed(tmp_path: Path, data_root: Path) -
         frontend=checkpoint_frontend(export),
         frames=400,
     )
-    files, events = write_event_sequences(
+    files, _ = write_event_sequences(
         sequences, tmp_path / "sequences", count=3, class_names=[str(k) for k in range(10)]
     )
     out = tmp_path / "events.csv"
