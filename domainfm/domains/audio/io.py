@@ -29,6 +29,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -150,14 +151,22 @@ def _check_samples(source: Path, data: np.ndarray, *, allow_silent: bool) -> Non
         )
 
 
+@functools.lru_cache(maxsize=16)
+def _resampler(orig_rate: int, new_rate: int) -> Any:
+    """torchaudio's resampler for a pair of rates, its sinc kernel computed once per
+    process (``torchaudio.functional.resample`` recomputes it on every call)."""
+    import torchaudio
+
+    return torchaudio.transforms.Resample(orig_rate, new_rate)
+
+
 def resample(waveform: Tensor, orig_rate: int, new_rate: int) -> Tensor:
     """``(C, N)`` at ``orig_rate`` → ``(C, ceil(N * new / orig))`` at ``new_rate``
-    (torchaudio's windowed-sinc resampler; a no-op when the rates match)."""
+    (torchaudio's windowed-sinc resampler, kernel cached; a no-op when the rates match)."""
     if orig_rate == new_rate:
         return waveform
-    import torchaudio.functional as AF
-
-    out: Tensor = AF.resample(waveform, orig_rate, new_rate)
+    with torch.no_grad():
+        out: Tensor = _resampler(int(orig_rate), int(new_rate))(waveform)
     return out
 
 
