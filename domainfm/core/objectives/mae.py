@@ -16,6 +16,17 @@ Shapes::
     x         (B, C, *spatial) the input, for the target
     pred      (B, N, T)   ``reconstruct``; T = target.out_dim(C, patch_size)
 
+With ``infonce_weight > 0`` the loss adds SSAST's discriminative term (Gong et al. 2022,
+"SSAST: Self-Supervised Audio Spectrogram Transformer", arXiv:2110.09784, §2.3): a second
+head maps each masked token's decoder feature to ``c_i`` (the target's width), and for each
+sample the masked tokens classify which masked patch is theirs among all of them,
+
+    L_d = - (1 / M) Σ_i log( exp(c_i · t_i) / Σ_j exp(c_i · t_j) ),   i, j over masked tokens,
+
+with ``t_j`` the targets (normalized patches); ``loss = L_mse + infonce_weight · L_d``
+(SSAST weighs the generative term 10× instead: the same optimum up to scale). Both terms
+are logged (``mae``, ``mae_infonce``).
+
 Data parallelism: :attr:`ParallelMode.LOCAL` (every sample's loss is local and equal batch
 sizes give the global mean).
 
@@ -68,6 +79,8 @@ class MAE(nn.Module):
         mlp_ratio: decoder MLP width relative to ``decoder_dim``.
         decoder_qkv_bias: bias on the decoder blocks' qkv projections.
         target: per-token target; default normalized pixels.
+        infonce_weight: weight of SSAST's discriminative InfoNCE over masked patches
+            (0: plain MAE).
     """
 
     parallel_mode = ParallelMode.LOCAL
@@ -84,6 +97,7 @@ class MAE(nn.Module):
         mlp_ratio: float = 4.0,
         target: MAETarget | None = None,
         decoder_qkv_bias: bool = True,
+        infonce_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if decoder_dim % decoder_heads:
@@ -105,7 +119,12 @@ class MAE(nn.Module):
             for _ in range(decoder_depth)
         )
         self.decoder_norm = nn.LayerNorm(decoder_dim, eps=1e-6)
-        self.decoder_pred = nn.Linear(decoder_dim, self.target.out_dim(in_chans, self.patch_size))
+        out_dim = self.target.out_dim(in_chans, self.patch_size)
+        self.decoder_pred = nn.Linear(decoder_dim, out_dim)
+        if infonce_weight < 0:
+            raise ValueError(f"infonce_weight={infonce_weight}: must be >= 0")
+        self.infonce_weight = float(infonce_weight)
+        self.decoder_disc = nn.Linear(decoder_dim, out_dim) if infonce_weight > 0 else None
         nn.init.normal_(self.mask_token, std=0.02)
         for m in self.modules():
             if isinstance(m, nn.Linear):
@@ -157,11 +176,20 @@ class MAE(nn.Module):
             )
         features = self.decode(tokens, grid, keep_idx)  # (B, N, Dd)
         masked_idx = mask.nonzero()[:, 1].view(mask.shape[0], -1)  # (B, M)
-        pred = self.decoder_pred(_gather_tokens(features, masked_idx))  # (B, M, T)
+        masked = _gather_tokens(features, masked_idx)  # (B, M, Dd)
+        pred = self.decoder_pred(masked)  # (B, M, T)
         with torch.no_grad():
             target = self._masked_target(x, grid, masked_idx)  # (B, M, T)
         loss = F.mse_loss(pred.float(), target.float())
-        return ObjectiveOutput(loss=loss, terms={"mae": loss.detach()})
+        terms = {"mae": loss.detach()}
+        if self.decoder_disc is not None:
+            codes = self.decoder_disc(masked).float()  # (B, M, T)
+            logits = codes @ target.float().transpose(1, 2)  # (B, M, M): c_i · t_j
+            labels = torch.arange(logits.shape[1], device=logits.device).expand(logits.shape[0], -1)
+            infonce = F.cross_entropy(logits.flatten(0, 1), labels.flatten())
+            terms["mae_infonce"] = infonce.detach()
+            loss = loss + self.infonce_weight * infonce
+        return ObjectiveOutput(loss=loss, terms=terms)
 
     def _masked_target(self, x: Tensor, grid: TokenGrid, masked_idx: Tensor) -> Tensor:
         """The target at the masked tokens, ``(B, M, T)``.

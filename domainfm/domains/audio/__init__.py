@@ -7,6 +7,7 @@ API (``domainfm.domains.audio.hear``) and sound event detection."""
 from domainfm.domains.audio import released  # noqa: F401  (registers the releases)
 from domainfm.domains.audio.augment import (
     BYOLAViews,
+    FrameAlignedViews,
     MixupBYOLA,
     RandomResizeCrop,
     SpecAugment,
@@ -59,6 +60,7 @@ __all__ = [
     "BYOLAViews",
     "Event",
     "EventSequenceDataset",
+    "FrameAlignedViews",
     "KaldiFbankFrontend",
     "LogMelFrontend",
     "MixupBYOLA",

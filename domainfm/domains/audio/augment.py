@@ -16,6 +16,10 @@ resumable.
   ``virtual_crop_scale`` times its size (zeros around it), a crop of ``U(freq_scale) × F``
   by ``U(time_scale) × T`` is taken at a uniform offset and resized back to ``(F, T)``
   (bicubic, ``align_corners=True``).
+* :class:`FrameAlignedViews` — two views that keep every frame at its time position (for
+  frame-level objectives pairing tokens or frames across views): mixup with the memory,
+  a random resize crop along **frequency only** (the time axis is copied exactly) and
+  optional SpecAugment frequency masking.
 * :class:`BYOLAViews` — two views of one segment: each ``RandomResizeCrop(MixupBYOLA(x))``
   on the pre-normalized log-mel; BYOL-A's post-normalization (standardizing each batch of
   views) is :func:`normalize_batch`, applied in the collate function.
@@ -180,6 +184,43 @@ class BYOLAViews:
         for _ in range(2):
             v = self.mixup(x, generator) if self.mixup is not None else x
             views.append(self.crop(v, generator))
+        return views[0], views[1]
+
+
+class FrameAlignedViews:
+    """Two time-aligned views of a ``(C, F, T)`` log-mel (see the module docstring).
+
+    Args:
+        mixup_ratio: :class:`MixupBYOLA` ratio (0 disables mixup).
+        memory: mixup memory length.
+        freq_scale: range of the frequency crop's height relative to ``F``.
+        virtual_freq_scale: frequency size of the zero canvas relative to ``F`` (BYOL-A's 1.5).
+        freq_mask: largest SpecAugment frequency band (0: none).
+    """
+
+    def __init__(
+        self,
+        *,
+        mixup_ratio: float = 0.4,
+        memory: int = 2048,
+        freq_scale: tuple[float, float] = (0.6, 1.5),
+        virtual_freq_scale: float = 1.5,
+        freq_mask: int = 0,
+    ) -> None:
+        self.mixup = MixupBYOLA(ratio=mixup_ratio, memory=memory) if mixup_ratio > 0 else None
+        self.crop = RandomResizeCrop(
+            virtual_crop_scale=(virtual_freq_scale, 1.0),
+            freq_scale=freq_scale,
+            time_scale=(1.0, 1.0),
+        )
+        self.mask = SpecAugment(freq_mask=freq_mask, time_mask=0) if freq_mask > 0 else None
+
+    def __call__(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        views = []
+        for _ in range(2):
+            v = self.mixup(x, generator) if self.mixup is not None else x
+            v = self.crop(v, generator)  # time_scale 1 and no time canvas: frames stay put
+            views.append(self.mask(v, generator) if self.mask is not None else v)
         return views[0], views[1]
 
 

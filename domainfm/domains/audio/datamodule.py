@@ -39,7 +39,7 @@ from domainfm.core.data_root import expand_files, resolve_data_path
 from domainfm.core.masking import MaskingCollate, RandomMasking
 from domainfm.core.registry import init_config
 from domainfm.core.sampling import seeded_loader
-from domainfm.domains.audio.augment import BYOLAViews, SpecAugment, normalize_batch
+from domainfm.domains.audio.augment import SpecAugment, normalize_batch
 from domainfm.domains.audio.frontends import (
     LogMelFrontend,
     _Frontend,
@@ -78,7 +78,8 @@ class AudioPretrainDataModule(L.LightningDataModule):
         frontend: the front end (default BYOL-A's log-mel); its normalization is computed
             over the files when it has none.
         frames: segment length in frames.
-        views: ``"single"`` (MAE: masks in the workers) or ``"byola"`` (two views).
+        views: ``"single"`` (MAE: masks in the workers), ``"byola"`` (two BYOL-A views) or
+            ``"frame_aligned"`` (two time-aligned views).
         patch_size: the backbone's patch size ``(F, T)`` (MAE masks).
         mask_ratio: MAE mask ratio.
         specaugment: time/frequency masking of ``"input"``.
@@ -96,7 +97,7 @@ class AudioPretrainDataModule(L.LightningDataModule):
         files: Sequence[str],
         frontend: _Frontend | None = None,
         frames: int = 96,
-        views: Literal["single", "byola"] = "single",
+        views: Literal["single", "byola", "frame_aligned"] = "single",
         patch_size: int | Sequence[int] = 16,
         mask_ratio: float = 0.75,
         specaugment: SpecAugment | None = None,
@@ -122,7 +123,7 @@ class AudioPretrainDataModule(L.LightningDataModule):
         self.seed = seed
         self.collate: Any = (
             BYOLACollate()
-            if views == "byola"
+            if views != "single"
             else MaskingCollate(masking=RandomMasking(ratio=mask_ratio), patch_size=patch_size)
         )
         self.skipped: list[tuple[str, str]] = []
@@ -143,7 +144,6 @@ class AudioPretrainDataModule(L.LightningDataModule):
             frames=self.frames,
             views=self.views,
             samples_per_epoch=self.samples_per_epoch,
-            byola_views=BYOLAViews() if self.views == "byola" else None,
             specaugment=self.specaugment,
         )
 

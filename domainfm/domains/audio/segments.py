@@ -10,6 +10,8 @@ end's rate and turns it into a ``(1, F, frames)`` normalized spectrogram. ``view
 * ``"byola"`` — ``{"view1", "view2"}``: two :class:`~domainfm.domains.audio.augment.
   BYOLAViews` of the segment (BYOL-A), plus ``"input"`` (the unaugmented segment, for
   monitors);
+* ``"frame_aligned"`` — the same keys, from :class:`~domainfm.domains.audio.augment.
+  FrameAlignedViews` (time positions preserved, for frame-level objectives);
 * with ``specaugment``, ``"input"`` is additionally time/frequency masked.
 
 A segment that fails to decode (corrupt part of a file, NaN samples) is **skipped and
@@ -38,7 +40,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from domainfm.domains.audio.augment import BYOLAViews, SpecAugment
+from domainfm.domains.audio.augment import BYOLAViews, FrameAlignedViews, SpecAugment
 from domainfm.domains.audio.frontends import _Frontend
 from domainfm.domains.audio.io import AudioInfo, load_audio, read_segment
 
@@ -60,9 +62,10 @@ class AudioSegmentDataset(Dataset[dict[str, Tensor]]):
         infos: the files (from :func:`~domainfm.domains.audio.index.index_audio`).
         frontend: waveform → ``(F, T)`` features (normalized).
         frames: segment length ``T`` in frames (96 at a 10 ms hop: BYOL-A's 0.95 s).
-        views: ``"single"`` or ``"byola"``.
+        views: ``"single"``, ``"byola"`` or ``"frame_aligned"``.
         samples_per_epoch: segments per epoch.
-        byola_views: the BYOL-A view maker (default settings when omitted).
+        byola_views: the two-view maker (default settings of the ``views`` kind when
+            omitted).
         specaugment: masking applied to ``"input"`` (``None``: none).
         max_tries: consecutive failed reads before raising.
     """
@@ -73,22 +76,23 @@ class AudioSegmentDataset(Dataset[dict[str, Tensor]]):
         infos: Sequence[AudioInfo],
         frontend: _Frontend,
         frames: int = 96,
-        views: Literal["single", "byola"] = "single",
+        views: Literal["single", "byola", "frame_aligned"] = "single",
         samples_per_epoch: int = 1024,
-        byola_views: BYOLAViews | None = None,
+        byola_views: BYOLAViews | FrameAlignedViews | None = None,
         specaugment: SpecAugment | None = None,
         max_tries: int = 10,
     ) -> None:
         if not infos:
             raise ValueError("no readable audio files to draw segments from")
-        if views not in ("single", "byola"):
-            raise ValueError(f"views={views!r}: must be 'single' or 'byola'")
+        if views not in ("single", "byola", "frame_aligned"):
+            raise ValueError(f"views={views!r}: must be 'single', 'byola' or 'frame_aligned'")
         self.infos = list(infos)
         self.frontend = frontend
         self.frames = frames
         self.views = views
         self.samples_per_epoch = samples_per_epoch
-        self.byola_views = byola_views or (BYOLAViews() if views == "byola" else None)
+        default = {"byola": BYOLAViews, "frame_aligned": FrameAlignedViews}.get(views)
+        self.byola_views = byola_views or (default() if default is not None else None)
         self.specaugment = specaugment
         self.max_tries = max_tries
         self.num_samples = frontend.num_samples(frames)
@@ -128,7 +132,7 @@ class AudioSegmentDataset(Dataset[dict[str, Tensor]]):
 
     def _sample(self, x: Tensor, generator: torch.Generator, seed: int | None) -> dict[str, Any]:
         sample: dict[str, Any] = {"input": x}
-        if self.views == "byola":
+        if self.views != "single":
             assert self.byola_views is not None
             sample["view1"], sample["view2"] = self.byola_views(x, generator)
         if self.specaugment is not None:

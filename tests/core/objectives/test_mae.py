@@ -122,3 +122,51 @@ def test_bad_arguments() -> None:
     other = TokenGrid.from_input((16, 16, 16), 4)
     with pytest.raises(ValueError, match="differs from MAE patch_size"):
         mae(tokens, other, keep, mask, x)
+
+
+def test_ssast_infonce_term_equals_loop_reference() -> None:
+    """The discriminative term: per sample and masked token i, -log softmax_j(c_i · t_j)[i]
+    over that sample's masked tokens, written as explicit loops (SSAST eq. 2)."""
+    torch.manual_seed(0)
+    vit = VisionTransformerND(
+        in_chans=1, spatial_dims=2, patch_size=8, embed_dim=32, depth=2, num_heads=4
+    ).double()
+    mae = MAE(
+        embed_dim=32,
+        in_chans=1,
+        patch_size=(8, 8),
+        decoder_dim=32,
+        decoder_depth=1,
+        decoder_heads=4,
+        infonce_weight=0.5,
+    ).double()
+    x = torch.randn(2, 1, 32, 48, dtype=torch.float64)
+    grid = vit.token_grid(x.shape[2:])
+    mask = RandomMasking(ratio=0.5)(grid, 2, generator=torch.Generator().manual_seed(1))
+    keep = keep_indices(mask)
+    tokens = vit.forward_tokens(x, keep)[0][:, 1:]
+    out = mae(tokens, grid, keep, mask, x)
+    features = mae.decode(tokens, grid, keep)
+    target = NormalizedPixelTarget()(x, grid)  # (B, N, T)
+    total, count = 0.0, 0
+    for b in range(2):
+        idx = mask[b].nonzero().flatten().tolist()
+        codes = mae.decoder_disc(features[b, idx])
+        for i in range(len(idx)):
+            scores = torch.stack([codes[i] @ target[b, j] for j in idx])
+            total = total - torch.log_softmax(scores, dim=0)[i]
+            count += 1
+    infonce = total / count
+    got = out.terms["mae_infonce"].double()  # objectives compute in float32 at least
+    torch.testing.assert_close(got, infonce.detach(), rtol=1e-5, atol=1e-6)
+    expected = out.terms["mae"].double() + 0.5 * infonce.detach()
+    torch.testing.assert_close(out.loss.double(), expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="infonce_weight"):
+        MAE(
+            embed_dim=32,
+            in_chans=1,
+            patch_size=(8, 8),
+            decoder_dim=32,
+            decoder_heads=4,
+            infonce_weight=-1.0,
+        )

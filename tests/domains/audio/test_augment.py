@@ -70,3 +70,26 @@ def test_normalize_batch_standardizes() -> None:
     x = 3.0 + 2.0 * torch.randn(8, 1, 16, 20)
     y = normalize_batch(x)
     assert abs(float(y.mean())) < 1e-5 and abs(float(y.std()) - 1.0) < 1e-4
+
+
+def test_frame_aligned_views_keep_time_positions() -> None:
+    from domainfm.domains.audio import FrameAlignedViews
+
+    # constant along frequency and cropped inside the input: a frequency-only transform
+    # leaves every frame's values as they were
+    x = torch.randn(1, 1, 40).expand(1, 32, 40).clone()
+    views = FrameAlignedViews(mixup_ratio=0.0, freq_scale=(0.6, 1.0), virtual_freq_scale=1.0)
+    for seed in range(3):
+        v1, v2 = views(x, torch.Generator().manual_seed(seed))
+        torch.testing.assert_close(v1, x, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(v2, x, atol=1e-5, rtol=1e-5)
+    # with mixup and the zero canvas, frames still stay at their time: per frame, every
+    # frequency row is a function of that frame only (no value from another frame)
+    ramp = torch.arange(40.0).expand(1, 32, 40).clone()
+    v1, _ = FrameAlignedViews(mixup_ratio=0.0)(ramp, torch.Generator().manual_seed(4))
+    nonzero = v1[0].abs().sum(dim=1) > 1
+    ratio = v1[0, nonzero] / ramp[0, nonzero].clamp(min=1)
+    assert torch.allclose(ratio[:, 1:], ratio[:, 1:2].expand_as(ratio[:, 1:]), atol=1e-4)
+    # BYOL-A's views move frames in time: the same input does not survive them
+    b1, _ = BYOLAViews(mixup_ratio=0.0)(x, torch.Generator().manual_seed(2))
+    assert not torch.allclose(b1, x, atol=1e-3)
