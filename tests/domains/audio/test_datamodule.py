@@ -95,3 +95,52 @@ def test_clip_split_is_speaker_disjoint(data_root: Path) -> None:
     batch = next(iter(dm.val_dataloader()))
     assert batch["input"].shape == (8, 1, 64, 64) and batch["label"].dtype == torch.int64
     assert dm.input_contract()["class_names"][3] == "3"
+
+
+def test_silent_recordings_give_finite_losses(tmp_path: Path) -> None:
+    """A recording of pure silence (allowed inside long files) gives finite inputs, views
+    and MAE / BYOL losses — never a NaN loss."""
+    from domainfm.core.objectives import MAE
+    from domainfm.core.objectives.byol import BYOL
+    from domainfm.core.pretrain_module import PretrainModule
+    from domainfm.core.vit import VisionTransformerND
+    from domainfm.domains.audio.datamodule import BYOLACollate
+
+    path = tmp_path / "silence.wav"
+    sf.write(path, np.zeros(16000 * 3, np.float32), 16000)
+    infos, _ = index_audio([path])
+    frontend = LogMelFrontend(mean=-6.0, std=5.0)
+    torch.manual_seed(0)
+    vit = VisionTransformerND(
+        in_chans=1, spatial_dims=2, patch_size=16, embed_dim=32, depth=2, num_heads=2
+    )
+    mae = MAE(
+        embed_dim=32,
+        in_chans=1,
+        patch_size=(16, 16),
+        decoder_dim=32,
+        decoder_depth=1,
+        decoder_heads=4,
+    )
+    module = PretrainModule(
+        backbone=vit,
+        objectives={"mae": mae, "byol": BYOL()},
+        projector_hidden_dim=64,
+        projector_dim=32,
+    )
+    from domainfm.core.masking import MaskingCollate, RandomMasking
+
+    ds = AudioSegmentDataset(
+        infos=infos, frontend=frontend, frames=96, views="byola", samples_per_epoch=4
+    )
+    samples = [ds[(i, i)] for i in range(4)]
+    batch = BYOLACollate()(samples)
+    batch.update(
+        MaskingCollate(masking=RandomMasking(ratio=0.75), patch_size=16)(
+            [{"input": s["input"]} for s in samples]
+        )
+    )
+    for key in ("input", "view1", "view2"):
+        assert torch.isfinite(batch[key]).all(), key
+    loss, terms = module.compute_losses(batch)
+    assert torch.isfinite(loss) and all(torch.isfinite(v) for v in terms.values())
