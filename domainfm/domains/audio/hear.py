@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import torch
 from einops import rearrange
@@ -104,19 +103,16 @@ class HEARModel(nn.Module):
         with torch.no_grad():
             feats = self.frontend(audio.float().cpu())  # (n, F, T)
             chunks = segment_chunks(feats, self.frames)  # (n*c, 1, F, frames)
-            columns = token_columns(self.backbone, chunks.to(self._device()))  # (n*c, g, D)
+            device = self._device()
+            columns = torch.cat(  # (n*c, g, D), a bounded number of segments per forward
+                [token_columns(self.backbone, part.to(device)) for part in chunks.split(64)]
+            )
             out = rearrange(columns, "(n c) g d -> n (c g) d", n=audio.shape[0]).float().cpu()
         starts = torch.arange(out.shape[1]) * self.column_frames
         # columns starting inside the audio (frame k starts at sample k * hop)
         keep = starts * self.frontend.hop_length < max(1, audio.shape[-1])
         centres = (starts[keep] + self.column_frames / 2.0) * self.hop_ms
         return out[:, keep], centres.to(torch.float32)
-
-
-def _config_and_state(path: Path) -> tuple[dict[str, Any], dict[str, Tensor], str]:
-    from domainfm.pretrained.load import read_backbone_source
-
-    return read_backbone_source(path)
 
 
 def load_model(model_file_path: str = "", device: str | None = None) -> HEARModel:
@@ -128,12 +124,13 @@ def load_model(model_file_path: str = "", device: str | None = None) -> HEARMode
             model) or its weights do not match.
     """
     from domainfm.core.backbone import build_backbone
+    from domainfm.pretrained.load import read_backbone_source
     from domainfm.pretrained.report import load_state_dict_with_report
 
     if not model_file_path:
         raise ValueError("load_model needs model_file_path: a domainfm export folder or .ckpt")
     path = Path(model_file_path)
-    config, state, source = _config_and_state(path)
+    config, state, source = read_backbone_source(path)
     contract = config.get("input") or {}
     if "frontend" not in contract or "frames" not in contract:
         raise ValueError(

@@ -85,7 +85,7 @@ def _compose(
     wave = torch.zeros(length)
     spans: list[tuple[int, int, int]] = []
     cursor = 0
-    for gap, part, k in zip(gaps, parts, picks, strict=False):
+    for gap, part, k in zip(gaps[:count], parts, picks, strict=True):  # gaps[count]: the tail
         start = cursor + gap
         wave[start : start + len(part)] = part
         spans.append((start, start + len(part), labels[k]))

@@ -149,12 +149,12 @@ def detect_raster(
                 _check_detections(outputs, len(batch), setup, first=number == 0)
                 for (row, col), out, mask in zip(batch, outputs, masks, strict=True):
                     boxes = out["boxes"].detach().float().cpu().reshape(-1, 4)
+                    scores = out["scores"].detach().float().cpu()
                     raw += boxes.shape[0]
                     keep = _owned(boxes, mask, own_rows[row], own_cols[col], row, col)
-                    keep &= out["scores"].detach().cpu() >= score_threshold
+                    keep &= scores >= score_threshold
                     shifted = boxes[keep] + torch.tensor([col, row, col, row], dtype=torch.float32)
-                    scores = out["scores"].detach().float().cpu()[keep]
-                    kept.append((shifted, scores, out["labels"].detach().cpu().long()[keep]))
+                    kept.append((shifted, scores[keep], out["labels"].detach().cpu().long()[keep]))
                 if progress:
                     done = min((number + 1) * batch_size, len(positions))
                     print(f"{setup.source.name}: tiles {done}/{len(positions)}", file=sys.stderr)
