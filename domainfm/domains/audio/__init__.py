@@ -20,6 +20,7 @@ from domainfm.domains.audio.datamodule import (
 )
 from domainfm.domains.audio.frontends import (
     FRONTENDS,
+    Frontend,
     KaldiFbankFrontend,
     LogMelFrontend,
     build_frontend,
@@ -61,6 +62,7 @@ __all__ = [
     "Event",
     "EventSequenceDataset",
     "FrameAlignedViews",
+    "Frontend",
     "KaldiFbankFrontend",
     "LogMelFrontend",
     "MixupBYOLA",

@@ -41,8 +41,8 @@ from domainfm.core.registry import init_config
 from domainfm.core.sampling import seeded_loader
 from domainfm.domains.audio.augment import SpecAugment, normalize_batch
 from domainfm.domains.audio.frontends import (
+    Frontend,
     LogMelFrontend,
-    _Frontend,
     build_frontend,
     compute_frontend_stats,
 )
@@ -60,7 +60,7 @@ class BYOLACollate:
         return batch
 
 
-def _frontend_contract(frontend: _Frontend, frames: int) -> dict[str, object]:
+def _frontend_contract(frontend: Frontend, frames: int) -> dict[str, object]:
     return {
         "channels": ["mono"],
         "sample_rate": frontend.sample_rate,
@@ -95,7 +95,7 @@ class AudioPretrainDataModule(L.LightningDataModule):
         self,
         *,
         files: Sequence[str],
-        frontend: _Frontend | None = None,
+        frontend: Frontend | None = None,
         frames: int = 96,
         views: Literal["single", "byola", "frame_aligned"] = "single",
         patch_size: int | Sequence[int] = 16,
@@ -165,7 +165,7 @@ class AudioPretrainDataModule(L.LightningDataModule):
         }
 
 
-def checkpoint_frontend(path: str | Path, frontend: _Frontend | None = None) -> _Frontend:
+def checkpoint_frontend(path: str | Path, frontend: Frontend | None = None) -> Frontend:
     """The front end recorded in an export / checkpoint (with its statistics).
 
     A given ``frontend`` must agree with it on every setting but the statistics: the
@@ -250,7 +250,7 @@ class AudioClipDataModule(L.LightningDataModule):
         file_column: str = "file",
         label_column: str = "label",
         group_column: str = "group",
-        frontend: _Frontend | None = None,
+        frontend: Frontend | None = None,
         frontend_from: str | None = None,
         frames: int = 96,
         specaugment: SpecAugment | None = None,

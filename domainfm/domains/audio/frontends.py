@@ -52,8 +52,9 @@ AUDIOSET_FBANK_STD = 4.5689974
 """AST's AudioSet standard deviation of the Kaldi fbank features."""
 
 
-class _Frontend(nn.Module):
-    """Shared parts: the rate, the normalization and the frame hop."""
+class Frontend(nn.Module):
+    """Base of the front ends: the rate, the normalization and the frame hop (what data
+    modules, HEAR and SED rely on)."""
 
     sample_rate: int
     hop_length: int
@@ -66,13 +67,13 @@ class _Frontend(nn.Module):
             return x
         return (x - self.mean) / (scale * max(self.std, 1e-12))
 
-    def with_stats(self, mean: float | None, std: float | None) -> _Frontend:
+    def with_stats(self, mean: float | None, std: float | None) -> Frontend:
         """A copy of this front end normalizing with ``mean``/``std`` (``None``: raw)."""
         from domainfm.core.registry import init_config
 
         kwargs = init_config(self)["kwargs"]
         kwargs.update(mean=mean, std=std)
-        copy: _Frontend = type(self)(**kwargs)
+        copy: Frontend = type(self)(**kwargs)
         return copy
 
     def num_frames(self, num_samples: int) -> int:
@@ -85,7 +86,7 @@ class _Frontend(nn.Module):
 
 
 @FRONTENDS.register("log_mel")
-class LogMelFrontend(_Frontend):
+class LogMelFrontend(Frontend):
     """BYOL-A log-mel spectrogram (see the module docstring).
 
     Args:
@@ -143,7 +144,7 @@ class LogMelFrontend(_Frontend):
 
 
 @FRONTENDS.register("kaldi_fbank")
-class KaldiFbankFrontend(_Frontend):
+class KaldiFbankFrontend(Frontend):
     """AST/SSAST/AudioMAE Kaldi fbank (see the module docstring).
 
     Args:
@@ -209,15 +210,15 @@ class KaldiFbankFrontend(_Frontend):
         return self.num_window_samples + (frames - 1) * self.hop_length
 
 
-def build_frontend(config: dict[str, Any]) -> _Frontend:
+def build_frontend(config: dict[str, Any]) -> Frontend:
     """A front end from ``{"architecture": name, "kwargs": {...}}`` (as recorded)."""
-    frontend: _Frontend = FRONTENDS.get(config["architecture"])(**config["kwargs"])
+    frontend: Frontend = FRONTENDS.get(config["architecture"])(**config["kwargs"])
     return frontend
 
 
 def compute_frontend_stats(
     files: Sequence[str | Path],
-    frontend: _Frontend,
+    frontend: Frontend,
     *,
     max_seconds_per_file: float = 10.0,
     cache: str | Path | None = None,

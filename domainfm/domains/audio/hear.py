@@ -38,14 +38,13 @@ Example::
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from domainfm.domains.audio.frontends import _Frontend, build_frontend
+from domainfm.domains.audio.frontends import Frontend, build_frontend
 
 
 def segment_chunks(feats: Tensor, frames: int) -> Tensor:
@@ -76,7 +75,7 @@ class HEARModel(nn.Module):
         frames: the segment length the backbone was trained on.
     """
 
-    def __init__(self, backbone: nn.Module, frontend: _Frontend, frames: int) -> None:
+    def __init__(self, backbone: nn.Module, frontend: Frontend, frames: int) -> None:
         super().__init__()
         self.backbone = backbone
         self.frontend = frontend
@@ -186,14 +185,3 @@ def embed_file(
         stamps.append(centres + 1000.0 * start)
     embeddings = torch.cat(parts)
     return embeddings, torch.cat(stamps), embeddings.mean(dim=0)
-
-
-def describe(model: HEARModel) -> str:
-    """One line on the model for logs."""
-    return json.dumps(
-        {
-            "sample_rate": model.sample_rate,
-            "scene_embedding_size": model.scene_embedding_size,
-            "timestamp_hop_ms": model.column_frames * model.hop_ms,
-        }
-    )

@@ -50,7 +50,7 @@ from domainfm.core.finetune_module import (
 )
 from domainfm.core.lr_schedule import adamw_warmup_cosine
 from domainfm.core.param_groups import param_groups
-from domainfm.domains.audio.frontends import _Frontend, build_frontend
+from domainfm.domains.audio.frontends import Frontend, build_frontend
 from domainfm.domains.audio.hear import segment_chunks, token_columns
 from domainfm.domains.audio.io import load_audio
 
@@ -113,7 +113,7 @@ class EventSequenceDataset(Dataset[dict[str, Tensor]]):
         files: Sequence[str],
         labels: Sequence[int],
         num_classes: int,
-        frontend: _Frontend,
+        frontend: Frontend,
         frames: int = 400,
         max_events: int = 3,
         length: int = 256,

@@ -41,7 +41,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from domainfm.domains.audio.augment import BYOLAViews, FrameAlignedViews, SpecAugment
-from domainfm.domains.audio.frontends import _Frontend
+from domainfm.domains.audio.frontends import Frontend
 from domainfm.domains.audio.io import AudioInfo, load_audio, read_segment
 
 
@@ -64,7 +64,7 @@ class AudioSegmentDataset(Dataset[dict[str, Tensor]]):
         frames: segment length ``T`` in frames (96 at a 10 ms hop: BYOL-A's 0.95 s).
         views: ``"single"``, ``"byola"`` or ``"frame_aligned"``.
         samples_per_epoch: segments per epoch.
-        byola_views: the two-view maker (default settings of the ``views`` kind when
+        two_views: the two-view maker (default settings of the ``views`` kind when
             omitted).
         specaugment: masking applied to ``"input"`` (``None``: none).
         max_tries: consecutive failed reads before raising.
@@ -74,11 +74,11 @@ class AudioSegmentDataset(Dataset[dict[str, Tensor]]):
         self,
         *,
         infos: Sequence[AudioInfo],
-        frontend: _Frontend,
+        frontend: Frontend,
         frames: int = 96,
         views: Literal["single", "byola", "frame_aligned"] = "single",
         samples_per_epoch: int = 1024,
-        byola_views: BYOLAViews | FrameAlignedViews | None = None,
+        two_views: BYOLAViews | FrameAlignedViews | None = None,
         specaugment: SpecAugment | None = None,
         max_tries: int = 10,
     ) -> None:
@@ -92,7 +92,7 @@ class AudioSegmentDataset(Dataset[dict[str, Tensor]]):
         self.views = views
         self.samples_per_epoch = samples_per_epoch
         default = {"byola": BYOLAViews, "frame_aligned": FrameAlignedViews}.get(views)
-        self.byola_views = byola_views or (default() if default is not None else None)
+        self.two_views = two_views or (default() if default is not None else None)
         self.specaugment = specaugment
         self.max_tries = max_tries
         self.num_samples = frontend.num_samples(frames)
@@ -133,8 +133,8 @@ class AudioSegmentDataset(Dataset[dict[str, Tensor]]):
     def _sample(self, x: Tensor, generator: torch.Generator, seed: int | None) -> dict[str, Any]:
         sample: dict[str, Any] = {"input": x}
         if self.views != "single":
-            assert self.byola_views is not None
-            sample["view1"], sample["view2"] = self.byola_views(x, generator)
+            assert self.two_views is not None
+            sample["view1"], sample["view2"] = self.two_views(x, generator)
         if self.specaugment is not None:
             sample["input"] = self.specaugment(x, generator)
         if seed is not None:
@@ -159,7 +159,7 @@ class AudioClipDataset(Dataset[dict[str, Tensor]]):
         *,
         files: Sequence[str],
         labels: Sequence[int],
-        frontend: _Frontend,
+        frontend: Frontend,
         frames: int = 96,
         train: bool = False,
         specaugment: SpecAugment | None = None,
