@@ -10,6 +10,9 @@
 * ``detect CKPT INPUT OUTPUT``: object detection with a fine-tuned ``DetectionModule``
   checkpoint over a GeoTIFF of any size (tiled; boxes merged across tiles), written as
   GeoJSON polygons in the input's CRS (or WGS84) with class, score and pixel box.
+* ``prepare DOMAIN SRC_DIR OUT_DIR``: validate and preprocess raw inputs once into LitData
+  shards + ``manifest.json`` (bad inputs listed by name and reason; re-runs are no-ops; new
+  files are appended), streamed by the domains' ``Streaming*DataModule``.
 * ``sed CKPT OUT.csv FILES...``: sound event detection with a ``SoundEventModule``
   checkpoint; ``file,onset,offset,label`` rows, scored against ``--reference`` if given.
 
@@ -20,12 +23,14 @@ Example::
     domainfm inspect exports/ct_mae
     domainfm segment runs/.../last.ckpt scan.nii.gz scan_seg.nii.gz
     domainfm detect runs/.../last.ckpt scene.tif objects.geojson
+    domainfm prepare medical3d scans/ prepared/ct --spacing 1.5
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -294,6 +299,92 @@ def _sed(argv: Sequence[str]) -> int:
     return 0
 
 
+def _preparer(args: argparse.Namespace) -> Any:
+    """The domain's preparer from the parsed ``prepare`` options."""
+    if args.domain == "medical3d":
+        from domainfm.domains.medical3d.shards import VolumePreparer
+
+        return VolumePreparer(
+            spacing=args.spacing,
+            modality=args.modality,
+            hu_window=tuple(args.hu_window),
+            dtype=args.dtype or "float16",
+        )
+    if args.domain == "geospatial":
+        from domainfm.domains.geospatial.shards import ChipPreparer
+
+        return ChipPreparer(
+            chip_size=args.chip_size,
+            stride=args.stride,
+            band_names=args.band_names,
+            min_valid=args.min_valid,
+            dtype=args.dtype or "float32",
+            date_pattern=args.date_pattern,
+        )
+    from domainfm.domains.audio.frontends import build_frontend
+    from domainfm.domains.audio.shards import AudioPreparer
+
+    frontend = build_frontend(
+        {"architecture": args.frontend, "kwargs": {"sample_rate": args.sample_rate}}
+    )
+    return AudioPreparer(
+        frontend=frontend,
+        segment_s=args.segment_s,
+        min_segment_s=args.min_segment_s,
+        features=args.features,
+    )
+
+
+def _prepare(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="domainfm prepare",
+        description=(
+            "Validate and preprocess a folder of raw inputs once into streamable LitData "
+            "shards with a manifest (counts, shapes, statistics, source checksums). Bad "
+            "inputs are skipped and listed; re-running is a no-op; new files are appended."
+        ),
+    )
+    parser.add_argument("domain", choices=["medical3d", "geospatial", "audio"])
+    parser.add_argument("src_dir", help="folder of raw inputs (searched recursively)")
+    parser.add_argument("out_dir", help="prepared folder (created, or appended to)")
+    parser.add_argument("--num-workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--chunk-bytes", default="64MB", help="target shard size")
+    parser.add_argument("--dtype", choices=["float16", "float32"], help="stored dtype")
+    med = parser.add_argument_group("medical3d")
+    med.add_argument("--spacing", type=float, nargs="+", default=[1.5], help="mm")
+    med.add_argument("--modality", choices=["ct", "mri"], default="ct")
+    med.add_argument("--hu-window", type=float, nargs=2, default=[-1000.0, 1000.0])
+    geo = parser.add_argument_group("geospatial")
+    geo.add_argument("--chip-size", type=int, default=64)
+    geo.add_argument("--stride", type=int, help="chip step (default: chip size)")
+    geo.add_argument("--band-names", nargs="+", help="names of the rasters' bands")
+    geo.add_argument("--min-valid", type=float, default=0.5, help="valid fraction per date")
+    geo.add_argument("--date-pattern", help="regex with named groups year, month, day")
+    aud = parser.add_argument_group("audio")
+    aud.add_argument("--sample-rate", type=int, default=16000)
+    aud.add_argument("--frontend", choices=["log_mel", "kaldi_fbank"], default="log_mel")
+    aud.add_argument("--segment-s", type=float, default=10.0, help="item length (s)")
+    aud.add_argument("--min-segment-s", type=float, default=0.5, help="shortest last piece")
+    aud.add_argument("--features", choices=["wave", "frontend"], default="wave")
+    args = parser.parse_args(argv)
+    if args.domain == "medical3d" and len(args.spacing) not in (1, 3):
+        parser.error("--spacing takes one value or three")
+    if args.domain == "medical3d" and len(args.spacing) == 1:
+        args.spacing = args.spacing[0]
+    from domainfm.core.data_root import resolve_data_path
+    from domainfm.core.shards import prepare_shards
+
+    summary = prepare_shards(
+        _preparer(args),
+        resolve_data_path(args.src_dir),
+        args.out_dir,
+        num_workers=args.num_workers,
+        chunk_bytes=args.chunk_bytes,
+    )
+    print(f"domainfm prepare: {summary.describe()}")
+    return 0
+
+
 def main(args: Sequence[str] | None = None) -> None:
     """Entry point of the ``domainfm`` console script."""
     argv = list(sys.argv[1:] if args is None else args)
@@ -303,6 +394,7 @@ def main(args: Sequence[str] | None = None) -> None:
         "segment": _segment,
         "detect": _detect,
         "sed": _sed,
+        "prepare": _prepare,
     }
     if argv and argv[0] in commands:
         try:

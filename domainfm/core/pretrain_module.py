@@ -184,7 +184,9 @@ class PretrainModule(L.LightningModule):
         return total, logs
 
     # -- Lightning hooks ----------------------------------------------------------------
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict[str, Tensor] | None, batch_idx: int) -> Tensor | None:
+        if batch is None:  # every item of a streamed batch was skipped (and counted)
+            return None
         loss, logs = self.compute_losses(batch)
         size = _batch_size(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=size)

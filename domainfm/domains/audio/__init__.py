@@ -48,6 +48,7 @@ from domainfm.domains.audio.sed import (
     write_events_csv,
 )
 from domainfm.domains.audio.segments import AudioClipDataset, AudioSegmentDataset
+from domainfm.domains.audio.shards import AudioPreparer, StreamingAudioDataModule
 
 __all__ = [
     "FRONTENDS",
@@ -55,6 +56,7 @@ __all__ = [
     "AudioClipDataset",
     "AudioInfo",
     "AudioNTT2020",
+    "AudioPreparer",
     "AudioPretrainDataModule",
     "AudioSegmentDataset",
     "AudioSkippedWarning",
@@ -70,6 +72,7 @@ __all__ = [
     "SoundEventDataModule",
     "SoundEventModule",
     "SpecAugment",
+    "StreamingAudioDataModule",
     "activity_to_events",
     "audio_info",
     "build_frontend",

@@ -60,7 +60,7 @@ class BYOLACollate:
         return batch
 
 
-def _frontend_contract(frontend: Frontend, frames: int) -> dict[str, object]:
+def frontend_contract(frontend: Frontend, frames: int) -> dict[str, object]:
     return {
         "channels": ["mono"],
         "sample_rate": frontend.sample_rate,
@@ -160,7 +160,7 @@ class AudioPretrainDataModule(L.LightningDataModule):
     def input_contract(self) -> dict[str, object]:
         """Rate, front end (with statistics), segment length; files skipped at indexing."""
         return {
-            **_frontend_contract(self.frontend, self.frames),
+            **frontend_contract(self.frontend, self.frames),
             "skipped_files": [list(s) for s in self.skipped],
         }
 
@@ -349,7 +349,7 @@ class AudioClipDataModule(L.LightningDataModule):
     def input_contract(self) -> dict[str, object]:
         """Rate, front end (with statistics), clip length, class names, the held-out groups."""
         return {
-            **_frontend_contract(self.frontend, self.frames),
+            **frontend_contract(self.frontend, self.frames),
             "class_names": self.class_names,
             "val_groups": self.val_groups,
         }

@@ -61,11 +61,14 @@ class Frontend(nn.Module):
     n_bins: int
     mean: float | None
     std: float | None
+    norm_scale: float = 1.0  # features are (x - mean) / (norm_scale * std)
 
-    def _normalize(self, x: Tensor, scale: float) -> Tensor:
+    def normalize(self, x: Tensor) -> Tensor:
+        """Un-normalized features → this front end's normalized ones (unchanged without
+        statistics)."""
         if self.mean is None or self.std is None:
             return x
-        return (x - self.mean) / (scale * max(self.std, 1e-12))
+        return (x - self.mean) / (self.norm_scale * max(self.std, 1e-12))
 
     def with_stats(self, mean: float | None, std: float | None) -> Frontend:
         """A copy of this front end normalizing with ``mean``/``std`` (``None``: raw)."""
@@ -134,7 +137,7 @@ class LogMelFrontend(Frontend):
     def forward(self, waveform: Tensor) -> Tensor:
         """``(..., N)`` → ``(..., n_mels, 1 + N // hop)``."""
         x = (self.mel(waveform.float()) + self.eps).log()
-        return self._normalize(x, 1.0)
+        return self.normalize(x)
 
     def num_frames(self, num_samples: int) -> int:
         return 1 + num_samples // self.hop_length  # centered STFT
@@ -153,6 +156,8 @@ class KaldiFbankFrontend(Frontend):
         frame_length_ms, frame_shift_ms: window and hop (ms).
         mean, std: normalization ``(x - mean) / (2 std)`` (AST's); ``None``: raw fbank.
     """
+
+    norm_scale = 2.0  # AST normalizes by twice the std
 
     def __init__(
         self,
@@ -200,7 +205,7 @@ class KaldiFbankFrontend(Frontend):
         lead = waveform.shape[:-1]
         flat = waveform.float().reshape(-1, waveform.shape[-1])  # (M, N)
         out = torch.stack([self._one(w) for w in flat])  # (M, F, T)
-        return self._normalize(out.reshape(*lead, *out.shape[1:]), 2.0)
+        return self.normalize(out.reshape(*lead, *out.shape[1:]))
 
     def num_frames(self, num_samples: int) -> int:
         n = max(num_samples, self.num_window_samples)

@@ -45,7 +45,7 @@ from domainfm.domains.audio.frontends import Frontend
 from domainfm.domains.audio.io import AudioInfo, load_audio, read_segment
 
 
-def _fit_frames(x: Tensor, frames: int, offset: int | None) -> Tensor:
+def fit_frames(x: Tensor, frames: int, offset: int | None) -> Tensor:
     """Cut ``(C, F, T)`` to ``frames`` frames from ``offset`` (``None``: centre) or zero-pad
     at the end."""
     t = x.shape[-1]
@@ -110,7 +110,7 @@ class AudioSegmentDataset(Dataset[dict[str, Tensor]]):
         )  # (1, n)
         with torch.no_grad():
             x = self.frontend(wave)  # (1, F, T)
-        return _fit_frames(x, self.frames, 0)
+        return fit_frames(x, self.frames, 0)
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Tensor]:
         """A segment; ``key`` is an index or ``(index, seed)`` from the seeded sampler."""
@@ -131,15 +131,27 @@ class AudioSegmentDataset(Dataset[dict[str, Tensor]]):
         raise ValueError(f"{self.max_tries} segment reads failed in a row; last: {self.last_error}")
 
     def _sample(self, x: Tensor, generator: torch.Generator, seed: int | None) -> dict[str, Any]:
-        sample: dict[str, Any] = {"input": x}
-        if self.views != "single":
-            assert self.two_views is not None
-            sample["view1"], sample["view2"] = self.two_views(x, generator)
-        if self.specaugment is not None:
-            sample["input"] = self.specaugment(x, generator)
+        sample = segment_views(x, generator, two_views=self.two_views, specaugment=self.specaugment)
         if seed is not None:
             sample["seed"] = torch.tensor(seed)
         return sample
+
+
+def segment_views(
+    x: Tensor,
+    generator: torch.Generator,
+    *,
+    two_views: BYOLAViews | FrameAlignedViews | None,
+    specaugment: SpecAugment | None,
+) -> dict[str, Any]:
+    """The training sample of one normalized segment ``(1, F, T)``: ``"input"`` (SpecAugment
+    applied when given) and, with a two-view maker, ``"view1"``/``"view2"``."""
+    sample: dict[str, Any] = {"input": x}
+    if two_views is not None:
+        sample["view1"], sample["view2"] = two_views(x, generator)
+    if specaugment is not None:
+        sample["input"] = specaugment(x, generator)
+    return sample
 
 
 class AudioClipDataset(Dataset[dict[str, Tensor]]):
@@ -185,7 +197,7 @@ class AudioClipDataset(Dataset[dict[str, Tensor]]):
         offset = None
         if self.train and x.shape[-1] > self.frames:
             offset = int(torch.randint(0, x.shape[-1] - self.frames + 1, (), generator=generator))
-        x = _fit_frames(x, self.frames, offset)
+        x = fit_frames(x, self.frames, offset)
         if self.train and self.specaugment is not None:
             x = self.specaugment(x, generator)
         return {"input": x, "label": torch.tensor(self.labels[index])}

@@ -37,6 +37,7 @@ from domainfm.domains.geospatial.seg_datamodule import (
     RasterSceneDataModule,
     RasterSegDataModule,
 )
+from domainfm.domains.geospatial.shards import ChipPreparer, StreamingRasterDataModule
 from domainfm.domains.geospatial.spectral_temporal import (
     SATMAE_S2_GROUPS,
     SpectralTemporalViT,
@@ -56,6 +57,7 @@ __all__ = [
     "SENTINEL2_L1C_BANDS",
     "AlignedRasters",
     "BandStats",
+    "ChipPreparer",
     "Grid",
     "LabeledRasterDataset",
     "Raster",
@@ -68,6 +70,7 @@ __all__ = [
     "RasterWindowDataset",
     "SpatioTemporalIndex",
     "SpectralTemporalViT",
+    "StreamingRasterDataModule",
     "TimmCNN",
     "acquisition_date",
     "band_group_cube",

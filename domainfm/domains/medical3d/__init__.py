@@ -11,6 +11,7 @@ from domainfm.domains.medical3d.io import Volume, check_label_pair, load_volume
 from domainfm.domains.medical3d.labeled_volumes import LabeledVolumeDataset
 from domainfm.domains.medical3d.preprocess import volume_transform
 from domainfm.domains.medical3d.seg_datamodule import VolumeSegDataModule
+from domainfm.domains.medical3d.shards import StreamingVolumeDataModule, VolumePreparer
 from domainfm.domains.medical3d.swin import SwinViT3D
 from domainfm.domains.medical3d.swin_ssl_views import SwinSSLViews
 from domainfm.domains.medical3d.voco_crops import VoCoCrops
@@ -20,12 +21,14 @@ __all__ = [
     "AugmentedViews",
     "LabeledVolumeDataset",
     "SegResNetEncoder3D",
+    "StreamingVolumeDataModule",
     "SwinSSLViews",
     "SwinViT3D",
     "VoCoCrops",
     "Volume",
     "VolumeCropDataset",
     "VolumeIndex",
+    "VolumePreparer",
     "VolumePretrainDataModule",
     "VolumeSegDataModule",
     "check_label_pair",

@@ -151,7 +151,7 @@ class VolumeIndex:
         cache_path = Path(cache).resolve() if cache is not None else None
         cached = _read_cache(cache_path) if cache_path is not None else {}
         entries, reads = [], 0
-        for kind, path in _volumes([Path(r) for r in roots], skip=cache_path):
+        for kind, path in find_volumes([Path(r) for r in roots], skip=cache_path):
             stamp = fingerprint(path)
             previous = cached.get(str(path))
             if previous is not None and previous.fingerprint == stamp:
@@ -186,7 +186,7 @@ class VolumeIndex:
         return iter(self.entries)
 
 
-def _volumes(
+def find_volumes(
     roots: Sequence[Path], *, skip: Path | None
 ) -> Iterator[tuple[Literal["nifti", "dicom"], Path]]:
     """``(kind, absolute path)`` of every NIfTI file and DICOM series folder, in walk order."""

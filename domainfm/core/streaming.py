@@ -1,0 +1,252 @@
+"""Streaming training samples from prepared shards (LitData), split across ranks and workers.
+
+:class:`StreamingSamples` reads the chunks written by
+:func:`~domainfm.core.shards.prepare_shards` with ``litdata.StreamingDataset``: chunks are
+shuffled and spread over every DDP rank × dataloader worker (each item once per epoch; under
+DDP LitData drops the last ``< world_size × batch_size`` items so that every rank runs the
+same number of steps, a different remainder each shuffled epoch), items are shuffled within
+a window, and ``litdata.StreamingDataLoader`` saves the position in Lightning checkpoints so
+that a resumed run continues at the exact next sample. Chunks stream from a local folder or
+object storage (``s3://``, ``gs://``; cached locally up to ``max_cache_size``).
+
+A domain turns each prepared item into training samples with a **sample maker**
+``(item, generator) -> sample | list[sample]`` (the same views and augmentations as its
+file-based path). The generator is seeded from ``(seed, epoch, item index)`` only, so a
+sample is the same whichever rank or worker draws it and after a resume; every sample gets
+a ``"seed"`` (from which :class:`~domainfm.core.masking.MaskingCollate` draws the batch's
+mask) and its item ``"index"``. A sample maker that fails on an item (``ValueError``) has
+the item skipped and counted (``skipped``), not the run stopped.
+
+Example::
+
+    >>> ds = StreamingSamples(shards="prepared/ct", sample_maker=crop_maker, seed=0)
+    >>> loader = streaming_loader(ds, batch_size=8, num_workers=4, collate_fn=collate)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from litdata import StreamingDataLoader, StreamingDataset
+from torch.utils.data import default_collate
+
+from domainfm.core.shards import read_manifest
+
+SampleMaker = Callable[[dict[str, Any], torch.Generator], "dict[str, Any] | list[dict[str, Any]]"]
+
+
+def derive_seed(*parts: int) -> int:
+    """A 62-bit seed from integers (stable across processes, unlike ``hash``)."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 2
+
+
+class SampleSkippedWarning(UserWarning):
+    """A prepared item could not be turned into a sample; it was skipped."""
+
+
+class StreamingSamples(StreamingDataset):  # type: ignore[misc]
+    """Samples made from the items of a prepared dataset, streamed.
+
+    Args:
+        shards: the prepared folder (local path or ``s3://``/``gs://`` URL).
+        sample_maker: ``(item, generator) -> sample or list of samples``.
+        seed: seed of the chunk/item order and of every sample's randomness.
+        shuffle: shuffle chunks and items each epoch.
+        drop_last: drop the remainder so every rank gets the same number of items
+            (default: ``True`` under DDP, else ``False``).
+        cache_dir: local cache for remote shards.
+        max_cache_size: cache budget for remote shards (e.g. ``"50GB"``).
+
+    Attributes:
+        manifest: the folder's manifest (``None`` for remote shards).
+        skipped: items skipped in this process (a failing sample maker).
+    """
+
+    def __init__(
+        self,
+        *,
+        shards: str | Path,
+        sample_maker: SampleMaker,
+        seed: int = 0,
+        shuffle: bool = True,
+        drop_last: bool | None = None,
+        cache_dir: str | None = None,
+        max_cache_size: str | None = None,
+    ) -> None:
+        location = str(shards)
+        remote = "://" in location
+        self.manifest = None if remote else read_manifest(location)
+        kwargs: dict[str, Any] = {}
+        if max_cache_size is not None:
+            kwargs["max_cache_size"] = max_cache_size
+        super().__init__(
+            input_dir=location,
+            cache_dir=cache_dir,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            seed=seed,
+            **kwargs,
+        )
+        self.sample_maker = sample_maker
+        self.skipped = 0
+
+    def __getitem__(self, index: Any) -> list[dict[str, Any]]:
+        """The samples of item ``index`` (a LitData ``ChunkedIndex`` or an int); ``[]`` when
+        the sample maker rejected the item."""
+        item = super().__getitem__(index)
+        position = int(getattr(index, "index", index))
+        base = derive_seed(self.seed, self.current_epoch, position)
+        try:
+            made = self.sample_maker(item, torch.Generator().manual_seed(base))
+        except ValueError as err:
+            self.skipped += 1
+            warnings.warn(
+                f"skipped prepared item {position} ({item.get('source', '?')}): {err}",
+                SampleSkippedWarning,
+                stacklevel=2,
+            )
+            return []
+        samples = made if isinstance(made, list) else [made]
+        for k, sample in enumerate(samples):
+            sample["seed"] = torch.tensor(derive_seed(base, k))
+            sample["index"] = torch.tensor(position)
+        return samples
+
+
+class StreamCollate:
+    """Flatten the per-item sample lists of a streamed batch, then collate them.
+
+    Args:
+        collate: the batch collate (e.g. :class:`~domainfm.core.masking.MaskingCollate`);
+            ``None``: ``default_collate``.
+    """
+
+    def __init__(self, collate: Callable[[list[Any]], Any] | None = None) -> None:
+        self.collate = collate or default_collate
+
+    def __call__(self, items: list[list[dict[str, Any]]]) -> Any:
+        """The collated samples; ``None`` when every item was skipped (the training step
+        then skips the batch)."""
+        samples = [s for item in items for s in item]
+        return self.collate(samples) if samples else None
+
+
+def streaming_loader(
+    dataset: StreamingSamples,
+    *,
+    batch_size: int,
+    num_workers: int = 0,
+    collate_fn: Callable[[list[Any]], Any] | None = None,
+) -> Any:
+    """A resumable ``litdata.StreamingDataLoader`` of ``batch_size`` items per batch (its
+    position is saved in Lightning checkpoints and restored on resume)."""
+    return StreamingDataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=StreamCollate(collate_fn),
+        persistent_workers=num_workers > 0,
+    )
+
+
+class ShardDataModule(L.LightningDataModule):
+    """Base of the domains' streaming data modules: training (and optional validation)
+    batches streamed from prepared folders.
+
+    Subclasses define :meth:`sample_maker` (from the manifest), :meth:`collate` and
+    :meth:`input_contract`.
+
+    Args:
+        shards: the prepared training folder (``domainfm prepare``).
+        val_shards: a prepared folder for validation (optional; not shuffled).
+        batch_size: items per batch.
+        num_workers: loader workers.
+        seed: order and sample seed.
+        domain: the domain the folders must have been prepared for.
+        cache_dir, max_cache_size: local cache of remote shards.
+    """
+
+    domain = ""
+
+    def __init__(
+        self,
+        *,
+        shards: str,
+        val_shards: str | None = None,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        seed: int = 0,
+        cache_dir: str | None = None,
+        max_cache_size: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.shards = shards
+        self.val_shards = val_shards
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.cache_dir = cache_dir
+        self.max_cache_size = max_cache_size
+        self.manifest: dict[str, Any] = {}
+        self.train_set: StreamingSamples | None = None
+        self.val_set: StreamingSamples | None = None
+
+    def sample_maker(self, manifest: dict[str, Any]) -> SampleMaker:
+        raise NotImplementedError
+
+    def collate(self) -> Callable[[list[Any]], Any] | None:
+        return None
+
+    def _dataset(self, shards: str, *, shuffle: bool) -> StreamingSamples:
+        manifest = {} if "://" in shards else read_manifest(shards)
+        if manifest and manifest["domain"] != self.domain:
+            raise ValueError(
+                f"{shards} was prepared for {manifest['domain']}, not {self.domain}; prepare it "
+                f"with `domainfm prepare {self.domain} ...`"
+            )
+        if not self.manifest:
+            self.manifest = manifest
+        return StreamingSamples(
+            shards=shards,
+            sample_maker=self.sample_maker(manifest or self.manifest),
+            seed=self.seed,
+            shuffle=shuffle,
+            cache_dir=self.cache_dir,
+            max_cache_size=self.max_cache_size,
+        )
+
+    def setup(self, stage: str) -> None:
+        if self.train_set is None:
+            self.train_set = self._dataset(self.shards, shuffle=True)
+        if self.val_shards and self.val_set is None:
+            self.val_set = self._dataset(self.val_shards, shuffle=False)
+
+    def train_dataloader(self) -> Any:
+        assert self.train_set is not None, "call setup('fit') first"
+        return streaming_loader(
+            self.train_set,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            collate_fn=self.collate(),
+        )
+
+    def val_dataloader(self) -> Any:
+        if self.val_set is None:
+            return []
+        return streaming_loader(
+            self.val_set,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            collate_fn=self.collate(),
+        )
+
+    def input_contract(self) -> dict[str, object]:
+        """The prepared data's domain and preprocessing settings (stored in checkpoints)."""
+        return {"prepared": {"domain": self.domain, **self.manifest.get("settings", {})}}

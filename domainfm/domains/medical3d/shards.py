@@ -1,0 +1,225 @@
+"""Prepared CT/MRI shards: volumes preprocessed once, streamed as random crops.
+
+``domainfm prepare medical3d SRC OUT`` runs :class:`VolumePreparer` over every NIfTI file
+and DICOM series folder under ``SRC``: each volume is validated and read
+(:func:`~domainfm.domains.medical3d.io.load_volume`), reoriented to RAS, resampled to the
+target spacing and intensity-normalized by the same MONAI transform as the file-based path
+(:func:`~domainfm.domains.medical3d.preprocess.volume_transform`), and stored as one item:
+``image`` ``(C, D, H, W)`` (float16 by default: normalized intensities in [0, 1] keep ~3
+significant digits, 1 HU steps in a 2000 HU window), its RAS ``affine`` ``(4, 4)`` after
+resampling, ``spacing`` and ``source``. The manifest gets per-channel intensity statistics.
+
+:class:`StreamingVolumeDataModule` streams the items and cuts ``samples_per_volume`` crops
+from each with the file-based path's view makers
+(:mod:`~domainfm.domains.medical3d.views`: random crops, overlapping pairs, VoCo, Swin UNETR
+SSL views), foreground-aware like :class:`~domainfm.domains.medical3d.volumes.VolumeCropDataset`.
+
+Example (YAML for ``domainfm fit``)::
+
+    data:
+      class_path: domainfm.domains.medical3d.StreamingVolumeDataModule
+      init_args:
+        shards: prepared/ct
+        crop_size: 64
+        samples_per_volume: 4
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from domainfm.core.masking import BlockMasking, MaskGenerator, MaskingCollate, RandomMasking
+from domainfm.core.shards import source_key
+from domainfm.core.streaming import SampleMaker, ShardDataModule
+from domainfm.domains.medical3d.index import find_volumes
+from domainfm.domains.medical3d.io import load_volume
+from domainfm.domains.medical3d.preprocess import volume_transform
+from domainfm.domains.medical3d.views import VolumeViews
+from domainfm.domains.medical3d.volumes import foreground_coords, make_views
+
+
+class VolumePreparer:
+    """One prepared item per volume (see the module docstring).
+
+    Args:
+        spacing: target spacing in mm (one value or three).
+        modality: ``"ct"`` (HU window) or ``"mri"`` (0.5–99.5 percentile scaling).
+        hu_window: HU range mapped to [0, 1] for CT.
+        dtype: stored dtype of the normalized volume, ``"float16"`` or ``"float32"``.
+    """
+
+    domain = "medical3d"
+
+    def __init__(
+        self,
+        *,
+        spacing: float | Sequence[float] = 1.5,
+        modality: Literal["ct", "mri"] = "ct",
+        hu_window: tuple[float, float] = (-1000.0, 1000.0),
+        dtype: Literal["float16", "float32"] = "float16",
+    ) -> None:
+        if modality not in ("ct", "mri"):
+            raise ValueError(f"modality must be 'ct' or 'mri', got {modality!r}")
+        if dtype not in ("float16", "float32"):
+            raise ValueError(f"dtype must be 'float16' or 'float32', got {dtype!r}")
+        self.spacing = (float(spacing),) * 3 if isinstance(spacing, int | float) else tuple(spacing)
+        self.modality: Literal["ct", "mri"] = modality
+        self.hu_window = (float(hu_window[0]), float(hu_window[1]))
+        self.dtype = dtype
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "spacing": list(self.spacing),
+            "modality": self.modality,
+            "hu_window": list(self.hu_window),
+            "orientation": "RAS",
+            "dtype": self.dtype,
+        }
+
+    def sources(self, src_dir: Path) -> list[tuple[Path, ...]]:
+        """Every NIfTI file and DICOM series folder under ``src_dir``."""
+        return [(path,) for _, path in find_volumes([src_dir], skip=None)]
+
+    def items(self, paths: tuple[Path, ...]) -> Iterator[dict[str, Any]]:
+        (path,) = paths
+        volume = load_volume(path)  # ValueError naming the file for a bad one
+        transform = volume_transform(
+            spacing=self.spacing, modality=self.modality, hu_window=self.hu_window, load=False
+        )
+        try:
+            out = transform(volume.to_metatensor())  # MetaTensor (C, D, H, W)
+        except Exception as err:  # MONAI's errors: name the file
+            raise ValueError(f"{path}: preprocessing failed ({err})") from err
+        image = out.as_tensor().numpy().astype(self.dtype)
+        yield {
+            "image": np.ascontiguousarray(image),
+            "affine": np.asarray(out.affine, dtype=np.float64),
+            "spacing": np.asarray(self.spacing, dtype=np.float64),
+            "source": source_key(paths, path.parent),
+        }
+
+    def channel_values(self, item: dict[str, Any]) -> np.ndarray:
+        image = item["image"]
+        return image.reshape(image.shape[0], -1)  # (C, D*H*W)
+
+
+class VolumeCrops:
+    """Sample maker: ``samples_per_volume`` samples of a view maker from one prepared
+    volume (zero-padded to the view maker's ``min_size`` when smaller).
+
+    Args:
+        views: the view maker.
+        samples_per_volume: samples per streamed volume.
+        foreground_threshold: normalized intensity counting as foreground (for
+            foreground-aware view makers).
+    """
+
+    def __init__(
+        self, *, views: VolumeViews, samples_per_volume: int = 4, foreground_threshold: float = 0.05
+    ) -> None:
+        if samples_per_volume < 1:
+            raise ValueError(f"samples_per_volume must be >= 1, got {samples_per_volume}")
+        self.views = views
+        self.samples_per_volume = samples_per_volume
+        self.foreground_threshold = foreground_threshold
+
+    def __call__(self, item: dict[str, Any], generator: torch.Generator) -> list[dict[str, Any]]:
+        volume = torch.as_tensor(item["image"]).float()  # (C, D, H, W)
+        short = [max(0, m - s) for m, s in zip(self.views.min_size, volume.shape[1:], strict=True)]
+        if any(short):
+            pad: list[int] = []
+            for need in reversed(short):  # F.pad lists the last axis first
+                pad += [need // 2, need - need // 2]
+            volume = torch.nn.functional.pad(volume, pad)
+        foreground = foreground_coords(volume, self.foreground_threshold)
+        return [
+            self.views(volume, generator=generator, foreground=foreground)
+            for _ in range(self.samples_per_volume)
+        ]
+
+
+class StreamingVolumeDataModule(ShardDataModule):
+    """Crops streamed from ``domainfm prepare medical3d`` shards, masked for MAE in the
+    workers (the streaming counterpart of
+    :class:`~domainfm.domains.medical3d.VolumePretrainDataModule`).
+
+    Args:
+        shards: the prepared training folder.
+        val_shards: a prepared validation folder (optional).
+        crop_size: crop size in voxels.
+        views: a view maker, or 1 (random crop) / 2 (overlapping pair) of ``crop_size``.
+        samples_per_volume: crops per streamed volume (a batch holds ``batch_size`` ×
+            ``samples_per_volume`` crops).
+        patch_size: the backbone's patch size (mask grid).
+        mask_ratio: MAE mask ratio.
+        masking: ``"random"`` or ``"block"``.
+        batch_size: volumes per batch.
+        num_workers: loader workers.
+        seed: order and crop seed.
+        cache_dir, max_cache_size: local cache of remote shards.
+    """
+
+    domain = "medical3d"
+
+    def __init__(
+        self,
+        *,
+        shards: str,
+        val_shards: str | None = None,
+        crop_size: int | Sequence[int] = 64,
+        views: int | VolumeViews = 1,
+        samples_per_volume: int = 4,
+        patch_size: int | Sequence[int] = 16,
+        mask_ratio: float = 0.75,
+        masking: Literal["random", "block"] = "random",
+        batch_size: int = 2,
+        num_workers: int = 0,
+        seed: int = 0,
+        cache_dir: str | None = None,
+        max_cache_size: str | None = None,
+    ) -> None:
+        super().__init__(
+            shards=shards,
+            val_shards=val_shards,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            seed=seed,
+            cache_dir=cache_dir,
+            max_cache_size=max_cache_size,
+        )
+        self.views = make_views(views, crop_size=crop_size)
+        self.samples_per_volume = samples_per_volume
+        generator: MaskGenerator = (
+            RandomMasking(ratio=mask_ratio)
+            if masking == "random"
+            else BlockMasking(ratio=mask_ratio)
+        )
+        self._collate = MaskingCollate(masking=generator, patch_size=patch_size)
+
+    def sample_maker(self, manifest: dict[str, Any]) -> SampleMaker:
+        return VolumeCrops(views=self.views, samples_per_volume=self.samples_per_volume)
+
+    def collate(self) -> Callable[[list[Any]], Any]:
+        return self._collate
+
+    def input_contract(self) -> dict[str, object]:
+        settings = self.manifest.get("settings", {})
+        window = settings.get("hu_window", [-1000.0, 1000.0])
+        return {
+            "channels": ["image"],
+            "modality": settings.get("modality"),
+            "spacing_mm": settings.get("spacing"),
+            "orientation": "RAS",
+            "crop_size": list(self.views.crop_size),
+            "normalization": (
+                {"type": "hu_window", "range": window, "to": [0.0, 1.0]}
+                if settings.get("modality") == "ct"
+                else {"type": "percentile", "range": [0.5, 99.5], "to": [0.0, 1.0]}
+            ),
+            **super().input_contract(),
+        }
