@@ -55,7 +55,9 @@ class DomainFMCLI(LightningCLI):
 
     def after_fit(self) -> None:
         trainer = self.trainer
-        where = trainer.log_dir or trainer.default_root_dir
+        where = trainer.log_dir or trainer.default_root_dir  # a collective under DDP: all ranks
+        if not trainer.is_global_zero:  # one summary per job, from rank 0
+            return
         ckpt = getattr(trainer.checkpoint_callback, "last_model_path", "") or getattr(
             trainer.checkpoint_callback, "best_model_path", ""
         )
