@@ -382,6 +382,7 @@ def _prepare(argv: Sequence[str]) -> int:
         args.out_dir,
         num_workers=args.num_workers,
         chunk_bytes=args.chunk_bytes,
+        progress=True,
     )
     print(f"domainfm prepare: {summary.describe()}")
     return 0

@@ -31,6 +31,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import threading
 import time
 import traceback
 from collections.abc import Iterator, Sequence
@@ -258,14 +259,14 @@ def _write_result(staging: Path, result: SourceResult) -> None:
     atomic_write(staging / name, lambda tmp: tmp.write_text(text))
 
 
-def read_manifest(out_dir: str | Path) -> dict[str, Any]:
-    """The manifest of a prepared folder.
+def read_manifest(out_dir: str | Path, *, name: str = MANIFEST) -> dict[str, Any]:
+    """The manifest of a prepared folder (``name``: the file in it).
 
     Raises:
         FileNotFoundError: ``out_dir`` has no manifest (not prepared by ``domainfm prepare``).
         ValueError: the manifest is unreadable or of an unknown format.
     """
-    path = Path(out_dir) / MANIFEST
+    path = Path(out_dir) / name
     if not path.is_file():
         raise FileNotFoundError(
             f"{out_dir} is not a prepared dataset (no {MANIFEST}); run `domainfm prepare` first"
@@ -318,6 +319,7 @@ def prepare_shards(
     *,
     num_workers: int = 1,
     chunk_bytes: str = "64MB",
+    progress: bool = False,
 ) -> PrepareSummary:
     """Prepare every source under ``src_dir`` into LitData chunks in ``out_dir``.
 
@@ -327,6 +329,7 @@ def prepare_shards(
         out_dir: the prepared folder (created; appended to when it exists).
         num_workers: LitData worker processes preparing sources in parallel.
         chunk_bytes: target chunk (shard) size.
+        progress: show a progress bar of finished sources (stderr).
 
     Returns:
         the :class:`PrepareSummary` (also written into the manifest's ``runs``).
@@ -389,7 +392,7 @@ def prepare_shards(
         todo.append(paths)
 
     if todo:
-        results = _run_litdata(preparer, todo, src, out, num_workers, chunk_bytes)
+        results = _run_litdata(preparer, todo, src, out, num_workers, chunk_bytes, progress)
         for key, files in fingerprints.items():
             result = results.get(key) or SourceResult(
                 key=key,
@@ -466,6 +469,19 @@ def _finish_manifest(
     atomic_write(out / MANIFEST, lambda tmp: tmp.write_text(text))
 
 
+def _show_progress(staging: Path, total: int, done: threading.Event, enabled: bool) -> None:
+    """A progress bar of sources finished (the workers' result files), until ``done``."""
+    from tqdm import tqdm
+
+    with tqdm(total=total, desc="prepare", unit="source", disable=not enabled) as bar:
+        while True:
+            finished = done.wait(0.5)
+            count = sum(1 for _ in staging.glob("*.json")) if staging.exists() else bar.n
+            bar.update(count - bar.n)
+            if finished:
+                return
+
+
 def _run_litdata(
     preparer: Preparer,
     todo: list[tuple[Path, ...]],
@@ -473,6 +489,7 @@ def _run_litdata(
     out: Path,
     num_workers: int,
     chunk_bytes: str,
+    progress: bool,
 ) -> dict[str, SourceResult]:
     """``litdata.optimize`` over the sources (appending to an existing index), keeping the
     index as it was so a killed run can be rolled back; returns each source's result."""
@@ -487,6 +504,11 @@ def _run_litdata(
     if appending:
         shutil.copyfile(out / INDEX, out / _BACKUP)
     start_method = multiprocessing.get_start_method(allow_none=True)
+    done = threading.Event()
+    watcher = threading.Thread(
+        target=_show_progress, args=(staging, len(todo), done, progress), daemon=True
+    )
+    watcher.start()
     try:
         optimize(
             fn=_PrepareWork(preparer, staging, src),
@@ -503,6 +525,8 @@ def _run_litdata(
         )
     finally:  # LitData switches the global start method to spawn; give it back
         multiprocessing.set_start_method(start_method, force=True)
+        done.set()
+        watcher.join()
     results = {}
     for path in staging.glob("*.json"):
         result = SourceResult(**json.loads(path.read_text()))

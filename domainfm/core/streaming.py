@@ -51,7 +51,7 @@ class SampleSkippedWarning(UserWarning):
     """A prepared item could not be turned into a sample; it was skipped."""
 
 
-class StreamingSamples(StreamingDataset):  # type: ignore[misc]
+class StreamingSamples(StreamingDataset):
     """Samples made from the items of a prepared dataset, streamed.
 
     Args:
@@ -169,8 +169,9 @@ class ShardDataModule(L.LightningDataModule):
         batch_size: items per batch.
         num_workers: loader workers.
         seed: order and sample seed.
-        domain: the domain the folders must have been prepared for.
         cache_dir, max_cache_size: local cache of remote shards.
+        manifest: a local copy of the prepared folder's ``manifest.json``; needed when
+            ``shards`` is remote (``s3://``, ``gs://``), read from the folder otherwise.
     """
 
     domain = ""
@@ -185,9 +186,11 @@ class ShardDataModule(L.LightningDataModule):
         seed: int = 0,
         cache_dir: str | None = None,
         max_cache_size: str | None = None,
+        manifest: str | None = None,
     ) -> None:
         super().__init__()
         self.shards = shards
+        self.manifest_path = manifest
         self.val_shards = val_shards
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -204,9 +207,18 @@ class ShardDataModule(L.LightningDataModule):
     def collate(self) -> Callable[[list[Any]], Any] | None:
         return None
 
+    def _read_manifest(self, shards: str) -> dict[str, Any]:
+        if "://" not in shards:
+            return read_manifest(shards)
+        if self.manifest_path is None:
+            raise ValueError(
+                f"shards={shards} is remote: pass manifest= (a local copy of its manifest.json)"
+            )
+        return read_manifest(Path(self.manifest_path).parent, name=Path(self.manifest_path).name)
+
     def _dataset(self, shards: str, *, shuffle: bool) -> StreamingSamples:
-        manifest = {} if "://" in shards else read_manifest(shards)
-        if manifest and manifest["domain"] != self.domain:
+        manifest = self._read_manifest(shards)
+        if manifest["domain"] != self.domain:
             raise ValueError(
                 f"{shards} was prepared for {manifest['domain']}, not {self.domain}; prepare it "
                 f"with `domainfm prepare {self.domain} ...`"
@@ -215,7 +227,7 @@ class ShardDataModule(L.LightningDataModule):
             self.manifest = manifest
         return StreamingSamples(
             shards=shards,
-            sample_maker=self.sample_maker(manifest or self.manifest),
+            sample_maker=self.sample_maker(manifest),
             seed=self.seed,
             shuffle=shuffle,
             cache_dir=self.cache_dir,

@@ -184,6 +184,7 @@ class StreamingAudioDataModule(ShardDataModule):
         num_workers: loader workers.
         seed: order and segment seed.
         cache_dir, max_cache_size: local cache of remote shards.
+        manifest: local copy of the manifest of remote ``shards``.
     """
 
     domain = "audio"
@@ -203,6 +204,7 @@ class StreamingAudioDataModule(ShardDataModule):
         seed: int = 0,
         cache_dir: str | None = None,
         max_cache_size: str | None = None,
+        manifest: str | None = None,
     ) -> None:
         super().__init__(
             shards=shards,
@@ -212,6 +214,7 @@ class StreamingAudioDataModule(ShardDataModule):
             seed=seed,
             cache_dir=cache_dir,
             max_cache_size=max_cache_size,
+            manifest=manifest,
         )
         if views not in ("single", "byola", "frame_aligned"):
             raise ValueError(f"views={views!r}: must be 'single', 'byola' or 'frame_aligned'")
@@ -246,7 +249,7 @@ class StreamingAudioDataModule(ShardDataModule):
         )
 
     def collate(self) -> Callable[[list[Any]], Any]:
-        return self._collate  # type: ignore[no-any-return]
+        return self._collate
 
     def input_contract(self) -> dict[str, object]:
         return {

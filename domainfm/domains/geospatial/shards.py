@@ -37,7 +37,7 @@ import torch
 from domainfm.core.masking import MaskingCollate, RandomMasking
 from domainfm.core.shards import source_key
 from domainfm.core.streaming import SampleMaker, ShardDataModule
-from domainfm.domains.geospatial.io import raster_info
+from domainfm.domains.geospatial.io import RasterInfo, raster_info
 from domainfm.domains.geospatial.raster_reader import RasterReader
 from domainfm.domains.geospatial.temporal_index import acquisition_date
 from domainfm.domains.geospatial.window_grid import window_starts
@@ -98,16 +98,18 @@ class ChipPreparer:
         files = sorted(
             p for p in src_dir.rglob("*") if p.is_file() and p.suffix.lower() in _RASTER_SUFFIXES
         )
-        readable, broken = [], []
+        readable: list[RasterInfo] = []
+        broken: list[tuple[Path, ...]] = []
         for path in files:
             try:
                 readable.append(raster_info(path, band_names=self.band_names))
             except ValueError:
                 broken.append((path,))
         if self.band_names is None and readable:  # the most common band list
-            counts = Counter(info.band_names for info in readable)
-            self.band_names = list(max(counts, key=lambda names: (counts[names], names)))
-        groups = [
+            counts = Counter(tuple(info.band_names) for info in readable)
+            common = max(counts.items(), key=lambda kv: (kv[1], kv[0]))[0]
+            self.band_names = list(common)
+        groups: list[tuple[Path, ...]] = [
             tuple(sorted((readable[i].path for i in group), key=self._date_key))
             for group in same_place_groups(readable)
         ]
@@ -233,6 +235,7 @@ class StreamingRasterDataModule(ShardDataModule):
         num_workers: loader workers.
         seed: order and window seed.
         cache_dir, max_cache_size: local cache of remote shards.
+        manifest: local copy of the manifest of remote ``shards``.
     """
 
     domain = "geospatial"
@@ -251,6 +254,7 @@ class StreamingRasterDataModule(ShardDataModule):
         seed: int = 0,
         cache_dir: str | None = None,
         max_cache_size: str | None = None,
+        manifest: str | None = None,
     ) -> None:
         super().__init__(
             shards=shards,
@@ -260,6 +264,7 @@ class StreamingRasterDataModule(ShardDataModule):
             seed=seed,
             cache_dir=cache_dir,
             max_cache_size=max_cache_size,
+            manifest=manifest,
         )
         self.size = size
         self.views = views

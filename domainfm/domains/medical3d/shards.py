@@ -162,6 +162,7 @@ class StreamingVolumeDataModule(ShardDataModule):
         num_workers: loader workers.
         seed: order and crop seed.
         cache_dir, max_cache_size: local cache of remote shards.
+        manifest: local copy of the manifest of remote ``shards``.
     """
 
     domain = "medical3d"
@@ -182,6 +183,7 @@ class StreamingVolumeDataModule(ShardDataModule):
         seed: int = 0,
         cache_dir: str | None = None,
         max_cache_size: str | None = None,
+        manifest: str | None = None,
     ) -> None:
         super().__init__(
             shards=shards,
@@ -191,6 +193,7 @@ class StreamingVolumeDataModule(ShardDataModule):
             seed=seed,
             cache_dir=cache_dir,
             max_cache_size=max_cache_size,
+            manifest=manifest,
         )
         self.views = make_views(views, crop_size=crop_size)
         self.samples_per_volume = samples_per_volume

@@ -141,7 +141,7 @@ def test_crops_pad_small_volumes_and_follow_the_seed() -> None:
     assert len(first) == 4
     for a, b in zip(first, again, strict=True):
         assert torch.equal(a["input"], b["input"]) and torch.equal(a["origin"], b["origin"])
-    assert any(not torch.equal(a["origin"], b["origin"]) for a, b in zip(first, other))
+    assert any(not torch.equal(a["origin"], b["origin"]) for a, b in zip(first, other, strict=True))
     volume = torch.from_numpy(big["image"])
     for sample in first:  # each crop is the volume at its origin
         d, h, w = sample["origin"].tolist()
