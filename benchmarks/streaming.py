@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import os
 import platform
@@ -93,6 +94,17 @@ def _proc_kib(pid: int | str, name: str, key: str) -> int | None:
         text = Path(f"/proc/{pid}/{name}").read_text().splitlines()
         return int(next(s for s in text if s.startswith(key + ":")).split()[1])
     return None
+
+
+def _rollup(pid: int) -> dict[str, int]:
+    """``/proc/<pid>/smaps_rollup`` in kiB (``{}`` once the process is gone)."""
+    out = {}
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+            key, _, rest = line.partition(":")
+            with contextlib.suppress(ValueError, IndexError):
+                out[key] = int(rest.split()[0])
+    return out
 
 
 def tree_pids(root: int) -> list[int]:
@@ -293,6 +305,9 @@ def child(spec: dict[str, Any]) -> None:
 
     warnings.filterwarnings("ignore")
     torch.set_num_threads(spec["args"]["threads"])
+    package = f"domainfm.domains.{spec['domain']}"
+    for module in (package, f"{package}.shards"):  # both paths' modules, outside the clock
+        importlib.import_module(module)
     target = spec["samples"]
     t0 = time.perf_counter()
     dm = build_module(spec)
@@ -354,15 +369,18 @@ def measure(spec: dict[str, Any], work: Path, timeout_s: float) -> dict[str, Any
     """Run one child, polling its process tree's Pss and RSS; its result plus the peaks."""
     out, err = work / "child.out", work / "child.err"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)]
-    peak_pss = peak_rss = 0
+    peak_pss = peak_anon = peak_rss = 0
     with open(out, "w") as fo, open(err, "w") as fe:
         proc = subprocess.Popen(cmd, stdout=fo, stderr=fe, cwd=REPO)
         t0 = time.perf_counter()
         while proc.poll() is None:
             pids = tree_pids(proc.pid)
-            pss = sum(_proc_kib(p, "smaps_rollup", "Pss") or 0 for p in pids)
+            rollups = [_rollup(p) for p in pids]
+            pss = sum(r.get("Pss", 0) for r in rollups)
+            anon = sum(r.get("Pss_Anon", 0) for r in rollups)
             rss = sum(_proc_kib(p, "status", "VmRSS") or 0 for p in pids)
-            peak_pss, peak_rss = max(peak_pss, pss), max(peak_rss, rss)
+            peak_pss, peak_anon = max(peak_pss, pss), max(peak_anon, anon)
+            peak_rss = max(peak_rss, rss)
             if time.perf_counter() - t0 > timeout_s:
                 proc.kill()
                 proc.wait()
@@ -375,6 +393,7 @@ def measure(spec: dict[str, Any], work: Path, timeout_s: float) -> dict[str, Any
     result = json.loads(lines[-1][len("RESULT ") :])
     result["wall_s"] = time.perf_counter() - t0
     result["pss_peak_mib"] = peak_pss / 1024
+    result["anon_peak_mib"] = peak_anon / 1024
     result["rss_peak_mib"] = peak_rss / 1024
     return result
 
@@ -416,7 +435,8 @@ def run_domain(domain: str, args: argparse.Namespace, work: Path) -> dict[str, A
                 res = measure(spec, work, args.child_timeout)
                 log(
                     f"{n}x r{r} {path}: {res['samples_per_s']:.1f} samples/s, setup "
-                    f"{res['setup_s']:.2f} s, PSS {res['pss_peak_mib']:.0f} MiB, "
+                    f"{res['setup_s']:.2f} s, anon {res['anon_peak_mib']:.0f} MiB, PSS "
+                    f"{res['pss_peak_mib']:.0f} MiB, "
                     f"ΣVmHWM {res['hwm_sum_mib']:.0f} MiB"
                 )
                 runs[path].append(res)
@@ -428,7 +448,8 @@ def run_domain(domain: str, args: argparse.Namespace, work: Path) -> dict[str, A
     return {"sizes": sizes, "growth": growth(sizes, args.sizes)}
 
 
-MED = ("setup_s", "warmup_s", "samples_per_s", "pss_peak_mib", "rss_peak_mib", "hwm_sum_mib")
+MEM = ("anon_peak_mib", "pss_peak_mib", "hwm_sum_mib")
+MED = ("setup_s", "warmup_s", "samples_per_s", "rss_peak_mib", *MEM)
 
 
 def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -452,11 +473,8 @@ def growth(sizes: dict[str, Any], ns: list[int]) -> dict[str, Any]:
     out: dict[str, Any] = {"from": f"{lo}x", "to": f"{hi}x"}
     for path in PATHS:
         a, b = sizes[lo]["summary"][path], sizes[hi]["summary"][path]
-        out[path] = {
-            key: {"ratio": b[key] / a[key], "delta_mib": b[key] - a[key]}
-            for key in ("pss_peak_mib", "hwm_sum_mib")
-        }
-        out[path]["flat"] = out[path]["pss_peak_mib"]["ratio"] <= FLAT
+        out[path] = {key: {"ratio": b[key] / a[key], "delta_mib": b[key] - a[key]} for key in MEM}
+        out[path]["flat"] = out[path]["anon_peak_mib"]["ratio"] <= FLAT
         out[path]["samples_per_s_ratio"] = b["samples_per_s"] / a["samples_per_s"]
     p1, p2 = sizes[lo]["prepare"]["prepare_s"], sizes[hi]["prepare"]["prepare_s"]
     out["prepare_s_per_1x"] = (p2 - p1) / (int(hi) - int(lo)) if hi != lo else None
@@ -534,15 +552,16 @@ def render(report: dict[str, Any]) -> str:
         "streaming = Streaming*DataModule.train_dataloader() on shards prepared once per size "
         "(prepare s: not part of samples/s). Each (path, size, repeat) in a fresh subprocess.",
         "setup s: build + setup('fit') (file medical: loads and resamples every volume). "
-        "PSS: peak of the summed Pss of main + workers (polled every 50 ms; shared pages "
-        "counted once). ΣVmHWM: main's + each worker's own peak RSS, summed (shared pages "
-        "counted per process). Both include ~0.8 GB of imports (torch etc.) per process tree.",
+        "Memory of main + loader workers, polled every 50 ms: anon = peak of the summed "
+        "Pss_Anon (heap/tensors; pages shared by fork counted once; judges 'flat'), PSS = "
+        "peak summed Pss (anon + libraries/files, shared pages split, also with processes "
+        "outside the tree); ΣVmHWM = main's + each worker's own peak RSS, summed (shared "
+        "pages counted per process; ~0.8 GB of torch etc. each).",
     ]
     for domain, res in report["domains"].items():
         lines += ["", f"== {domain}: {DESCRIBE[domain](a)}"]
         lines.append(
-            f"   {'size':<5}{'files':>6}{'items':>7}{'chunks':>7}{'shard MiB':>10}"
-            f"{'prepare s':>10}"
+            f"   {'size':<5}{'files':>6}{'items':>7}{'chunks':>7}{'shard MiB':>10}{'prepare s':>10}"
         )
         for n, entry in res["sizes"].items():
             p = entry["prepare"]
@@ -552,8 +571,8 @@ def render(report: dict[str, Any]) -> str:
             )
         lines.append(
             f"   {'size':<5}{'path':<10}{'setup s':>8}{'warm-up s':>10}{'epochs':>7}"
-            f"{'samples/s per repeat':>24}{'median':>8}{'x file':>8}{'PSS MiB':>9}"
-            f"{'ΣVmHWM MiB':>11}"
+            f"{'samples/s per repeat':>22}{'median':>8}{'x file':>8}{'anon MiB':>9}"
+            f"{'PSS MiB':>9}{'ΣVmHWM MiB':>11}"
         )
         for n, entry in res["sizes"].items():
             s = entry["summary"]
@@ -563,19 +582,21 @@ def render(report: dict[str, Any]) -> str:
                 ratio = f"{s['ratio_streaming_vs_file']:.2f}" if path == "streaming" else "1"
                 lines.append(
                     f"   {n + 'x':<5}{path:<10}{v['setup_s']:>8.2f}{v['warmup_s']:>10.2f}"
-                    f"{v['epochs_started']:>7}{each:>24}{v['samples_per_s']:>8.0f}{ratio:>8}"
-                    f"{v['pss_peak_mib']:>9.0f}{v['hwm_sum_mib']:>11.0f}"
+                    f"{v['epochs_started']:>7}{each:>22}{v['samples_per_s']:>8.0f}{ratio:>8}"
+                    f"{v['anon_peak_mib']:>9.0f}{v['pss_peak_mib']:>9.0f}"
+                    f"{v['hwm_sum_mib']:>11.0f}"
                 )
         g = res["growth"]
         span = f"{g['to']}/{g['from']}"
         for path in PATHS:
             gp = g[path]
+            mem = ", ".join(
+                f"{label} {gp[key]['ratio']:.2f}x ({gp[key]['delta_mib']:+.0f} MiB)"
+                for label, key in (("anon", MEM[0]), ("PSS", MEM[1]), ("ΣVmHWM", MEM[2]))
+            )
             lines.append(
-                f"   memory {span} {path:<9}: PSS {gp['pss_peak_mib']['ratio']:.2f}x "
-                f"({gp['pss_peak_mib']['delta_mib']:+.0f} MiB), ΣVmHWM "
-                f"{gp['hwm_sum_mib']['ratio']:.2f}x ({gp['hwm_sum_mib']['delta_mib']:+.0f} MiB)"
-                f" -> {'flat' if gp['flat'] else 'GROWS'} (flat: PSS within "
-                f"{(FLAT - 1) * 100:.0f}%); samples/s {span} {gp['samples_per_s_ratio']:.2f}x"
+                f"   memory {span} {path:<9}: {mem} -> {'flat' if gp['flat'] else 'GROWS'}; "
+                f"samples/s {span} {gp['samples_per_s_ratio']:.2f}x"
             )
         if g["prepare_s_per_1x"] is not None:
             lines.append(f"   prepare: {g['prepare_s_per_1x']:.1f} s per extra 1x of data")
@@ -585,14 +606,17 @@ def render(report: dict[str, Any]) -> str:
             f"{n}x {e['summary']['ratio_streaming_vs_file']:.2f}" for n, e in res["sizes"].items()
         )
         lines.append(f"   {domain:<11}{ratios}")
-    lines.append("HEADLINE peak PSS growth (largest / smallest size), file vs streaming:")
+    lines.append(
+        f"HEADLINE peak anon memory growth (largest / smallest size; flat = within "
+        f"{(FLAT - 1) * 100:.0f}%), file vs streaming:"
+    )
     for domain, res in report["domains"].items():
         g = res["growth"]
         lines.append(
             f"   {domain:<11}"
             + "; ".join(
-                f"{p} {g[p]['pss_peak_mib']['ratio']:.2f}x "
-                f"({g[p]['pss_peak_mib']['delta_mib']:+.0f} MiB, "
+                f"{p} {g[p]['anon_peak_mib']['ratio']:.2f}x "
+                f"({g[p]['anon_peak_mib']['delta_mib']:+.0f} MiB, "
                 f"{'flat' if g[p]['flat'] else 'grows'})"
                 for p in PATHS
             )

@@ -298,6 +298,13 @@ def _recover(out: Path) -> bool:
     if not backup.exists() and not staging.exists():
         return False
     index = out / INDEX
+    if (out / MANIFEST).exists() and index.exists():
+        recorded = read_manifest(out).get("index_chunks")
+        current = [c["filename"] for c in json.loads(index.read_text())["chunks"]]
+        if recorded == current:  # killed after its manifest was written: the run completed
+            backup.unlink(missing_ok=True)
+            shutil.rmtree(staging, ignore_errors=True)
+            return False
     if backup.exists():
         os.replace(backup, index)
     elif index.exists() and not (out / MANIFEST).exists():
@@ -417,8 +424,12 @@ def prepare_shards(
 
     ok = [e for e in manifest["sources"].values() if e["status"] == "ok"]
     summary.total_items = sum(e["items"] for e in ok)
-    if summary.total_items == 0:
+    if summary.total_items == 0:  # a first run where every source failed: leave no index
         shutil.rmtree(out / _STAGING, ignore_errors=True)
+        if not (out / MANIFEST).exists():
+            (out / INDEX).unlink(missing_ok=True)
+            for chunk in out.glob("chunk-*.bin"):
+                chunk.unlink()
         failed = summary.skipped + summary.skipped_earlier
         listing = "\n".join(f"  {k}: {r}" for k, r in failed) or "  (no inputs found)"
         raise ValueError(f"nothing could be prepared from {src}:\n{listing}")
@@ -448,6 +459,7 @@ def _finish_manifest(
         mean, std = channel_stats(manifest)  # type: ignore[misc]
         manifest["stats"]["mean"], manifest["stats"]["std"] = mean.tolist(), std.tolist()
     index = json.loads((out / INDEX).read_text())
+    manifest["index_chunks"] = [c["filename"] for c in index["chunks"]]
     manifest["totals"] = {
         "sources": len(manifest["sources"]),
         "ok": len(ok),

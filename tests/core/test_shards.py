@@ -145,3 +145,20 @@ def test_interrupted_run_is_rolled_back(tmp_path: Path, data_root: Path) -> None
     total = read_manifest(out)["totals"]["items"]
     assert total == len(StreamingDataset(str(out)))  # no item of the killed run counted
     assert json.loads(manifest)["totals"]["items"] + summary.items_added == total
+
+
+def test_run_killed_after_its_manifest_is_not_rolled_back(tmp_path: Path, data_root: Path) -> None:
+    src, out = tmp_path / "src", tmp_path / "out"
+    _link(_digits(data_root, 2), src)
+    _prepare(src, out)
+    older_index = (out / INDEX).read_text()
+    _link(_digits(data_root, 1, start=30), src)
+    _prepare(src, out)
+    total = read_manifest(out)["totals"]["items"]
+    # killed between writing the manifest and removing its saved index
+    (out / "index.json.before-prepare").write_text(older_index)
+    (out / ".prepare-staging").mkdir()
+    summary = _prepare(src, out)
+    assert not summary.recovered and not summary.prepared
+    assert len(StreamingDataset(str(out))) == total == read_manifest(out)["totals"]["items"]
+    assert not (out / "index.json.before-prepare").exists()
