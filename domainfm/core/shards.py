@@ -213,6 +213,8 @@ class _PrepareWork:
             items = list(self.preparer.items(paths))
             if not items:
                 raise ValueError(f"{key}: no items (nothing valid to prepare)")
+            for item in items:  # every item names its source as the manifest does
+                item["source"] = key
             result = _summarize(key, items, self.preparer)
         except Exception as err:  # any failure of one source: record it, never stop the run
             reason = str(err) or type(err).__name__

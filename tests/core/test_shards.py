@@ -22,7 +22,7 @@ def _digits(data_root: Path, n: int, start: int = 0) -> list[Path]:
 
 
 def _link(files: list[Path], src: Path) -> None:
-    src.mkdir(exist_ok=True)
+    src.mkdir(parents=True, exist_ok=True)
     for f in files:
         (src / f.name).symlink_to(f)
 
@@ -43,13 +43,15 @@ def _prepare(src: Path, out: Path, **kwargs: object):  # type: ignore[no-untyped
 def test_manifest_noop_and_append(tmp_path: Path, data_root: Path) -> None:
     src, out = tmp_path / "src", tmp_path / "out"
     first = _digits(data_root, 4)
-    _link(first, src)
+    _link(first, src / "sub")
     summary = _prepare(src, out)
     assert len(summary.prepared) == 4 and not summary.skipped
     manifest = read_manifest(out)
     assert manifest["domain"] == "audio" and manifest["settings"]["segment_s"] == 1.0
+    raw = StreamingDataset(str(out))
+    assert {raw[i]["source"] for i in range(len(raw))} == set(manifest["sources"])
     for f in first:
-        entry = manifest["sources"][f.name]
+        entry = manifest["sources"][f"sub/{f.name}"]
         assert entry["status"] == "ok" and entry["items"] >= 1
         assert entry["files"][0]["sha256"] == hashlib.sha256(f.read_bytes()).hexdigest()
     items = manifest["totals"]["items"]
@@ -59,7 +61,7 @@ def test_manifest_noop_and_append(tmp_path: Path, data_root: Path) -> None:
 
     # same input: nothing written
     again = _prepare(src, out)
-    assert not again.prepared and again.unchanged == sorted(f.name for f in first)
+    assert not again.prepared and again.unchanged == sorted(f"sub/{f.name}" for f in first)
     assert "nothing new to prepare" in again.describe()
     assert _chunks(out) == before and read_manifest(out) == manifest
 

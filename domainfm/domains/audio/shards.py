@@ -4,7 +4,8 @@
 ``SRC``: each is decoded and validated (:func:`~domainfm.domains.audio.io.load_audio`:
 unsupported, corrupt or truncated files, NaN/Inf and all-silent recordings are skipped and
 named), mixed to mono, resampled to the front end's rate and cut into ``segment_s`` pieces
-(the last piece kept when at least ``min_segment_s`` long). Each item holds ``wave``
+(a last piece kept when at least ``min_segment_s`` long; a recording shorter than
+``segment_s`` is one item whatever its length). Each item holds ``wave``
 ``(n,)`` float16 (about 66 dB of relative precision, well below log-mel resolution), or,
 with ``features="frontend"``, the front end's un-normalized features ``(F, T)`` float16
 computed once; plus ``sample_rate``, ``start_s`` and ``source``. The front end's scalar
@@ -49,7 +50,8 @@ class AudioPreparer:
         frontend: the front end (its rate is the prepared rate; its config is recorded,
             statistics are computed here).
         segment_s: item length in seconds.
-        min_segment_s: shortest last piece kept.
+        min_segment_s: shortest last piece kept (a recording shorter than ``segment_s`` is
+            kept whole).
         features: ``"wave"`` (waveform) or ``"frontend"`` (precomputed features).
     """
 
@@ -147,13 +149,19 @@ class AudioSegments:
         self.two_views = two_views
         self.specaugment = specaugment
         self.num_samples = frontend.num_samples(frames)
+        with torch.no_grad():  # the un-normalized features of silence: padding of short items
+            raw = frontend.with_stats(None, None)
+            self.silence = float(raw(torch.zeros(1, frontend.num_samples(frames))).mean())
 
     def __call__(self, item: dict[str, Any], generator: torch.Generator) -> dict[str, Any]:
         if "features" in item:
             feats = torch.from_numpy(item["features"].astype(np.float32))  # (F, T)
             span = max(1, feats.shape[-1] - self.frames + 1)
             start = int(torch.randint(0, span, (), generator=generator))
-            x = self.frontend.normalize(feats[None, :, start : start + self.frames])
+            cut = feats[None, :, start : start + self.frames]  # (1, F, <= frames)
+            short = self.frames - cut.shape[-1]  # pad as a zero waveform would be
+            cut = torch.nn.functional.pad(cut, (0, short), value=self.silence) if short else cut
+            x = self.frontend.normalize(cut)
         else:
             wave = torch.from_numpy(item["wave"].astype(np.float32))  # (n,)
             span = max(1, wave.numel() - self.num_samples + 1)

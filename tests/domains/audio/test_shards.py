@@ -176,3 +176,18 @@ def test_byola_views(data_root: Path) -> None:
     again = fresh(item, torch.Generator().manual_seed(1))
     for key in ("view1", "view2"):
         torch.testing.assert_close(again[key], sample[key], rtol=0, atol=0)
+
+
+def test_short_items_pad_alike_from_waves_and_features(data_root: Path) -> None:
+    """A clip shorter than the segment ends in silence frames in both storage modes."""
+    path = data_root / "audio/fsdd_spoken_digits/recordings/0_george_0.wav"  # about 0.3 s
+    frontend = LogMelFrontend(mean=-4.0, std=5.0)
+    out = []
+    for features in ("wave", "frontend"):
+        (item,) = AudioPreparer(features=features).items((path,))  # type: ignore[arg-type]
+        maker = AudioSegments(frontend=frontend, frames=96)
+        out.append(maker(item, torch.Generator().manual_seed(0)))
+    wave_tail, feature_tail = out[0]["input"][..., -5:], out[1]["input"][..., -5:]
+    silence = (np.log(np.finfo(np.float32).eps) + 4.0) / 5.0
+    torch.testing.assert_close(wave_tail, torch.full_like(wave_tail, silence), rtol=0, atol=1e-4)
+    torch.testing.assert_close(feature_tail, wave_tail, rtol=0, atol=1e-3)
