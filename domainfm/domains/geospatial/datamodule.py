@@ -46,6 +46,38 @@ from domainfm.domains.geospatial.stats import BandStats
 from domainfm.domains.geospatial.windows import RasterWindowDataset
 
 
+def raster_masking_collate(
+    *,
+    masking: Literal["random", "block", "tube"],
+    mask_ratio: float,
+    patch_size: int,
+    time_steps: int,
+    band_groups: Sequence[Sequence[str]] | None,
+) -> MaskingCollate:
+    """The MAE mask collate of raster windows: per-token masks on single dates; on time
+    series ``(C, T, h, w)`` and band-group cubes a ``(1, p, p)`` token grid, with ``"tube"``
+    masking the same spatial patches at every date / band group."""
+    cube = time_steps > 1 or band_groups is not None
+    axes = (CUBE_AXES if band_groups is not None else ("t", "h", "w")) if cube else None
+    generator: MaskGenerator
+    if masking == "random":
+        generator = RandomMasking(ratio=mask_ratio)
+    elif masking == "block" and not cube:
+        generator = BlockMasking(ratio=mask_ratio)
+    elif masking == "tube" and axes is not None:
+        generator = TubeMasking(axis=axes[0], ratio=mask_ratio)
+    else:
+        raise ValueError(
+            f"masking={masking!r}: 'random', 'block' for single-date windows, 'tube' for "
+            "time series or band-group cubes"
+        )
+    return MaskingCollate(
+        masking=generator,
+        patch_size=(1, patch_size, patch_size) if cube else patch_size,
+        axes=axes,
+    )
+
+
 class RasterPretrainDataModule(L.LightningDataModule):
     """Random windows of rasters, normalized per band, with MAE masks drawn in the workers.
 
@@ -135,24 +167,12 @@ class RasterPretrainDataModule(L.LightningDataModule):
         self.date_pattern = date_pattern
         self.geo_clusters = geo_clusters
         self.band_groups = [list(g) for g in band_groups] if band_groups is not None else None
-        cube = time_steps > 1 or band_groups is not None
-        axes = (CUBE_AXES if band_groups is not None else ("t", "h", "w")) if cube else None
-        generator: MaskGenerator
-        if masking == "random":
-            generator = RandomMasking(ratio=mask_ratio)
-        elif masking == "block" and not cube:
-            generator = BlockMasking(ratio=mask_ratio)
-        elif masking == "tube" and axes is not None:
-            generator = TubeMasking(axis=axes[0], ratio=mask_ratio)
-        else:
-            raise ValueError(
-                f"masking={masking!r}: 'random', 'block' for single-date windows, 'tube' for "
-                "time series or band-group cubes"
-            )
-        self.collate = MaskingCollate(
-            masking=generator,
-            patch_size=(1, patch_size, patch_size) if cube else patch_size,
-            axes=axes,
+        self.collate = raster_masking_collate(
+            masking=masking,
+            mask_ratio=mask_ratio,
+            patch_size=patch_size,
+            time_steps=time_steps,
+            band_groups=band_groups,
         )
         self.stats: BandStats | None = None
         self.train_set: RasterWindowDataset | None = None

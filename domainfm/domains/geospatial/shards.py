@@ -34,11 +34,12 @@ import numpy as np
 import rasterio
 import torch
 
-from domainfm.core.masking import MaskingCollate, RandomMasking
 from domainfm.core.shards import source_key
 from domainfm.core.streaming import SampleMaker, ShardDataModule
+from domainfm.domains.geospatial.datamodule import raster_masking_collate
 from domainfm.domains.geospatial.io import RasterInfo, raster_info
 from domainfm.domains.geospatial.raster_reader import RasterReader
+from domainfm.domains.geospatial.spectral_temporal import band_group_cube
 from domainfm.domains.geospatial.temporal_index import acquisition_date
 from domainfm.domains.geospatial.window_grid import window_starts
 from domainfm.domains.geospatial.windows import same_place_groups
@@ -174,24 +175,52 @@ class ChipPreparer:
 
 class ChipWindows:
     """Sample maker: a random ``size`` window of a streamed chip, normalized per band
-    (invalid pixels 0); one random date (``views=1``) or two different dates
-    (``views=2``: ``"view1"``/``"view2"``, a chip with one date is skipped).
+    (invalid pixels 0), laid out as the file-based
+    :class:`~domainfm.domains.geospatial.windows.RasterWindowDataset` does: one random date
+    ``(C, s, s)`` (``views=1``); two different dates (``views=2``: ``"view1"``/``"view2"``);
+    ``time_steps`` dates in date order ``(C, T, s, s)``; with ``band_groups`` SatMAE's
+    band-group cube. A chip with fewer dates than needed is skipped (and counted).
 
     Args:
         size: window size (``<= chip_size``).
         mean, std: per-band normalization ``(C,)``.
         views: 1 or 2.
+        time_steps: dates per sample (``views=1`` only).
+        band_names: the chips' bands (needed with ``band_groups``).
+        band_groups: band names per group (the cube layout).
     """
 
     def __init__(
-        self, *, size: int, mean: Sequence[float], std: Sequence[float], views: int = 1
+        self,
+        *,
+        size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        views: int = 1,
+        time_steps: int = 1,
+        band_names: Sequence[str] | None = None,
+        band_groups: Sequence[Sequence[str]] | None = None,
     ) -> None:
         if views not in (1, 2):
             raise ValueError(f"views must be 1 or 2, got {views}")
+        if time_steps < 1 or (time_steps > 1 and views != 1):
+            raise ValueError(f"time_steps={time_steps} must be >= 1, and > 1 only with views=1")
+        if band_groups is not None and band_names is None:
+            raise ValueError("band_groups needs band_names")
         self.size = size
         self.mean = torch.tensor(mean, dtype=torch.float32)[:, None, None]
         self.std = torch.tensor(std, dtype=torch.float32).clamp_min(1e-6)[:, None, None]
         self.views = views
+        self.time_steps = time_steps
+        self.band_names = list(band_names) if band_names is not None else None
+        self.band_groups = [list(g) for g in band_groups] if band_groups is not None else None
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        """``(C, h, w)`` or ``(T, C, h, w)`` → the sample layout."""
+        if self.band_groups is not None:
+            assert self.band_names is not None
+            return band_group_cube(x, self.band_names, self.band_groups)
+        return x.transpose(0, 1) if x.ndim == 4 else x  # (C, T, h, w) for a series
 
     def __call__(self, item: dict[str, Any], generator: torch.Generator) -> dict[str, Any]:
         chip = torch.as_tensor(item["chip"]).float()  # (T, C, h, w)
@@ -199,11 +228,12 @@ class ChipWindows:
         t, _, h, w = chip.shape
         if h < self.size or w < self.size:
             raise ValueError(f"chip {h}x{w} is smaller than the window size {self.size}")
-        if self.views == 2 and t < 2:
-            raise ValueError("a chip with one date gives no temporal pair (views=2)")
+        needed = max(self.views, self.time_steps)
+        if t < needed:
+            raise ValueError(f"the chip has {t} date(s); {needed} are needed per sample")
         row = int(torch.randint(0, h - self.size + 1, (), generator=generator))
         col = int(torch.randint(0, w - self.size + 1, (), generator=generator))
-        dates = torch.randperm(t, generator=generator)[: self.views].tolist()
+        dates = torch.randperm(t, generator=generator)[:needed].tolist()
         window = (slice(row, row + self.size), slice(col, col + self.size))
 
         def view(k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -211,11 +241,16 @@ class ChipWindows:
             x = (chip[k][(slice(None), *window)] - self.mean) / self.std  # (C, s, s)
             return x.masked_fill(~ok[None], 0.0), ok[None]
 
+        if self.time_steps > 1:
+            series = [view(k) for k in sorted(dates)]  # chips hold dates in order
+            x = torch.stack([v[0] for v in series])  # (T, C, s, s)
+            ok = torch.stack([v[1] for v in series]).all(dim=0)  # (1, s, s)
+            return {"input": self._layout(x), "valid": ok}
         x, ok = view(dates[0])
-        sample: dict[str, Any] = {"input": x, "valid": ok}
+        sample: dict[str, Any] = {"input": self._layout(x), "valid": ok}
         if self.views == 2:
             x2, ok2 = view(dates[1])
-            sample.update(view1=x, view2=x2, valid=ok & ok2)
+            sample.update(view1=sample["input"], view2=self._layout(x2), valid=ok & ok2)
         return sample
 
 
@@ -229,8 +264,11 @@ class StreamingRasterDataModule(ShardDataModule):
         val_shards: a prepared validation folder (optional).
         size: window size in pixels (``<=`` the prepared ``chip_size``).
         views: 1 (single windows) or 2 (same window at two dates).
+        time_steps: dates per sample (a series ``(C, T, h, w)``, ``views=1``).
+        band_groups: band names per group: SatMAE's band-group cube.
         patch_size: the backbone's patch size (mask grid).
         mask_ratio: MAE mask ratio.
+        masking: ``"random"``, ``"block"`` (single dates) or ``"tube"`` (series, cubes).
         batch_size: chips per batch.
         num_workers: loader workers.
         seed: order and window seed.
@@ -247,8 +285,11 @@ class StreamingRasterDataModule(ShardDataModule):
         val_shards: str | None = None,
         size: int = 32,
         views: int = 1,
-        patch_size: int | Sequence[int] = 8,
+        time_steps: int = 1,
+        band_groups: Sequence[Sequence[str]] | None = None,
+        patch_size: int = 8,
         mask_ratio: float = 0.75,
+        masking: Literal["random", "block", "tube"] = "random",
         batch_size: int = 8,
         num_workers: int = 0,
         seed: int = 0,
@@ -268,8 +309,14 @@ class StreamingRasterDataModule(ShardDataModule):
         )
         self.size = size
         self.views = views
-        self._collate = MaskingCollate(
-            masking=RandomMasking(ratio=mask_ratio), patch_size=patch_size
+        self.time_steps = time_steps
+        self.band_groups = [list(g) for g in band_groups] if band_groups is not None else None
+        self._collate = raster_masking_collate(
+            masking=masking,
+            mask_ratio=mask_ratio,
+            patch_size=patch_size,
+            time_steps=time_steps,
+            band_groups=band_groups,
         )
 
     def _stats(self, manifest: dict[str, Any]) -> tuple[list[float], list[float]]:
@@ -283,7 +330,15 @@ class StreamingRasterDataModule(ShardDataModule):
         if self.size > chip:
             raise ValueError(f"size={self.size} is larger than the prepared chip_size={chip}")
         mean, std = self._stats(manifest)
-        return ChipWindows(size=self.size, mean=mean, std=std, views=self.views)
+        return ChipWindows(
+            size=self.size,
+            mean=mean,
+            std=std,
+            views=self.views,
+            time_steps=self.time_steps,
+            band_names=manifest["settings"]["band_names"],
+            band_groups=self.band_groups,
+        )
 
     def collate(self) -> Callable[[list[Any]], Any]:
         return self._collate
@@ -294,5 +349,7 @@ class StreamingRasterDataModule(ShardDataModule):
             "bands": self.manifest["settings"]["band_names"],
             "normalization": {"type": "standardize", "mean": mean, "std": std},
             "window": self.size,
+            "time_steps": self.time_steps,
+            "band_groups": self.band_groups,
             **super().input_contract(),
         }

@@ -166,7 +166,7 @@ def test_two_views_are_one_window_at_two_dates(data_root: Path) -> None:
         assert sample["valid"].shape == (1, 16, 16) and bool(sample["valid"].all())
 
     one_date = {**item, "chip": item["chip"][:1], "valid": item["valid"][:1]}
-    with pytest.raises(ValueError, match="one date"):
+    with pytest.raises(ValueError, match="1 date"):
         maker(one_date, torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match="views"):
         ChipWindows(size=16, mean=mean, std=std, views=3)
@@ -200,3 +200,46 @@ def test_a_mostly_nodata_date_is_dropped_from_its_chip(tmp_path: Path) -> None:
         expected = np.stack([k[:, row : row + 4, col : col + 4] for k in kept])
         np.testing.assert_array_equal(item["chip"], expected)
         assert item["valid"].all()
+
+
+def test_series_and_band_group_cubes_follow_the_dates(data_root: Path) -> None:
+    """time_steps=3 gives 3 of the chip's dates in date order as (C, T, s, s); with band
+    groups the same series laid out as SatMAE's cube; too few dates are refused."""
+    from domainfm.domains.geospatial.spectral_temporal import band_group_cube
+
+    preparer = ChipPreparer(chip_size=32, band_names=SENTINEL2_L1C_BANDS)
+    item = next(iter(preparer.items(preparer.sources(data_root / S2)[0])))
+    mean, std = [0.1] * 13, [0.05] * 13
+    series = ChipWindows(size=32, mean=mean, std=std, time_steps=3)
+    out = series(item, torch.Generator().manual_seed(1))["input"]
+    assert out.shape == (13, 3, 32, 32)
+    picked = []
+    for t in range(3):
+        found = [
+            k
+            for k in range(item["chip"].shape[0])
+            if np.allclose(
+                out[:, t].numpy(),
+                _normalized(item["chip"][k], item["valid"][k], mean, std),
+                atol=1e-5,
+            )
+        ]
+        assert len(found) == 1
+        picked += found
+    assert picked == sorted(picked) and len(set(picked)) == 3  # distinct dates, in order
+
+    groups = [["B02", "B03", "B04"], ["B08"], ["B11", "B12"]]
+    cube = ChipWindows(
+        size=32,
+        mean=mean,
+        std=std,
+        time_steps=3,
+        band_names=SENTINEL2_L1C_BANDS,
+        band_groups=groups,
+    )(item, torch.Generator().manual_seed(1))["input"]
+    expected = band_group_cube(out.transpose(0, 1), SENTINEL2_L1C_BANDS, groups)
+    torch.testing.assert_close(cube, expected)
+
+    one_date = {**item, "chip": item["chip"][:2], "valid": item["valid"][:2]}
+    with pytest.raises(ValueError, match="2 date"):
+        series(one_date, torch.Generator().manual_seed(0))
