@@ -33,17 +33,24 @@ east by ``k`` × (raster width + 1 km): N places of the 5 real dates, identical 
 
 Measurement: each (domain, size, path, repeat) runs in a fresh subprocess (``--child``):
 build the data module, ``setup("fit")`` (timed: "setup s"), then iterate the train loader
-over as many epochs as needed (``set_epoch`` on the file path's sampler, as Lightning does)
-until ``--samples`` samples after the warm-up batch have been drawn; the first batch (worker
-start-up) is warm-up, excluded. samples/s = those samples / their time. Paths alternate order
-per repeat; medians over repeats; "x file" is the median of the per-repeat (paired) ratios
-streaming / file. Memory of the whole process tree (main + loader workers): the parent polls
-``/proc`` every 50 ms for the sum of ``Pss`` (``smaps_rollup``: pages shared between the
-main process and its forked workers — torch, the file path's volumes — counted once) and
-the child reports ``ΣVmHWM`` (each process's own peak RSS, summed: shared pages counted once
-per process, an upper bound). psutil is not installed; ``/proc`` is read directly. The
-subprocess's import of torch/lightning/litdata/MONAI alone is ~0.8 GB of RSS, identical for
-both paths, so growth is also given in MiB.
+for whole epochs (``set_epoch`` on the file path's sampler, as Lightning does): at least
+``--min-epochs`` (12) and at least the domain's ``--*-samples``, the same number of epochs of
+the same size in both paths. The first batch (worker start-up) is warm-up, excluded;
+samples/s = the other samples / their time. At least 12 epochs because LitData (0.2.76)
+keeps the readers of the last 10 epochs (each with its window of decoded rows and its chunk
+mmaps) alive in every loader worker through ``functools.lru_cache(maxsize=10)`` on methods of
+its ``Shuffle`` classes: streaming memory climbs over the first ~10 epochs and then stays,
+and comparing sizes at different epoch counts would compare that climb instead. Paths
+alternate order per repeat; medians over repeats; "x file" is the median of the per-repeat
+(paired) ratios streaming / file.
+
+Memory of the whole process tree (main + loader workers): the parent polls ``/proc`` every
+50 ms for the summed ``Pss_Anon`` ("anon": heap and tensors, pages shared between the main
+process and its forked workers — the file path's volumes — counted once; this decides
+"flat") and summed ``Pss`` (also libraries and files, whose shares depend on other processes
+mapping them too), and the child reports ``ΣVmHWM`` (main's + each worker's own peak RSS,
+summed: shared pages counted per process, an upper bound; ~0.8 GB of torch, lightning,
+LitData and MONAI per process). psutil is not installed; ``/proc`` is read directly.
 
 Usage::
 
@@ -297,7 +304,7 @@ def build_module(spec: dict[str, Any]) -> Any:
 
 
 def child(spec: dict[str, Any]) -> None:
-    """Build, set up, iterate until ``samples`` samples after the warm-up batch; print the
+    """Build, set up, iterate ``epochs`` whole epochs (the first batch is warm-up); print the
     result as the last stdout line."""
     import warnings
 
@@ -308,42 +315,35 @@ def child(spec: dict[str, Any]) -> None:
     package = f"domainfm.domains.{spec['domain']}"
     for module in (package, f"{package}.shards"):  # both paths' modules, outside the clock
         importlib.import_module(module)
-    target = spec["samples"]
     t0 = time.perf_counter()
     dm = build_module(spec)
     dm.setup("fit")
     setup_s = time.perf_counter() - t0
     loader = dm.train_dataloader()
     t1 = time.perf_counter()
-    samples, batches, epochs, shape = 0, 0, 0, None
-    t_first = t_last = None
-    workers_hwm: list[int] = []
-    while samples < target:
+    samples, batches, shape, per_epoch = 0, 0, None, []
+    t_first = None
+    for epoch in range(spec["epochs"]):
         sampler = getattr(loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epochs)  # as Lightning does (the file path's SeededSampler)
-        got = 0
+            sampler.set_epoch(epoch)  # as Lightning does (the file path's SeededSampler)
+        drawn = 0
         for batch in loader:
-            got += 1
             if batch is None:
                 continue
             x = batch["input"]
+            drawn += x.shape[0]
             if t_first is None:
                 t_first, shape = time.perf_counter(), list(x.shape)
                 continue
             samples += x.shape[0]
             batches += 1
-            if samples >= target:
-                t_last = time.perf_counter()
-                me = os.getpid()
-                workers_hwm = [
-                    v for p in tree_pids(me) if p != me and (v := _proc_kib(p, "status", "VmHWM"))
-                ]
-                break
-        epochs += 1
-        if not got:
-            raise RuntimeError(f"{spec['path']} loader gave an empty epoch")
-    assert t_first is not None and t_last is not None
+        per_epoch.append(drawn)
+    t_last = time.perf_counter()
+    me = os.getpid()  # persistent workers: still alive here, in both paths
+    workers_hwm = [v for p in tree_pids(me) if p != me and (v := _proc_kib(p, "status", "VmHWM"))]
+    if t_first is None or not samples:
+        raise RuntimeError(f"{spec['path']}: no batch after the warm-up batch")
     steady_s = t_last - t_first
     result = {
         "setup_s": setup_s,
@@ -351,7 +351,8 @@ def child(spec: dict[str, Any]) -> None:
         "steady_s": steady_s,
         "samples": samples,
         "batches": batches,
-        "epochs_started": epochs,
+        "epochs": spec["epochs"],
+        "samples_per_epoch": per_epoch,
         "batch_shape": shape,
         "samples_per_s": samples / steady_s,
         "main_hwm_mib": (_proc_kib("self", "status", "VmHWM") or 0) / 1024,
@@ -399,10 +400,14 @@ def measure(spec: dict[str, Any], work: Path, timeout_s: float) -> dict[str, Any
 
 
 # -- the run ----------------------------------------------------------------------------------
-def target_samples(domain: str, args: argparse.Namespace) -> int:
-    return {"medical3d": args.medical_samples, "geospatial": args.geo_samples}.get(
+def epoch_plan(domain: str, items: int, args: argparse.Namespace) -> tuple[int, int]:
+    """``(samples per epoch, epochs per run)``: whole epochs, at least ``--min-epochs`` and
+    at least the domain's minimum sample count."""
+    per_epoch = items * args.samples_per_volume if domain == "medical3d" else items
+    least = {"medical3d": args.medical_samples, "geospatial": args.geo_samples}.get(
         domain, args.audio_samples
     )
+    return per_epoch, max(args.min_epochs, -(-least // per_epoch))
 
 
 def run_domain(domain: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -417,6 +422,7 @@ def run_domain(domain: str, args: argparse.Namespace, work: Path) -> dict[str, A
     for n in args.sizes:
         entry = sizes[str(n)]
         prep = entry["prepare"]
+        entry["samples_per_epoch"], entry["epochs"] = epoch_plan(domain, prep["items"], args)
         runs: dict[str, list[dict[str, Any]]] = {p: [] for p in PATHS}
         for r in range(args.repeats):
             order = PATHS if r % 2 == 0 else PATHS[::-1]
@@ -429,7 +435,7 @@ def run_domain(domain: str, args: argparse.Namespace, work: Path) -> dict[str, A
                     "items": prep["items"],
                     "stats_mean": prep["stats_mean"],
                     "stats_std": prep["stats_std"],
-                    "samples": target_samples(domain, args),
+                    "epochs": entry["epochs"],
                     "args": {k: v for k, v in vars(args).items() if k not in ("child",)},
                 }
                 res = measure(spec, work, args.child_timeout)
@@ -457,7 +463,7 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     for path, rs in runs.items():
         s = {k: statistics.median(r[k] for r in rs) for k in MED}
         s["samples"] = rs[0]["samples"]
-        s["epochs_started"] = rs[0]["epochs_started"]
+        s["epochs"] = rs[0]["epochs"]
         s["batch_shape"] = rs[0]["batch_shape"]
         s["samples_per_s_each"] = [r["samples_per_s"] for r in rs]
         out[path] = s
@@ -476,8 +482,10 @@ def growth(sizes: dict[str, Any], ns: list[int]) -> dict[str, Any]:
         out[path] = {key: {"ratio": b[key] / a[key], "delta_mib": b[key] - a[key]} for key in MEM}
         out[path]["flat"] = out[path]["anon_peak_mib"]["ratio"] <= FLAT
         out[path]["samples_per_s_ratio"] = b["samples_per_s"] / a["samples_per_s"]
-    p1, p2 = sizes[lo]["prepare"]["prepare_s"], sizes[hi]["prepare"]["prepare_s"]
-    out["prepare_s_per_1x"] = (p2 - p1) / (int(hi) - int(lo)) if hi != lo else None
+    x = [float(n) for n in ns]
+    y = [sizes[str(n)]["prepare"]["prepare_s"] for n in ns]
+    slope, intercept = statistics.linear_regression(x, y)
+    out["prepare_fit"] = {"fixed_s": intercept, "per_1x_s": slope}
     return out
 
 
@@ -545,9 +553,15 @@ def render(report: dict[str, Any]) -> str:
         f"load average at start {tuple(round(v, 2) for v in m['load_avg_start'])}, at end "
         f"{tuple(round(v, 2) for v in m['load_avg_end'])} (other work may share the machine)",
         f"settings: sizes {a['sizes']}x, {a['workers']} loader workers (and prepare workers) "
-        f"in both paths, {a['repeats']} repeats (median; order alternating), samples timed "
-        f"after the warm-up batch: medical {a['medical_samples']}, geospatial "
-        f"{a['geo_samples']}, audio {a['audio_samples']} (over as many epochs as needed)",
+        f"in both paths, {a['repeats']} repeats (median; order alternating). A run = whole "
+        f"epochs, at least {a['min_epochs']} and at least {a['medical_samples']} crops / "
+        f"{a['geo_samples']} windows / {a['audio_samples']} segments; samples/s over all "
+        "batches after the first (warm-up: worker start-up) batch.",
+        "Why >= 12 epochs: in each loader worker LitData keeps the readers of the last 10 "
+        "epochs alive (lru_cache(maxsize=10) on its Shuffle methods holds shuffler -> cache "
+        "-> reader), each with its window of decoded rows (anon) and its mmaps of the chunk "
+        "files (counted again per mapping in RSS: streaming's ΣVmHWM); streaming memory "
+        "rises over the first ~10 epochs, then stays. Every run here passes that point.",
         "file = *PretrainDataModule.train_dataloader() on the raw files (the baseline); "
         "streaming = Streaming*DataModule.train_dataloader() on shards prepared once per size "
         "(prepare s: not part of samples/s). Each (path, size, repeat) in a fresh subprocess.",
@@ -582,7 +596,7 @@ def render(report: dict[str, Any]) -> str:
                 ratio = f"{s['ratio_streaming_vs_file']:.2f}" if path == "streaming" else "1"
                 lines.append(
                     f"   {n + 'x':<5}{path:<10}{v['setup_s']:>8.2f}{v['warmup_s']:>10.2f}"
-                    f"{v['epochs_started']:>7}{each:>22}{v['samples_per_s']:>8.0f}{ratio:>8}"
+                    f"{v['epochs']:>7}{each:>22}{v['samples_per_s']:>8.0f}{ratio:>8}"
                     f"{v['anon_peak_mib']:>9.0f}{v['pss_peak_mib']:>9.0f}"
                     f"{v['hwm_sum_mib']:>11.0f}"
                 )
@@ -598,8 +612,11 @@ def render(report: dict[str, Any]) -> str:
                 f"   memory {span} {path:<9}: {mem} -> {'flat' if gp['flat'] else 'GROWS'}; "
                 f"samples/s {span} {gp['samples_per_s_ratio']:.2f}x"
             )
-        if g["prepare_s_per_1x"] is not None:
-            lines.append(f"   prepare: {g['prepare_s_per_1x']:.1f} s per extra 1x of data")
+        fit = g["prepare_fit"]
+        lines.append(
+            f"   prepare (least squares over sizes): {fit['fixed_s']:.1f} s fixed (spawning the "
+            f"prepare workers, ...) + {fit['per_1x_s']:.1f} s per 1x of data"
+        )
     lines += ["", "HEADLINE samples/s streaming / file (median of paired repeats):"]
     for domain, res in report["domains"].items():
         ratios = ", ".join(
@@ -644,16 +661,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--audio-patch", type=int, default=16)
     p.add_argument("--audio-batch", type=int, default=32)
     p.add_argument("--segment-s", type=float, default=10.0, help="audio prepared item length")
-    p.add_argument("--medical-samples", type=int, default=640, help="timed crops per run")
-    p.add_argument("--geo-samples", type=int, default=1536, help="timed windows per run")
-    p.add_argument("--audio-samples", type=int, default=1024, help="timed segments per run")
+    p.add_argument("--min-epochs", type=int, default=12, help="least whole epochs per run")
+    p.add_argument("--medical-samples", type=int, default=512, help="least crops per run")
+    p.add_argument("--geo-samples", type=int, default=1024, help="least windows per run")
+    p.add_argument("--audio-samples", type=int, default=1024, help="least segments per run")
     p.add_argument("--child-timeout", type=float, default=300.0)
     p.add_argument("--quick", action="store_true", help="smoke run; prints only")
     p.add_argument("--out-dir", default=None, help="default benchmarks/results (not --quick)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     if p.parse_known_args(argv)[0].quick:  # flags given explicitly still win
         p.set_defaults(
-            sizes=[1, 2], repeats=1, medical_samples=64, geo_samples=128, audio_samples=128
+            sizes=[1, 2],
+            repeats=1,
+            min_epochs=2,
+            medical_samples=64,
+            geo_samples=128,
+            audio_samples=128,
         )
     args = p.parse_args(argv)
     if min(args.sizes) < 1 or len(args.sizes) < 2 or args.repeats < 1:

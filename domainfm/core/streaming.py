@@ -47,6 +47,20 @@ def derive_seed(*parts: int) -> int:
     return int.from_bytes(digest, "little") >> 2
 
 
+def _release_previous_epochs() -> None:
+    """Drop LitData's per-epoch shuffler memo (0.2.x: ``functools.lru_cache(maxsize=10)`` on
+    shuffler methods keeps the last 10 epochs' shufflers, and through them their caches and
+    chunk readers, alive: memory then grows for 10 epochs and with the chunk sizes)."""
+    from litdata.streaming import shuffle
+
+    for cls in vars(shuffle).values():
+        if isinstance(cls, type) and issubclass(cls, shuffle.Shuffle):
+            for name in ("get_len", "get_chunks_and_intervals_per_workers"):
+                clear = getattr(cls.__dict__.get(name), "cache_clear", None)
+                if clear is not None:
+                    clear()
+
+
 class SampleSkippedWarning(UserWarning):
     """A prepared item could not be turned into a sample; it was skipped."""
 
@@ -96,6 +110,11 @@ class StreamingSamples(StreamingDataset):
         )
         self.sample_maker = sample_maker
         self.skipped = 0
+
+    def __iter__(self) -> StreamingSamples:
+        _release_previous_epochs()
+        super().__iter__()
+        return self
 
     def __getitem__(self, index: Any) -> list[dict[str, Any]]:
         """The samples of item ``index`` (a LitData ``ChunkedIndex`` or an int); ``[]`` when

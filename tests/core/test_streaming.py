@@ -147,3 +147,21 @@ def test_rejected_items_are_skipped_and_counted(shards: dict[int, Path]) -> None
     assert dataset.skipped == expected
     assert sum(b["input"].shape[0] for b in samples if b is not None) == len(raw) - expected
     assert StreamCollate()([[], []]) is None  # a batch of only skipped items
+
+
+@pytest.mark.filterwarnings(
+    "ignore::FutureWarning"
+)  # gc.get_objects meets torch's deprecated aliases
+def test_earlier_epochs_release_their_chunk_readers(shards: dict[int, Path]) -> None:
+    """LitData keeps the last 10 epochs' readers (and their decoded rows) alive unless its
+    shuffler memo is dropped: memory would grow over epochs."""
+    import gc
+
+    from litdata.streaming.reader import BinaryReader
+
+    stats = json.loads((shards[32] / "manifest.json").read_text())["stats"]
+    dataset = StreamingSamples(shards=shards[32], sample_maker=_maker(stats), seed=0)
+    for _ in range(6):
+        assert sum(len(item) for item in dataset) == _items(shards[32])
+    gc.collect()
+    assert sum(isinstance(o, BinaryReader) for o in gc.get_objects()) <= 1

@@ -7,7 +7,8 @@ target spacing and intensity-normalized by the same MONAI transform as the file-
 (:func:`~domainfm.domains.medical3d.preprocess.volume_transform`), and stored as one item:
 ``image`` ``(C, D, H, W)`` (float16 by default: normalized intensities in [0, 1] keep ~3
 significant digits, 1 HU steps in a 2000 HU window), its RAS ``affine`` ``(4, 4)`` after
-resampling, ``spacing`` and ``source``. The manifest gets per-channel intensity statistics.
+resampling, ``spacing``, the ``foreground`` voxel coordinates ``(M, 3)`` (for
+foreground-aware crops) and ``source``. The manifest gets per-channel intensity statistics.
 
 :class:`StreamingVolumeDataModule` streams the items and cuts ``samples_per_volume`` crops
 from each with the file-based path's view makers
@@ -51,6 +52,8 @@ class VolumePreparer:
         modality: ``"ct"`` (HU window) or ``"mri"`` (0.5–99.5 percentile scaling).
         hu_window: HU range mapped to [0, 1] for CT.
         dtype: stored dtype of the normalized volume, ``"float16"`` or ``"float32"``.
+        foreground_threshold: normalized intensity above which a voxel counts as foreground;
+            the coordinates (for foreground-aware crops) are stored with the volume.
     """
 
     domain = "medical3d"
@@ -62,6 +65,7 @@ class VolumePreparer:
         modality: Literal["ct", "mri"] = "ct",
         hu_window: tuple[float, float] = (-1000.0, 1000.0),
         dtype: Literal["float16", "float32"] = "float16",
+        foreground_threshold: float = 0.05,
     ) -> None:
         if modality not in ("ct", "mri"):
             raise ValueError(f"modality must be 'ct' or 'mri', got {modality!r}")
@@ -71,6 +75,7 @@ class VolumePreparer:
         self.modality: Literal["ct", "mri"] = modality
         self.hu_window = (float(hu_window[0]), float(hu_window[1]))
         self.dtype = dtype
+        self.foreground_threshold = foreground_threshold
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -79,6 +84,7 @@ class VolumePreparer:
             "hu_window": list(self.hu_window),
             "orientation": "RAS",
             "dtype": self.dtype,
+            "foreground_threshold": self.foreground_threshold,
         }
 
     def sources(self, src_dir: Path) -> list[tuple[Path, ...]]:
@@ -95,9 +101,12 @@ class VolumePreparer:
             out = transform(volume.to_metatensor())  # MetaTensor (C, D, H, W)
         except Exception as err:  # MONAI's errors: name the file
             raise ValueError(f"{path}: preprocessing failed ({err})") from err
-        image = out.as_tensor().numpy().astype(self.dtype)
+        tensor = out.as_tensor().float()  # (C, D, H, W)
+        image = tensor.numpy().astype(self.dtype)
+        foreground = foreground_coords(tensor, self.foreground_threshold)  # (M, 3)
         yield {
             "image": np.ascontiguousarray(image),
+            "foreground": foreground.numpy().astype(np.int32),
             "affine": np.asarray(out.affine, dtype=np.float64),
             "spacing": np.asarray(self.spacing, dtype=np.float64),
             "source": source_key(paths, path.parent),
@@ -116,7 +125,7 @@ class VolumeCrops:
         views: the view maker.
         samples_per_volume: samples per streamed volume.
         foreground_threshold: normalized intensity counting as foreground (for
-            foreground-aware view makers).
+            foreground-aware view makers) when the item has no stored ``"foreground"``.
     """
 
     def __init__(
@@ -130,13 +139,18 @@ class VolumeCrops:
 
     def __call__(self, item: dict[str, Any], generator: torch.Generator) -> list[dict[str, Any]]:
         volume = torch.as_tensor(item["image"]).float()  # (C, D, H, W)
+        stored = item.get("foreground")  # (M, 3) voxel coordinates, computed when prepared
+        foreground = torch.as_tensor(stored).long() if stored is not None else None
         short = [max(0, m - s) for m, s in zip(self.views.min_size, volume.shape[1:], strict=True)]
         if any(short):
             pad: list[int] = []
             for need in reversed(short):  # F.pad lists the last axis first
                 pad += [need // 2, need - need // 2]
             volume = torch.nn.functional.pad(volume, pad)
-        foreground = foreground_coords(volume, self.foreground_threshold)
+            if foreground is not None:  # shift by the padding before each axis
+                foreground = foreground + torch.tensor([n // 2 for n in short])
+        if foreground is None:
+            foreground = foreground_coords(volume, self.foreground_threshold)
         return [
             self.views(volume, generator=generator, foreground=foreground)
             for _ in range(self.samples_per_volume)

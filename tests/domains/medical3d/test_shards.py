@@ -18,8 +18,8 @@ from domainfm.core.shards import channel_stats, prepare_shards, read_manifest
 from domainfm.core.streaming import StreamingSamples
 from domainfm.domains.medical3d import volume_transform
 from domainfm.domains.medical3d.shards import VolumeCrops, VolumePreparer
-from domainfm.domains.medical3d.views import RandomCrop
-from domainfm.domains.medical3d.volumes import _preprocess
+from domainfm.domains.medical3d.views import RandomCrop, VolumeViews
+from domainfm.domains.medical3d.volumes import _preprocess, foreground_coords
 
 CT = "medical/totalsegmentator_examples/ct_full/example_ct.nii.gz"
 CT_SMALL = "medical/totalsegmentator_examples/ct_labeled/example_ct_sm.nii.gz"
@@ -182,3 +182,39 @@ def test_manifest_stats_are_over_every_prepared_voxel(data_root: Path, tmp_path:
     for k in range(2):
         (sample,) = streamed[k]
         assert torch.equal(sample["image"], torch.from_numpy(items[sample["source"]]["image"]))
+
+
+class _Recorder(VolumeViews):
+    """A view maker that records the foreground coordinates it is given."""
+
+    def __init__(self, crop: int) -> None:
+        self.crop_size = (crop, crop, crop)
+        self.seen: list[torch.Tensor] = []
+
+    @property
+    def min_size(self) -> tuple[int, ...]:
+        return self.crop_size
+
+    def __call__(self, volume, *, generator=None, foreground=None):  # type: ignore[no-untyped-def]
+        self.seen.append(foreground)
+        return {"input": volume[:, : self.crop_size[0], : self.crop_size[1], : self.crop_size[2]]}
+
+
+def test_stored_foreground_is_used_and_shifted_with_the_padding(data_root: Path) -> None:
+    """The prepared item carries the foreground voxels of its image; VolumeCrops passes them
+    (shifted by any padding) to the view maker, and each still points at foreground."""
+    path = data_root / "medical/totalsegmentator_examples/ct_labeled/example_ct_sm.nii.gz"
+    (item,) = VolumePreparer(spacing=3.0, modality="ct", dtype="float32").items((path,))
+    image = torch.from_numpy(item["image"])
+    expected = foreground_coords(image, 0.05)
+    assert torch.equal(torch.from_numpy(item["foreground"]).long(), expected)
+
+    views = _Recorder(crop=64)  # the item is 30 slices deep: padded to 64
+    VolumeCrops(views=views, samples_per_volume=1)(item, torch.Generator().manual_seed(0))
+    (given,) = views.seen
+    padded_depth = 64 - image.shape[-1]
+    assert torch.equal(
+        given[:, 2] - expected[:, 2], torch.full_like(given[:, 2], padded_depth // 2)
+    )
+    padded = torch.nn.functional.pad(image, (padded_depth // 2, padded_depth - padded_depth // 2))
+    assert bool((padded[0][given[:, 0], given[:, 1], given[:, 2]] > 0.05).all())
