@@ -108,6 +108,7 @@ class PrepareSummary:
         items_added: items written in this run.
         total_items: items in the folder after the run.
         recovered: a previous interrupted run was rolled back.
+        notes: other things the user should know (e.g. another source folder than before).
         seconds: wall time.
     """
 
@@ -121,6 +122,7 @@ class PrepareSummary:
     total_items: int = 0
     recovered: bool = False
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
         """A human-readable summary, one line per skipped or changed source."""
@@ -135,6 +137,7 @@ class PrepareSummary:
         lines = [head]
         if self.recovered:
             lines.append("  rolled back an interrupted earlier run (its sources were redone)")
+        lines += [f"  note: {note}" for note in self.notes]
         lines += [f"  skipped {source}: {reason}" for source, reason in self.skipped]
         lines += [
             f"  skipped {source} (in an earlier run, unchanged since): {reason}"
@@ -359,6 +362,11 @@ def prepare_shards(
     manifest: dict[str, Any]
     if (out / MANIFEST).exists():
         manifest = read_manifest(out)
+        if manifest.get("source_root") != str(src.resolve()):
+            summary.notes.append(
+                f"{out} was first prepared from {manifest.get('source_root')}; sources are "
+                f"matched by their path relative to {src}"
+            )
         if manifest["domain"] != preparer.domain or manifest["settings"] != settings:
             raise ValueError(
                 f"{out} was prepared for {manifest['domain']} with settings "
