@@ -67,6 +67,7 @@ def _medical_inputs(data: Path, src: Path) -> list[str]:
     ts = data / "medical/totalsegmentator_examples"
     _link(ts / "ct_full/example_ct.nii.gz", src)
     _link(ts / "ct_labeled/example_ct_sm.nii.gz", src)
+    _link(ts / "ct_full/example_ct.nii.gz", src, "example_ct_again.nii.gz")  # a 4th volume
     series = src / "dicom_series"
     series.mkdir()
     for dcm in sorted((ts / "ct_dicom_series/dicom").iterdir()):
@@ -109,7 +110,7 @@ DOMAINS: dict[str, dict[str, object]] = {
         "inputs": _geospatial_inputs,
         "prepare": ["--chip-size", "32"],
         "config": "configs/geospatial/mae_streaming.yaml",
-        "batch_size": 2,
+        "batch_size": 4,
         "data": "    size: 16\n",
     },
     "audio": {
@@ -171,7 +172,7 @@ def test_prepare_fit_kill_resume(
     batch = int(spec["batch_size"])  # type: ignore[call-overload]
     steps_per_epoch = math.ceil(items / batch)
     max_steps = steps_per_epoch + 2  # crosses into the second epoch
-    kill_after = max(1, steps_per_epoch // 3)
+    kill_after = max(2, steps_per_epoch // 3)  # step >= 2: the checkpoint knows last.ckpt
     assert kill_after < steps_per_epoch - 1, (items, batch)
 
     def command(root: Path, extra: list[str]) -> list[str]:

@@ -515,6 +515,7 @@ def _run_litdata(
 ) -> dict[str, SourceResult]:
     """``litdata.optimize`` over the sources (appending to an existing index), keeping the
     index as it was so a killed run can be rolled back; returns each source's result."""
+    os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")  # no PyPI call at run time
     try:
         from litdata import optimize
     except ImportError as err:  # pragma: no cover - a declared dependency

@@ -26,6 +26,7 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +34,8 @@ from typing import Any
 
 import lightning as L
 import torch
+
+os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")  # no PyPI call at run time
 from litdata import StreamingDataLoader, StreamingDataset
 from torch.utils.data import default_collate
 

@@ -149,6 +149,7 @@ def test_interrupted_run_is_rolled_back(tmp_path: Path, data_root: Path) -> None
     assert json.loads(manifest)["totals"]["items"] + summary.items_added == total
 
 
+@pytest.mark.slow
 def test_run_killed_after_its_manifest_is_not_rolled_back(tmp_path: Path, data_root: Path) -> None:
     src, out = tmp_path / "src", tmp_path / "out"
     _link(_digits(data_root, 2), src)
