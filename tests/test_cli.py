@@ -112,6 +112,7 @@ def test_console_script_installed(entry: str) -> None:
     assert proc.returncode == 0 and "fit" in proc.stdout
 
 
+@pytest.mark.slow  # keeps the default suite under ~10 min on 2 cores
 def test_validate_and_predict_subcommands(tmp_path: Path, data_root: Path) -> None:
     env = {**os.environ, "DOMAINFM_DATA": str(data_root)}
     val_ct = "medical/totalsegmentator_examples/ct_labeled/example_ct_sm.nii.gz"

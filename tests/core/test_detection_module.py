@@ -91,6 +91,7 @@ def test_pyramid_levels_and_anchor_check() -> None:
         DetectionModule(backbone=vol, num_classes=2, image_size=16)
 
 
+@pytest.mark.slow  # keeps the default suite under ~10 min on 2 cores
 def test_learns_to_detect_squares_and_reloads(tmp_path: Path) -> None:
     """Trained briefly on synthetic squares and bars, the detector finds held-out ones
     (mAP@0.5 well above an untrained model's); its checkpoint has the backbone once, under

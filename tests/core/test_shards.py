@@ -98,6 +98,7 @@ def test_changed_touched_and_refused_settings(tmp_path: Path, data_root: Path) -
         _prepare(src, out, min_segment_s=0.25)
 
 
+@pytest.mark.slow  # keeps the default suite under ~10 min on 2 cores
 def test_bad_inputs_listed_and_all_bad_refused(tmp_path: Path, data_root: Path) -> None:
     src, out = tmp_path / "src", tmp_path / "out"
     good = _digits(data_root, 2)

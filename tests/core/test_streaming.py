@@ -35,10 +35,21 @@ def _chips(data_root: Path, out: Path, stride: int) -> Path:
     return out
 
 
+class _Prepared:
+    """Chip shards by stride, prepared on first use (once per module)."""
+
+    def __init__(self, root: Path, data_root: Path) -> None:
+        self.root, self.data_root, self.made = root, data_root, {}
+
+    def __getitem__(self, stride: int) -> Path:
+        if stride not in self.made:
+            self.made[stride] = _chips(self.data_root, self.root / f"chips_{stride}", stride)
+        return self.made[stride]
+
+
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> dict[int, Path]:
-    root = tmp_path_factory.mktemp("streaming")
-    return {stride: _chips(data_root, root / f"chips_{stride}", stride) for stride in (16, 32)}
+def shards(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> _Prepared:
+    return _Prepared(tmp_path_factory.mktemp("streaming"), data_root)
 
 
 def _items(path: Path) -> int:
@@ -65,7 +76,7 @@ def _torchrun(shards: Path, out: Path, drop_last: str) -> list[dict[str, Any]]:
 
 
 def test_two_ranks_two_workers_see_every_item_once_per_epoch(
-    shards: dict[int, Path], tmp_path: Path
+    shards: _Prepared, tmp_path: Path
 ) -> None:
     n = _items(shards[16])
     assert n % (WORLD * BATCH) == 0, n  # divisible: nothing to drop
@@ -85,7 +96,7 @@ def test_two_ranks_two_workers_see_every_item_once_per_epoch(
 
 @pytest.mark.slow
 def test_uneven_split_drops_less_than_one_global_batch_under_ddp(
-    shards: dict[int, Path], tmp_path: Path
+    shards: _Prepared, tmp_path: Path
 ) -> None:
     n = _items(shards[32])
     assert n % (WORLD * BATCH) != 0, n
@@ -105,18 +116,18 @@ def _maker(stats: dict[str, Any]) -> ChipWindows:
     return ChipWindows(size=16, mean=stats["mean"], std=stats["std"])
 
 
-def test_samples_do_not_depend_on_worker_count(shards: dict[int, Path]) -> None:
-    stats = json.loads((shards[32] / "manifest.json").read_text())["stats"]
+def test_samples_do_not_depend_on_worker_count(shards: _Prepared) -> None:
+    stats = json.loads((shards[16] / "manifest.json").read_text())["stats"]
     by_workers = []
     for workers in (0, 2):
-        dataset = StreamingSamples(shards=shards[32], sample_maker=_maker(stats), seed=3)
+        dataset = StreamingSamples(shards=shards[16], sample_maker=_maker(stats), seed=3)
         loader = streaming_loader(dataset, batch_size=4, num_workers=workers)
         got = {}
         for batch in loader:
             for i, x in zip(batch["index"].tolist(), batch["input"], strict=True):
                 got[i] = x
         by_workers.append(got)
-    assert sorted(by_workers[0]) == list(range(_items(shards[32])))
+    assert sorted(by_workers[0]) == list(range(_items(shards[16])))
     for i, x in by_workers[0].items():
         assert torch.equal(x, by_workers[1][i]), i
 
@@ -133,16 +144,16 @@ class _RejectLeftColumn:
         return self.inner(item, generator)
 
 
-def test_rejected_items_are_skipped_and_counted(shards: dict[int, Path]) -> None:
+def test_rejected_items_are_skipped_and_counted(shards: _Prepared) -> None:
     from litdata import StreamingDataset
 
-    stats = json.loads((shards[32] / "manifest.json").read_text())["stats"]
-    raw = StreamingDataset(str(shards[32]))
+    stats = json.loads((shards[16] / "manifest.json").read_text())["stats"]
+    raw = StreamingDataset(str(shards[16]))
     x0 = min(float(raw[i]["transform"][2]) for i in range(len(raw)))
     expected = sum(float(raw[i]["transform"][2]) == x0 for i in range(len(raw)))
     assert 0 < expected < len(raw)
     maker = _RejectLeftColumn(_maker(stats), x0)
-    dataset = StreamingSamples(shards=shards[32], sample_maker=maker, seed=0, shuffle=False)
+    dataset = StreamingSamples(shards=shards[16], sample_maker=maker, seed=0, shuffle=False)
     with pytest.warns(UserWarning, match="first column"):
         samples = [s for batch in streaming_loader(dataset, batch_size=4) for s in [batch]]
     assert dataset.skipped == expected
@@ -153,16 +164,16 @@ def test_rejected_items_are_skipped_and_counted(shards: dict[int, Path]) -> None
 @pytest.mark.filterwarnings(
     "ignore::FutureWarning"
 )  # gc.get_objects meets torch's deprecated aliases
-def test_earlier_epochs_release_their_chunk_readers(shards: dict[int, Path]) -> None:
+def test_earlier_epochs_release_their_chunk_readers(shards: _Prepared) -> None:
     """LitData keeps the last 10 epochs' readers (and their decoded rows) alive unless its
     shuffler memo is dropped: memory would grow over epochs."""
     import gc
 
     from litdata.streaming.reader import BinaryReader
 
-    stats = json.loads((shards[32] / "manifest.json").read_text())["stats"]
-    dataset = StreamingSamples(shards=shards[32], sample_maker=_maker(stats), seed=0)
+    stats = json.loads((shards[16] / "manifest.json").read_text())["stats"]
+    dataset = StreamingSamples(shards=shards[16], sample_maker=_maker(stats), seed=0)
     for _ in range(3):  # without the fix, 3 readers would stay alive
-        assert sum(len(item) for item in dataset) == _items(shards[32])
+        assert sum(len(item) for item in dataset) == _items(shards[16])
     gc.collect()
     assert sum(type(o) is BinaryReader for o in gc.get_objects()) <= 1
