@@ -241,20 +241,16 @@ def _summarize(key: str, items: list[dict[str, Any]], preparer: Preparer) -> Sou
                 if shape not in seen and len(seen) < 8:
                     seen.append(shape)
     result = SourceResult(key=key, status="ok", items=len(items), shapes=shapes)
+    moments: np.ndarray | None = None  # (3, C): count, sum, sum of squares per channel
     for item in items:
         values = preparer.channel_values(item)
         if values is None:
             continue
         v = values.astype(np.float64)  # (C, M)
-        count, total, sq = v.shape[1] * np.ones(v.shape[0]), v.sum(axis=1), (v * v).sum(axis=1)
-        if not result.channel_count:
-            result.channel_count = count.tolist()
-            result.channel_sum = total.tolist()
-            result.channel_sumsq = sq.tolist()
-        else:
-            result.channel_count = (np.asarray(result.channel_count) + count).tolist()
-            result.channel_sum = (np.asarray(result.channel_sum) + total).tolist()
-            result.channel_sumsq = (np.asarray(result.channel_sumsq) + sq).tolist()
+        here = np.stack([np.full(len(v), v.shape[1]), v.sum(axis=1), (v * v).sum(axis=1)])
+        moments = here if moments is None else moments + here
+    if moments is not None:
+        result.channel_count, result.channel_sum, result.channel_sumsq = moments.tolist()
     return result
 
 

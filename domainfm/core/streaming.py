@@ -82,7 +82,6 @@ class StreamingSamples(StreamingDataset):
         max_cache_size: cache budget for remote shards (e.g. ``"50GB"``).
 
     Attributes:
-        manifest: the folder's manifest (``None`` for remote shards).
         skipped: items skipped in this process (a failing sample maker).
     """
 
@@ -98,8 +97,8 @@ class StreamingSamples(StreamingDataset):
         max_cache_size: str | None = None,
     ) -> None:
         location = str(shards)
-        remote = "://" in location
-        self.manifest = None if remote else read_manifest(location)
+        if "://" not in location:
+            read_manifest(location)  # a clear error for a folder `domainfm prepare` did not write
         kwargs: dict[str, Any] = {}
         if max_cache_size is not None:
             kwargs["max_cache_size"] = max_cache_size
