@@ -48,8 +48,8 @@ import torchaudio  # noqa: E402
 import torchaudio.functional as AF  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
-from domainfm.core.data_root import example_data_root  # noqa: E402
-from domainfm.core.sampling import seeded_loader  # noqa: E402
+from domainfm.data.data_root import example_data_root  # noqa: E402
+from domainfm.data.sampling import seeded_loader  # noqa: E402
 from domainfm.domains.audio import (  # noqa: E402
     AudioSegmentDataset,
     BYOLAViews,

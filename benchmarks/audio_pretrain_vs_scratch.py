@@ -43,11 +43,10 @@ import lightning as L  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from domainfm.core.data_root import example_data_root  # noqa: E402
 from domainfm.core.objectives import MAE  # noqa: E402
 from domainfm.core.objectives.byol import BYOL  # noqa: E402
-from domainfm.core.pretrain_module import PretrainModule  # noqa: E402
 from domainfm.core.vit import VisionTransformerND  # noqa: E402
+from domainfm.data.data_root import example_data_root  # noqa: E402
 from domainfm.domains.audio import (  # noqa: E402
     AudioNTT2020,
     AudioPretrainDataModule,
@@ -56,6 +55,7 @@ from domainfm.domains.audio import (  # noqa: E402
     load_audio,
 )
 from domainfm.domains.audio.segments import _fit_frames  # noqa: E402
+from domainfm.tasks.pretrain_module import PretrainModule  # noqa: E402
 
 FRAMES = 96
 

@@ -16,7 +16,7 @@ query through ``rasterio.merge.merge``. It applies no normalization.
 Ours: :class:`~domainfm.domains.geospatial.windows.RasterWindowDataset` (``size=S``,
 ``band_names`` = the 13 names, ``samples_per_epoch = B + patches``, per-band ``stats`` computed
 once beforehand and cached, so windows come out normalized ``(x - mean) / std`` with a
-validity mask) through :func:`~domainfm.core.sampling.seeded_loader` (``SeededSampler``,
+validity mask) through :func:`~domainfm.data.sampling.seeded_loader` (``SeededSampler``,
 ``StatefulDataLoader``, default collate: no MAE masking; the data module adds
 ``MaskingCollate`` on top). Batch key ``"input"``. Windows are read through a
 :class:`~domainfm.domains.geospatial.raster_reader.RasterReader`: handles opened and cached
@@ -80,8 +80,8 @@ import torch  # noqa: E402
 from rasterio.env import get_gdal_config  # noqa: E402
 from rasterio.windows import Window  # noqa: E402
 
-from domainfm.core.data_root import example_data_root  # noqa: E402
-from domainfm.core.sampling import seeded_loader  # noqa: E402
+from domainfm.data.data_root import example_data_root  # noqa: E402
+from domainfm.data.sampling import seeded_loader  # noqa: E402
 from domainfm.domains.geospatial.io import SENTINEL2_L1C_BANDS, read_raster  # noqa: E402
 from domainfm.domains.geospatial.stats import compute_band_stats  # noqa: E402
 from domainfm.domains.geospatial.windows import RasterWindowDataset  # noqa: E402

@@ -46,18 +46,18 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
-from domainfm.core.data_root import resolve_data_path
-from domainfm.core.export import export_checkpoint
-from domainfm.core.finetune_module import FinetuneModule
 from domainfm.core.objectives import MAE
-from domainfm.core.pretrain_module import PretrainModule
 from domainfm.core.vit import VisionTransformerND
+from domainfm.data.data_root import resolve_data_path
 from domainfm.domains.geospatial import (
     SENTINEL2_L1C_BANDS,
     RasterPretrainDataModule,
     RasterSceneDataModule,
     RasterSegDataModule,
 )
+from domainfm.pretrained.export import export_checkpoint
+from domainfm.tasks.finetune_module import FinetuneModule
+from domainfm.tasks.pretrain_module import PretrainModule
 
 S2 = "geospatial/eolearn_s2_slovenia_patch/s2_l1c_13band"
 LULC = "geospatial/eolearn_s2_slovenia_patch/labels/LULC.tif"

@@ -46,7 +46,7 @@ def write_big_raster(path: Path, size: int) -> dict[str, Any]:
     import rasterio
     from rasterio.windows import Window
 
-    from domainfm.core.data_root import resolve_data_path
+    from domainfm.data.data_root import resolve_data_path
 
     source = resolve_data_path("geospatial/rasterio_landsat_rgb/RGB.byte.tif")
     with rasterio.open(source) as src:

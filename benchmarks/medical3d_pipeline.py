@@ -63,7 +63,7 @@ from monai import transforms as mt  # noqa: E402
 from monai.data import Dataset, list_data_collate, worker_init_fn  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
-from domainfm.core.data_root import example_data_root, resolve_data_path  # noqa: E402
+from domainfm.data.data_root import example_data_root, resolve_data_path  # noqa: E402
 from domainfm.domains.medical3d import VolumePretrainDataModule  # noqa: E402
 from domainfm.domains.medical3d.volumes import VolumeCropDataset  # noqa: E402
 

@@ -39,17 +39,17 @@ from typing import Any
 import lightning as L
 import torch
 
-from domainfm.core.data_root import resolve_data_path
-from domainfm.core.export import export_checkpoint
-from domainfm.core.finetune_module import FinetuneModule
 from domainfm.core.objectives import MAE
-from domainfm.core.pretrain_module import PretrainModule
 from domainfm.core.vit import VisionTransformerND
+from domainfm.data.data_root import resolve_data_path
 from domainfm.domains.medical3d import (
     LabeledVolumeDataset,
     VolumePretrainDataModule,
     VolumeSegDataModule,
 )
+from domainfm.pretrained.export import export_checkpoint
+from domainfm.tasks.finetune_module import FinetuneModule
+from domainfm.tasks.pretrain_module import PretrainModule
 
 BRATS = "medical/brats2015_deepmedic"
 TRAIN = ("train/brats_2013_pat0005_1", "train/brats_2013_pat0006_1")

@@ -129,7 +129,7 @@ def tree_pids(root: int) -> list[int]:
 
 # -- corpora ----------------------------------------------------------------------------------
 def data_root() -> Path:
-    from domainfm.core.data_root import example_data_root
+    from domainfm.data.data_root import example_data_root
 
     return Path(example_data_root())
 
@@ -198,7 +198,7 @@ def preparer(domain: str, args: argparse.Namespace) -> Any:
 
 
 def prepare(domain: str, corpus: Path, shards: Path, args: argparse.Namespace) -> dict[str, Any]:
-    from domainfm.core.shards import prepare_shards, read_manifest
+    from domainfm.data.shards import prepare_shards, read_manifest
 
     prep = preparer(domain, args)
     t0 = time.perf_counter()

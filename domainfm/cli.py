@@ -36,38 +36,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.plugins.io import CheckpointIO
 
-from domainfm.core.checkpoint_io import safe_checkpoint_io
-
-
-class DomainFMCLI(LightningCLI):
-    """LightningCLI with safe checkpoint loading and a closing summary line."""
-
-    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
-        """Add the safe-loading CheckpointIO plugin unless the config brings its own."""
-        plugins = self._get(self.config_init, "trainer", default={}).get("plugins") or []
-        plugins = list(plugins) if isinstance(plugins, list | tuple) else [plugins]
-        if not any(isinstance(p, CheckpointIO) for p in plugins):
-            plugins.append(safe_checkpoint_io())
-        return super().instantiate_trainer(plugins=plugins, **kwargs)
-
-    def after_fit(self) -> None:
-        trainer = self.trainer
-        where = trainer.log_dir or trainer.default_root_dir  # a collective under DDP: all ranks
-        if not trainer.is_global_zero:  # one summary per job, from rank 0
-            return
-        ckpt = getattr(trainer.checkpoint_callback, "last_model_path", "") or getattr(
-            trainer.checkpoint_callback, "best_model_path", ""
-        )
-        loss = trainer.callback_metrics.get("train/loss")
-        loss_text = f"final train/loss {float(loss):.4f}, " if loss is not None else ""
-        print(
-            f"domainfm fit: {trainer.global_step} steps, {loss_text}logs in {where}"
-            + (f", checkpoint {ckpt}" if ckpt else ""),
-            flush=True,
-        )
+from domainfm.tasks.lightning_cli import DomainFMCLI
 
 
 def _export(argv: Sequence[str]) -> int:
@@ -77,7 +47,7 @@ def _export(argv: Sequence[str]) -> int:
     parser.add_argument("ckpt", help="Lightning .ckpt written by a domainfm module")
     parser.add_argument("out_dir", help="folder for model.safetensors + config.json")
     args = parser.parse_args(argv)
-    from domainfm.core.export import CONFIG_NAME, WEIGHTS_NAME, export_checkpoint
+    from domainfm.pretrained.export import CONFIG_NAME, WEIGHTS_NAME, export_checkpoint
     from domainfm.pretrained.load import load_backbone
 
     out = export_checkpoint(args.ckpt, args.out_dir)
@@ -134,8 +104,8 @@ def _segment(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     import torch
 
-    from domainfm.core.finetune_module import load_finetuned
     from domainfm.domains.medical3d import segment_volume
+    from domainfm.tasks.finetune_module import load_finetuned
 
     module, meta = load_finetuned(args.ckpt)
     if module.task != "segmentation":
@@ -219,8 +189,8 @@ def _detect(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     import torch
 
-    from domainfm.core.detection_module import load_detector
     from domainfm.domains.geospatial import detect_raster
+    from domainfm.tasks.detection_module import load_detector
 
     module, meta = load_detector(args.ckpt)
     module.model.roi_heads.score_thresh = args.score_threshold  # the detector's own cut too
@@ -373,8 +343,8 @@ def _prepare(argv: Sequence[str]) -> int:
         parser.error("--spacing takes one value or three")
     if args.domain == "medical3d" and len(args.spacing) == 1:
         args.spacing = args.spacing[0]
-    from domainfm.core.data_root import resolve_data_path
-    from domainfm.core.shards import prepare_shards
+    from domainfm.data.data_root import resolve_data_path
+    from domainfm.data.shards import prepare_shards
 
     summary = prepare_shards(
         _preparer(args),

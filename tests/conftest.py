@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from domainfm.core.data_root import ENV_VAR, example_data_root
+from domainfm.data.data_root import ENV_VAR, example_data_root
 
 
 @pytest.fixture(scope="session")

@@ -22,10 +22,10 @@ def _monitor_overrides(tmp_path: Path, *, preview: bool) -> Path:
     path.write_text(
         "trainer:\n"
         "  callbacks:\n"
-        "    - class_path: domainfm.core.monitors.RankMeMonitor\n"
+        "    - class_path: domainfm.tasks.monitors.RankMeMonitor\n"
         "      init_args: {every_n_steps: 1, max_samples: 64}\n"
         + (
-            "    - class_path: domainfm.core.monitors.ReconstructionPreview\n"
+            "    - class_path: domainfm.tasks.monitors.ReconstructionPreview\n"
             "      init_args: {every_n_steps: 2, max_images: 2}\n"
             if preview
             else ""

@@ -15,8 +15,8 @@ from jsonargparse import ArgumentParser
 from lightning.pytorch.strategies import FSDPStrategy, Strategy
 from timm.models.vision_transformer import Block
 
-from domainfm.core.shards import prepare_shards
 from domainfm.core.vit import VisionTransformerND
+from domainfm.data.shards import prepare_shards
 from domainfm.domains.medical3d.shards import VolumePreparer
 
 REPO = Path(__file__).resolve().parents[1]

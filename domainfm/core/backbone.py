@@ -26,6 +26,7 @@ from typing import Any, Protocol, runtime_checkable
 from torch import Tensor, nn
 
 from domainfm.core.grid import TokenGrid
+from domainfm.core.plugins import discover_plugins
 from domainfm.core.registry import Registry
 
 BACKBONES: Registry[type] = Registry("backbone", record_init=True)
@@ -61,22 +62,10 @@ class Backbone(Protocol):
         ...
 
 
-def import_domain_plugins() -> None:
-    """Import every package under ``domainfm.domains`` (each registers its backbones and
-    releases on import)."""
-    import importlib
-    import pkgutil
-
-    import domainfm.domains
-
-    for module in pkgutil.iter_modules(domainfm.domains.__path__):
-        importlib.import_module(f"domainfm.domains.{module.name}")
-
-
 def build_backbone(architecture: str, kwargs: Mapping[str, Any]) -> nn.Module:
-    """Instantiate the registered backbone ``architecture`` (domain plugins are imported when
-    the name is not registered yet, e.g. ``"swin_vit_3d"``)."""
+    """Instantiate the registered backbone ``architecture`` (installed domain plugins are
+    discovered when the name is not registered yet, e.g. ``"swin_vit_3d"``)."""
     if architecture not in BACKBONES:
-        import_domain_plugins()
+        discover_plugins()
     model: nn.Module = BACKBONES.get(architecture)(**kwargs)
     return model

@@ -99,34 +99,3 @@ def safe_torch_load(path: str | Path) -> Any:
                 "you trust its source, and convert it to safetensors."
             ) from err
         raise ValueError(f"{path} is not a readable torch checkpoint: {err}") from err
-
-
-def safe_checkpoint_io() -> Any:
-    """A Lightning ``CheckpointIO`` that writes atomically and never unpickles code.
-
-    Local saves go through :func:`atomic_write` (temporary file in the target folder, fsync,
-    ``os.replace``); Lightning's own save stages the file with ``tempfile.mkstemp()`` in the
-    system temp folder and moves it, which is a non-atomic copy when that folder is on another
-    filesystem. Remote URLs keep Lightning's save. Loads go through :func:`safe_torch_load`
-    (``weights_only=True``) whatever the caller asks.
-    """
-    from lightning.pytorch.plugins.io import TorchCheckpointIO
-
-    class SafeTorchCheckpointIO(TorchCheckpointIO):
-        def save_checkpoint(
-            self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
-        ) -> None:
-            if "://" in str(path):
-                super().save_checkpoint(checkpoint, path, storage_options)
-                return
-            atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
-
-        def load_checkpoint(
-            self, path: Any, map_location: Any = None, weights_only: bool | None = None
-        ) -> dict[str, Any]:
-            if not Path(str(path)).exists():
-                raise FileNotFoundError(f"Checkpoint file not found: {path}")
-            loaded: dict[str, Any] = safe_torch_load(path)
-            return loaded
-
-    return SafeTorchCheckpointIO()

@@ -8,6 +8,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from domainfm.core.registry import init_config
+
 
 def to_jsonable(value: Any) -> Any:
     """A JSON-serializable version of ``value``.
@@ -15,7 +17,6 @@ def to_jsonable(value: Any) -> Any:
     Registered objects (those with recorded constructor kwargs) become
     ``{"architecture": name, "kwargs": {...}}``; other objects become ``{"class": qualname}``.
     """
-    from domainfm.core.registry import init_config
 
     if value is None or isinstance(value, bool | int | str):
         return value

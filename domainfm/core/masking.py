@@ -215,7 +215,7 @@ class MaskingCollate:
     The batch is ``default_collate(samples)``; the input tensor is the batch itself or
     ``batch[key]`` for dict samples. Adds ``"mask"`` ``(B, N)`` and ``"keep_idx"`` ``(B, K)``
     to dict batches, or returns ``{"input": x, "mask": ..., "keep_idx": ...}`` otherwise.
-    When samples carry a ``"seed"`` (see :class:`~domainfm.core.sampling.SeededSampler`) the
+    When samples carry a ``"seed"`` (see :class:`~domainfm.data.sampling.SeededSampler`) the
     mask is drawn from a generator seeded by them, so it does not depend on the worker.
 
     Args:

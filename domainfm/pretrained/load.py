@@ -28,16 +28,16 @@ from torch import Tensor, nn
 
 from domainfm.core.backbone import build_backbone
 from domainfm.core.checkpoint_io import load_safetensors
-from domainfm.core.export import (
+from domainfm.core.grid import to_ntuple
+from domainfm.core.pos_embed import resample_pos_embed
+from domainfm.pretrained.channels import NewChannelInit, adapt_input_channels
+from domainfm.pretrained.export import (
     CONFIG_NAME,
     FORMAT,
     WEIGHTS_NAME,
     backbone_config,
     read_training_checkpoint,
 )
-from domainfm.core.grid import to_ntuple
-from domainfm.core.pos_embed import resample_pos_embed
-from domainfm.pretrained.channels import NewChannelInit, adapt_input_channels
 from domainfm.pretrained.report import LoadReport, Resampler, load_state_dict_with_report
 
 

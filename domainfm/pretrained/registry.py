@@ -28,8 +28,9 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from domainfm.core.backbone import build_backbone, import_domain_plugins
+from domainfm.core.backbone import build_backbone
 from domainfm.core.checkpoint_io import load_safetensors, safe_torch_load
+from domainfm.core.plugins import discover_plugins
 from domainfm.core.registry import Registry
 from domainfm.pretrained.channels import NewChannelInit
 from domainfm.pretrained.load import map_input_channels, pos_embed_resampler
@@ -136,7 +137,7 @@ def load_released(
         CheckpointMismatchError: with the report table, unless every key maps cleanly.
     """
     if name not in RELEASED:
-        import_domain_plugins()  # domain plugins register their releases on import
+        discover_plugins()  # domain plugins register their releases on import
     entry = RELEASED.get(name)
     try:
         state = entry.map_keys(read_weights_file(path))

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 import domainfm
-from domainfm.core.export import export_checkpoint
 from domainfm.core.objectives.mae import MAE
-from domainfm.core.pretrain_module import PretrainModule
 from domainfm.core.vit import VisionTransformerND
 from domainfm.domains.geospatial import SENTINEL2_L1C_BANDS
 from domainfm.pretrained.channels import adapt_input_channels
+from domainfm.pretrained.export import export_checkpoint
+from domainfm.tasks.pretrain_module import PretrainModule
 
 RGBN = ["B02", "B03", "B04", "B08"]
 S2_10_20M = ["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"]

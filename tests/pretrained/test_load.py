@@ -14,11 +14,11 @@ import torch
 
 import domainfm
 from domainfm.core.checkpoint_io import UnsafeCheckpointError, load_safetensors, save_safetensors
-from domainfm.core.export import export_checkpoint
 from domainfm.core.objectives.mae import MAE
-from domainfm.core.pretrain_module import PretrainModule
 from domainfm.core.vit import VisionTransformerND
 from domainfm.pretrained import CheckpointMismatchError, load_state_dict_with_report
+from domainfm.pretrained.export import export_checkpoint
+from domainfm.tasks.pretrain_module import PretrainModule
 
 
 def _module(pos_embed: str = "sincos") -> PretrainModule:

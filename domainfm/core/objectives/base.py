@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from domainfm.core.distributed import gather_with_grad
+
 if TYPE_CHECKING:
     from domainfm.core.batch_features import BatchFeatures
 
@@ -61,7 +63,6 @@ def paired_views_fp32(z1: Tensor, z2: Tensor, *, gather: bool) -> tuple[Tensor, 
     Raises:
         ValueError: if the views are not both ``(B, D)`` with the same shape.
     """
-    from domainfm.core.distributed import gather_with_grad
 
     if z1.ndim != 2 or z1.shape != z2.shape:
         raise ValueError(
@@ -79,7 +80,7 @@ def paired_views_fp32(z1: Tensor, z2: Tensor, *, gather: bool) -> tuple[Tensor, 
 class BatchObjective(Protocol):
     """An objective that reads the views it needs from the batch itself.
 
-    :class:`~domainfm.core.pretrain_module.PretrainModule` calls ``forward_batch`` with a
+    :class:`~domainfm.tasks.pretrain_module.PretrainModule` calls ``forward_batch`` with a
     :class:`~domainfm.core.batch_features.BatchFeatures` over the batch: the objective asks for
     ``features.pooled(key)`` / ``features.tokens(key)`` of the tensors it reads and
     ``features.batch[key]`` for targets (labels, overlaps, clean images). Backbone passes

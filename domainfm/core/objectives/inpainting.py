@@ -150,7 +150,7 @@ class Inpainting(nn.Module):
     def preview(self, features: BatchFeatures) -> dict[str, Tensor]:
         """``{"input", "masked", "reconstruction"}`` ``(B, C, *spatial)`` of the first view:
         the clean target, the corrupted view and the reconstruction (the keys of
-        :class:`~domainfm.core.monitors.preview.ReconstructionPreview`)."""
+        :class:`~domainfm.tasks.monitors.preview.ReconstructionPreview`)."""
         view, target_key = self.views[0], self.targets[0]
         tokens, grid = features.tokens(view)
         tokens = tokens.reshape(-1, *tokens.shape[-2:])

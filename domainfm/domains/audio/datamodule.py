@@ -35,10 +35,10 @@ import lightning as L
 from torch.utils.data import default_collate
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from domainfm.core.data_root import expand_files, resolve_data_path
 from domainfm.core.masking import MaskingCollate, RandomMasking
 from domainfm.core.registry import init_config
-from domainfm.core.sampling import seeded_loader
+from domainfm.data.data_root import expand_files, resolve_data_path
+from domainfm.data.sampling import seeded_loader
 from domainfm.domains.audio.augment import SpecAugment, normalize_batch
 from domainfm.domains.audio.frontends import (
     Frontend,
@@ -47,7 +47,9 @@ from domainfm.domains.audio.frontends import (
     compute_frontend_stats,
 )
 from domainfm.domains.audio.index import index_audio
+from domainfm.domains.audio.sed import EventSequenceDataset
 from domainfm.domains.audio.segments import AudioClipDataset, AudioSegmentDataset
+from domainfm.pretrained.load import read_backbone_source
 
 
 class BYOLACollate:
@@ -175,7 +177,6 @@ def checkpoint_frontend(path: str | Path, frontend: Frontend | None = None) -> F
         ValueError: naming the checkpoint: it records no audio front end, or ``frontend``
             differs (e.g. a sample-rate mismatch), with the settings that differ.
     """
-    from domainfm.pretrained.load import read_backbone_source
 
     config, _, _ = read_backbone_source(path)
     recorded = (config.get("input") or {}).get("frontend")
@@ -389,7 +390,6 @@ class SoundEventDataModule(AudioClipDataModule):
     def _datasets(
         self, train: list[dict[str, str]], val: list[dict[str, str]], ids: dict[str, int]
     ) -> tuple[Any, Any]:
-        from domainfm.domains.audio.sed import EventSequenceDataset
 
         return tuple(  # type: ignore[return-value]
             EventSequenceDataset(

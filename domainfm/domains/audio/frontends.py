@@ -41,7 +41,8 @@ import torch
 from torch import Tensor, nn
 
 from domainfm.core.checkpoint_io import atomic_write_json
-from domainfm.core.registry import Registry
+from domainfm.core.registry import Registry, init_config
+from domainfm.domains.audio.io import iter_audio_windows
 
 FRONTENDS: Registry[type] = Registry("audio front end", record_init=True)
 
@@ -72,7 +73,6 @@ class Frontend(nn.Module):
 
     def with_stats(self, mean: float | None, std: float | None) -> Frontend:
         """A copy of this front end normalizing with ``mean``/``std`` (``None``: raw)."""
-        from domainfm.core.registry import init_config
 
         kwargs = init_config(self)["kwargs"]
         kwargs.update(mean=mean, std=std)
@@ -232,8 +232,6 @@ def compute_frontend_stats(
     first ``max_seconds_per_file`` of each, resampled to the front end's rate), as BYOL-A
     normalizes. Files that fail to decode raise (naming the file). With ``cache``, the
     result is stored as JSON keyed by the files and the front end's config and reused."""
-    from domainfm.core.registry import init_config
-    from domainfm.domains.audio.io import iter_audio_windows
 
     raw = frontend.with_stats(None, None)
     key = {

@@ -44,7 +44,11 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from domainfm.core.backbone import build_backbone
 from domainfm.domains.audio.frontends import Frontend, build_frontend
+from domainfm.domains.audio.io import iter_audio_windows
+from domainfm.pretrained.load import read_backbone_source
+from domainfm.pretrained.report import load_state_dict_with_report
 
 
 def segment_chunks(feats: Tensor, frames: int) -> Tensor:
@@ -122,9 +126,6 @@ def load_model(model_file_path: str = "", device: str | None = None) -> HEARMode
         ValueError: naming the file when it records no audio front end (not an audio
             model) or its weights do not match.
     """
-    from domainfm.core.backbone import build_backbone
-    from domainfm.pretrained.load import read_backbone_source
-    from domainfm.pretrained.report import load_state_dict_with_report
 
     if not model_file_path:
         raise ValueError("load_model needs model_file_path: a domainfm export folder or .ckpt")
@@ -172,7 +173,6 @@ def embed_file(
     Raises:
         ValueError: naming the file, for undecodable or NaN audio.
     """
-    from domainfm.domains.audio.io import iter_audio_windows
 
     segment_s = model.frames * model.hop_ms / 1000.0
     window_s = max(1, round(window_s / segment_s)) * segment_s  # whole segments per window

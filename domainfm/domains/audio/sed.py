@@ -43,16 +43,17 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from domainfm.core.checkpoint_io import atomic_write
-from domainfm.core.finetune_module import (
+from domainfm.domains.audio.frontends import Frontend, build_frontend
+from domainfm.domains.audio.hear import segment_chunks, token_columns
+from domainfm.domains.audio.io import load_audio
+from domainfm.pretrained.report import load_state_dict_with_report
+from domainfm.tasks.finetune_module import (
     checkpoint_metadata,
     pretrained_backbone,
     read_task_checkpoint,
 )
-from domainfm.core.lr_schedule import adamw_warmup_cosine
-from domainfm.core.param_groups import param_groups
-from domainfm.domains.audio.frontends import Frontend, build_frontend
-from domainfm.domains.audio.hear import segment_chunks, token_columns
-from domainfm.domains.audio.io import load_audio
+from domainfm.tasks.lr_schedule import adamw_warmup_cosine
+from domainfm.tasks.param_groups import param_groups
 
 
 @dataclass(frozen=True)
@@ -360,7 +361,6 @@ class SoundEventModule(L.LightningModule):
 
 def load_sound_event_model(path: str | Path) -> tuple[SoundEventModule, dict[str, Any]]:
     """Rebuild a :class:`SoundEventModule` from its ``.ckpt`` (strict; no code unpickled)."""
-    from domainfm.pretrained.report import load_state_dict_with_report
 
     ckpt, meta, recipe, backbone = read_task_checkpoint(path, "sed", "SoundEventModule")
     module = SoundEventModule(backbone=backbone, num_classes=int(recipe["num_classes"]))

@@ -32,8 +32,8 @@ import torch
 
 from domainfm.core.masking import MaskingCollate, RandomMasking
 from domainfm.core.registry import init_config
-from domainfm.core.shards import source_key
-from domainfm.core.streaming import SampleMaker, ShardDataModule
+from domainfm.data.shards import source_key
+from domainfm.data.streaming import SampleMaker, ShardDataModule
 from domainfm.domains.audio.augment import BYOLAViews, FrameAlignedViews, SpecAugment
 from domainfm.domains.audio.datamodule import BYOLACollate, frontend_contract
 from domainfm.domains.audio.frontends import Frontend, LogMelFrontend, build_frontend

@@ -31,7 +31,6 @@ from typing import Literal
 import lightning as L
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from domainfm.core.data_root import expand_files
 from domainfm.core.masking import (
     BlockMasking,
     MaskGenerator,
@@ -39,7 +38,8 @@ from domainfm.core.masking import (
     RandomMasking,
     TubeMasking,
 )
-from domainfm.core.sampling import seeded_loader
+from domainfm.data.data_root import expand_files
+from domainfm.data.sampling import seeded_loader
 from domainfm.domains.geospatial.normalization import band_stats_for
 from domainfm.domains.geospatial.spectral_temporal import CUBE_AXES
 from domainfm.domains.geospatial.stats import BandStats

@@ -46,6 +46,8 @@ from torch import Tensor
 from domainfm.core.grid import TokenGrid
 from domainfm.core.objectives.mae_targets import MAETarget
 from domainfm.core.patching import patchify
+from domainfm.data.data_root import expand_files
+from domainfm.domains.geospatial.stats import compute_band_stats
 
 DEFAULT_INDICES: tuple[tuple[str, str], ...] = (("B08", "B04"), ("B03", "B08"), ("B11", "B08"))
 """NDVI, NDWI (McFeeters) and NDBI on Sentinel-2 band names."""
@@ -103,9 +105,6 @@ class NormalizedDifferenceTarget(MAETarget):
 
     def _moments(self) -> tuple[Tensor, Tensor]:
         if self.mean is None or self.std is None:
-            from domainfm.core.data_root import expand_files
-            from domainfm.domains.geospatial.stats import compute_band_stats
-
             assert self.stats_files is not None
             stats = compute_band_stats(
                 expand_files(self.stats_files),

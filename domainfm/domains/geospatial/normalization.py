@@ -59,6 +59,7 @@ from torch import Tensor
 
 from domainfm.domains.geospatial.io import BandsLike, raster_info, read_raster, resolve_bands
 from domainfm.domains.geospatial.stats import BandStats, compute_band_stats
+from domainfm.pretrained.registry import RELEASED  # the registry imports backbones
 
 ArrayLike = TypeVar("ArrayLike", np.ndarray, Tensor)
 
@@ -280,7 +281,6 @@ def released_input_stats(
         ValueError: naming the file, the expected units and the fixing ``input_scale`` when
             the input is mis-scaled; an unknown release or bands it does not have.
     """
-    from domainfm.pretrained.registry import RELEASED  # the registry imports backbones
 
     if name not in RELEASED:
         raise ValueError(f"released_input={name!r} is not a registered release")

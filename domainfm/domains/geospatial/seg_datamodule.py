@@ -19,7 +19,7 @@ Example (YAML for ``domainfm fit`` with a ``FinetuneModule``)::
 :class:`RasterSceneDataModule` is the same with one label per window, its dominant class
 (``FinetuneModule(task="classification")``); :class:`RasterDetectionDataModule` labels each
 window with the boxes of the connected regions of ``object_classes``
-(:class:`~domainfm.core.detection_module.DetectionModule`).
+(:class:`~domainfm.tasks.detection_module.DetectionModule`).
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from typing import Any, Literal
 import lightning as L
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from domainfm.core.data_root import expand_files, resolve_data_path
-from domainfm.core.detection_module import collate_detection
-from domainfm.core.sampling import seeded_loader
+from domainfm.data.collate import collate_detection
+from domainfm.data.data_root import expand_files, resolve_data_path
+from domainfm.data.sampling import seeded_loader
 from domainfm.domains.geospatial.labeled_windows import LabeledRasterDataset
 from domainfm.domains.geospatial.normalization import band_stats_for
 from domainfm.domains.geospatial.stats import BandStats
@@ -209,9 +209,9 @@ class RasterSceneDataModule(RasterSegDataModule):
 class RasterDetectionDataModule(RasterSegDataModule):
     """Object detection: labeled raster windows whose targets are the boxes of the connected
     regions of ``object_classes`` (at least ``min_object_pixels`` pixels) in the label
-    window; batches from :func:`~domainfm.core.detection_module.collate_detection`.
+    window; batches from :func:`~domainfm.data.collate.collate_detection`.
     Arguments as :class:`RasterSegDataModule`; use with
-    :class:`~domainfm.core.detection_module.DetectionModule`.
+    :class:`~domainfm.tasks.detection_module.DetectionModule`.
     """
 
     label_type = "boxes"

@@ -34,8 +34,8 @@ import numpy as np
 import rasterio
 import torch
 
-from domainfm.core.shards import source_key
-from domainfm.core.streaming import SampleMaker, ShardDataModule
+from domainfm.data.shards import source_key
+from domainfm.data.streaming import SampleMaker, ShardDataModule
 from domainfm.domains.geospatial.datamodule import raster_masking_collate
 from domainfm.domains.geospatial.io import RasterInfo, raster_info
 from domainfm.domains.geospatial.raster_reader import RasterReader

@@ -2,7 +2,7 @@
 
 :func:`detect_raster` runs a detector (``(B, C, t, t)`` bands → per tile torchvision
 detections ``{"boxes", "labels", "scores"}``, e.g. a
-:class:`~domainfm.core.detection_module.DetectionModule` in eval mode) over a whole raster:
+:class:`~domainfm.tasks.detection_module.DetectionModule` in eval mode) over a whole raster:
 
 * **Tiles** as :func:`~domainfm.domains.geospatial.tiled_inference.predict_raster`: squares
   of ``tile`` pixels with stride ``int(tile * (1 - overlap))``, the last row/column shifted

@@ -1,7 +1,7 @@
 """Tiled, streamed inference over a raster of any size, written as a georeferenced GeoTIFF.
 
 :func:`predict_raster` runs a dense model (``(B, C, h, w)`` bands → ``(B, K, h, w)`` logits,
-e.g. a segmentation :class:`~domainfm.core.finetune_module.FinetuneModule`) over a whole
+e.g. a segmentation :class:`~domainfm.tasks.finetune_module.FinetuneModule`) over a whole
 raster and writes labels or class probabilities on the input's exact grid (CRS, transform,
 width, height).
 

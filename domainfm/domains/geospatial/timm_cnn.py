@@ -20,7 +20,7 @@ for ``resnet50`` ``C = (64, 256, 512, 1024, 2048)``, ``s = (2, 4, 8, 16, 32)``):
     forward_tokens(x)          tokens (B, N, C_{S-1}) of the last map, N = H W / s_{S-1}**2
     forward(x)                 (B, C_{S-1}) global average of the last map (any H, W)
 
-``feature_channels`` / ``feature_strides`` make :class:`~domainfm.core.finetune_module.
+``feature_channels`` / ``feature_strides`` make :class:`~domainfm.tasks.finetune_module.
 FinetuneModule` put its U-Net decoder over every map (``task="segmentation"``).
 
 **Not MAE-efficient**: a convolution needs the whole image, so ``forward_tokens(x,

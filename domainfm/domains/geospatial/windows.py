@@ -18,7 +18,7 @@ pickled or inherited), so headers and decompressed blocks are reused across wind
   a place is listed when at least two of its dates are valid there, and the two dates of a
   sample are drawn among those by the sample's seed.
 
-Either way the sample's seed (:class:`~domainfm.core.sampling.SeededSampler`, which also
+Either way the sample's seed (:class:`~domainfm.data.sampling.SeededSampler`, which also
 splits the epoch across DDP ranks) fixes every random choice, so a run resumes exactly.
 
 Bands are normalized with per-band statistics
@@ -347,7 +347,7 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Tensor]:
         """A window ``{"input", "valid"}`` (+ ``"view1"``/``"view2"``); ``key`` is an index or
-        ``(index, seed)`` from :class:`~domainfm.core.sampling.SeededSampler`."""
+        ``(index, seed)`` from :class:`~domainfm.data.sampling.SeededSampler`."""
         index, seed = key if isinstance(key, tuple) else (key, None)
         generator = torch.Generator().manual_seed(seed if seed is not None else index)
         if self.sampling == "grid":

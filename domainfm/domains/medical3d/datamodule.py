@@ -23,9 +23,9 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from domainfm.core.data_root import resolve_data_path
 from domainfm.core.masking import BlockMasking, MaskGenerator, MaskingCollate, RandomMasking
-from domainfm.core.sampling import seeded_loader
+from domainfm.data.data_root import resolve_data_path
+from domainfm.data.sampling import seeded_loader
 from domainfm.domains.medical3d.views import VolumeViews
 from domainfm.domains.medical3d.volumes import VolumeCropDataset, make_views
 

@@ -129,7 +129,7 @@ class LabeledVolumeDataset(Dataset[dict[str, Tensor]]):
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Tensor]:
         """A crop (or the whole case) ``{"input", "label"}``; ``key`` is an index or
-        ``(index, seed)`` from :class:`~domainfm.core.sampling.SeededSampler`."""
+        ``(index, seed)`` from :class:`~domainfm.data.sampling.SeededSampler`."""
         index, seed = key if isinstance(key, tuple) else (key, None)
         case = index // self.samples_per_volume
         image, label = self.volumes[case], self.labels[case]

@@ -28,8 +28,8 @@ from typing import Literal
 import lightning as L
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from domainfm.core.data_root import resolve_data_path
-from domainfm.core.sampling import seeded_loader
+from domainfm.data.data_root import resolve_data_path
+from domainfm.data.sampling import seeded_loader
 from domainfm.domains.medical3d.labeled_volumes import ImageSpec, LabeledVolumeDataset
 
 

@@ -35,8 +35,8 @@ import numpy as np
 import torch
 
 from domainfm.core.masking import BlockMasking, MaskGenerator, MaskingCollate, RandomMasking
-from domainfm.core.shards import source_key
-from domainfm.core.streaming import SampleMaker, ShardDataModule
+from domainfm.data.shards import source_key
+from domainfm.data.streaming import SampleMaker, ShardDataModule
 from domainfm.domains.medical3d.index import find_volumes
 from domainfm.domains.medical3d.io import load_volume
 from domainfm.domains.medical3d.preprocess import volume_transform

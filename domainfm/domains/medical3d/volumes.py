@@ -227,7 +227,7 @@ class VolumeCropDataset(Dataset[dict[str, Tensor]]):
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Tensor]:
         """The sample of the view maker (always with ``"input"``); ``key`` is an index or
-        ``(index, seed)`` from :class:`~domainfm.core.sampling.SeededSampler` (then every
+        ``(index, seed)`` from :class:`~domainfm.data.sampling.SeededSampler` (then every
         random choice follows from the seed and ``"seed"`` is returned too)."""
         index, seed = key if isinstance(key, tuple) else (key, None)
         generator = torch.Generator().manual_seed(seed) if seed is not None else None

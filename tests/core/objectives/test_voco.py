@@ -14,8 +14,8 @@ from domainfm.core.objectives import VoCo
 from domainfm.core.objectives.base import BatchObjective, ObjectiveOutput, ParallelMode
 from domainfm.core.objectives.registry import OBJECTIVES
 from domainfm.core.objectives.voco import prediction_loss
-from domainfm.core.pretrain_module import PretrainModule
 from domainfm.core.vit import VisionTransformerND
+from domainfm.tasks.pretrain_module import PretrainModule
 
 
 def reference_head(voco: VoCo, x: Tensor) -> Tensor:

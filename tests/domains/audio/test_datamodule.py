@@ -102,9 +102,9 @@ def test_silent_recordings_give_finite_losses(tmp_path: Path) -> None:
     and MAE / BYOL losses — never a NaN loss."""
     from domainfm.core.objectives import MAE
     from domainfm.core.objectives.byol import BYOL
-    from domainfm.core.pretrain_module import PretrainModule
     from domainfm.core.vit import VisionTransformerND
     from domainfm.domains.audio.datamodule import BYOLACollate
+    from domainfm.tasks.pretrain_module import PretrainModule
 
     path = tmp_path / "silence.wav"
     sf.write(path, np.zeros(16000 * 3, np.float32), 16000)

@@ -16,7 +16,6 @@ import soundfile as sf
 import torch
 
 from domainfm.core.checkpoint_io import save_safetensors
-from domainfm.core.export import CONFIG_NAME, FORMAT, WEIGHTS_NAME
 from domainfm.core.registry import init_config
 from domainfm.core.vit import VisionTransformerND
 from domainfm.domains.audio import AudioNTT2020, LogMelFrontend, load_audio
@@ -28,6 +27,7 @@ from domainfm.domains.audio.hear import (
     get_timestamp_embeddings,
     load_model,
 )
+from domainfm.pretrained.export import CONFIG_NAME, FORMAT, WEIGHTS_NAME
 
 DIGITS = "audio/fsdd_spoken_digits/recordings"
 

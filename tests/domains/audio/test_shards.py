@@ -13,7 +13,7 @@ import soundfile as sf
 import torch
 import torchaudio
 
-from domainfm.core.shards import prepare_shards, read_manifest
+from domainfm.data.shards import prepare_shards, read_manifest
 from domainfm.domains.audio import load_audio
 from domainfm.domains.audio.augment import BYOLAViews
 from domainfm.domains.audio.frontends import LogMelFrontend

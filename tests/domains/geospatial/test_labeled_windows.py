@@ -91,9 +91,9 @@ def test_dominant_class_ignores_unlabeled_pixels_and_breaks_ties_low() -> None:
 def test_scene_labels_are_the_dominant_class_of_the_mask(data_root: Path) -> None:
     import lightning as L
 
-    from domainfm.core.finetune_module import FinetuneModule
     from domainfm.core.vit import VisionTransformerND
     from domainfm.domains.geospatial.seg_datamodule import RasterSceneDataModule
+    from domainfm.tasks.finetune_module import FinetuneModule
 
     files = sorted((data_root / S2).glob("S2_L1C_*.tif"))
     kwargs = dict(

@@ -14,7 +14,6 @@ import rasterio
 import torch
 from torch import Tensor
 
-from domainfm.core.detection_module import DetectionModule
 from domainfm.core.vit import VisionTransformerND
 from domainfm.domains.geospatial import (
     SENTINEL2_L1C_BANDS,
@@ -24,6 +23,7 @@ from domainfm.domains.geospatial import (
 )
 from domainfm.domains.geospatial.tiled_detection import ownership_bounds
 from domainfm.domains.geospatial.window_grid import window_starts
+from domainfm.tasks.detection_module import DetectionModule
 
 S2 = "geospatial/eolearn_s2_slovenia_patch/s2_l1c_13band/S2_L1C_2015-07-11.tif"
 # (row, col, height, width) of bright squares; several straddle tile edges of tile 32 /

@@ -11,11 +11,11 @@ import torch
 from einops import rearrange
 
 from domainfm.core.backbone import Backbone, build_backbone
-from domainfm.core.finetune_module import FinetuneModule
 from domainfm.core.jsonable import to_jsonable
 from domainfm.core.registry import init_config
 from domainfm.domains.geospatial.timm_cnn import TimmCNN, timm_to_backbone_keys
 from domainfm.pretrained.report import CheckpointMismatchError, load_state_dict_with_report
+from domainfm.tasks.finetune_module import FinetuneModule
 
 
 @pytest.fixture(scope="module")

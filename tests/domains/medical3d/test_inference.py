@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from domainfm.core.finetune_module import FinetuneModule
 from domainfm.core.vit import VisionTransformerND
 from domainfm.domains.medical3d.inference import segment_volume
 from domainfm.domains.medical3d.io import load_volume
+from domainfm.tasks.finetune_module import FinetuneModule
 
 CT = "medical/totalsegmentator_examples/ct_labeled/example_ct_sm.nii.gz"
 MR_LPS = "medical/totalsegmentator_examples/mr_labeled/example_mr_sm.nii.gz"

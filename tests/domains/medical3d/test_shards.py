@@ -14,8 +14,8 @@ import pydicom
 import pytest
 import torch
 
-from domainfm.core.shards import channel_stats, prepare_shards, read_manifest
-from domainfm.core.streaming import StreamingSamples
+from domainfm.data.shards import channel_stats, prepare_shards, read_manifest
+from domainfm.data.streaming import StreamingSamples
 from domainfm.domains.medical3d import volume_transform
 from domainfm.domains.medical3d.shards import VolumeCrops, VolumePreparer
 from domainfm.domains.medical3d.views import RandomCrop, VolumeViews

@@ -12,9 +12,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from domainfm.core.objectives import InfoNCE, Inpainting, RotationPrediction
-from domainfm.core.pretrain_module import PretrainModule
 from domainfm.core.vit import VisionTransformerND
 from domainfm.domains.medical3d import SwinSSLViews, VolumeCropDataset
+from domainfm.tasks.pretrain_module import PretrainModule
 
 CT = "medical/totalsegmentator_examples/ct_full/example_ct.nii.gz"
 KEYS = {"input", "view1", "view2", "target1", "target2", "rot1", "rot2"}

@@ -1,7 +1,7 @@
 """Export a training checkpoint to a self-describing backbone folder.
 
 ``export_checkpoint(CKPT, OUT_DIR)`` reads a Lightning ``.ckpt`` written by
-:class:`~domainfm.core.pretrain_module.PretrainModule` (never unpickling code) and writes:
+:class:`~domainfm.tasks.pretrain_module.PretrainModule` (never unpickling code) and writes:
 
 * ``model.safetensors`` — the backbone's state dict;
 * ``config.json`` — architecture and constructor kwargs, domain, input contract (channels or
@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from domainfm._version import __version__
 from domainfm.core.checkpoint_io import atomic_write_json, safe_torch_load, save_safetensors
 
 CONFIG_NAME = "config.json"
@@ -64,8 +65,6 @@ def read_training_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str
 
 def backbone_config(meta: dict[str, Any]) -> dict[str, Any]:
     """The ``config.json`` content for a backbone described by checkpoint metadata."""
-    import domainfm
-
     backbone = meta["backbone"]
     kwargs = backbone["kwargs"]
     return {
@@ -79,7 +78,7 @@ def backbone_config(meta: dict[str, Any]) -> dict[str, Any]:
         "provenance": {
             **meta.get("provenance", {}),
             "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "domainfm_version": domainfm.__version__,
+            "domainfm_version": __version__,
             "torch_version": torch.__version__,
         },
         "recipe": meta.get("recipe", {}),

@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import Tensor
 
-from domainfm.core.unet_decoder import UNetDecoder
 from domainfm.domains.medical3d.cnn import SegResNetEncoder3D
 from domainfm.domains.medical3d.swin import SwinViT3D
+from domainfm.tasks.heads.unet_decoder import UNetDecoder
 
 
 def _maps(

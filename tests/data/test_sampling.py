@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset, DistributedSampler
 
-from domainfm.core.sampling import SeededSampler, seeded_loader
+from domainfm.data.sampling import SeededSampler, seeded_loader
 
 
 def _reference(n: int, seed: int, epoch: int, shuffle: bool = True) -> list[tuple[int, int]]:

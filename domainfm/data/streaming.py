@@ -1,7 +1,7 @@
 """Streaming training samples from prepared shards (LitData), split across ranks and workers.
 
 :class:`StreamingSamples` reads the chunks written by
-:func:`~domainfm.core.shards.prepare_shards` with ``litdata.StreamingDataset``: chunks are
+:func:`~domainfm.data.shards.prepare_shards` with ``litdata.StreamingDataset``: chunks are
 shuffled and spread over every DDP rank × dataloader worker (each item once per epoch; under
 DDP LitData drops the last ``< world_size × batch_size`` items so that every rank runs the
 same number of steps, a different remainder each shuffled epoch), items are shuffled within
@@ -39,7 +39,7 @@ os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")  # no PyPI call at r
 from litdata import StreamingDataLoader, StreamingDataset
 from torch.utils.data import default_collate
 
-from domainfm.core.shards import read_manifest
+from domainfm.data.shards import read_manifest
 
 SampleMaker = Callable[[dict[str, Any], torch.Generator], "dict[str, Any] | list[dict[str, Any]]"]
 

@@ -3,7 +3,7 @@
 MAE (He et al. 2022, arXiv:2111.06377) shows reconstructions to judge pretraining by eye.
 :class:`ReconstructionPreview` calls the module's ``reconstruct_preview(batch)`` every
 ``every_n_steps`` (under the same no-grad / eval / forked-RNG context as the other monitors,
-see :mod:`domainfm.core.monitors.callbacks`) and writes ``previews/step_XXXXXXX.png``
+see :mod:`domainfm.tasks.monitors.callbacks`) and writes ``previews/step_XXXXXXX.png``
 atomically, plus a TensorBoard image when a TensorBoard logger is attached.
 
 Example::
@@ -28,7 +28,7 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 
 from domainfm.core.checkpoint_io import atomic_write
-from domainfm.core.monitors.callbacks import _inference, _require
+from domainfm.tasks.monitors.callbacks import _inference, _require
 
 __all__ = ["ReconstructionPreview", "render_preview"]
 

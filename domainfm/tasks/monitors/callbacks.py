@@ -5,7 +5,7 @@
 * :class:`KNNMonitor` — weighted kNN top-1 accuracy (Wu et al. 2018, arXiv:1805.01978; DINO's
   protocol, arXiv:2104.14294) of a labelled query set against a labelled bank, logged as
   ``monitor/knn_top1`` every ``every_n_epochs`` (optionally a linear probe, MAE-style).
-* :class:`~domainfm.core.monitors.preview.ReconstructionPreview` (in ``preview.py``) — a PNG
+* :class:`~domainfm.tasks.monitors.preview.ReconstructionPreview` (in ``preview.py``) — a PNG
   grid ``input | masked | reconstruction`` for masked objectives.
 
 What the LightningModule must provide (see :class:`SupportsEmbed` and
@@ -47,8 +47,8 @@ from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import Tensor, nn
 
-from domainfm.core.monitors.knn import KNNClassifier, LinearProbe
-from domainfm.core.monitors.rankme import RankMe
+from domainfm.tasks.monitors.knn import KNNClassifier, LinearProbe
+from domainfm.tasks.monitors.rankme import RankMe
 
 __all__ = [
     "KNNMonitor",
@@ -145,7 +145,7 @@ class RankMeMonitor(L.Callback):
     """Log the RankMe of recent training-batch embeddings as ``monitor/rankme``.
 
     At ``on_train_batch_end`` the batch is embedded with ``pl_module.embed(batch)`` (eval mode,
-    no grad) and accumulated in a :class:`~domainfm.core.monitors.rankme.RankMe` metric until
+    no grad) and accumulated in a :class:`~domainfm.tasks.monitors.rankme.RankMe` metric until
     ``max_samples`` rows are held; at every ``every_n_steps``-th optimizer step the RankMe of
     the accumulated rows is computed (gathered over DDP processes), logged, and the metric is
     reset. The embedding forward costs about an eval forward per collected batch; limit it
@@ -229,8 +229,8 @@ class KNNMonitor(L.Callback):
 
     Every ``every_n_epochs`` epochs (at ``on_train_epoch_end``) both loaders are embedded with
     ``pl_module.embed({"input": x})`` (eval mode, no grad, training mode restored afterwards)
-    and a :class:`~domainfm.core.monitors.knn.KNNClassifier` scores the queries against the
-    bank. With ``linear_probe_steps > 0`` a fresh :class:`~domainfm.core.monitors.knn.LinearProbe`
+    and a :class:`~domainfm.tasks.monitors.knn.KNNClassifier` scores the queries against the
+    bank. With ``linear_probe_steps > 0`` a fresh :class:`~domainfm.tasks.monitors.knn.LinearProbe`
     is also trained on the bank embeddings (``linear_probe_steps`` AdamW steps on random
     minibatches, seeded) and its query accuracy is logged as ``monitor/linear_top1``.
 

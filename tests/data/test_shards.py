@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from litdata import StreamingDataset
 
-from domainfm.core.shards import INDEX, MANIFEST, prepare_shards, read_manifest
+from domainfm.data.shards import INDEX, MANIFEST, prepare_shards, read_manifest
 from domainfm.domains.audio.shards import AudioPreparer
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from domainfm.core.streaming import StreamingSamples, streaming_loader
+from domainfm.data.streaming import StreamingSamples, streaming_loader
 from domainfm.domains.geospatial.shards import ChipWindows
 
 BATCH = 3

@@ -3,20 +3,20 @@ and reconstruction previews, with Lightning callbacks that log them (TensorBoard
 
 Example::
 
-    >>> from domainfm.core.monitors import RankMeMonitor, ReconstructionPreview
+    >>> from domainfm.tasks.monitors import RankMeMonitor, ReconstructionPreview
     >>> trainer = L.Trainer(callbacks=[RankMeMonitor(every_n_steps=50),
     ...                                ReconstructionPreview(every_n_steps=100)])
 """
 
-from domainfm.core.monitors.callbacks import (
+from domainfm.tasks.monitors.callbacks import (
     KNNMonitor,
     RankMeMonitor,
     SupportsEmbed,
     SupportsReconstructPreview,
 )
-from domainfm.core.monitors.knn import KNNClassifier, LinearProbe, knn_votes
-from domainfm.core.monitors.preview import ReconstructionPreview, render_preview
-from domainfm.core.monitors.rankme import RankMe, rankme
+from domainfm.tasks.monitors.knn import KNNClassifier, LinearProbe, knn_votes
+from domainfm.tasks.monitors.preview import ReconstructionPreview, render_preview
+from domainfm.tasks.monitors.rankme import RankMe, rankme
 
 __all__ = [
     "KNNClassifier",

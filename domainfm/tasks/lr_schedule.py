@@ -36,7 +36,7 @@ def adamw_warmup_cosine(
     betas: tuple[float, float] = (0.9, 0.999),
 ) -> dict[str, Any]:
     """Lightning's ``configure_optimizers`` result: AdamW over ``groups`` (each group's
-    ``lr_scale`` from :func:`~domainfm.core.param_groups.param_groups` becomes its ``lr``)
+    ``lr_scale`` from :func:`~domainfm.tasks.param_groups.param_groups` becomes its ``lr``)
     with a per-step :func:`warmup_cosine` schedule over ``total_steps``."""
     for group in groups:
         group["lr"] = lr * group.pop("lr_scale")

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from domainfm.core.finetune_module import FinetuneModule
 from domainfm.core.vit import VisionTransformerND
+from domainfm.tasks.finetune_module import FinetuneModule
 
 CT = "medical/totalsegmentator_examples/ct_labeled/example_ct_sm.nii.gz"
 SEG = "medical/totalsegmentator_examples/ct_labeled/example_seg.nii.gz"
@@ -140,8 +140,8 @@ def _fit_losses(
 def test_multiscale_segmentation_uses_the_unet_decoder_and_fits_a_ct_crop(
     data_root: Path, arch: str
 ) -> None:
-    from domainfm.core.unet_decoder import UNetDecoder
     from domainfm.domains.medical3d import SegResNetEncoder3D, SwinViT3D
+    from domainfm.tasks.heads.unet_decoder import UNetDecoder
 
     x, y = _ct_crop_32(data_root)
     torch.manual_seed(0)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from domainfm.core.monitors import RankMe, rankme
+from domainfm.tasks.monitors import RankMe, rankme
 
 
 def _reference(z: np.ndarray, eps: float = 1e-7) -> float:

@@ -10,13 +10,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from domainfm.core.detection_module import (
+from domainfm.core.vit import VisionTransformerND
+from domainfm.data.collate import collate_detection
+from domainfm.tasks.detection_module import (
     BackboneFPN,
     DetectionModule,
-    collate_detection,
     load_detector,
 )
-from domainfm.core.vit import VisionTransformerND
 
 
 def _vit(in_chans: int = 4, depth: int = 2) -> VisionTransformerND:

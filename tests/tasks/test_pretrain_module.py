@@ -9,12 +9,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from domainfm.core.ema import EMATeacher
-from domainfm.core.lr_schedule import warmup_cosine
 from domainfm.core.objectives import BYOL, MAE, BarlowTwins, InfoNCE, MoCo, VICReg
-from domainfm.core.param_groups import param_groups
-from domainfm.core.pretrain_module import PretrainModule
 from domainfm.core.registry import init_config
 from domainfm.core.vit import VisionTransformerND
+from domainfm.tasks.lr_schedule import warmup_cosine
+from domainfm.tasks.param_groups import param_groups
+from domainfm.tasks.pretrain_module import PretrainModule
 
 
 def _vit() -> VisionTransformerND:

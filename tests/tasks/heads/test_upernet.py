@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from domainfm.core.finetune_module import FinetuneModule, load_finetuned
-from domainfm.core.upernet import SimpleFeaturePyramid, UPerNetDecoder
 from domainfm.core.vit import VisionTransformerND
+from domainfm.tasks.finetune_module import FinetuneModule, load_finetuned
+from domainfm.tasks.heads.upernet import SimpleFeaturePyramid, UPerNetDecoder
 
 
 @pytest.mark.parametrize("dims", [1, 2, 3])

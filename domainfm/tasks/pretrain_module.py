@@ -43,17 +43,17 @@ from torch import Tensor, nn
 
 from domainfm.core.batch_features import BatchFeatures
 from domainfm.core.ema import EMATeacher, cosine_momentum
-from domainfm.core.heads import ProjectionHead
 from domainfm.core.jsonable import to_jsonable
-from domainfm.core.lr_schedule import adamw_warmup_cosine
 from domainfm.core.objectives.base import BatchObjective
 from domainfm.core.objectives.byol import BYOL
 from domainfm.core.objectives.mae import MAE
 from domainfm.core.objectives.mae_targets import NormalizedPixelTarget
 from domainfm.core.objectives.moco import MoCo
-from domainfm.core.param_groups import param_groups
 from domainfm.core.patching import patchify, unpatchify
 from domainfm.core.registry import init_config
+from domainfm.tasks.heads.projection import ProjectionHead
+from domainfm.tasks.lr_schedule import adamw_warmup_cosine
+from domainfm.tasks.param_groups import param_groups
 
 MASKED = (MAE,)
 TEACHER = (BYOL, MoCo)

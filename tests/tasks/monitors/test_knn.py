@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from domainfm.core.monitors import KNNClassifier, LinearProbe, knn_votes
+from domainfm.tasks.monitors import KNNClassifier, LinearProbe, knn_votes
 
 # unit-norm 2-D bank: angle 0 (class 0), 90 deg (class 1), (0.6, 0.8) (class 1),
 # (0.8, 0.6) (class 0), 180 deg (class 2)

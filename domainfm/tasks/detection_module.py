@@ -5,7 +5,7 @@ Faster R-CNN (Ren et al. 2015, arXiv:1506.01497) with a feature pyramid (FPN, Li
 
 1. **Pyramid**: a multi-scale backbone (``feature_channels``: timm CNNs) gives its maps; a
    plain ViT gives ``num_maps`` evenly spaced blocks rescaled by ViTDet's
-   :class:`~domainfm.core.upernet.SimpleFeaturePyramid` (Li et al. 2022,
+   :class:`~domainfm.tasks.heads.upernet.SimpleFeaturePyramid` (Li et al. 2022,
    arXiv:2203.16527) to strides ``p/4 … 2p``.
 2. **FPN**: torchvision ``FeaturePyramidNetwork`` to ``fpn_dim`` channels plus a max-pooled
    extra level.
@@ -45,24 +45,15 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from domainfm.core.finetune_module import (
+from domainfm.pretrained.report import load_state_dict_with_report
+from domainfm.tasks.finetune_module import (
     checkpoint_metadata,
     pretrained_backbone,
     read_task_checkpoint,
 )
-from domainfm.core.lr_schedule import adamw_warmup_cosine
-from domainfm.core.param_groups import param_groups
-from domainfm.core.upernet import backbone_pyramid
-
-
-def collate_detection(samples: Sequence[Mapping[str, Tensor]]) -> dict[str, Any]:
-    """Stack ``input`` and keep per-image ``boxes``/``labels`` as lists (their counts
-    differ)."""
-    return {
-        "input": torch.stack([s["input"] for s in samples]),
-        "boxes": [s["boxes"].reshape(-1, 4).float() for s in samples],
-        "labels": [s["labels"].reshape(-1).long() for s in samples],
-    }
+from domainfm.tasks.heads.upernet import backbone_pyramid
+from domainfm.tasks.lr_schedule import adamw_warmup_cosine
+from domainfm.tasks.param_groups import param_groups
 
 
 class BackboneFPN(nn.Module):
@@ -276,7 +267,6 @@ def load_detector(path: str | Path) -> tuple[DetectionModule, dict[str, Any]]:
     """Rebuild a :class:`DetectionModule` from its ``.ckpt`` (no code unpickled; every key
     loaded strictly). Returns the module in eval mode and the checkpoint's ``domainfm``
     metadata (``input`` holds the bands, normalization and window size)."""
-    from domainfm.pretrained.report import load_state_dict_with_report
 
     ckpt, meta, recipe, backbone = read_task_checkpoint(path, "detect", "DetectionModule")
     kwargs = {k: v for k, v in recipe.items() if k not in ("num_classes", "lr")}

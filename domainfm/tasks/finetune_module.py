@@ -4,13 +4,13 @@
   backbone and uses MAE's probe head (BatchNorm without affine + Linear, He et al. 2022),
   ``mode="full"`` trains everything (optionally with layer-wise LR decay).
   Metrics: top-1 accuracy and macro accuracy (torchmetrics).
-* ``task="segmentation"``: ``decoder="auto"``: :class:`~domainfm.core.unet_decoder.
+* ``task="segmentation"``: ``decoder="auto"``: :class:`~domainfm.tasks.heads.unet_decoder.
   UNetDecoder` over every map of a multi-scale backbone (one declaring ``feature_channels``:
-  Swin, CNN), else :class:`~domainfm.core.seg_decoder.SegmentationDecoder` over
-  ``forward_intermediates``; ``decoder="upernet"``: :class:`~domainfm.core.upernet.
+  Swin, CNN), else :class:`~domainfm.tasks.heads.seg_decoder.SegmentationDecoder` over
+  ``forward_intermediates``; ``decoder="upernet"``: :class:`~domainfm.tasks.heads.upernet.
   UPerNetDecoder` (PPM + FPN) over a multi-scale backbone's maps, or over ``num_maps``
   evenly spaced blocks of a plain ViT made a pyramid by
-  :class:`~domainfm.core.upernet.SimpleFeaturePyramid`. Loss Dice + cross-entropy (MONAI
+  :class:`~domainfm.tasks.heads.upernet.SimpleFeaturePyramid`. Loss Dice + cross-entropy (MONAI
   ``DiceCELoss``); metric per-class Dice (torchmetrics ``DiceScore``), logged per class and
   as the mean.
 
@@ -36,14 +36,19 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.segmentation import DiceScore
 
+from domainfm.core.backbone import build_backbone
+from domainfm.core.checkpoint_io import safe_torch_load
 from domainfm.core.grid import to_ntuple
 from domainfm.core.jsonable import to_jsonable
-from domainfm.core.lr_schedule import adamw_warmup_cosine
-from domainfm.core.param_groups import param_groups
 from domainfm.core.registry import init_config
-from domainfm.core.seg_decoder import SegmentationDecoder
-from domainfm.core.unet_decoder import UNetDecoder
-from domainfm.core.upernet import UPerNetDecoder, backbone_pyramid
+from domainfm.pretrained.load import load_backbone, read_backbone_source
+from domainfm.pretrained.registry import load_released
+from domainfm.pretrained.report import load_state_dict_with_report
+from domainfm.tasks.heads.seg_decoder import SegmentationDecoder
+from domainfm.tasks.heads.unet_decoder import UNetDecoder
+from domainfm.tasks.heads.upernet import UPerNetDecoder, backbone_pyramid
+from domainfm.tasks.lr_schedule import adamw_warmup_cosine
+from domainfm.tasks.param_groups import param_groups
 
 
 class FinetuneModule(L.LightningModule):
@@ -328,7 +333,6 @@ def load_finetuned(path: str | Path) -> tuple[FinetuneModule, dict[str, Any]]:
     :class:`~domainfm.pretrained.report.CheckpointMismatchError` otherwise) and the
     checkpoint's ``domainfm`` metadata (``input`` holds the preprocessing contract).
     """
-    from domainfm.pretrained.report import load_state_dict_with_report
 
     ckpt, meta, recipe, backbone = read_task_checkpoint(path, "finetune", "FinetuneModule")
     module = FinetuneModule(
@@ -350,8 +354,6 @@ def read_task_checkpoint(
     """Read a fine-tuning ``.ckpt`` safely: the checkpoint, its ``domainfm`` metadata, the
     ``recipe[task]`` head settings and the backbone rebuilt (unloaded) from its recorded
     architecture. Raises ``ValueError`` naming the file when ``writer`` did not write it."""
-    from domainfm.core.backbone import build_backbone
-    from domainfm.core.checkpoint_io import safe_torch_load
 
     ckpt = safe_torch_load(path)
     meta = ckpt.get("domainfm") if isinstance(ckpt, dict) else None
@@ -369,9 +371,6 @@ def pretrained_backbone(
     backbone: nn.Module | None, pretrained: str | None, released: str | None
 ) -> nn.Module:
     """The backbone to fine-tune, with ``pretrained`` weights loaded strictly (report printed)."""
-    from domainfm.pretrained.load import load_backbone, read_backbone_source
-    from domainfm.pretrained.registry import load_released
-    from domainfm.pretrained.report import load_state_dict_with_report
 
     if pretrained is None:
         if released is not None:

@@ -17,7 +17,7 @@ from PIL import Image
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from domainfm.core.monitors import (
+from domainfm.tasks.monitors import (
     KNNMonitor,
     RankMeMonitor,
     ReconstructionPreview,
@@ -25,7 +25,7 @@ from domainfm.core.monitors import (
     SupportsReconstructPreview,
     render_preview,
 )
-from domainfm.core.monitors.preview import BACKGROUND
+from domainfm.tasks.monitors.preview import BACKGROUND
 
 PAD = 2  # render_preview's default gap
 

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import torch
 
-from domainfm.core.shards import prepare_shards
-from domainfm.core.streaming import StreamCollate, StreamingSamples, derive_seed, streaming_loader
+from domainfm.data.shards import prepare_shards
+from domainfm.data.streaming import StreamCollate, StreamingSamples, derive_seed, streaming_loader
 from domainfm.domains.geospatial.shards import ChipPreparer, ChipWindows
 
 WORKER = Path(__file__).with_name("streaming_split_worker.py")

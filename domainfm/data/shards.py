@@ -2,7 +2,7 @@
 
 ``prepare_shards`` runs a domain's :class:`Preparer` over a folder once and writes the results
 as LitData chunks (``litdata.optimize``; read back by
-:class:`~domainfm.core.streaming.StreamingSamples`) with a manifest, ``OUT/manifest.json``:
+:class:`~domainfm.data.streaming.StreamingSamples`) with a manifest, ``OUT/manifest.json``:
 
 * the domain and its preprocessing ``settings`` (a re-run with other settings is refused);
 * one entry per source (a file, a DICOM series folder, or the dates of one place) with its
