@@ -82,7 +82,7 @@ from rasterio.windows import Window  # noqa: E402
 
 from domainfm.data.data_root import example_data_root  # noqa: E402
 from domainfm.data.sampling import seeded_loader  # noqa: E402
-from domainfm.domains.geospatial.io import SENTINEL2_L1C_BANDS, read_raster  # noqa: E402
+from domainfm.domains.geospatial import SENTINEL2_L1C_BANDS, read_raster  # noqa: E402
 from domainfm.domains.geospatial.stats import compute_band_stats  # noqa: E402
 from domainfm.domains.geospatial.windows import RasterWindowDataset  # noqa: E402
 

@@ -4,26 +4,25 @@
 * ``export CKPT OUT_DIR``: write ``model.safetensors`` + ``config.json`` for the backbone.
 * ``inspect PATH``: print the config and the load report of an export or checkpoint; exits
   0 only when the load is clean.
-* ``segment CKPT INPUT OUTPUT``: segmentation with a fine-tuned checkpoint: a whole volume
-  (NIfTI or DICOM series in, NIfTI with the input's affine out) or a raster of any size
-  (GeoTIFF in, tiled and streamed, GeoTIFF with the input's CRS and transform out).
-* ``detect CKPT INPUT OUTPUT``: object detection with a fine-tuned ``DetectionModule``
-  checkpoint over a GeoTIFF of any size (tiled; boxes merged across tiles), written as
-  GeoJSON polygons in the input's CRS (or WGS84) with class, score and pixel box.
+* ``segment CKPT INPUT OUTPUT``: segmentation with a fine-tuned checkpoint, by the domain
+  whose input contract the checkpoint records (or ``--domain``).
+* ``detect CKPT INPUT OUTPUT``: object detection with a fine-tuned ``DetectionModule``.
 * ``prepare DOMAIN SRC_DIR OUT_DIR``: validate and preprocess raw inputs once into LitData
   shards + ``manifest.json`` (bad inputs listed by name and reason; re-runs are no-ops; new
-  files are appended), streamed by the domains' ``Streaming*DataModule``.
-* ``sed CKPT OUT.csv FILES...``: sound event detection with a ``SoundEventModule``
-  checkpoint; ``file,onset,offset,label`` rows, scored against ``--reference`` if given.
+  files are appended), streamed by the domains' streaming data modules.
+* the installed domains' own subcommands (``domainfm --help`` lists them).
+
+The command names no domain: it dispatches through the domain plugins
+(:mod:`domainfm.domains.plugin`). Errors print one line and exit with status 2; ``--debug``
+shows the traceback instead.
 
 Example::
 
-    domainfm fit --config configs/medical3d/mae_quickstart.yaml
-    domainfm export runs/.../last.ckpt exports/ct_mae
-    domainfm inspect exports/ct_mae
-    domainfm segment runs/.../last.ckpt scan.nii.gz scan_seg.nii.gz
-    domainfm detect runs/.../last.ckpt scene.tif objects.geojson
-    domainfm prepare medical3d scans/ prepared/ct --spacing 1.5
+    domainfm fit --config CONFIG.yaml
+    domainfm export runs/.../last.ckpt exports/model
+    domainfm inspect exports/model
+    domainfm segment runs/.../last.ckpt INPUT OUTPUT
+    domainfm prepare DOMAIN raw/ prepared/
 """
 
 from __future__ import annotations
@@ -32,12 +31,36 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
-from typing import Any
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
-import lightning as L
+USAGE_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError, RuntimeError)
+"""What bad input raises: reported in one line with exit status 2."""
 
-from domainfm.tasks.lightning_cli import DomainFMCLI
+LIGHTNING_VERBS = {
+    "fit": "train a model from a YAML config (pretraining or fine-tuning)",
+    "validate": "run the validation loop of a config/checkpoint",
+    "test": "run the test loop of a config/checkpoint",
+    "predict": "run the prediction loop of a config/checkpoint",
+}
+
+
+def _quiet() -> None:
+    """Silence what other packages print on every run and a user cannot act on."""
+    os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")
+    for pattern in (
+        r".*LightningCLI's args parameter is intended to run from within Python.*",
+        r".*`isinstance\(treespec, LeafSpec\)` is deprecated.*",
+        r".*litlogger.*",
+    ):
+        warnings.filterwarnings("ignore", message=pattern)
+
+
+def _device(name: str | None) -> str:
+    import torch
+
+    return name or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _export(argv: Sequence[str]) -> int:
@@ -84,86 +107,56 @@ def _inspect(argv: Sequence[str]) -> int:
     return code
 
 
+def _io_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("input", help="input file or folder, in the model's domain format")
+    parser.add_argument("output", help=f"output {what} (its format follows the domain)")
+    parser.add_argument("--domain", help="the model's domain (default: recorded in the checkpoint)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: auto)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _check_output(args: argparse.Namespace) -> tuple[Path, Path]:
+    """The input and output paths, refusing an output that would overwrite the input."""
+    source, target = Path(args.input), Path(args.output)
+    if target.exists() and source.exists() and target.resolve() == source.resolve():
+        raise ValueError(f"{target}: the output would overwrite the input; give another path")
+    return source, target
+
+
 def _segment(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="domainfm segment",
         description=(
-            "Segment a whole CT/MRI volume (sliding windows; NIfTI out on the input's grid, "
-            "with its affine) or a GeoTIFF (tiled and streamed; GeoTIFF out with the input's "
-            "CRS and transform) with a fine-tuned checkpoint."
+            "Segment an input of any size with a fine-tuned checkpoint (sliding windows or "
+            "tiles; the output keeps the input's geometry: a NIfTI volume's affine, a "
+            "GeoTIFF's CRS and transform)."
         ),
     )
     parser.add_argument("ckpt", help="Lightning .ckpt of a FinetuneModule segmentation run")
-    parser.add_argument("input", help="NIfTI file, DICOM series folder, or GeoTIFF (raster model)")
-    parser.add_argument("output", help="output label map (.nii.gz / .nii, or .tif)")
+    _io_arguments(parser, "label map")
     parser.add_argument("--overlap", type=float, default=0.5, help="window overlap [0, 1)")
     parser.add_argument("--sw-batch-size", type=int, default=2, help="windows per forward")
     parser.add_argument("--roi-size", type=int, nargs="+", help="window size (default: crop)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: auto)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
-    import torch
-
-    from domainfm.domains.medical3d import segment_volume
+    from domainfm.domains.plugin import SegmentRequest, recorded_domain
     from domainfm.tasks.finetune_module import load_finetuned
 
+    source, target = _check_output(args)
     module, meta = load_finetuned(args.ckpt)
     if module.task != "segmentation":
         raise ValueError(f"{args.ckpt} is a {module.task} model, not a segmentation model")
-    contract = meta.get("input") or {}
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if contract.get("bands"):  # a raster model: tiled, streamed GeoTIFF prediction
-        return _segment_raster(args, module.to(device), contract, device)
-    needed = [k for k in ("spacing_mm", "modality", "crop_size") if k not in contract]
-    if needed and not (args.roi_size and "spacing_mm" in contract and "modality" in contract):
-        raise ValueError(
-            f"{args.ckpt} does not record its input contract ({', '.join(needed)} missing); "
-            "it was not trained through a domainfm data module"
-        )
-    out = segment_volume(
-        module.to(device),
-        args.input,
-        args.output,
-        roi_size=args.roi_size or contract["crop_size"],
-        spacing=contract["spacing_mm"],
-        modality=contract["modality"],
-        hu_window=tuple(contract.get("hu_window", (-1000.0, 1000.0))),
+    plugin, contract = recorded_domain(meta, source=args.ckpt, domain=args.domain)
+    device = _device(args.device)
+    request = SegmentRequest(
+        input=source,
+        output=target,
         overlap=args.overlap,
-        sw_batch_size=args.sw_batch_size,
-        device=device,
-        progress=not args.no_progress,
-    )
-    print(f"domainfm segment: wrote {out} ({module.num_classes} classes, input's grid and affine)")
-    return 0
-
-
-def _segment_raster(
-    args: argparse.Namespace, module: Any, contract: dict[str, Any], device: str
-) -> int:
-    """``domainfm segment`` for a GeoTIFF: tiles of the training window size (or
-    ``--roi-size``), the bands picked by name, normalized as in training."""
-    from domainfm.domains.geospatial import predict_raster
-
-    norm = contract.get("normalization") or {}
-    tile = args.roi_size[0] if args.roi_size else int(contract.get("window") or 256)
-    out = predict_raster(
-        module,
-        args.input,
-        args.output,
-        tile=tile,
-        overlap=args.overlap,
-        bands=list(contract["bands"]),
-        mean=norm.get("mean"),
-        std=norm.get("std"),
         batch_size=args.sw_batch_size,
+        roi_size=tuple(args.roi_size) if args.roi_size else None,
         device=device,
         progress=not args.no_progress,
-        class_names=contract.get("class_names"),
     )
-    print(
-        f"domainfm segment: wrote {out} ({module.num_classes} classes, tiles of {tile} px, "
-        "the input's CRS and transform)"
-    )
+    print(f"domainfm segment: wrote {plugin.segment(module.to(device), contract, request)}")
     return 0
 
 
@@ -171,143 +164,47 @@ def _detect(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="domainfm detect",
         description=(
-            "Detect objects over a GeoTIFF of any size with a fine-tuned DetectionModule "
-            "checkpoint (tiles of the training window, boxes merged across tiles); GeoJSON "
-            "out in the input's CRS."
+            "Detect objects over an input of any size with a fine-tuned DetectionModule "
+            "checkpoint (tiles of the training window, boxes merged across tiles); a GeoTIFF "
+            "gives GeoJSON in its CRS."
         ),
     )
     parser.add_argument("ckpt", help="Lightning .ckpt of a DetectionModule run")
-    parser.add_argument("input", help="GeoTIFF with the bands the model was trained on")
-    parser.add_argument("output", help="output .geojson")
+    _io_arguments(parser, "boxes (.geojson for rasters)")
     parser.add_argument("--overlap", type=float, default=0.25, help="tile overlap [0, 1)")
     parser.add_argument("--batch-size", type=int, default=4, help="tiles per forward")
     parser.add_argument("--score-threshold", type=float, default=0.05, help="lowest score kept")
     parser.add_argument("--nms-iou", type=float, default=0.5, help="merge IoU across tiles")
     parser.add_argument("--wgs84", action="store_true", help="longitude/latitude output")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: auto)")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress")
     args = parser.parse_args(argv)
-    import torch
-
-    from domainfm.domains.geospatial import detect_raster
+    from domainfm.domains.plugin import DetectRequest, recorded_domain
     from domainfm.tasks.detection_module import load_detector
 
+    source, target = _check_output(args)
     module, meta = load_detector(args.ckpt)
     module.model.roi_heads.score_thresh = args.score_threshold  # the detector's own cut too
-    contract = meta.get("input") or {}
-    if not contract.get("bands"):
-        raise ValueError(f"{args.ckpt} records no input bands; it was not trained on rasters")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    norm = contract.get("normalization") or {}
-    tile = int(contract.get("window") or meta["recipe"]["detect"]["image_size"])
-    report: dict[str, Any] = {}
-    out = detect_raster(
-        module.to(device),
-        args.input,
-        args.output,
-        tile=tile,
+    plugin, contract = recorded_domain(meta, source=args.ckpt, domain=args.domain)
+    device = _device(args.device)
+    request = DetectRequest(
+        input=source,
+        output=target,
         overlap=args.overlap,
-        bands=list(contract["bands"]),
-        mean=norm.get("mean"),
-        std=norm.get("std"),
         batch_size=args.batch_size,
         score_threshold=args.score_threshold,
         nms_iou=args.nms_iou,
-        class_names=contract.get("class_names"),
         wgs84=args.wgs84,
         device=device,
         progress=not args.no_progress,
-        report=report,
     )
-    print(
-        f"domainfm detect: wrote {out} ({report['boxes']} boxes from {report['tiles']} tiles "
-        f"of {tile} px, {'WGS84' if args.wgs84 else 'the input CRS'})"
-    )
+    print(f"domainfm detect: wrote {plugin.detect(module.to(device), contract, request)}")
     return 0
-
-
-def _sed(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="domainfm sed",
-        description=(
-            "Sound event detection with a SoundEventModule checkpoint: audio files of any "
-            "length in, a CSV of file,onset,offset,label (seconds) out."
-        ),
-    )
-    parser.add_argument("ckpt", help="Lightning .ckpt of a SoundEventModule run")
-    parser.add_argument("output", help="output CSV")
-    parser.add_argument("files", nargs="+", help="audio files")
-    parser.add_argument("--threshold", type=float, default=0.5, help="activity threshold")
-    parser.add_argument("--min-gap", type=float, default=0.1, help="gaps closed (s)")
-    parser.add_argument("--min-duration", type=float, default=0.05, help="shortest event (s)")
-    parser.add_argument("--reference", help="events CSV to score against (event F1)")
-    parser.add_argument("--collar", type=float, default=0.2, help="onset collar (s)")
-    args = parser.parse_args(argv)
-    from domainfm.domains.audio.sed import (
-        detect_events,
-        event_f1,
-        load_sound_event_model,
-        read_events_csv,
-        write_events_csv,
-    )
-
-    module, meta = load_sound_event_model(args.ckpt)
-    events = detect_events(
-        module,
-        meta,
-        args.files,
-        threshold=args.threshold,
-        min_gap=args.min_gap,
-        min_duration=args.min_duration,
-    )
-    out = write_events_csv(args.output, events)
-    score = ""
-    if args.reference:
-        reference = read_events_csv(args.reference)
-        wanted = {str(f) for f in args.files}
-        reference = [e for e in reference if e.file in wanted]
-        score = f", event F1 {event_f1(events, reference, collar=args.collar):.3f}"
-    print(f"domainfm sed: wrote {out} ({len(events)} events in {len(args.files)} files{score})")
-    return 0
-
-
-def _preparer(args: argparse.Namespace) -> Any:
-    """The domain's preparer from the parsed ``prepare`` options."""
-    if args.domain == "medical3d":
-        from domainfm.domains.medical3d.shards import VolumePreparer
-
-        return VolumePreparer(
-            spacing=args.spacing,
-            modality=args.modality,
-            hu_window=tuple(args.hu_window),
-            dtype=args.dtype or "float16",
-        )
-    if args.domain == "geospatial":
-        from domainfm.domains.geospatial.shards import ChipPreparer
-
-        return ChipPreparer(
-            chip_size=args.chip_size,
-            stride=args.stride,
-            band_names=args.band_names,
-            min_valid=args.min_valid,
-            dtype=args.dtype or "float32",
-            date_pattern=args.date_pattern,
-        )
-    from domainfm.domains.audio.frontends import build_frontend
-    from domainfm.domains.audio.shards import AudioPreparer
-
-    frontend = build_frontend(
-        {"architecture": args.frontend, "kwargs": {"sample_rate": args.sample_rate}}
-    )
-    return AudioPreparer(
-        frontend=frontend,
-        segment_s=args.segment_s,
-        min_segment_s=args.min_segment_s,
-        features=args.features,
-    )
 
 
 def _prepare(argv: Sequence[str]) -> int:
+    from domainfm.data.data_root import resolve_data_path
+    from domainfm.data.shards import prepare_shards
+    from domainfm.domains.plugin import UnsupportedByDomain, all_domains
+
     parser = argparse.ArgumentParser(
         prog="domainfm prepare",
         description=(
@@ -316,38 +213,23 @@ def _prepare(argv: Sequence[str]) -> int:
             "inputs are skipped and listed; re-running is a no-op; new files are appended."
         ),
     )
-    parser.add_argument("domain", choices=["medical3d", "geospatial", "audio"])
-    parser.add_argument("src_dir", help="folder of raw inputs (searched recursively)")
-    parser.add_argument("out_dir", help="prepared folder (created, or appended to)")
-    parser.add_argument("--num-workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--chunk-bytes", default="64MB", help="target shard size")
-    parser.add_argument("--dtype", choices=["float16", "float32"], help="stored dtype")
-    med = parser.add_argument_group("medical3d")
-    med.add_argument("--spacing", type=float, nargs="+", default=[1.5], help="mm")
-    med.add_argument("--modality", choices=["ct", "mri"], default="ct")
-    med.add_argument("--hu-window", type=float, nargs=2, default=[-1000.0, 1000.0])
-    geo = parser.add_argument_group("geospatial")
-    geo.add_argument("--chip-size", type=int, default=64)
-    geo.add_argument("--stride", type=int, help="chip step (default: chip size)")
-    geo.add_argument("--band-names", nargs="+", help="names of the rasters' bands")
-    geo.add_argument("--min-valid", type=float, default=0.5, help="valid fraction per date")
-    geo.add_argument("--date-pattern", help="regex with named groups year, month, day")
-    aud = parser.add_argument_group("audio")
-    aud.add_argument("--sample-rate", type=int, default=16000)
-    aud.add_argument("--frontend", choices=["log_mel", "kaldi_fbank"], default="log_mel")
-    aud.add_argument("--segment-s", type=float, default=10.0, help="item length (s)")
-    aud.add_argument("--min-segment-s", type=float, default=0.5, help="shortest last piece")
-    aud.add_argument("--features", choices=["wave", "frontend"], default="wave")
+    domains = parser.add_subparsers(dest="domain", required=True, metavar="DOMAIN")
+    for plugin in all_domains():
+        sub = domains.add_parser(plugin.name, help=plugin.summary, description=plugin.summary)
+        sub.add_argument("src_dir", help="folder of raw inputs (searched recursively)")
+        sub.add_argument("out_dir", help="prepared folder (created, or appended to)")
+        sub.add_argument("--num-workers", type=int, default=os.cpu_count() or 1)
+        sub.add_argument("--chunk-bytes", default="64MB", help="target shard size")
+        sub.add_argument("--dtype", choices=["float16", "float32"], help="stored dtype")
+        plugin.add_prepare_arguments(sub)
+        sub.set_defaults(plugin=plugin)
     args = parser.parse_args(argv)
-    if args.domain == "medical3d" and len(args.spacing) not in (1, 3):
-        parser.error("--spacing takes one value or three")
-    if args.domain == "medical3d" and len(args.spacing) == 1:
-        args.spacing = args.spacing[0]
-    from domainfm.data.data_root import resolve_data_path
-    from domainfm.data.shards import prepare_shards
-
+    try:
+        preparer = args.plugin.preparer(args)
+    except UnsupportedByDomain as err:
+        parser.error(str(err))
     summary = prepare_shards(
-        _preparer(args),
+        preparer,
         resolve_data_path(args.src_dir),
         args.out_dir,
         num_workers=args.num_workers,
@@ -358,23 +240,48 @@ def _prepare(argv: Sequence[str]) -> int:
     return 0
 
 
-def main(args: Sequence[str] | None = None) -> None:
-    """Entry point of the ``domainfm`` console script."""
-    argv = list(sys.argv[1:] if args is None else args)
-    commands = {
-        "export": _export,
-        "inspect": _inspect,
-        "segment": _segment,
-        "detect": _detect,
-        "sed": _sed,
-        "prepare": _prepare,
-    }
-    if argv and argv[0] in commands:
-        try:
-            sys.exit(commands[argv[0]](argv[1:]))
-        except (FileNotFoundError, ValueError, RuntimeError) as err:
-            print(f"domainfm {argv[0]}: error: {err}", file=sys.stderr)
-            sys.exit(2)
+Command = Callable[[Sequence[str]], int]
+
+BUILTIN: dict[str, tuple[str, Command]] = {
+    "export": ("write a checkpoint's backbone as model.safetensors + config.json", _export),
+    "inspect": ("print an export's or checkpoint's config and load report", _inspect),
+    "segment": ("segment an input of any size with a fine-tuned checkpoint", _segment),
+    "detect": ("detect objects in an input of any size with a detection checkpoint", _detect),
+    "prepare": ("preprocess a folder of raw inputs once into streamable shards", _prepare),
+}
+
+
+def _commands() -> dict[str, tuple[str, Command]]:
+    """The built-in subcommands and those the installed domains add."""
+    from domainfm.domains.plugin import domain_commands
+
+    extra = domain_commands()
+    clash = sorted(set(extra) & (set(BUILTIN) | set(LIGHTNING_VERBS)))
+    if clash:
+        raise ValueError(f"a domain plugin redefines the command(s) {', '.join(clash)}")
+    return {**BUILTIN, **extra}
+
+
+def _print_help(commands: dict[str, tuple[str, Command]]) -> None:
+    from domainfm.domains.plugin import all_domains
+
+    lines = ["usage: domainfm COMMAND [options]   (domainfm COMMAND --help for its options)", ""]
+    lines.append("commands:")
+    entries = {**LIGHTNING_VERBS, **{k: text for k, (text, _) in commands.items()}}
+    domains = {p.name: p.summary for p in all_domains()}
+    width = max(len(name) for name in [*entries, *domains])
+    lines += [f"  {name:<{width}}  {text}" for name, text in entries.items()]
+    lines += ["", "domains:"]
+    lines += [f"  {name:<{width}}  {text}" for name, text in domains.items()]
+    lines += ["", "Add --debug to any command to see the traceback of an error."]
+    print("\n".join(lines))
+
+
+def _lightning(argv: list[str]) -> None:
+    import lightning as L
+
+    from domainfm.tasks.lightning_cli import DomainFMCLI
+
     DomainFMCLI(
         L.LightningModule,
         L.LightningDataModule,
@@ -383,6 +290,32 @@ def main(args: Sequence[str] | None = None) -> None:
         args=argv,
         save_config_kwargs={"overwrite": True},
     )
+
+
+def main(args: Sequence[str] | None = None) -> None:
+    """Entry point of the ``domainfm`` console script."""
+    argv = list(sys.argv[1:] if args is None else args)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    _quiet()
+    name = argv[0] if argv else "--help"
+    try:
+        if name in LIGHTNING_VERBS:
+            _lightning(argv)
+            return
+        commands = _commands()
+        if name in ("-h", "--help", "help"):
+            _print_help(commands)
+            sys.exit(0)
+        if name not in commands:
+            known = ", ".join([*LIGHTNING_VERBS, *commands])
+            raise ValueError(f"unknown command {name!r}; commands: {known}")
+        sys.exit(commands[name][1](argv[1:]))
+    except USAGE_ERRORS as err:
+        if debug:
+            raise
+        print(f"domainfm {name}: error: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":  # pragma: no cover

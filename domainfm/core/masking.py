@@ -14,6 +14,8 @@ visible tokens can be dropped with a dense ``keep_idx`` ``(B, K)`` (see :func:`k
 Masks are drawn in dataloader workers through :class:`MaskingCollate`, not in the training
 step. With ``generator=None`` a generator draws from the global torch RNG, which PyTorch seeds
 per worker from the loader's base seed, so runs are reproducible under ``seed_everything``.
+A pretraining data module takes its masking as one :class:`MaskingSpec` (kind, ratio, the
+backbone's patch size) and builds the collate from it.
 
 Example::
 
@@ -27,7 +29,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
 import torch
 from torch import Tensor
@@ -252,3 +255,68 @@ class MaskingCollate:
         batch["mask"] = mask
         batch["keep_idx"] = keep_indices(mask)
         return batch
+
+
+MaskingKind = Literal["random", "block", "tube"]
+
+
+@dataclass(frozen=True)
+class MaskingSpec:
+    """The MAE masking of a pretraining data module's batches (drawn in the loader workers).
+
+    Args:
+        patch_size: the backbone's patch size, an int or one per grid axis (the mask's token
+            grid).
+        ratio: fraction of tokens hidden from the encoder, in (0, 1).
+        kind: ``"random"`` (:class:`RandomMasking`), ``"block"`` (:class:`BlockMasking`) or
+            ``"tube"`` (:class:`TubeMasking`: the same mask along the grid's first axis, for
+            time series and band-group cubes); which kinds fit depends on the data module.
+
+    Example (the ``data`` section of a ``domainfm fit`` config)::
+
+        masking: {patch_size: 16, ratio: 0.75, kind: random}
+    """
+
+    patch_size: int | Sequence[int] = 16
+    ratio: float = 0.75
+    kind: MaskingKind = "random"
+
+    def generator(self, *, tube_axis: str | None = None) -> MaskGenerator:
+        """The mask generator of :attr:`kind` (``"tube"`` along ``tube_axis``)."""
+        if self.kind == "random":
+            return RandomMasking(ratio=self.ratio)
+        if self.kind == "block":
+            return BlockMasking(ratio=self.ratio)
+        if self.kind == "tube" and tube_axis is not None:
+            return TubeMasking(axis=tube_axis, ratio=self.ratio)
+        raise ValueError(f"masking kind={self.kind!r} needs a grid axis to repeat the mask along")
+
+    def collate(
+        self,
+        *,
+        kinds: Sequence[MaskingKind] = ("random", "block", "tube"),
+        patch_size: int | Sequence[int] | None = None,
+        axes: Sequence[str] | None = None,
+    ) -> MaskingCollate:
+        """The :class:`MaskingCollate` drawing these masks.
+
+        Args:
+            kinds: the kinds the data module supports.
+            patch_size: the grid's patch size when it is not :attr:`patch_size` as given
+                (e.g. ``(1, p, p)`` for a cube).
+            axes: the grid's axis names (``"tube"`` repeats along the first).
+
+        Raises:
+            ValueError: :attr:`kind` is not among ``kinds``.
+        """
+        if self.kind not in kinds:
+            raise ValueError(f"masking kind={self.kind!r} is not one of {list(kinds)} here")
+        return MaskingCollate(
+            masking=self.generator(tube_axis=axes[0] if axes else None),
+            patch_size=self.patch_size if patch_size is None else patch_size,
+            axes=axes,
+        )
+
+
+DEFAULT_MASKING = MaskingSpec()
+"""Random masking of 75 % of the tokens of a patch-16 grid (MAE's default)."""

@@ -94,6 +94,12 @@ class Registry(Generic[T]):
             known = ", ".join(sorted(self._entries)) or "none"
             raise KeyError(f"unknown {self.kind} {name!r}; known: {known}") from None
 
+    def remove(self, name: str) -> T:
+        """Take the entry ``name`` out (a plugin being unloaded); returns it."""
+        if name not in self._entries:
+            raise KeyError(f"unknown {self.kind} {name!r}")
+        return self._entries.pop(name)
+
     def __contains__(self, name: object) -> bool:
         return name in self._entries
 

@@ -42,6 +42,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from domainfm.core.checkpoint_io import atomic_write
+from domainfm.data.file_stamp import file_stamp
 
 MANIFEST = "manifest.json"
 INDEX = "index.json"  # LitData's chunk index
@@ -188,11 +189,11 @@ def _fingerprints(
     out = []
     for path in paths:
         for file in _files_of(path):
-            stat = file.stat()
+            stamp = file_stamp(file)
             rel = _relative(file, root)
-            entry = {"path": rel, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+            entry = {"path": rel, **stamp._asdict()}
             old = known.get(rel)
-            if old and old["size"] == stat.st_size and old["mtime_ns"] == stat.st_mtime_ns:
+            if old and (old["size"], old["mtime_ns"]) == stamp:
                 entry["sha256"] = old["sha256"]
             else:
                 entry["sha256"] = _sha256(file)

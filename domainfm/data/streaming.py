@@ -32,13 +32,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 
 os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")  # no PyPI call at run time
 from litdata import StreamingDataLoader, StreamingDataset
 from torch.utils.data import default_collate
 
+from domainfm.data.datamodule import SeededDataModule
 from domainfm.data.shards import read_manifest
 
 SampleMaker = Callable[[dict[str, Any], torch.Generator], "dict[str, Any] | list[dict[str, Any]]"]
@@ -177,22 +177,21 @@ def streaming_loader(
     )
 
 
-class ShardDataModule(L.LightningDataModule):
+class ShardDataModule(SeededDataModule):
     """Base of the domains' streaming data modules: training (and optional validation)
     batches streamed from prepared folders.
 
-    Subclasses define :meth:`sample_maker` (from the manifest), :meth:`collate` and
-    :meth:`input_contract`.
+    Subclasses define :meth:`sample_maker` (from the manifest), :attr:`collate` and
+    :meth:`input_contract`; they take this class's arguments through ``**kwargs``.
 
     Args:
         shards: the prepared training folder (``domainfm prepare``).
         val_shards: a prepared folder for validation (optional; not shuffled).
-        batch_size: items per batch.
-        num_workers: loader workers.
-        seed: order and sample seed.
         cache_dir, max_cache_size: local cache of remote shards.
         manifest: a local copy of the prepared folder's ``manifest.json``; needed when
             ``shards`` is remote (``s3://``, ``gs://``), read from the folder otherwise.
+        **kwargs: ``batch_size`` (items per batch), ``num_workers``, ``seed`` (order and
+            sample seed): see :class:`~domainfm.data.datamodule.SeededDataModule`.
     """
 
     domain = ""
@@ -202,20 +201,15 @@ class ShardDataModule(L.LightningDataModule):
         *,
         shards: str,
         val_shards: str | None = None,
-        batch_size: int = 8,
-        num_workers: int = 0,
-        seed: int = 0,
         cache_dir: str | None = None,
         max_cache_size: str | None = None,
         manifest: str | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__()
+        super().__init__(**kwargs)
         self.shards = shards
         self.manifest_path = manifest
         self.val_shards = val_shards
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.seed = seed
         self.cache_dir = cache_dir
         self.max_cache_size = max_cache_size
         self.manifest: dict[str, Any] = {}
@@ -224,9 +218,6 @@ class ShardDataModule(L.LightningDataModule):
 
     def sample_maker(self, manifest: dict[str, Any]) -> SampleMaker:
         raise NotImplementedError
-
-    def collate(self) -> Callable[[list[Any]], Any] | None:
-        return None
 
     def _read_manifest(self, shards: str) -> dict[str, Any]:
         if "://" not in shards:
@@ -261,25 +252,22 @@ class ShardDataModule(L.LightningDataModule):
         if self.val_shards and self.val_set is None:
             self.val_set = self._dataset(self.val_shards, shuffle=False)
 
+    def _loader(self, dataset: StreamingSamples) -> Any:
+        return streaming_loader(
+            dataset,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            collate_fn=self.collate,
+        )
+
     def train_dataloader(self) -> Any:
         assert self.train_set is not None, "call setup('fit') first"
-        return streaming_loader(
-            self.train_set,
-            batch_size=self.batch_size,
-            num_workers=self.num_workers,
-            collate_fn=self.collate(),
-        )
+        return self._loader(self.train_set)
 
     def val_dataloader(self) -> Any:
-        if self.val_set is None:
-            return []
-        return streaming_loader(
-            self.val_set,
-            batch_size=self.batch_size,
-            num_workers=self.num_workers,
-            collate_fn=self.collate(),
-        )
+        return [] if self.val_set is None else self._loader(self.val_set)
 
-    def input_contract(self) -> dict[str, object]:
-        """The prepared data's domain and preprocessing settings (stored in checkpoints)."""
+    def prepared_contract(self) -> dict[str, object]:
+        """The prepared data's domain and preprocessing settings, recorded beside the domain's
+        input contract (``extra``) in checkpoints."""
         return {"prepared": {"domain": self.domain, **self.manifest.get("settings", {})}}

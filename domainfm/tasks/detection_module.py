@@ -147,6 +147,7 @@ class DetectionModule(L.LightningModule):
         if image_size < 1:
             raise ValueError(f"image_size={image_size}: must be >= 1")
         backbone = pretrained_backbone(backbone, pretrained, released)
+        self.image_size = image_size
         self.backbone = backbone  # registered here: its keys are backbone.* (exportable)
         features = BackboneFPN(backbone, num_maps=num_maps, out_channels=fpn_dim)
         levels = len(features.strides)

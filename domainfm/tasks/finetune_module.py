@@ -38,6 +38,7 @@ from torchmetrics.segmentation import DiceScore
 
 from domainfm.core.backbone import build_backbone
 from domainfm.core.checkpoint_io import safe_torch_load
+from domainfm.core.contract import recorded_contract
 from domainfm.core.grid import to_ntuple
 from domainfm.core.jsonable import to_jsonable
 from domainfm.core.registry import init_config
@@ -315,11 +316,10 @@ def checkpoint_metadata(
     kwargs, the data module's input contract (``input_contract()``: spacing, bands,
     normalization, window, class names) and the head ``recipe``."""
     datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
-    describe = getattr(datamodule, "input_contract", None)
     meta: dict[str, Any] = to_jsonable(
         {
             "backbone": init_config(backbone),
-            "input": describe() if callable(describe) else {},
+            "input": recorded_contract(datamodule),
             "recipe": recipe,
         }
     )

@@ -15,6 +15,12 @@ One backbone, any weighted set of objectives from :mod:`domainfm.core.objectives
 Backbone outputs are shared: each batch key is encoded once per step whatever number of
 objectives read it.
 
+Objectives that size heads from the backbone
+(:class:`~domainfm.core.objectives.base.BackboneBound`: MAE's decoder, inpainting, rotation,
+VoCo) are bound to it in the constructor, so their ``embed_dim`` / ``in_chans`` /
+``patch_size`` are left out of configs (or checked against the backbone when given), and
+every parameter exists before a checkpoint is loaded.
+
 The total loss is ``Σ weight[name] * loss[name]``; every term is logged. Optimizer: AdamW
 (no decay on biases, norms, tokens; optional layer-wise LR decay); schedule: linear warmup +
 cosine per optimizer step. Precision and scale-out (DDP, FSDP) are Trainer settings.
@@ -28,8 +34,9 @@ Example::
 
     >>> vit = VisionTransformerND(in_chans=1, spatial_dims=3, patch_size=16, embed_dim=64,
     ...                           depth=2, num_heads=4)
-    >>> module = PretrainModule(
-    ...     backbone=vit, objectives={"mae": MAE(embed_dim=64, in_chans=1, patch_size=(16,) * 3)})
+    >>> module = PretrainModule(backbone=vit, objectives={"mae": MAE(decoder_dim=64)})
+    >>> module.objectives["mae"].patch_size  # the decoder is sized from the backbone
+    (16, 16, 16)
 """
 
 from __future__ import annotations
@@ -42,9 +49,10 @@ import torch
 from torch import Tensor, nn
 
 from domainfm.core.batch_features import BatchFeatures
+from domainfm.core.contract import recorded_contract
 from domainfm.core.ema import EMATeacher, cosine_momentum
 from domainfm.core.jsonable import to_jsonable
-from domainfm.core.objectives.base import BatchObjective
+from domainfm.core.objectives.base import BackboneBound, BatchObjective
 from domainfm.core.objectives.byol import BYOL
 from domainfm.core.objectives.mae import MAE
 from domainfm.core.objectives.mae_targets import NormalizedPixelTarget
@@ -108,16 +116,13 @@ class PretrainModule(L.LightningModule):
         self.predictors = nn.ModuleDict()
         self.teachers = nn.ModuleDict()
         for name, objective in objectives.items():
-            if isinstance(objective, BatchObjective):
-                continue  # brings its own heads
-            if isinstance(objective, MASKED):
-                patch = tuple(getattr(backbone, "patch_size", ()))
-                if patch != objective.patch_size:
-                    raise ValueError(
-                        f"objective {name!r} patch_size {objective.patch_size} differs from the "
-                        f"backbone's {patch}"
-                    )
-                continue
+            if isinstance(objective, BackboneBound):
+                try:
+                    objective.bind_backbone(backbone)  # sizes its heads from the backbone
+                except ValueError as err:
+                    raise ValueError(f"objective {name!r}: {err}") from err
+            if isinstance(objective, (BatchObjective, *MASKED)):
+                continue  # brings its own heads (a masked objective: its decoder)
             self.projectors[name] = ProjectionHead(
                 in_dim=embed_dim, hidden_dim=projector_hidden_dim, out_dim=projector_dim
             )
@@ -258,8 +263,7 @@ class PretrainModule(L.LightningModule):
         """Backbone architecture + kwargs, domain, input contract and recipe (JSON-safe)."""
         trainer = self._trainer
         datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
-        describe = getattr(datamodule, "input_contract", None)
-        contract = describe() if callable(describe) else {}
+        contract = recorded_contract(datamodule)
         return to_jsonable(
             {
                 "backbone": init_config(self.backbone),

@@ -9,7 +9,17 @@ import torch
 from torch.utils.data import DataLoader
 
 from domainfm.core.ema import EMATeacher
-from domainfm.core.objectives import BYOL, MAE, BarlowTwins, InfoNCE, MoCo, VICReg
+from domainfm.core.objectives import (
+    BYOL,
+    MAE,
+    BarlowTwins,
+    InfoNCE,
+    Inpainting,
+    MoCo,
+    RotationPrediction,
+    VICReg,
+    VoCo,
+)
 from domainfm.core.registry import init_config
 from domainfm.core.vit import VisionTransformerND
 from domainfm.tasks.lr_schedule import warmup_cosine
@@ -125,6 +135,36 @@ def test_bad_configuration_errors() -> None:
     mae = MAE(embed_dim=32, in_chans=1, patch_size=(4, 4))
     with pytest.raises(ValueError, match=r"patch_size \(4, 4\) differs from the backbone's"):
         PretrainModule(backbone=_vit(), objectives={"mae": mae})
+
+
+def _sized_from_backbone() -> dict[str, torch.nn.Module]:
+    return {
+        "mae": MAE(decoder_dim=16, decoder_depth=1, decoder_heads=4),
+        "inpaint": Inpainting(),
+        "rotation": RotationPrediction(),
+        "voco": VoCo(hidden_dim=16, out_dim=8),
+    }
+
+
+def test_objectives_are_sized_from_the_backbone() -> None:
+    """Objectives left without backbone sizes are bound at construction: their heads exist
+    before a state dict is loaded (a resumed checkpoint), and given sizes are checked."""
+    module = PretrainModule(backbone=_vit(), objectives=_sized_from_backbone())
+    mae, inpaint = module.objectives["mae"], module.objectives["inpaint"]
+    assert isinstance(mae, MAE) and isinstance(inpaint, Inpainting)
+    assert (mae.embed_dim, mae.in_chans, mae.patch_size) == (32, 1, (8, 8))
+    assert inpaint.head.out_features == 64
+    assert module.objectives["rotation"].head.in_features == 32
+    fresh = PretrainModule(backbone=_vit(), objectives=_sized_from_backbone())
+    fresh.load_state_dict(module.state_dict())  # strict: every key exists
+    recipe = module.export_metadata()["recipe"]["objectives"]
+    assert recipe["mae"]["patch_size"] == [8, 8] and recipe["voco"]["embed_dim"] == 32
+    with pytest.raises(ValueError, match=r"objective 'mae': MAE embed_dim 64 differs"):
+        PretrainModule(
+            backbone=_vit(), objectives={"mae": MAE(embed_dim=64, decoder_dim=16, decoder_heads=4)}
+        )
+    with pytest.raises(ValueError, match=r"objective 'rot': RotationPrediction embed_dim 8 diff"):
+        PretrainModule(backbone=_vit(), objectives={"rot": RotationPrediction(embed_dim=8)})
 
 
 def test_layer_decay_groups() -> None:

@@ -12,6 +12,13 @@ then averages parameter gradients across the ``W`` ranks. Each objective is writ
   applies), equals that process's gradient for the same rows of the global batch.
 
 :class:`ParallelMode` says how an objective achieves this.
+
+**Sizes from the backbone.** Objectives with heads over the backbone's tokens (MAE's decoder,
+inpainting's pixel head, rotation and VoCo heads) take the backbone's ``embed_dim``,
+``in_chans`` and ``patch_size`` as optional arguments: left out (``None``), they are read from
+the backbone when the objective is bound to it (:class:`BackboneBound`; the pretraining
+module binds every objective at construction, before any checkpoint is loaded); given, they
+are checked against it (:func:`sizes_from_backbone`).
 """
 
 from __future__ import annotations
@@ -19,12 +26,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from domainfm.core.distributed import gather_with_grad
+from domainfm.core.registry import INIT_KWARGS_ATTR
 
 if TYPE_CHECKING:
     from domainfm.core.batch_features import BatchFeatures
@@ -99,3 +107,86 @@ def batch_keys(value: str | Sequence[str], name: str) -> tuple[str, ...]:
     if not keys:
         raise ValueError(f"{name} must name at least one batch key, got {name}={value!r}")
     return keys
+
+
+@runtime_checkable
+class BackboneBound(Protocol):
+    """An objective that sizes its heads from the backbone it trains.
+
+    :class:`~domainfm.tasks.pretrain_module.PretrainModule` calls ``bind_backbone`` once, in
+    its constructor: the objective builds the heads it could not build without the sizes
+    (or checks the sizes it was given). Binding reads attributes only; it never touches the
+    training loop, the optimizer or the device.
+    """
+
+    def bind_backbone(self, backbone: nn.Module) -> None:
+        """Take the sizes left out from ``backbone`` and check the ones given.
+
+        Raises:
+            ValueError: if a given size differs from the backbone's, or one left out is not
+                an attribute of the backbone.
+        """
+        ...
+
+
+def _as_size(name: str, value: Any, like: Any = None) -> Any:
+    """``patch_size`` as a tuple of ints (an int repeated over ``like``'s axes), others as int."""
+    if name != "patch_size":
+        return int(value)
+    if isinstance(value, int):
+        return (value,) * (len(like) if like is not None else 1)
+    return tuple(int(p) for p in value)
+
+
+def sizes_from_backbone(objective: nn.Module, backbone: nn.Module, **given: Any) -> dict[str, Any]:
+    """Resolve an objective's backbone sizes (``embed_dim``, ``in_chans``, ``patch_size``).
+
+    Each keyword is a size the objective was given, ``None`` when left out: left out, it is
+    the backbone's attribute of that name; given, it must equal that attribute (when the
+    backbone has it). The objective's recorded constructor arguments (its recipe in
+    checkpoints, see :func:`~domainfm.core.registry.init_config`) are updated to the result.
+
+    Returns:
+        name → resolved size (``patch_size`` a tuple of ints).
+
+    Raises:
+        ValueError: on a disagreement, or for a size left out that the backbone lacks.
+    """
+    kind = type(objective).__name__
+    resolved: dict[str, Any] = {}
+    for name, value in given.items():
+        found = getattr(backbone, name, None)
+        found = _as_size(name, found) if found is not None else None
+        if value is None:
+            if found is None:
+                raise ValueError(
+                    f"{kind} needs {name}: the backbone {type(backbone).__name__} has no "
+                    f"{name} attribute, so give {name} explicitly"
+                )
+            resolved[name] = found
+            continue
+        value = _as_size(name, value, found)
+        if found is not None and value != found:
+            raise ValueError(
+                f"{kind} {name} {value} differs from the backbone's {found}; leave {name} out "
+                "to take the backbone's"
+            )
+        resolved[name] = value
+    recorded = getattr(objective, INIT_KWARGS_ATTR, None)
+    if isinstance(recorded, dict):
+        recorded.update(resolved)
+    return resolved
+
+
+def require_sizes(objective: nn.Module, **sizes: Any) -> None:
+    """Raise a clear error when a head is used before its sizes are known.
+
+    Raises:
+        RuntimeError: if any of ``sizes`` is ``None``.
+    """
+    missing = [name for name, value in sizes.items() if value is None]
+    if missing:
+        raise RuntimeError(
+            f"{type(objective).__name__} has no {', '.join(missing)} yet: give them to its "
+            "constructor or bind it to a backbone first (bind_backbone, as PretrainModule does)"
+        )

@@ -29,7 +29,8 @@ Data parallelism: :attr:`ParallelMode.LOCAL` (per-voxel loss, mean over the loca
 
 Example::
 
-    >>> inpaint = Inpainting(embed_dim=32, in_chans=1, patch_size=(8, 8, 8))
+    >>> inpaint = Inpainting()
+    >>> inpaint.bind_backbone(vit)  # embed_dim, in_chans, patch_size: the backbone's
     >>> features = BatchFeatures(vit, {"view1": v1, "view2": v2, "target1": t1, "target2": t2})
     >>> inpaint.forward_batch(features).loss.shape
     torch.Size([])
@@ -47,9 +48,27 @@ from torch import Tensor, nn
 
 from domainfm.core.batch_features import BatchFeatures
 from domainfm.core.grid import TokenGrid
-from domainfm.core.objectives.base import ObjectiveOutput, ParallelMode, batch_keys
+from domainfm.core.objectives.base import (
+    ObjectiveOutput,
+    ParallelMode,
+    batch_keys,
+    require_sizes,
+    sizes_from_backbone,
+)
 from domainfm.core.objectives.registry import OBJECTIVES
 from domainfm.core.patching import unpatchify
+
+
+def _check_sizes(
+    embed_dim: int | None, in_chans: int | None, patch: tuple[int, ...] | None
+) -> None:
+    """``ValueError`` for a size that is given and invalid (``None``: not known yet)."""
+    if patch is not None and (not 1 <= len(patch) <= 3 or any(int(p) < 1 for p in patch)):
+        raise ValueError(f"patch_size must have 1 to 3 positive values, got patch_size={patch!r}")
+    if (embed_dim is not None and embed_dim < 1) or (in_chans is not None and in_chans < 1):
+        raise ValueError(
+            f"embed_dim and in_chans must be >= 1, got embed_dim={embed_dim}, in_chans={in_chans}"
+        )
 
 
 @OBJECTIVES.register("inpainting")
@@ -57,38 +76,33 @@ class Inpainting(nn.Module):
     """A linear pixel head on every token + L1 (or L2) to the clean target, over views.
 
     Args:
-        embed_dim: the backbone's token width ``D``.
-        in_chans: input channels ``C``.
+        embed_dim: the backbone's token width ``D``; default: the backbone's.
+        in_chans: input channels ``C``; default: the backbone's.
         patch_size: input elements per token along each spatial axis (1 to 3 values); must
-            equal the backbone grid's patch size (checked at run time).
+            equal the backbone grid's patch size; default: the backbone's.
         views: batch keys of the corrupted views the encoder sees.
         targets: batch keys of the clean targets, one per view.
         loss: ``"l1"`` (Swin UNETR) or ``"l2"`` (mean squared error).
+
+    The head is built in the constructor when the three sizes are given, otherwise by
+    :meth:`bind_backbone`.
     """
 
     parallel_mode: ClassVar[ParallelMode] = ParallelMode.LOCAL
 
+    head: nn.Linear
+
     def __init__(
         self,
         *,
-        embed_dim: int,
-        in_chans: int,
-        patch_size: Sequence[int],
+        embed_dim: int | None = None,
+        in_chans: int | None = None,
+        patch_size: int | Sequence[int] | None = None,
         views: Sequence[str] = ("view1", "view2"),
         targets: Sequence[str] = ("target1", "target2"),
         loss: Literal["l1", "l2"] = "l1",
     ) -> None:
         super().__init__()
-        patch = (patch_size,) if isinstance(patch_size, int) else tuple(patch_size)
-        if not 1 <= len(patch) <= 3 or any(int(p) < 1 for p in patch):
-            raise ValueError(
-                f"patch_size must have 1 to 3 positive values, got patch_size={patch_size!r}"
-            )
-        if embed_dim < 1 or in_chans < 1:
-            raise ValueError(
-                f"embed_dim and in_chans must be >= 1, got embed_dim={embed_dim}, "
-                f"in_chans={in_chans}"
-            )
         if loss not in ("l1", "l2"):
             raise ValueError(f"loss must be 'l1' or 'l2', got loss={loss!r}")
         self.views = batch_keys(views, "views")
@@ -97,10 +111,43 @@ class Inpainting(nn.Module):
             raise ValueError(
                 f"views {self.views} and targets {self.targets} must have the same length"
             )
-        self.patch_size = tuple(int(p) for p in patch)
+        patch = None
+        if patch_size is not None:
+            patch = (patch_size,) if isinstance(patch_size, int) else tuple(patch_size)
+        _check_sizes(embed_dim, in_chans, patch)
+        self.embed_dim = embed_dim
         self.in_chans = in_chans
+        self.patch_size = tuple(int(p) for p in patch) if patch is not None else None
         self.loss = loss
-        self.head = nn.Linear(embed_dim, math.prod(self.patch_size) * in_chans)
+        self._built = False
+        if embed_dim is not None and in_chans is not None and patch_size is not None:
+            self._build_head()
+
+    def bind_backbone(self, backbone: nn.Module) -> None:
+        """Take ``embed_dim``, ``in_chans`` and ``patch_size`` left out from ``backbone``
+        (checking those given) and build the head if it is not built yet.
+
+        Raises:
+            ValueError: if a given size differs from the backbone's.
+        """
+        sizes = sizes_from_backbone(
+            self,
+            backbone,
+            embed_dim=self.embed_dim,
+            in_chans=self.in_chans,
+            patch_size=self.patch_size,
+        )
+        self.embed_dim, self.in_chans = sizes["embed_dim"], sizes["in_chans"]
+        self.patch_size = sizes["patch_size"]
+        if not self._built:
+            self._build_head()
+
+    def _build_head(self) -> None:
+        embed_dim, in_chans, patch = self.embed_dim, self.in_chans, self.patch_size
+        assert embed_dim is not None and in_chans is not None and patch is not None
+        _check_sizes(embed_dim, in_chans, patch)
+        self.head = nn.Linear(embed_dim, math.prod(patch) * in_chans)
+        self._built = True
 
     def reconstruct(self, tokens: Tensor, grid: TokenGrid) -> Tensor:
         """Patch tokens ``(B, N, D)`` on ``grid`` → reconstruction ``(B, C, *spatial)``.
@@ -108,10 +155,14 @@ class Inpainting(nn.Module):
         Raises:
             ValueError: if the grid's patch size is not this head's ``patch_size``.
         """
+        if not self._built:  # the head is built as soon as its sizes are known: one is missing
+            require_sizes(
+                self, embed_dim=self.embed_dim, in_chans=self.in_chans, patch_size=self.patch_size
+            )
         if grid.patch_size != self.patch_size:
             raise ValueError(
                 f"Inpainting patch_size {self.patch_size} does not match the backbone's token "
-                f"grid patch size {grid.patch_size}; set patch_size to {list(grid.patch_size)}"
+                f"grid patch size {grid.patch_size}; leave patch_size out to take the backbone's"
             )
         if tokens.ndim != 3 or tokens.shape[1] != grid.num_tokens:
             raise ValueError(
@@ -119,6 +170,7 @@ class Inpainting(nn.Module):
                 f"got {tuple(tokens.shape)}"
             )
         pixels = self.head(tokens)  # (B, N, prod(patch) * C)
+        assert self.in_chans is not None  # built
         return unpatchify(pixels, grid, self.in_chans)  # (B, C, *spatial)
 
     def _view_loss(self, features: BatchFeatures, view: str, target_key: str) -> Tensor:

@@ -30,12 +30,17 @@ are logged (``mae``, ``mae_infonce``).
 Data parallelism: :attr:`ParallelMode.LOCAL` (every sample's loss is local and equal batch
 sizes give the global mean).
 
+The decoder's input width, the input channels and the patch size are the backbone's: left
+out, they are read from it by :meth:`MAE.bind_backbone` (which
+:class:`~domainfm.tasks.pretrain_module.PretrainModule` calls at construction), so a config
+names only the decoder's own sizes.
+
 Example::
 
     >>> vit = VisionTransformerND(in_chans=1, spatial_dims=3, patch_size=8, embed_dim=64,
     ...                           depth=2, num_heads=4)
-    >>> mae = MAE(embed_dim=64, in_chans=1, patch_size=(8, 8, 8), decoder_dim=32,
-    ...           decoder_depth=1, decoder_heads=4)
+    >>> mae = MAE(decoder_dim=32, decoder_depth=1, decoder_heads=4)
+    >>> mae.bind_backbone(vit)  # embed_dim 64, in_chans 1, patch_size (8, 8, 8)
     >>> x = torch.randn(2, 1, 16, 16, 16)
     >>> mask = RandomMasking(ratio=0.75)(vit.token_grid(x.shape[2:]), 2)
     >>> keep = keep_indices(mask)
@@ -53,7 +58,12 @@ from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
 from domainfm.core.grid import TokenGrid
-from domainfm.core.objectives.base import ObjectiveOutput, ParallelMode
+from domainfm.core.objectives.base import (
+    ObjectiveOutput,
+    ParallelMode,
+    require_sizes,
+    sizes_from_backbone,
+)
 from domainfm.core.objectives.mae_targets import MAETarget, NormalizedPixelTarget
 from domainfm.core.objectives.registry import OBJECTIVES
 from domainfm.core.patching import patchify_at
@@ -70,9 +80,9 @@ class MAE(nn.Module):
     """MAE decoder + masked reconstruction loss.
 
     Args:
-        embed_dim: encoder token width ``D``.
-        in_chans: input channels ``C``.
-        patch_size: the encoder's patch size per grid axis.
+        embed_dim: encoder token width ``D``; default: the backbone's.
+        in_chans: input channels ``C``; default: the backbone's.
+        patch_size: the encoder's patch size per grid axis; default: the backbone's.
         decoder_dim: decoder width.
         decoder_depth: decoder blocks.
         decoder_heads: decoder attention heads.
@@ -81,16 +91,27 @@ class MAE(nn.Module):
         target: per-token target; default normalized pixels.
         infonce_weight: weight of SSAST's discriminative InfoNCE over masked patches
             (0: plain MAE).
+
+    The decoder is built in the constructor when ``embed_dim``, ``in_chans`` and
+    ``patch_size`` are all given, otherwise by :meth:`bind_backbone`; sizes given are
+    checked against the backbone there.
     """
 
     parallel_mode = ParallelMode.LOCAL
 
+    decoder_embed: nn.Linear
+    mask_token: nn.Parameter
+    decoder_blocks: nn.ModuleList
+    decoder_norm: nn.LayerNorm
+    decoder_pred: nn.Linear
+    decoder_disc: nn.Linear | None
+
     def __init__(
         self,
         *,
-        embed_dim: int,
-        in_chans: int,
-        patch_size: Sequence[int],
+        embed_dim: int | None = None,
+        in_chans: int | None = None,
+        patch_size: Sequence[int] | None = None,
         decoder_dim: int = 512,
         decoder_depth: int = 8,
         decoder_heads: int = 16,
@@ -104,39 +125,82 @@ class MAE(nn.Module):
             raise ValueError(
                 f"decoder_dim={decoder_dim} must be divisible by decoder_heads={decoder_heads}"
             )
-        self.target = target if target is not None else NormalizedPixelTarget()
-        self.in_chans = in_chans
-        self.patch_size = tuple(patch_size)
-        self.decoder_embed = nn.Linear(embed_dim, decoder_dim)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
-        self.decoder_blocks = nn.ModuleList(
-            Block(
-                dim=decoder_dim,
-                num_heads=decoder_heads,
-                mlp_ratio=mlp_ratio,
-                qkv_bias=decoder_qkv_bias,
-            )
-            for _ in range(decoder_depth)
-        )
-        self.decoder_norm = nn.LayerNorm(decoder_dim, eps=1e-6)
-        out_dim = self.target.out_dim(in_chans, self.patch_size)
-        self.decoder_pred = nn.Linear(decoder_dim, out_dim)
         if infonce_weight < 0:
             raise ValueError(f"infonce_weight={infonce_weight}: must be >= 0")
+        self.target = target if target is not None else NormalizedPixelTarget()
+        self.embed_dim = embed_dim
+        self.in_chans = in_chans
+        self.patch_size: tuple[int, ...] | None = (
+            tuple(patch_size) if patch_size is not None else None
+        )
+        self.decoder_dim = decoder_dim
+        self.decoder_depth = decoder_depth
+        self.decoder_heads = decoder_heads
+        self.mlp_ratio = mlp_ratio
+        self.decoder_qkv_bias = decoder_qkv_bias
         self.infonce_weight = float(infonce_weight)
-        self.decoder_disc = nn.Linear(decoder_dim, out_dim) if infonce_weight > 0 else None
+        self._built = False
+        if embed_dim is not None and in_chans is not None and patch_size is not None:
+            self._build_decoder()
+
+    def bind_backbone(self, backbone: nn.Module) -> None:
+        """Take ``embed_dim``, ``in_chans`` and ``patch_size`` left out from ``backbone``
+        (checking those given) and build the decoder if it is not built yet.
+
+        Raises:
+            ValueError: if a given size differs from the backbone's.
+        """
+        sizes = sizes_from_backbone(
+            self,
+            backbone,
+            embed_dim=self.embed_dim,
+            in_chans=self.in_chans,
+            patch_size=self.patch_size,
+        )
+        self.embed_dim, self.in_chans = sizes["embed_dim"], sizes["in_chans"]
+        self.patch_size = sizes["patch_size"]
+        if not self._built:
+            self._build_decoder()
+
+    def _build_decoder(self) -> None:
+        require_sizes(
+            self, embed_dim=self.embed_dim, in_chans=self.in_chans, patch_size=self.patch_size
+        )
+        assert self.embed_dim is not None and self.in_chans is not None
+        assert self.patch_size is not None
+        dim = self.decoder_dim
+        self.decoder_embed = nn.Linear(self.embed_dim, dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.decoder_blocks = nn.ModuleList(
+            Block(
+                dim=dim,
+                num_heads=self.decoder_heads,
+                mlp_ratio=self.mlp_ratio,
+                qkv_bias=self.decoder_qkv_bias,
+            )
+            for _ in range(self.decoder_depth)
+        )
+        self.decoder_norm = nn.LayerNorm(dim, eps=1e-6)
+        out_dim = self.target.out_dim(self.in_chans, self.patch_size)
+        self.decoder_pred = nn.Linear(dim, out_dim)
+        self.decoder_disc = nn.Linear(dim, out_dim) if self.infonce_weight > 0 else None
         nn.init.normal_(self.mask_token, std=0.02)
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
+        self._built = True
 
     def _decoder_pos(self, grid: TokenGrid, ref: Tensor) -> Tensor:
         table = cached_sincos_pos_embed(grid.shape, self.mask_token.shape[-1])  # (1, N, Dd)
         return table.to(device=ref.device, dtype=ref.dtype)
 
     def _check_grid(self, grid: TokenGrid) -> None:
+        if not self._built:  # the decoder is built as soon as its sizes are known: one is missing
+            require_sizes(
+                self, embed_dim=self.embed_dim, in_chans=self.in_chans, patch_size=self.patch_size
+            )
         if grid.patch_size != self.patch_size:
             raise ValueError(
                 f"grid patch_size {grid.patch_size} differs from MAE patch_size {self.patch_size}"
@@ -162,7 +226,8 @@ class MAE(nn.Module):
 
     def reconstruct(self, tokens: Tensor, grid: TokenGrid, keep_idx: Tensor) -> Tensor:
         """Predictions for every token, ``(B, N, T)`` (e.g. for a reconstruction preview)."""
-        pred: Tensor = self.decoder_pred(self.decode(tokens, grid, keep_idx))
+        features = self.decode(tokens, grid, keep_idx)  # first: checks the decoder is built
+        pred: Tensor = self.decoder_pred(features)
         return pred
 
     def forward(

@@ -23,7 +23,8 @@ Data parallelism: :attr:`ParallelMode.LOCAL` (per-sample loss, mean over the loc
 
 Example::
 
-    >>> rotation = RotationPrediction(embed_dim=32)
+    >>> rotation = RotationPrediction()
+    >>> rotation.bind_backbone(vit)  # embed_dim: the backbone's
     >>> features = BatchFeatures(vit, {"view1": x1, "view2": x2, "rot1": r1, "rot2": r2})
     >>> out = rotation.forward_batch(features)
     >>> sorted(out.terms)
@@ -40,7 +41,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from domainfm.core.batch_features import BatchFeatures
-from domainfm.core.objectives.base import ObjectiveOutput, ParallelMode, batch_keys
+from domainfm.core.objectives.base import (
+    ObjectiveOutput,
+    ParallelMode,
+    batch_keys,
+    require_sizes,
+    sizes_from_backbone,
+)
 from domainfm.core.objectives.registry import OBJECTIVES
 
 
@@ -49,7 +56,8 @@ class RotationPrediction(nn.Module):
     """A linear rotation classifier on pooled embeddings, cross-entropy over views.
 
     Args:
-        embed_dim: the backbone's embedding width ``D``.
+        embed_dim: the backbone's embedding width ``D``; default: the backbone's (the head
+            is then built by :meth:`bind_backbone`).
         num_classes: number of rotation classes ``R`` (4 in Swin UNETR).
         views: batch keys of the rotated (and possibly corrupted) views.
         labels: batch keys of their rotation labels, one per view.
@@ -57,16 +65,18 @@ class RotationPrediction(nn.Module):
 
     parallel_mode: ClassVar[ParallelMode] = ParallelMode.LOCAL
 
+    head: nn.Linear
+
     def __init__(
         self,
         *,
-        embed_dim: int,
+        embed_dim: int | None = None,
         num_classes: int = 4,
         views: Sequence[str] = ("view1", "view2"),
         labels: Sequence[str] = ("rot1", "rot2"),
     ) -> None:
         super().__init__()
-        if embed_dim < 1:
+        if embed_dim is not None and embed_dim < 1:
             raise ValueError(f"embed_dim must be >= 1, got embed_dim={embed_dim}")
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got num_classes={num_classes}")
@@ -77,10 +87,25 @@ class RotationPrediction(nn.Module):
                 f"views {self.views} and labels {self.labels} must have the same length"
             )
         self.num_classes = num_classes
-        self.head = nn.Linear(embed_dim, num_classes)
+        self.embed_dim = embed_dim
+        if embed_dim is not None:
+            self.head = nn.Linear(embed_dim, num_classes)
+
+    def bind_backbone(self, backbone: nn.Module) -> None:
+        """Take ``embed_dim`` from ``backbone`` if left out (checking it if given) and build
+        the head if it is not built yet.
+
+        Raises:
+            ValueError: if a given ``embed_dim`` differs from the backbone's.
+        """
+        built = self.embed_dim is not None
+        self.embed_dim = sizes_from_backbone(self, backbone, embed_dim=self.embed_dim)["embed_dim"]
+        if not built:
+            self.head = nn.Linear(self.embed_dim, self.num_classes)
 
     def forward_batch(self, features: BatchFeatures) -> ObjectiveOutput:
         """Mean over views of the cross-entropy of the head's logits vs the labels."""
+        require_sizes(self, embed_dim=self.embed_dim)
         losses: list[Tensor] = []
         correct: list[Tensor] = []
         for view, label_key in zip(self.views, self.labels, strict=True):

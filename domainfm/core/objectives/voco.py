@@ -64,8 +64,8 @@ Shapes of :meth:`forward` (pooled backbone embeddings): ``crops`` ``(B, R, D)``,
 
 Example::
 
-    >>> voco = VoCo(embed_dim=64, hidden_dim=256, out_dim=256)
-    >>> module = PretrainModule(backbone=vit, objectives={"voco": voco})
+    >>> voco = VoCo(hidden_dim=256, out_dim=256)
+    >>> module = PretrainModule(backbone=vit, objectives={"voco": voco})  # embed_dim: vit's
     >>> out = voco.forward_batch(BatchFeatures(vit, batch))   # batch from VoCoCrops
     >>> sorted(out.terms)
     ['neg', 'pos', 'pred', 'reg']
@@ -80,7 +80,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from domainfm.core.batch_features import BatchFeatures
-from domainfm.core.objectives.base import ObjectiveOutput, ParallelMode
+from domainfm.core.objectives.base import (
+    ObjectiveOutput,
+    ParallelMode,
+    require_sizes,
+    sizes_from_backbone,
+)
 from domainfm.core.objectives.registry import OBJECTIVES
 
 BASE_KEY = "voco_base"
@@ -126,7 +131,8 @@ class VoCo(nn.Module):
     """VoCo position contrast: prediction loss + ``reg_weight`` × base-crop regularizer.
 
     Args:
-        embed_dim: the backbone's pooled embedding width ``D``.
+        embed_dim: the backbone's pooled embedding width ``D``; default: the backbone's (the
+            head is then built by :meth:`bind_backbone`).
         hidden_dim: hidden width of the projection head (official: 2048).
         out_dim: output width of the projection head (official: 2048).
         reg_weight: weight of the regularizer (official: 1).
@@ -136,10 +142,12 @@ class VoCo(nn.Module):
 
     parallel_mode: ClassVar[ParallelMode] = ParallelMode.LOCAL
 
+    head: nn.Sequential
+
     def __init__(
         self,
         *,
-        embed_dim: int,
+        embed_dim: int | None = None,
         hidden_dim: int = 2048,
         out_dim: int = 2048,
         reg_weight: float = 1.0,
@@ -151,12 +159,32 @@ class VoCo(nn.Module):
             ("hidden_dim", hidden_dim),
             ("out_dim", out_dim),
         ):
-            if value < 1:
+            if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1, got {name}={value}")
         if not reg_weight >= 0:
             raise ValueError(f"reg_weight must be >= 0, got reg_weight={reg_weight}")
         self.reg_weight = float(reg_weight)
         self.stop_grad_bases = bool(stop_grad_bases)
+        self.embed_dim = embed_dim
+        self.hidden_dim = hidden_dim
+        self.out_dim = out_dim
+        if embed_dim is not None:
+            self._build_head(embed_dim)
+
+    def bind_backbone(self, backbone: nn.Module) -> None:
+        """Take ``embed_dim`` from ``backbone`` if left out (checking it if given) and build
+        the head if it is not built yet.
+
+        Raises:
+            ValueError: if a given ``embed_dim`` differs from the backbone's.
+        """
+        built = self.embed_dim is not None
+        self.embed_dim = sizes_from_backbone(self, backbone, embed_dim=self.embed_dim)["embed_dim"]
+        if not built:
+            self._build_head(self.embed_dim)
+
+    def _build_head(self, embed_dim: int) -> None:
+        hidden_dim = self.hidden_dim
         self.head = nn.Sequential(
             nn.Linear(embed_dim, hidden_dim),
             CropNorm(hidden_dim),
@@ -164,7 +192,7 @@ class VoCo(nn.Module):
             nn.Linear(hidden_dim, hidden_dim),
             CropNorm(hidden_dim),
             nn.ReLU(inplace=True),
-            nn.Linear(hidden_dim, out_dim),
+            nn.Linear(hidden_dim, self.out_dim),
         )
 
     def forward_batch(self, features: BatchFeatures) -> ObjectiveOutput:
@@ -182,6 +210,7 @@ class VoCo(nn.Module):
                 "crops and base must be (B, R, D) and (B, K, D) embeddings, got "
                 f"{tuple(crops.shape)} and {tuple(base.shape)}"
             )
+        require_sizes(self, embed_dim=self.embed_dim)
         b, r, _ = crops.shape
         k = base.shape[1]
         if k < 2:

@@ -13,10 +13,18 @@ from domainfm.domains.audio.augment import (
     SpecAugment,
     normalize_batch,
 )
+from domainfm.domains.audio.contract import AudioContract
 from domainfm.domains.audio.datamodule import (
     AudioClipDataModule,
     AudioPretrainDataModule,
     SoundEventDataModule,
+)
+from domainfm.domains.audio.events import (
+    Event,
+    activity_to_events,
+    event_f1,
+    read_events_csv,
+    write_events_csv,
 )
 from domainfm.domains.audio.frontends import (
     FRONTENDS,
@@ -36,16 +44,12 @@ from domainfm.domains.audio.io import (
     resample,
 )
 from domainfm.domains.audio.ntt import AudioNTT2020
-from domainfm.domains.audio.sed import (
-    Event,
-    EventSequenceDataset,
+from domainfm.domains.audio.plugin import AudioPlugin
+from domainfm.domains.audio.sed_data import EventSequenceDataset, write_event_sequences
+from domainfm.domains.audio.sed_module import (
     SoundEventModule,
-    activity_to_events,
     detect_events,
-    event_f1,
     load_sound_event_model,
-    write_event_sequences,
-    write_events_csv,
 )
 from domainfm.domains.audio.segments import AudioClipDataset, AudioSegmentDataset
 from domainfm.domains.audio.shards import AudioPreparer, StreamingAudioDataModule
@@ -54,8 +58,10 @@ __all__ = [
     "FRONTENDS",
     "AudioClipDataModule",
     "AudioClipDataset",
+    "AudioContract",
     "AudioInfo",
     "AudioNTT2020",
+    "AudioPlugin",
     "AudioPreparer",
     "AudioPretrainDataModule",
     "AudioSegmentDataset",
@@ -84,6 +90,7 @@ __all__ = [
     "load_audio",
     "load_sound_event_model",
     "normalize_batch",
+    "read_events_csv",
     "read_segment",
     "resample",
     "write_event_sequences",

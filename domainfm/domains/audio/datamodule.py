@@ -40,6 +40,7 @@ from domainfm.core.registry import init_config
 from domainfm.data.data_root import expand_files, resolve_data_path
 from domainfm.data.sampling import seeded_loader
 from domainfm.domains.audio.augment import SpecAugment, normalize_batch
+from domainfm.domains.audio.contract import AudioContract
 from domainfm.domains.audio.frontends import (
     Frontend,
     LogMelFrontend,
@@ -47,7 +48,7 @@ from domainfm.domains.audio.frontends import (
     compute_frontend_stats,
 )
 from domainfm.domains.audio.index import index_audio
-from domainfm.domains.audio.sed import EventSequenceDataset
+from domainfm.domains.audio.sed_data import EventSequenceDataset
 from domainfm.domains.audio.segments import AudioClipDataset, AudioSegmentDataset
 from domainfm.pretrained.load import read_backbone_source
 
@@ -60,16 +61,6 @@ class BYOLACollate:
         for key in ("view1", "view2"):
             batch[key] = normalize_batch(batch[key])
         return batch
-
-
-def frontend_contract(frontend: Frontend, frames: int) -> dict[str, object]:
-    return {
-        "channels": ["mono"],
-        "sample_rate": frontend.sample_rate,
-        "frontend": init_config(frontend),
-        "frames": frames,
-        "hop_seconds": frontend.hop_length / frontend.sample_rate,
-    }
 
 
 class AudioPretrainDataModule(L.LightningDataModule):
@@ -159,12 +150,11 @@ class AudioPretrainDataModule(L.LightningDataModule):
             collate_fn=self.collate,
         )
 
-    def input_contract(self) -> dict[str, object]:
+    def input_contract(self) -> AudioContract:
         """Rate, front end (with statistics), segment length; files skipped at indexing."""
-        return {
-            **frontend_contract(self.frontend, self.frames),
-            "skipped_files": [list(s) for s in self.skipped],
-        }
+        return AudioContract.of(
+            self.frontend, self.frames, extra={"skipped_files": [list(s) for s in self.skipped]}
+        )
 
 
 def checkpoint_frontend(path: str | Path, frontend: Frontend | None = None) -> Frontend:
@@ -347,13 +337,14 @@ class AudioClipDataModule(L.LightningDataModule):
     def test_dataloader(self) -> StatefulDataLoader:
         return self.val_dataloader()
 
-    def input_contract(self) -> dict[str, object]:
+    def input_contract(self) -> AudioContract:
         """Rate, front end (with statistics), clip length, class names, the held-out groups."""
-        return {
-            **frontend_contract(self.frontend, self.frames),
-            "class_names": self.class_names,
-            "val_groups": self.val_groups,
-        }
+        return AudioContract.of(
+            self.frontend,
+            self.frames,
+            class_names=self.class_names,
+            extra={"val_groups": self.val_groups},
+        )
 
 
 def _natural(text: str) -> tuple[int, str]:
@@ -363,7 +354,7 @@ def _natural(text: str) -> tuple[int, str]:
 
 class SoundEventDataModule(AudioClipDataModule):
     """Sound event detection data: sequences composed of the labeled clips with silences at
-    known offsets (:class:`~domainfm.domains.audio.sed.EventSequenceDataset`), training
+    known offsets (:class:`~domainfm.domains.audio.sed_data.EventSequenceDataset`), training
     sequences from the training groups' clips, validation ones (fixed seeds) from the
     held-out groups'. Arguments as :class:`AudioClipDataModule`, plus:
 

@@ -23,6 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from domainfm.core.checkpoint_io import atomic_write_json
+from domainfm.data.file_stamp import file_stamp
 from domainfm.domains.audio.io import AudioInfo, audio_info
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif")
@@ -34,8 +35,8 @@ class AudioSkippedWarning(UserWarning):
 
 
 def _stamp(path: Path) -> list[float]:
-    stat = path.stat()
-    return [float(stat.st_size), float(stat.st_mtime_ns)]
+    """The file's stamp as the cache stores it (floats, as JSON reads them back)."""
+    return [float(v) for v in file_stamp(path)]
 
 
 def index_audio(

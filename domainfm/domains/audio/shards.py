@@ -35,7 +35,8 @@ from domainfm.core.registry import init_config
 from domainfm.data.shards import source_key
 from domainfm.data.streaming import SampleMaker, ShardDataModule
 from domainfm.domains.audio.augment import BYOLAViews, FrameAlignedViews, SpecAugment
-from domainfm.domains.audio.datamodule import BYOLACollate, frontend_contract
+from domainfm.domains.audio.contract import AudioContract
+from domainfm.domains.audio.datamodule import BYOLACollate
 from domainfm.domains.audio.frontends import Frontend, LogMelFrontend, build_frontend
 from domainfm.domains.audio.io import load_audio
 from domainfm.domains.audio.segments import fit_frames, segment_views
@@ -259,8 +260,7 @@ class StreamingAudioDataModule(ShardDataModule):
     def collate(self) -> Callable[[list[Any]], Any]:
         return self._collate
 
-    def input_contract(self) -> dict[str, object]:
-        return {
-            **frontend_contract(self.frontend(self.manifest), self.frames),
-            **super().input_contract(),
-        }
+    def input_contract(self) -> AudioContract:
+        return AudioContract.of(
+            self.frontend(self.manifest), self.frames, extra=self.prepared_contract()
+        )

@@ -13,23 +13,22 @@ from domainfm.domains.geospatial.boxes import (
     mask_boxes,
     write_boxes_geojson,
 )
+from domainfm.domains.geospatial.contract import RasterContract
 from domainfm.domains.geospatial.datamodule import RasterPretrainDataModule
 from domainfm.domains.geospatial.geo_clusters import geo_cluster_labels
-from domainfm.domains.geospatial.io import (
-    LANDSAT_RGB,
-    SENTINEL2_L1C_BANDS,
-    AlignedRasters,
-    Grid,
-    Raster,
-    RasterInfo,
-    check_same_grid,
-    open_aligned,
-    raster_info,
-    read_raster,
-    resolve_bands,
-)
 from domainfm.domains.geospatial.labeled_windows import LabeledRasterDataset
 from domainfm.domains.geospatial.normalization import check_input_scale, normalize_input
+from domainfm.domains.geospatial.plugin import GeospatialPlugin
+from domainfm.domains.geospatial.raster_align import AlignedRasters, check_same_grid, open_aligned
+from domainfm.domains.geospatial.raster_header import (
+    LANDSAT_RGB,
+    SENTINEL2_L1C_BANDS,
+    Grid,
+    RasterInfo,
+    raster_info,
+    resolve_bands,
+)
+from domainfm.domains.geospatial.raster_read import Raster, read_raster
 from domainfm.domains.geospatial.raster_reader import RasterReader
 from domainfm.domains.geospatial.released import S2_L1C_DN_INPUT
 from domainfm.domains.geospatial.seg_datamodule import (
@@ -58,9 +57,11 @@ __all__ = [
     "AlignedRasters",
     "BandStats",
     "ChipPreparer",
+    "GeospatialPlugin",
     "Grid",
     "LabeledRasterDataset",
     "Raster",
+    "RasterContract",
     "RasterDetectionDataModule",
     "RasterInfo",
     "RasterPretrainDataModule",

@@ -40,6 +40,11 @@ from domainfm.core.masking import (
 )
 from domainfm.data.data_root import expand_files
 from domainfm.data.sampling import seeded_loader
+from domainfm.domains.geospatial.contract import (
+    RasterContract,
+    ground_sample_distance,
+    standardization,
+)
 from domainfm.domains.geospatial.normalization import band_stats_for
 from domainfm.domains.geospatial.spectral_temporal import CUBE_AXES
 from domainfm.domains.geospatial.stats import BandStats
@@ -220,22 +225,23 @@ class RasterPretrainDataModule(L.LightningDataModule):
             collate_fn=self.collate,
         )
 
-    def input_contract(self) -> dict[str, object]:
+    def input_contract(self) -> RasterContract:
         """Bands, their normalization and the grid a model trained on this data expects."""
         stats = self.stats
+        if stats is None:
+            raise RuntimeError("the input contract is known after setup() computed band stats")
         info = self.train_set.infos[0] if self.train_set is not None else None
-        return {
-            "bands": list(stats.band_names) if stats is not None else None,
-            "normalization": (
-                {"type": "standardize", "mean": list(stats.mean), "std": list(stats.std)}
-                if stats is not None
-                else None
-            ),
-            "released_input": self.released_input,
-            "input_scale": self.input_scale,
-            "crs": str(info.crs) if info is not None else None,
-            "resolution": list(info.res) if info is not None else None,
-            "window": self.size,
-            "time_steps": self.time_steps,
-            "band_groups": self.band_groups,
-        }
+        return RasterContract(
+            bands=list(stats.band_names),
+            normalization=standardization(stats.mean, stats.std),
+            gsd_m=ground_sample_distance(info.crs, info.res) if info is not None else None,
+            released_input=self.released_input,
+            input_scale=self.input_scale,
+            window=self.size,
+            extra={
+                "crs": str(info.crs) if info is not None else None,
+                "resolution": list(info.res) if info is not None else None,
+                "time_steps": self.time_steps,
+                "band_groups": self.band_groups,
+            },
+        )

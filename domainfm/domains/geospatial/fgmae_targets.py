@@ -44,6 +44,7 @@ import torch
 from torch import Tensor
 
 from domainfm.core.grid import TokenGrid
+from domainfm.core.normalize import floor_std
 from domainfm.core.objectives.mae_targets import MAETarget
 from domainfm.core.patching import patchify
 from domainfm.data.data_root import expand_files
@@ -116,7 +117,7 @@ class NormalizedDifferenceTarget(MAETarget):
                     f"the statistics cover {list(stats.band_names)}, not {self.band_names}"
                 )
             self.mean = torch.tensor(stats.mean)
-            self.std = torch.tensor([max(s, 1e-6) for s in stats.std])
+            self.std = torch.tensor([floor_std(s) for s in stats.std])
         return self.mean, self.std
 
     def out_dim(self, in_chans: int, patch_size: Sequence[int]) -> int:

@@ -43,8 +43,10 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from domainfm.core.grid import to_ntuple
+from domainfm.core.normalize import standardize
 from domainfm.domains.geospatial.boxes import mask_boxes
-from domainfm.domains.geospatial.io import check_same_grid, raster_info
+from domainfm.domains.geospatial.raster_align import check_same_grid
+from domainfm.domains.geospatial.raster_header import raster_info
 from domainfm.domains.geospatial.raster_reader import RasterReader
 from domainfm.domains.geospatial.stats import BandStats
 from domainfm.domains.geospatial.window_grid import window_starts
@@ -160,7 +162,7 @@ class LabeledRasterDataset(Dataset[dict[str, Tensor]]):
         x = torch.from_numpy(np.ascontiguousarray(raster.array, dtype=np.float32))  # (C, h, w)
         if self.stats is not None:
             mean, std = band_moments(self.stats, raster.band_names)
-            x = (x - mean[:, None, None]) / std[:, None, None]
+            x = standardize(x, mean[:, None, None], std[:, None, None])
         x = x.masked_fill(~torch.from_numpy(raster.mask)[None], 0.0)
         raw = self.label_reader.read(self.label, window, require_valid=False).array[:1]  # (1, h, w)
         label = torch.from_numpy(np.rint(raw).astype(np.int64))

@@ -57,7 +57,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from domainfm.domains.geospatial.io import BandsLike, raster_info, read_raster, resolve_bands
+from domainfm.domains.geospatial.raster_header import BandsLike, raster_info, resolve_bands
+from domainfm.domains.geospatial.raster_read import read_raster
 from domainfm.domains.geospatial.stats import BandStats, compute_band_stats
 from domainfm.pretrained.registry import RELEASED  # the registry imports backbones
 

@@ -1,9 +1,9 @@
 """Windowed reads of many rasters through open file handles cached per process.
 
-:func:`~domainfm.domains.geospatial.io.read_raster` opens and closes the file on every call:
-right for one-off reads, wasteful for a training loader drawing thousands of small windows —
-each open re-parses the header, and closing drops GDAL's block cache, so a window of a
-compressed, tiled GeoTIFF/COG decompresses its blocks again every time.
+:func:`~domainfm.domains.geospatial.raster_read.read_raster` opens and closes the file on
+every call: right for one-off reads, wasteful for a training loader drawing thousands of small
+windows — each open re-parses the header, and closing drops GDAL's block cache, so a window of
+a compressed, tiled GeoTIFF/COG decompresses its blocks again every time.
 :class:`RasterReader` keeps up to ``max_open`` datasets open (least recently used closed
 first) and reads through them with the same semantics as ``read_raster`` (validity mask,
 scale/offset, boundless windows, errors naming the file).
@@ -28,17 +28,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from domainfm.domains.geospatial.io import (
+from domainfm.domains.geospatial.raster_header import (
     BandsLike,
-    Raster,
     RasterInfo,
-    WindowLike,
-    _existing,
-    _info,
-    _merge,
-    _open_dataset,
-    _read_open,
+    dataset_info,
+    existing_raster,
+    open_dataset,
     resolve_bands,
+)
+from domainfm.domains.geospatial.raster_read import (
+    Raster,
+    WindowLike,
+    merge_validity,
+    read_dataset_window,
 )
 
 
@@ -70,9 +72,9 @@ class RasterReader:
         if source in self._handles:
             self._handles.move_to_end(source)
             return self._handles[source]
-        ds = _open_dataset(source)
+        ds = open_dataset(source)
         try:
-            info = _info(source, ds, self.band_names)
+            info = dataset_info(source, ds, self.band_names)
         except Exception:
             ds.close()
             raise
@@ -84,7 +86,7 @@ class RasterReader:
 
     def info(self, path: str | Path) -> RasterInfo:
         """The header of ``path`` (from its cached handle)."""
-        return self._handle(_existing(path))[1]
+        return self._handle(existing_raster(path))[1]
 
     def read(
         self,
@@ -96,15 +98,15 @@ class RasterReader:
         boundless: bool = False,
         require_valid: bool = True,
     ) -> Raster:
-        """A window of ``path``, as :func:`~domainfm.domains.geospatial.io.read_raster`."""
+        """A window of ``path``, as :func:`~domainfm.domains.geospatial.raster_read.read_raster`."""
         source = Path(path)
         if source not in self._handles:
-            source = _existing(source)
+            source = existing_raster(source)
         ds, info = self._handle(source)
         indexes = resolve_bands(info, bands)
         names = tuple(info.band_names[i - 1] for i in indexes)
-        read = _read_open(source, ds, info, window, indexes, names, boundless, None)
-        return _merge(source, read, fill=fill, require_valid=require_valid)
+        read = read_dataset_window(source, ds, info, window, indexes, names, boundless, None)
+        return merge_validity(source, read, fill=fill, require_valid=require_valid)
 
     def close(self) -> None:
         """Close every cached handle of this process."""

@@ -25,7 +25,7 @@ Layouts, and where each was verified (reference code read, not run):
   strict=False with ``missing <= {head.weight, head.bias}``); timm ViT keys are ours, ``head.*``
   is dropped if present.
 * Both TorchGeo enums: ``meta`` ``in_chans=13``, bands ``B1 … B8, B8a, B9, B10, B11, B12``
-  (the order of :data:`~domainfm.domains.geospatial.io.SENTINEL2_L1C_BANDS`), ``transforms``
+  (the order of :data:`~domainfm.domains.geospatial.SENTINEL2_L1C_BANDS`), ``transforms``
   ``Resize(256)``, ``CenterCrop(224)``, ``Normalize(mean=0, std=10000)``: **L1C DN / 10000**
   (torchgeo 0.8.1, also checked on the installed package).
 * **Original MoCo ResNet-50** (zhu-xlab/SSL4EO-S12, ``B13_rn50_moco_0099_ckpt.pth``, "full
@@ -77,7 +77,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from domainfm.domains.geospatial.io import SENTINEL2_L1C_BANDS
+from domainfm.domains.geospatial.raster_header import SENTINEL2_L1C_BANDS
 from domainfm.domains.geospatial.timm_cnn import TimmCNN, timm_to_backbone_keys
 from domainfm.pretrained.registry import released_checkpoint
 

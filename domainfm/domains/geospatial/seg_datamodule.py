@@ -34,6 +34,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from domainfm.data.collate import collate_detection
 from domainfm.data.data_root import expand_files, resolve_data_path
 from domainfm.data.sampling import seeded_loader
+from domainfm.domains.geospatial.contract import RasterContract, standardization
 from domainfm.domains.geospatial.labeled_windows import LabeledRasterDataset
 from domainfm.domains.geospatial.normalization import band_stats_for
 from domainfm.domains.geospatial.stats import BandStats
@@ -177,24 +178,24 @@ class RasterSegDataModule(L.LightningDataModule):
     def test_dataloader(self) -> StatefulDataLoader | list[StatefulDataLoader]:
         return self.val_dataloader()
 
-    def input_contract(self) -> dict[str, object]:
+    def input_contract(self) -> RasterContract:
         """Bands and normalization (used by tiled prediction), window size, classes."""
         stats = self.stats
-        return {
-            "bands": list(stats.band_names) if stats is not None else None,
-            "normalization": (
-                {"type": "standardize", "mean": list(stats.mean), "std": list(stats.std)}
-                if stats is not None
-                else None
-            ),
-            "released_input": self.released_input,
-            "input_scale": self.input_scale,
-            "window": self.size,
-            "label_map": self.label_map,
-            "class_names": self.class_names,
-            "label_type": self.label_type,
-            "object_classes": self.object_classes,
-        }
+        if stats is None:
+            raise RuntimeError("the input contract is known after setup() computed band stats")
+        return RasterContract(
+            bands=list(stats.band_names),
+            normalization=standardization(stats.mean, stats.std),
+            released_input=self.released_input,
+            input_scale=self.input_scale,
+            window=self.size,
+            class_names=self.class_names,
+            extra={
+                "label_map": self.label_map,
+                "label_type": self.label_type,
+                "object_classes": self.object_classes,
+            },
+        )
 
 
 class RasterSceneDataModule(RasterSegDataModule):

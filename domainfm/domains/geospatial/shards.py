@@ -4,7 +4,7 @@
 ``SRC``. Rasters on the same grid (CRS, transform, size) are the dates of one place and are
 prepared together: the place is cut into ``chip_size`` chips on a regular grid (the last
 row/column ending on the raster's edge), each chip read through the validated reader
-(:func:`~domainfm.domains.geospatial.io.read_raster`: nodata, NaN, masks, scale/offset) for
+(:func:`~domainfm.domains.geospatial.read_raster`: nodata, NaN, masks, scale/offset) for
 every date. A date where less than ``min_valid`` of the chip is valid is dropped from that
 chip, and a chip with no date left (all nodata, clouds masked as nodata) is not written at
 all. Each item holds ``chip`` ``(T, C, h, w)``, ``valid`` ``(T, h, w)``, the chip's own
@@ -34,10 +34,12 @@ import numpy as np
 import rasterio
 import torch
 
+from domainfm.core.normalize import floor_std, standardize
 from domainfm.data.shards import source_key
 from domainfm.data.streaming import SampleMaker, ShardDataModule
+from domainfm.domains.geospatial.contract import RasterContract, standardization
 from domainfm.domains.geospatial.datamodule import raster_masking_collate
-from domainfm.domains.geospatial.io import RasterInfo, raster_info
+from domainfm.domains.geospatial.raster_header import RasterInfo, raster_info
 from domainfm.domains.geospatial.raster_reader import RasterReader
 from domainfm.domains.geospatial.spectral_temporal import band_group_cube
 from domainfm.domains.geospatial.temporal_index import acquisition_date
@@ -209,7 +211,7 @@ class ChipWindows:
             raise ValueError("band_groups needs band_names")
         self.size = size
         self.mean = torch.tensor(mean, dtype=torch.float32)[:, None, None]
-        self.std = torch.tensor(std, dtype=torch.float32).clamp_min(1e-6)[:, None, None]
+        self.std = floor_std(torch.tensor(std, dtype=torch.float32))[:, None, None]
         self.views = views
         self.time_steps = time_steps
         self.band_names = list(band_names) if band_names is not None else None
@@ -238,7 +240,7 @@ class ChipWindows:
 
         def view(k: int) -> tuple[torch.Tensor, torch.Tensor]:
             ok = valid[k][window]  # (s, s)
-            x = (chip[k][(slice(None), *window)] - self.mean) / self.std  # (C, s, s)
+            x = standardize(chip[k][(slice(None), *window)], self.mean, self.std)  # (C, s, s)
             return x.masked_fill(~ok[None], 0.0), ok[None]
 
         if self.time_steps > 1:
@@ -343,13 +345,15 @@ class StreamingRasterDataModule(ShardDataModule):
     def collate(self) -> Callable[[list[Any]], Any]:
         return self._collate
 
-    def input_contract(self) -> dict[str, object]:
+    def input_contract(self) -> RasterContract:
         mean, std = self._stats(self.manifest)
-        return {
-            "bands": self.manifest["settings"]["band_names"],
-            "normalization": {"type": "standardize", "mean": mean, "std": std},
-            "window": self.size,
-            "time_steps": self.time_steps,
-            "band_groups": self.band_groups,
-            **super().input_contract(),
-        }
+        return RasterContract(
+            bands=self.manifest["settings"]["band_names"],
+            normalization=standardization(mean, std),
+            window=self.size,
+            extra={
+                "time_steps": self.time_steps,
+                "band_groups": self.band_groups,
+                **self.prepared_contract(),
+            },
+        )

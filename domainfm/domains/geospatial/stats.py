@@ -42,14 +42,16 @@ import numpy as np
 from rasterio.windows import Window
 
 from domainfm.core.checkpoint_io import atomic_write_json
-from domainfm.domains.geospatial.io import (
+from domainfm.core.normalize import STD_FLOOR, standardize
+from domainfm.data.file_stamp import file_stamp
+from domainfm.domains.geospatial.raster_header import (
     RASTER_SUFFIXES,
     BandsLike,
     RasterInfo,
-    _read_bands,
     raster_info,
     resolve_bands,
 )
+from domainfm.domains.geospatial.raster_read import read_bands
 
 STATS_FORMAT = "domainfm.band_stats/1"
 """Tag and version of the JSON layout; a file with another tag is not reused."""
@@ -71,8 +73,8 @@ class SourceStamp:
 
     @classmethod
     def of(cls, path: Path) -> SourceStamp:
-        stat = path.stat()
-        return cls(path=str(path.resolve()), size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+        size, mtime_ns = file_stamp(path)
+        return cls(path=str(path.resolve()), size=size, mtime_ns=mtime_ns)
 
 
 @dataclass(frozen=True, eq=False)
@@ -99,7 +101,7 @@ class BandStats:
     params: dict[str, Any] = field(default_factory=dict)
     reads: int = field(default=0, compare=False)
 
-    def normalize(self, array: np.ndarray, *, eps: float = 1e-6) -> np.ndarray:
+    def normalize(self, array: np.ndarray, *, eps: float = STD_FLOOR) -> np.ndarray:
         """``(array - mean) / std`` per band for ``array`` ``(bands, H, W)`` in
         :attr:`band_names` order; float32."""
         if array.ndim != 3 or array.shape[0] != len(self.band_names):
@@ -109,7 +111,7 @@ class BandStats:
             )
         mean = np.asarray(self.mean, dtype=np.float32)[:, None, None]
         std = np.asarray(self.std, dtype=np.float32)[:, None, None]
-        return ((array - mean) / np.maximum(std, eps)).astype(np.float32)
+        return standardize(array, mean, std, floor=eps).astype(np.float32)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -169,7 +171,7 @@ class BandStats:
 
 def raster_files(paths: str | Path | Sequence[str | Path]) -> list[Path]:
     """The raster files meant by ``paths``: a file, a folder (its files with a suffix in
-    :data:`~domainfm.domains.geospatial.io.RASTER_SUFFIXES`, sorted, not recursive), or a
+    :data:`~domainfm.domains.geospatial.raster_header.RASTER_SUFFIXES`, sorted, not recursive), or a
     list of them.
 
     Raises:
@@ -324,7 +326,7 @@ def _sample_file(
         if read >= max_pixels:
             break
         window = tiles[int(k)]
-        part = _read_bands(info.path, window, indexes, band_names=info.band_names)
+        part = read_bands(info.path, window, indexes, band_names=info.band_names)
         for b in range(len(indexes)):
             values[b].append(part.values[b][part.valid[b]])
         read += int(window.width * window.height)

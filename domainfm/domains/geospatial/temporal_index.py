@@ -20,7 +20,7 @@ UTM zone, a different resolution), so places are found by **footprint**, not gri
   archives (a scene warped from UTM 33N to 34N at 14.5° E keeps IoU 0.76).
   :attr:`SpatioTemporalIndex.same_grid` tells whether a place's files share one pixel grid
   (else reads must be reprojected onto one, see
-  :func:`~domainfm.domains.geospatial.io.open_aligned`).
+  :func:`~domainfm.domains.geospatial.raster_align.open_aligned`).
 
 Example::
 
@@ -39,7 +39,8 @@ from pathlib import Path
 import rasterio
 from rasterio.warp import transform_bounds
 
-from domainfm.domains.geospatial.io import RasterInfo, _grid_equal, _open, raster_info
+from domainfm.domains.geospatial.raster_align import grids_equal
+from domainfm.domains.geospatial.raster_header import RasterInfo, open_raster, raster_info
 
 DATE_TAGS = (
     "ACQUISITION_DATETIME",
@@ -95,7 +96,7 @@ def acquisition_date(path: str | Path, *, pattern: str | None = None) -> dt.date
             if match is None:
                 raise ValueError(f"date_pattern {pattern!r} does not match the file name")
             return _from_match(match)
-        with _open(source) as ds:
+        with open_raster(source) as ds:
             tags = ds.tags()
         for tag in DATE_TAGS:
             if tag in tags:
@@ -183,4 +184,4 @@ class SpatioTemporalIndex:
     def same_grid(self, place: Sequence[int]) -> bool:
         """Whether the files of ``place`` share one pixel grid (CRS, transform, size)."""
         first = self.infos[place[0]].grid
-        return all(_grid_equal(first, self.infos[i].grid) for i in place[1:])
+        return all(grids_equal(first, self.infos[i].grid) for i in place[1:])

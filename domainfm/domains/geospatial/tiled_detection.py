@@ -41,9 +41,9 @@ import torch
 from torch import Tensor, nn
 
 from domainfm.domains.geospatial.boxes import write_boxes_geojson
-from domainfm.domains.geospatial.io import BandsLike, _open
+from domainfm.domains.geospatial.raster_header import BandsLike, open_raster
 from domainfm.domains.geospatial.stats import BandStats
-from domainfm.domains.geospatial.tiled_inference import TileSetup, _chunks, read_tiles
+from domainfm.domains.geospatial.tiled_inference import TileSetup, position_batches, read_tiles
 from domainfm.domains.geospatial.window_grid import window_starts
 
 
@@ -141,8 +141,8 @@ def detect_raster(
     if isinstance(model, nn.Module):
         model.eval()
     try:
-        with rasterio.Env(GDAL_CACHEMAX=gdal_cache_mb * 2**20), _open(setup.source) as ds:
-            for number, batch in enumerate(_chunks(positions, batch_size)):
+        with rasterio.Env(GDAL_CACHEMAX=gdal_cache_mb * 2**20), open_raster(setup.source) as ds:
+            for number, batch in enumerate(position_batches(positions, batch_size)):
                 inputs, masks = read_tiles(ds, setup, batch)
                 with torch.no_grad():
                     outputs = model(inputs.to(setup.device))

@@ -14,28 +14,27 @@ width, height).
 * **Normalization** as in training (:class:`~domainfm.domains.geospatial.windows.
   RasterWindowDataset`): ``(x - mean) / std`` per band (``std`` floored at ``1e-6``), then
   every invalid pixel (nodata, masked, non-finite in any band, see
-  :func:`~domainfm.domains.geospatial.io.read_raster`) set to 0.
+  :func:`~domainfm.domains.geospatial.raster_read.read_raster`) set to 0.
 * **Blending**: each tile's logits are weighted by a window ``w(i, j) = h(i) h(j)`` and the
   sum over tiles is divided by the summed weights, so overlapping tiles meet without seams.
   ``blend="hann"``: ``h(i) = sin²(π (i + ½) / tile)`` (a Hann taper sampled at pixel centres:
   largest in the middle, never 0, so every pixel has a positive weight); ``"constant"``:
   ``h = 1`` (plain average). A pixel covered by one tile gets that tile's logits exactly.
   Labels are the argmax of the blended logits, probabilities their softmax.
-* **Streaming, bounded memory**: tiles are visited row of tiles by row of tiles. The
-  accumulators (blended logits ``(K, tile, W)``, weights ``(tile, W)``, validity) only span
-  the rows a tile can still touch: when the next row of tiles starts at row ``r``, every row
-  above ``r`` is final, is turned into labels/probabilities, handed to the writer and
-  dropped. The writer buffers finished rows until a whole row of output blocks is complete
-  and writes it with ``dst.write(..., window=Window(...))`` (each compressed block written
-  once). Peak memory is ``O(K × tile × W)``, independent of the raster's height; nothing
-  of raster size is ever allocated, and the input is read one tile window at a time.
+* **Streaming, bounded memory** (:mod:`~domainfm.domains.geospatial.geotiff_writer`): tiles
+  are visited row of tiles by row of tiles. The accumulators (blended logits ``(K, tile, W)``,
+  weights, validity) only span the rows a tile can still touch: when the next row of tiles
+  starts at row ``r``, every row above ``r`` is final, is turned into labels/probabilities and
+  written in whole rows of output blocks (each compressed block written once). Peak memory
+  is ``O(K × tile × W)``, independent of the raster's height; nothing of raster size is ever
+  allocated, and the input is read one tile window at a time.
   GDAL's block cache (by default 5 % of the machine's RAM: 1.2 GiB on a 24 GiB machine,
   filled with decompressed input blocks as a large raster is read) is bounded for the call
   by ``gdal_cache_mb`` through ``rasterio.Env(GDAL_CACHEMAX=...)``; each input block is
   read about once per row of tiles, so a small cache costs nothing.
-* **Output**: a tiled GeoTIFF (``blockxsize``/``blockysize`` 256, or the largest multiple of
-  16 that fits a smaller raster; untiled when the raster is under 16 pixels on a side),
-  ``compress`` (deflate by default), ``BIGTIFF=IF_SAFER``. ``output="labels"``: one band,
+* **Output**: a tiled GeoTIFF (blocks of 256 or smaller, see
+  :func:`~domainfm.domains.geospatial.geotiff_writer.create_prediction_geotiff`), ``compress``
+  (deflate by default), ``BIGTIFF=IF_SAFER``. ``output="labels"``: one band,
   uint8 with nodata 255 (uint16 with nodata 65535 when ``K > 255``), nodata wherever the
   input pixel is invalid, band description ``"labels"`` and tags ``class_<k>=<name>`` when
   ``class_names`` are given. ``output="probabilities"``: ``K`` float32 bands (softmax),
@@ -68,20 +67,24 @@ from rasterio.windows import Window
 from torch import Tensor, nn
 
 from domainfm.core.checkpoint_io import atomic_write
-from domainfm.domains.geospatial.io import (
+from domainfm.domains.geospatial.geotiff_writer import (
+    BlockRowWriter,
+    LogitStrip,
+    create_prediction_geotiff,
+    prediction_finisher,
+)
+from domainfm.domains.geospatial.raster_header import (
     BandsLike,
     RasterInfo,
-    _open,
-    _read_open,
+    open_raster,
     raster_info,
     resolve_bands,
 )
+from domainfm.domains.geospatial.raster_read import read_dataset_window
 from domainfm.domains.geospatial.stats import BandStats
 from domainfm.domains.geospatial.window_grid import window_starts
 from domainfm.domains.geospatial.windows import band_moments
 
-OUTPUT_BLOCK = 256
-"""Side of the output GeoTIFF's blocks (smaller for a smaller raster)."""
 STD_FLOOR = 1e-6
 """Smallest ``std`` divided by (as in :func:`~domainfm.domains.geospatial.windows.band_moments`)."""
 
@@ -131,7 +134,7 @@ def predict_raster(
         tile: tile side in pixels (the model's training window size).
         overlap: fraction of a tile shared with the next one, in ``[0, 1)``.
         bands: bands fed to the model, in order (1-based indices or names, as in
-            :func:`~domainfm.domains.geospatial.io.read_raster`); ``None``: every band.
+            :func:`~domainfm.domains.geospatial.raster_read.read_raster`); ``None``: every band.
         band_names: names of the file's bands (e.g. ``SENTINEL2_L1C_BANDS``).
         mean, std: per selected band, length ``C``: normalization ``(x - mean) / std``.
         stats: band statistics to take ``mean``/``std`` from, by band name (instead of
@@ -333,7 +336,7 @@ def read_tiles(
     arrays, masks = [], []
     for row, col in positions:
         window = Window(col, row, setup.tile, setup.tile)
-        part = _read_open(
+        part = read_dataset_window(
             setup.source, ds, setup.info, window, setup.indexes, setup.names, True, None
         )
         mask = np.all(part.valid, axis=0)  # (t, t)
@@ -358,15 +361,6 @@ def _model_channels(model: Any) -> int | None:
     return None
 
 
-def _output_blocks(width: int, height: int) -> dict[str, Any]:
-    """Creation options for the output's blocks: 256 (or the largest multiple of 16 that fits)
-    on each axis; untiled when the raster is under 16 pixels on a side."""
-    bx, by = (min(OUTPUT_BLOCK, n // 16 * 16) for n in (width, height))
-    if bx < 16 or by < 16:
-        return {"tiled": False}
-    return {"tiled": True, "blockxsize": bx, "blockysize": by}
-
-
 @dataclass(eq=False)
 class _Job:
     """One prediction run (arguments checked); :meth:`run` writes the GeoTIFF to a path."""
@@ -389,24 +383,24 @@ class _Job:
             tiles=len(rows) * len(cols), tile_grid=(len(rows), len(cols)), stride=self.setup.stride
         )
         positions = [(r, c) for r in rows for c in cols]  # row-major: rows of tiles in order
-        strip: _Strip | None = None
-        writer: _BlockRowWriter | None = None
+        strip: LogitStrip | None = None
+        writer: BlockRowWriter | None = None
         batches = 0
         weights = self.weights.to(self.setup.device)
-        with _open(self.setup.source) as ds:
+        with open_raster(self.setup.source) as ds:
             try:
-                for batch in _chunks(positions, self.batch_size):
+                for batch in position_batches(positions, self.batch_size):
                     inputs, masks = self._read(ds, batch)  # (B, C, t, t), list of (t, t)
                     logits = self._forward(inputs, first=batches == 0)  # (B, K, t, t)
                     batches += 1
                     if strip is None:
                         writer = self._create(path, int(logits.shape[1]))
-                        strip = _Strip(
+                        strip = LogitStrip(
                             num_classes=int(logits.shape[1]),
                             height=min(tile, info.height),
                             width=info.width,
                             device=self.setup.device,
-                            finish=self._finisher(writer),
+                            finish=prediction_finisher(writer, self.output),
                         )
                     for (row, col), tile_logits, mask in zip(batch, logits, masks, strict=True):
                         if row > strip.origin:
@@ -459,66 +453,26 @@ class _Job:
             )
         return logits.float()
 
-    def _create(self, path: Path, num_classes: int) -> _BlockRowWriter:
+    def _create(self, path: Path, num_classes: int) -> BlockRowWriter:
         """Open the output GeoTIFF (needs ``K``, known after the first forward pass)."""
-        info = self.setup.info
         if self.class_names is not None and len(self.class_names) != num_classes:
             raise ValueError(
                 f"class_names has {len(self.class_names)} names but the model predicts "
                 f"{num_classes} classes on {self.setup.source}"
             )
-        if self.output == "labels":
-            if num_classes > 65535:
-                raise ValueError(f"{num_classes} classes do not fit uint16 labels")
-            dtype, nodata = ("uint8", 255.0) if num_classes <= 255 else ("uint16", 65535.0)
-            count = 1
-        else:
-            dtype, nodata, count = "float32", float("nan"), num_classes
-        blocks = _output_blocks(info.width, info.height)
-        options: dict[str, Any] = {"BIGTIFF": "IF_SAFER", **blocks}
-        if self.compress is not None:
-            options["compress"] = self.compress
-        dataset = rasterio.open(
+        writer = create_prediction_geotiff(
             path,
-            "w",
-            driver="GTiff",
-            width=info.width,
-            height=info.height,
-            count=count,
-            dtype=dtype,
-            crs=info.crs,
-            transform=info.transform,
-            nodata=nodata,
-            **options,
+            self.setup.info,
+            output=self.output,
+            num_classes=num_classes,
+            class_names=self.class_names,
+            compress=self.compress,
         )
-        names = self.class_names or tuple(f"class_{k}" for k in range(num_classes))
-        if self.output == "labels":
-            dataset.set_band_description(1, "labels")
-            if self.class_names is not None:
-                dataset.update_tags(1, **{f"class_{k}": n for k, n in enumerate(names)})
-        else:
-            for k, name in enumerate(names):
-                dataset.set_band_description(k + 1, name)
-        self.report.update(num_classes=num_classes, dtype=dtype, nodata=nodata)
-        block_rows = int(blocks.get("blockysize", 1))
-        return _BlockRowWriter(dataset=dataset, block_rows=block_rows)
-
-    def _finisher(self, writer: _BlockRowWriter) -> Callable[[Tensor, Tensor, np.ndarray], None]:
-        """Turn finished rows (blended logit sums ``(K, n, W)``, weights ``(n, W)``,
-        validity ``(n, W)``) into output values and hand them to ``writer``."""
-        nodata = float(writer.dataset.nodata)
-
-        def finish(sums: Tensor, weight: Tensor, valid: np.ndarray) -> None:
-            logits = sums / weight  # (K, n, W); every pixel has weight > 0
-            if self.output == "labels":
-                values = logits.argmax(dim=0).cpu().numpy()[None]  # (1, n, W)
-                values = values.astype(writer.dataset.dtypes[0])
-            else:
-                values = torch.softmax(logits, dim=0).cpu().numpy()  # (K, n, W)
-            values[:, ~valid] = nodata
-            writer.push(values)
-
-        return finish
+        dataset = writer.dataset
+        self.report.update(
+            num_classes=num_classes, dtype=str(dataset.dtypes[0]), nodata=float(dataset.nodata)
+        )
+        return writer
 
     def _tick(self, rows: list[int], origin: int) -> None:
         if not self.progress:
@@ -527,94 +481,7 @@ class _Job:
         print(f"{self.setup.source.name}: row of tiles {done}/{len(rows)}", file=sys.stderr)
 
 
-def _chunks(items: list[tuple[int, int]], size: int) -> Iterator[list[tuple[int, int]]]:
+def position_batches(items: list[tuple[int, int]], size: int) -> Iterator[list[tuple[int, int]]]:
+    """Consecutive batches of at most ``size`` tile positions ``(row, col)``, in order."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-class _Strip:
-    """Accumulators for the raster rows ``[origin, origin + height)`` that tiles still touch.
-
-    ``logits`` ``(K, height, W)`` holds the weighted logit sums, ``weight`` ``(height, W)``
-    the summed weights, ``valid`` ``(height, W)`` the input's validity; ``height`` is
-    ``min(tile, raster height)`` whatever the raster's height.
-    """
-
-    def __init__(
-        self,
-        *,
-        num_classes: int,
-        height: int,
-        width: int,
-        device: torch.device,
-        finish: Callable[[Tensor, Tensor, np.ndarray], None],
-    ) -> None:
-        self.origin = 0
-        self.height = height
-        self.width = width
-        self.logits = torch.zeros(num_classes, height, width, device=device)
-        self.weight = torch.zeros(height, width, device=device)
-        self.valid = np.zeros((height, width), dtype=bool)
-        self.finish = finish
-
-    def add(self, row: int, col: int, logits: Tensor, weights: Tensor, mask: np.ndarray) -> None:
-        """Add one tile's ``(K, t, t)`` logits (top-left pixel ``(row, col)``), cropped to the
-        raster (the padding of a raster smaller than a tile)."""
-        top = row - self.origin
-        h = min(logits.shape[1], self.height - top)
-        w = min(logits.shape[2], self.width - col)
-        rows, cols = slice(top, top + h), slice(col, col + w)
-        self.logits[:, rows, cols].addcmul_(logits[:, :h, :w], weights[:h, :w])
-        self.weight[rows, cols] += weights[:h, :w]
-        self.valid[rows, cols] = mask[:h, :w]
-
-    def advance(self, row: int) -> None:
-        """Rows above ``row`` are final (no later tile starts above it): finish them and move
-        the accumulators down so they start at ``row`` (or end at the raster's last row)."""
-        done = min(row - self.origin, self.height)
-        if done <= 0:
-            return
-        self.finish(self.logits[:, :done], self.weight[:done], self.valid[:done])
-        keep = self.height - done  # rows [row, origin + height) carry their sums over
-        self.logits[:, :keep] = self.logits[:, done:].clone()
-        self.weight[:keep] = self.weight[done:].clone()
-        self.valid[:keep] = self.valid[done:].copy()
-        self.logits[:, keep:] = 0.0
-        self.weight[keep:] = 0.0
-        self.valid[keep:] = False
-        self.origin += done
-
-
-class _BlockRowWriter:
-    """Writes finished rows ``(bands, n, W)`` top to bottom, in whole rows of output blocks
-    (each compressed block written once), the remainder at :meth:`close`."""
-
-    def __init__(self, *, dataset: Any, block_rows: int) -> None:
-        self.dataset = dataset
-        self.block_rows = block_rows
-        self.row = 0  # first row not yet written
-        self.pending: list[np.ndarray] = []
-        self.buffered = 0
-        self.max_buffered = 0
-
-    def push(self, values: np.ndarray) -> None:
-        self.pending.append(values)
-        self.buffered += int(values.shape[1])
-        self.max_buffered = max(self.max_buffered, self.buffered)
-        if self.buffered >= self.block_rows:
-            self._write(self.buffered // self.block_rows * self.block_rows)
-
-    def close(self) -> None:
-        if self.buffered:
-            self._write(self.buffered)
-        if self.row != self.dataset.height:
-            raise RuntimeError(f"wrote {self.row} of {self.dataset.height} rows")
-        self.dataset.close()
-
-    def _write(self, n: int) -> None:
-        block = np.concatenate(self.pending, axis=1)  # (bands, buffered, W)
-        out, rest = block[:, :n], block[:, n:]
-        self.dataset.write(out, window=Window(0, self.row, out.shape[2], n))
-        self.row += n
-        self.pending = [rest] if rest.shape[1] else []
-        self.buffered -= n

@@ -64,13 +64,14 @@ from torch import Tensor, nn
 
 from domainfm.core.backbone import BACKBONES
 from domainfm.core.grid import TokenGrid
+from domainfm.core.multiscale import MultiScaleBackbone
 
 PREFIX = "encoder."
 """Key prefix of the timm feature extractor inside :class:`TimmCNN`."""
 
 
 @BACKBONES.register("timm_cnn")
-class TimmCNN(nn.Module):
+class TimmCNN(MultiScaleBackbone):
     """A timm CNN feature extractor as a domainfm multi-scale backbone.
 
     Args:
@@ -87,6 +88,8 @@ class TimmCNN(nn.Module):
         ValueError: unknown ``model_name``, ``in_chans < 1``, or a model timm cannot build
             with these arguments.
     """
+
+    spatial_dims = 2
 
     def __init__(
         self,
@@ -112,38 +115,12 @@ class TimmCNN(nn.Module):
         self.feature_strides: tuple[int, ...] = tuple(int(s) for s in info.reduction())
         self.embed_dim = self.feature_channels[-1]
         self.patch_size = (self.feature_strides[-1],) * 2
-        self.num_prefix_tokens = 0
 
-    def token_grid(self, input_shape: Sequence[int]) -> TokenGrid:
-        """Grid of the last map; ``ValueError`` unless both sides divide by its stride."""
-        shape = tuple(input_shape)
-        if len(shape) != 2:
-            raise ValueError(f"TimmCNN takes 2 spatial dims, got input shape {shape}")
-        return TokenGrid.from_input(shape, self.patch_size)
-
-    def forward_intermediates(
-        self, x: Tensor, indices: int | Sequence[int] | None = None, norm: bool = False
-    ) -> list[Tensor]:
-        """Stage maps ``(B, C_i, H / s_i, W / s_i)``, shallow→deep.
-
-        ``indices``: the last ``n`` maps if an int, those stages (positions in
-        ``feature_channels``) if a sequence, all if ``None``. ``norm`` is accepted for the
-        contract and ignored (a CNN stage has no separate final norm).
-        """
-        self.token_grid(x.shape[2:])
-        levels = len(self.feature_channels)
-        if indices is None:
-            picked: Sequence[int] = range(levels)
-        elif isinstance(indices, int):
-            if not 1 <= indices <= levels:
-                raise ValueError(f"indices must be in 1..{levels}, got indices={indices}")
-            picked = range(levels - indices, levels)
-        else:
-            picked = [int(i) for i in indices]
-            if any(not -levels <= i < levels for i in picked):
-                raise ValueError(f"indices must name stages 0..{levels - 1}, got {indices}")
+    def stage_maps(self, x: Tensor, norm: bool) -> list[Tensor]:
+        """The selected stages' maps; ``norm`` is ignored (a CNN stage has no separate final
+        norm)."""
         maps: list[Tensor] = self.encoder(x)
-        return [maps[i] for i in picked]
+        return maps
 
     def forward_tokens(self, x: Tensor, keep_idx: Tensor | None = None) -> tuple[Tensor, TokenGrid]:
         """Last-map tokens ``(B, N, D)`` and their grid; with ``keep_idx`` ``(B, K)`` the
@@ -163,10 +140,6 @@ class TimmCNN(nn.Module):
             raise ValueError(f"keep_idx must index tokens 0..{n - 1}")
         index = keep_idx.long()[..., None].expand(-1, -1, tokens.shape[-1])  # (B, K, D)
         return tokens.gather(1, index), grid
-
-    def pool_tokens(self, tokens: Tensor) -> Tensor:
-        """``forward_tokens`` output ``(B, N, D)`` → mean ``(B, D)``."""
-        return tokens.mean(dim=1)
 
     def forward(self, x: Tensor) -> Tensor:
         """Global average of the last map ``(B, D)``; any ``H, W`` (no divisibility needed)."""

@@ -3,7 +3,7 @@
 :func:`valid_grid_windows` lists the windows of ``size`` pixels at ``stride`` over a raster
 (the last row/column of windows shifted back to end on the raster's edge, so every pixel is
 covered) whose fraction of valid pixels is at least ``min_valid``. Validity is that of
-:func:`~domainfm.domains.geospatial.io.read_raster` (every selected band valid: not nodata,
+:func:`~domainfm.domains.geospatial.raster_read.read_raster` (every selected band valid: not nodata,
 not masked, finite).
 
 The raster is read once, in strips of rows (memory ``O(strip × width)``, never the whole
@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from domainfm.core.grid import to_ntuple
-from domainfm.domains.geospatial.io import BandsLike, raster_info, read_raster
+from domainfm.domains.geospatial.raster_header import BandsLike, raster_info
+from domainfm.domains.geospatial.raster_read import read_raster
 
 
 def window_starts(length: int, size: int, stride: int) -> list[int]:

@@ -36,8 +36,8 @@ SpatioTemporalIndex` groups rasters whose lon/lat footprints overlap (IoU >= 0.9
 them by acquisition date (GeoTIFF tags or file names); when the dates of a place lie on
 different grids (another CRS, resolution or origin) their windows are reprojected onto the
 earliest date's grid (``reproject=True``, through
-:func:`~domainfm.domains.geospatial.io.open_aligned`; without it that is an error naming the
-files). Windows are positioned on the earliest date's grid.
+:func:`~domainfm.domains.geospatial.raster_align.open_aligned`; without it that is an error
+naming the files). Windows are positioned on the earliest date's grid.
 
 **Time series** (``time_steps=T``): a sample is the same window in ``T`` different dates of a
 place, drawn by the seed and kept in chronological order. ``"valid"`` is the pixels valid in
@@ -75,14 +75,10 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from domainfm.core.grid import to_ntuple
+from domainfm.core.normalize import floor_std, standardize
 from domainfm.domains.geospatial.geo_clusters import geo_cluster_labels
-from domainfm.domains.geospatial.io import (
-    AlignedRasters,
-    RasterInfo,
-    open_aligned,
-    raster_info,
-    resolve_bands,
-)
+from domainfm.domains.geospatial.raster_align import AlignedRasters, open_aligned
+from domainfm.domains.geospatial.raster_header import RasterInfo, raster_info, resolve_bands
 from domainfm.domains.geospatial.raster_reader import RasterReader
 from domainfm.domains.geospatial.spectral_temporal import band_group_cube
 from domainfm.domains.geospatial.stats import BandStats
@@ -107,7 +103,7 @@ def band_moments(stats: BandStats, names: Sequence[str]) -> tuple[Tensor, Tensor
         raise ValueError(f"band statistics have no {missing}; they cover {list(stats.band_names)}")
     index = [list(stats.band_names).index(n) for n in names]
     mean = torch.tensor([stats.mean[i] for i in index], dtype=torch.float32)
-    std = torch.tensor([max(stats.std[i], 1e-6) for i in index], dtype=torch.float32)
+    std = torch.tensor([floor_std(stats.std[i]) for i in index], dtype=torch.float32)
     return mean, std
 
 
@@ -286,7 +282,7 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
             if key not in self._moments:
                 self._moments[key] = band_moments(self.stats, key)
             mean, std = self._moments[key]  # (C,), (C,)
-            x = (x - mean[:, None, None]) / std[:, None, None]
+            x = standardize(x, mean[:, None, None], std[:, None, None])
         return x.masked_fill(~torch.from_numpy(mask)[None], 0.0)
 
     def _read(self, index: int, window: tuple[int, int, int, int]) -> tuple[Tensor, Tensor]:

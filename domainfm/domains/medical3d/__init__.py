@@ -4,11 +4,13 @@ segmentation written back as NIfTI on the input's grid."""
 from domainfm.domains.medical3d import released  # noqa: F401  (registers the releases)
 from domainfm.domains.medical3d.augment import AugmentedViews
 from domainfm.domains.medical3d.cnn import SegResNetEncoder3D
+from domainfm.domains.medical3d.contract import VolumeContract
 from domainfm.domains.medical3d.datamodule import VolumePretrainDataModule
 from domainfm.domains.medical3d.index import VolumeIndex
 from domainfm.domains.medical3d.inference import segment_volume
 from domainfm.domains.medical3d.io import Volume, check_label_pair, load_volume
 from domainfm.domains.medical3d.labeled_volumes import LabeledVolumeDataset
+from domainfm.domains.medical3d.plugin import Medical3DPlugin
 from domainfm.domains.medical3d.preprocess import volume_transform
 from domainfm.domains.medical3d.seg_datamodule import VolumeSegDataModule
 from domainfm.domains.medical3d.shards import StreamingVolumeDataModule, VolumePreparer
@@ -20,12 +22,14 @@ from domainfm.domains.medical3d.volumes import VolumeCropDataset
 __all__ = [
     "AugmentedViews",
     "LabeledVolumeDataset",
+    "Medical3DPlugin",
     "SegResNetEncoder3D",
     "StreamingVolumeDataModule",
     "SwinSSLViews",
     "SwinViT3D",
     "VoCoCrops",
     "Volume",
+    "VolumeContract",
     "VolumeCropDataset",
     "VolumeIndex",
     "VolumePreparer",

@@ -33,16 +33,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from domainfm.core.backbone import BACKBONES
-from domainfm.core.grid import TokenGrid
+from domainfm.core.multiscale import MultiScaleBackbone
 
 NormOrAct = str | tuple[str, dict[str, Any]]
 
 
 @BACKBONES.register("segresnet_encoder_3d")
-class SegResNetEncoder3D(nn.Module):
+class SegResNetEncoder3D(MultiScaleBackbone):
     """MONAI ``SegResEncoder`` as a domainfm multi-scale backbone.
 
     Args:
@@ -60,6 +60,8 @@ class SegResNetEncoder3D(nn.Module):
         ...          if k.startswith("encoder.")}
         >>> load_state_dict_with_report(cnn, state).check()
     """
+
+    spatial_dims = 3
 
     def __init__(
         self,
@@ -96,55 +98,9 @@ class SegResNetEncoder3D(nn.Module):
         self.feature_strides: tuple[int, ...] = tuple(2**i for i in range(levels))
         self.embed_dim = self.feature_channels[-1]
         self.patch_size = (self.feature_strides[-1],) * 3
-        self.num_prefix_tokens = 0
 
-    def token_grid(self, input_shape: Sequence[int]) -> TokenGrid:
-        """Grid of the last level; ``ValueError`` unless every side divides by its stride."""
-        shape = tuple(input_shape)
-        if len(shape) != 3:
-            raise ValueError(f"SegResNetEncoder3D takes 3 spatial dims, got input shape {shape}")
-        return TokenGrid.from_input(shape, self.patch_size)
-
-    def forward_intermediates(
-        self, x: Tensor, indices: int | Sequence[int] | None = None, norm: bool = False
-    ) -> list[Tensor]:
-        """Level maps ``(B, C_i, *spatial / stride_i)``, shallow→deep.
-
-        ``indices``: the last ``n`` maps if an int, those levels if a sequence, all if
-        ``None``. ``norm`` is accepted for the contract and ignored (MONAI's encoder has no
-        final norm: each level ends in a residual block).
-        """
-        self.token_grid(x.shape[2:])
-        levels = len(self.feature_channels)
-        if indices is None:
-            picked: Sequence[int] = range(levels)
-        elif isinstance(indices, int):
-            if not 1 <= indices <= levels:
-                raise ValueError(f"indices must be in 1..{levels}, got indices={indices}")
-            picked = range(levels - indices, levels)
-        else:
-            picked = [int(i) for i in indices]
-            if any(not -levels <= i < levels for i in picked):
-                raise ValueError(f"indices must name levels 0..{levels - 1}, got {indices}")
+    def stage_maps(self, x: Tensor, norm: bool) -> list[Tensor]:
+        """One map per level; ``norm`` is ignored (MONAI's encoder has no final norm: each
+        level ends in a residual block)."""
         maps: list[Tensor] = self.encoder(x)
-        return [maps[i] for i in picked]
-
-    def forward_tokens(self, x: Tensor, keep_idx: Tensor | None = None) -> tuple[Tensor, TokenGrid]:
-        """Last-level tokens ``(B, N, D)`` and their grid; token dropping is not supported."""
-        if keep_idx is not None:
-            raise ValueError(
-                "SegResNetEncoder3D cannot drop tokens (a convolution needs the full grid); "
-                "use a masked-input objective instead of keep_idx"
-            )
-        grid = self.token_grid(x.shape[2:])
-        last = self.forward_intermediates(x, indices=1)[0]  # (B, D, *grid)
-        return last.flatten(2).transpose(1, 2), grid  # (B, N, D)
-
-    def pool_tokens(self, tokens: Tensor) -> Tensor:
-        """``forward_tokens`` output ``(B, N, D)`` → mean ``(B, D)``."""
-        return tokens.mean(dim=1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Mean of the last level ``(B, D)``."""
-        tokens, _ = self.forward_tokens(x)
-        return self.pool_tokens(tokens)
+        return maps

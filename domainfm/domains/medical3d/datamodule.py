@@ -26,6 +26,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from domainfm.core.masking import BlockMasking, MaskGenerator, MaskingCollate, RandomMasking
 from domainfm.data.data_root import resolve_data_path
 from domainfm.data.sampling import seeded_loader
+from domainfm.domains.medical3d.contract import VolumeContract
 from domainfm.domains.medical3d.views import VolumeViews
 from domainfm.domains.medical3d.volumes import VolumeCropDataset, make_views
 
@@ -155,17 +156,12 @@ class VolumePretrainDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> StatefulDataLoader | list[StatefulDataLoader]:
         return self.val_dataloader()
 
-    def input_contract(self) -> dict[str, object]:
+    def input_contract(self) -> VolumeContract:
         """What a model trained on this data expects as input (stored in exports)."""
-        return {
-            "channels": ["image"],
-            "modality": self.modality,
-            "spacing_mm": self.spacing,
-            "orientation": "RAS",
-            "crop_size": list(self.views.crop_size),
-            "normalization": (
-                {"type": "hu_window", "range": list(self.hu_window), "to": [0.0, 1.0]}
-                if self.modality == "ct"
-                else {"type": "percentile", "range": [0.5, 99.5], "to": [0.0, 1.0]}
-            ),
-        }
+        return VolumeContract(
+            channels=["image"],
+            modality=self.modality,
+            spacing_mm=self.spacing,
+            crop_size=list(self.views.crop_size),
+            hu_window=list(self.hu_window),
+        )

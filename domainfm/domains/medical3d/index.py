@@ -2,7 +2,7 @@
 
 :meth:`VolumeIndex.build` walks folders for NIfTI files (``*.nii``, ``*.nii.gz``) and DICOM
 series folders (a folder with DICOM files directly inside, see
-:func:`~domainfm.domains.medical3d.io.is_dicom_file`) and reads each one's **header only**
+:func:`~domainfm.domains.medical3d.dicom.is_dicom_file`) and reads each one's **header only**
 (nibabel header; pydicom with ``stop_before_pixels``) with
 :func:`~domainfm.domains.medical3d.io.read_header`: shape, spacing, affine, modality (DICOM
 tag; ``None`` for NIfTI), plus the file's size and modification time. An unreadable or
@@ -34,7 +34,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from domainfm.core.checkpoint_io import atomic_write_json
-from domainfm.domains.medical3d.io import dicom_files, is_dicom_file, is_nifti, read_header
+from domainfm.data.file_stamp import file_stamp
+from domainfm.domains.medical3d.dicom import dicom_files, is_dicom_file
+from domainfm.domains.medical3d.io import read_header
+from domainfm.domains.medical3d.nifti import is_nifti
 
 INDEX_FORMAT = 1
 """Version of the JSON cache layout; a cache of another version is rebuilt."""
@@ -51,17 +54,16 @@ class Fingerprint:
 
 def fingerprint(path: str | Path) -> Fingerprint:
     """The :class:`Fingerprint` of a file, or of a DICOM series folder (over its DICOM files,
-    :func:`~domainfm.domains.medical3d.io.dicom_files`: a slice added, removed, rewritten or
+    :func:`~domainfm.domains.medical3d.dicom.dicom_files`: a slice added, removed, rewritten or
     touched changes it; other files in the folder do not)."""
     source = Path(path)
     if not source.is_dir():
-        stat = source.stat()
-        return Fingerprint(size=stat.st_size, mtime_ns=stat.st_mtime_ns, files=1)
-    stats = [f.stat() for f in dicom_files(source)]
+        return Fingerprint(*file_stamp(source), files=1)
+    stamps = [file_stamp(f) for f in dicom_files(source)]
     return Fingerprint(
-        size=sum(s.st_size for s in stats),
-        mtime_ns=max((s.st_mtime_ns for s in stats), default=0),
-        files=len(stats),
+        size=sum(s.size for s in stamps),
+        mtime_ns=max((s.mtime_ns for s in stamps), default=0),
+        files=len(stamps),
     )
 
 

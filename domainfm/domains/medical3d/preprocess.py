@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
+from domainfm.domains.medical3d.contract import intensity_transform
+
 RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
 
 
@@ -48,18 +50,7 @@ def volume_transform(
         mt.Orientation(axcodes="RAS", labels=RAS_LABELS),
         mt.Spacing(pixdim=tuple(spacing), mode="bilinear"),
     ]
-    if modality == "ct":
-        steps.append(
-            mt.ScaleIntensityRange(
-                a_min=hu_window[0], a_max=hu_window[1], b_min=0.0, b_max=1.0, clip=True
-            )
-        )
-    else:
-        steps.append(
-            mt.ScaleIntensityRangePercentiles(
-                lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=True, channel_wise=True
-            )
-        )
+    steps.append(intensity_transform(modality, hu_window))
     if min_size is not None:
         steps.append(mt.SpatialPad(spatial_size=tuple(min_size)))
     return mt.Compose(steps)

@@ -30,6 +30,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 
 from domainfm.data.data_root import resolve_data_path
 from domainfm.data.sampling import seeded_loader
+from domainfm.domains.medical3d.contract import VolumeContract
 from domainfm.domains.medical3d.labeled_volumes import ImageSpec, LabeledVolumeDataset
 
 
@@ -133,24 +134,18 @@ class VolumeSegDataModule(L.LightningDataModule):
     def test_dataloader(self) -> StatefulDataLoader | list[StatefulDataLoader]:
         return self.val_dataloader()
 
-    def input_contract(self) -> dict[str, object]:
+    def input_contract(self) -> VolumeContract:
         """Preprocessing a model trained on this data expects (stored in checkpoints and
         used by ``domainfm segment``)."""
-        return {
-            "channels": len(self.images[0]) if self.images else 1,
-            "modality": self.modality,
-            "spacing_mm": self.spacing,
-            "orientation": "RAS",
-            "crop_size": self.crop_size,
-            "hu_window": list(self.hu_window),
-            "normalization": (
-                {"type": "hu_window", "range": list(self.hu_window), "to": [0.0, 1.0]}
-                if self.modality == "ct"
-                else {"type": "percentile", "range": [0.5, 99.5], "to": [0.0, 1.0]}
-            ),
-            "label_map": self.label_map,
-            "class_names": self.class_names,
-        }
+        return VolumeContract(
+            channels=len(self.images[0]) if self.images else 1,
+            modality=self.modality,
+            spacing_mm=self.spacing,
+            crop_size=self.crop_size,
+            hu_window=list(self.hu_window),
+            class_names=self.class_names,
+            extra={"label_map": self.label_map},
+        )
 
 
 def _resolve(spec: ImageSpec) -> list[Path]:

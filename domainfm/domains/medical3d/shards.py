@@ -37,6 +37,7 @@ import torch
 from domainfm.core.masking import BlockMasking, MaskGenerator, MaskingCollate, RandomMasking
 from domainfm.data.shards import source_key
 from domainfm.data.streaming import SampleMaker, ShardDataModule
+from domainfm.domains.medical3d.contract import VolumeContract
 from domainfm.domains.medical3d.index import find_volumes
 from domainfm.domains.medical3d.io import load_volume
 from domainfm.domains.medical3d.preprocess import volume_transform
@@ -224,19 +225,13 @@ class StreamingVolumeDataModule(ShardDataModule):
     def collate(self) -> Callable[[list[Any]], Any]:
         return self._collate
 
-    def input_contract(self) -> dict[str, object]:
+    def input_contract(self) -> VolumeContract:
         settings = self.manifest.get("settings", {})
-        window = settings.get("hu_window", [-1000.0, 1000.0])
-        return {
-            "channels": ["image"],
-            "modality": settings.get("modality"),
-            "spacing_mm": settings.get("spacing"),
-            "orientation": "RAS",
-            "crop_size": list(self.views.crop_size),
-            "normalization": (
-                {"type": "hu_window", "range": window, "to": [0.0, 1.0]}
-                if settings.get("modality") == "ct"
-                else {"type": "percentile", "range": [0.5, 99.5], "to": [0.0, 1.0]}
-            ),
-            **super().input_contract(),
-        }
+        return VolumeContract(
+            channels=["image"],
+            modality=settings.get("modality"),
+            spacing_mm=settings.get("spacing"),
+            crop_size=list(self.views.crop_size),
+            hu_window=settings.get("hu_window", [-1000.0, 1000.0]),
+            extra=self.prepared_contract(),
+        )

@@ -26,14 +26,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from domainfm.core.backbone import BACKBONES
-from domainfm.core.grid import TokenGrid, to_ntuple
+from domainfm.core.grid import to_ntuple
+from domainfm.core.multiscale import MultiScaleBackbone
 
 
 @BACKBONES.register("swin_vit_3d")
-class SwinViT3D(nn.Module):
+class SwinViT3D(MultiScaleBackbone):
     """MONAI Swin Transformer encoder as a domainfm backbone.
 
     Args:
@@ -45,6 +46,9 @@ class SwinViT3D(nn.Module):
         normalize: layer-normalize the returned maps (as ``SwinUNETR`` does).
         use_v2: Swin UNETR v2 (extra residual conv blocks per stage).
     """
+
+    spatial_dims = 3
+    no_token_dropping = "windowed attention needs the full grid"
 
     def __init__(
         self,
@@ -77,7 +81,6 @@ class SwinViT3D(nn.Module):
         self.normalize = normalize
         self.embed_dim = feature_size * 2 ** len(depths)
         self.patch_size = (2 ** (len(depths) + 1),) * 3
-        self.num_prefix_tokens = 0
         # per map of forward_intermediates(x, indices=len(feature_channels)), shallow -> deep:
         # patch embedding (F, /2), then one map per stage (2F, /4) ... (16F, /32)
         self.feature_channels: tuple[int, ...] = tuple(
@@ -85,38 +88,7 @@ class SwinViT3D(nn.Module):
         )
         self.feature_strides: tuple[int, ...] = tuple(2 ** (i + 1) for i in range(len(depths) + 1))
 
-    def token_grid(self, input_shape: Sequence[int]) -> TokenGrid:
-        """Grid of the last stage; ``ValueError`` unless every side divides by the stride."""
-        shape = tuple(input_shape)
-        if len(shape) != 3:
-            raise ValueError(f"SwinViT3D takes 3 spatial dims, got input shape {shape}")
-        return TokenGrid.from_input(shape, self.patch_size)
-
-    def forward_intermediates(
-        self, x: Tensor, indices: int | Sequence[int] = 5, norm: bool = False
-    ) -> list[Tensor]:
-        """Stage maps ``(B, C_i, *grid_i)`` (the last ``n`` if ``indices`` is an int)."""
-        self.token_grid(x.shape[2:])
-        maps: list[Tensor] = list(self.swinViT(x, self.normalize or norm))
-        picked = range(len(maps) - indices, len(maps)) if isinstance(indices, int) else indices
-        return [maps[i] for i in picked]
-
-    def forward_tokens(self, x: Tensor, keep_idx: Tensor | None = None) -> tuple[Tensor, TokenGrid]:
-        """Last-stage tokens ``(B, N, D)`` and their grid; token dropping is not supported."""
-        if keep_idx is not None:
-            raise ValueError(
-                "SwinViT3D cannot drop tokens (windowed attention needs the full grid); "
-                "use a masked-input objective instead of keep_idx"
-            )
-        grid = self.token_grid(x.shape[2:])
-        last = self.forward_intermediates(x, indices=1)[0]  # (B, D, *grid)
-        return last.flatten(2).transpose(1, 2), grid
-
-    def pool_tokens(self, tokens: Tensor) -> Tensor:
-        """``forward_tokens`` output ``(B, N, D)`` → mean ``(B, D)``."""
-        return tokens.mean(dim=1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Mean of the last stage ``(B, D)``."""
-        tokens, _ = self.forward_tokens(x)
-        return self.pool_tokens(tokens)
+    def stage_maps(self, x: Tensor, norm: bool) -> list[Tensor]:
+        """The patch embedding's map, then one per stage (layer-normalized with
+        ``normalize`` or ``norm``)."""
+        return list(self.swinViT(x, self.normalize or norm))

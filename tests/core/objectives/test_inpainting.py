@@ -145,3 +145,15 @@ def test_protocol_registry_and_bad_arguments() -> None:
     batch["target2"] = batch["target2"][:, :, :8]
     with pytest.raises(ValueError, match="target2"):
         inpaint.forward_batch(BatchFeatures(_vit(3, 1), batch))
+
+
+def test_sizes_from_the_backbone() -> None:
+    vit = _vit(3, 2)  # patch 8, embed 32, 2 channels
+    inpaint = Inpainting()
+    with pytest.raises(RuntimeError, match="bind_backbone"):
+        inpaint.forward_batch(BatchFeatures(vit, _batch((2, 2, 16, 16, 16))))
+    inpaint.bind_backbone(vit)
+    assert (inpaint.head.in_features, inpaint.head.out_features) == (32, 2 * 8**3)
+    assert inpaint.forward_batch(BatchFeatures(vit, _batch((2, 2, 16, 16, 16)))).loss.ndim == 0
+    with pytest.raises(ValueError, match=r"Inpainting in_chans 1 differs from the backbone's 2"):
+        Inpainting(in_chans=1).bind_backbone(vit)

@@ -8,6 +8,7 @@ from domainfm.core.masking import RandomMasking, keep_indices
 from domainfm.core.objectives import OBJECTIVES
 from domainfm.core.objectives.mae import MAE
 from domainfm.core.objectives.mae_targets import NormalizedPixelTarget
+from domainfm.core.registry import init_config
 from domainfm.core.vit import VisionTransformerND
 
 
@@ -170,3 +171,62 @@ def test_ssast_infonce_term_equals_loop_reference() -> None:
             decoder_heads=4,
             infonce_weight=-1.0,
         )
+
+
+def test_decoder_sized_from_the_backbone() -> None:
+    """Left out, embed_dim / in_chans / patch_size are the backbone's; the decoder is built
+    by bind_backbone and the recorded kwargs (the recipe in checkpoints) name them."""
+    vit = VisionTransformerND(
+        in_chans=2, spatial_dims=3, patch_size=8, embed_dim=32, depth=1, num_heads=4
+    )
+    mae = MAE(decoder_dim=16, decoder_depth=1, decoder_heads=4)
+    assert not any(True for _ in mae.parameters())
+    with pytest.raises(RuntimeError, match="bind_backbone"):
+        mae.reconstruct(torch.zeros(1, 2, 32), vit.token_grid((16, 16, 16)), torch.zeros(1, 2))
+    mae.bind_backbone(vit)
+    assert (mae.embed_dim, mae.in_chans, mae.patch_size) == (32, 2, (8, 8, 8))
+    assert mae.decoder_embed.in_features == 32
+    assert mae.decoder_pred.out_features == 2 * 8**3
+    kwargs = init_config(mae)["kwargs"]
+    assert (kwargs["embed_dim"], kwargs["in_chans"], kwargs["patch_size"]) == (32, 2, (8, 8, 8))
+    explicit = MAE(
+        embed_dim=32,
+        in_chans=2,
+        patch_size=(8, 8, 8),
+        decoder_dim=16,
+        decoder_depth=1,
+        decoder_heads=4,
+    )
+    assert explicit.state_dict().keys() == mae.state_dict().keys()
+    params = dict(explicit.named_parameters())
+    mae.bind_backbone(vit)  # binding again: checks only, the decoder is kept
+    assert all(p is params[n] for n, p in explicit.named_parameters())
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"embed_dim": 64}, r"MAE embed_dim 64 differs from the backbone's 32"),
+        ({"in_chans": 1}, r"MAE in_chans 1 differs from the backbone's 2"),
+        ({"patch_size": (4, 4, 4)}, r"MAE patch_size \(4, 4, 4\) differs from the backbone's"),
+    ],
+)
+def test_explicit_sizes_are_checked_against_the_backbone(given: dict, message: str) -> None:
+    vit = VisionTransformerND(
+        in_chans=2, spatial_dims=3, patch_size=8, embed_dim=32, depth=1, num_heads=4
+    )
+    with pytest.raises(ValueError, match=message):
+        MAE(decoder_dim=16, decoder_heads=4, **given).bind_backbone(vit)
+    MAE(decoder_dim=16, decoder_heads=4, embed_dim=32, patch_size=(8, 8, 8)).bind_backbone(vit)
+
+
+def test_size_missing_from_the_backbone_must_be_given() -> None:
+    class Tokens(torch.nn.Module):  # a backbone without in_chans
+        embed_dim = 8
+        patch_size = (4, 4)
+
+    with pytest.raises(ValueError, match="give in_chans explicitly"):
+        MAE(decoder_dim=8, decoder_heads=2).bind_backbone(Tokens())
+    mae = MAE(in_chans=3, decoder_dim=8, decoder_heads=2)
+    mae.bind_backbone(Tokens())
+    assert mae.decoder_pred.out_features == 3 * 16

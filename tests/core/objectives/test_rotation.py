@@ -112,3 +112,11 @@ def test_bad_arguments() -> None:
     batch["rot2"] = batch["rot2"][:2]
     with pytest.raises(ValueError, match="rot2"):
         RotationPrediction(embed_dim=32).forward_batch(BatchFeatures(_vit(), batch))
+
+
+def test_embed_dim_from_the_backbone() -> None:
+    rotation = RotationPrediction()
+    rotation.bind_backbone(_vit())
+    assert rotation.head.in_features == 32
+    with pytest.raises(ValueError, match="RotationPrediction embed_dim 16 differs"):
+        RotationPrediction(embed_dim=16).bind_backbone(_vit())

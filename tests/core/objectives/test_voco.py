@@ -214,3 +214,16 @@ def test_metadata_and_bad_arguments() -> None:
             in_chans=1, spatial_dims=2, patch_size=8, embed_dim=8, depth=1, num_heads=2
         )
         voco.forward_batch(BatchFeatures(vit, {"voco_crops": torch.randn(1, 2, 1, 8, 8)}))
+
+
+def test_embed_dim_from_the_backbone() -> None:
+    vit = VisionTransformerND(
+        in_chans=1, spatial_dims=2, patch_size=8, embed_dim=16, depth=1, num_heads=2
+    )
+    voco = VoCo(hidden_dim=8, out_dim=8)
+    with pytest.raises(RuntimeError, match="bind_backbone"):
+        voco(torch.zeros(1, 2, 16), torch.zeros(1, 2, 16), torch.zeros(1, 2, 2))
+    PretrainModule(backbone=vit, objectives={"voco": voco})
+    assert voco.head[0].in_features == 16
+    with pytest.raises(ValueError, match="VoCo embed_dim 32 differs from the backbone's 16"):
+        VoCo(embed_dim=32).bind_backbone(vit)

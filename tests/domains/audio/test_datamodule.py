@@ -41,7 +41,7 @@ def test_pretraining_batches_mae_and_byola(data_root: Path, tmp_path: Path) -> N
             for key in ("view1", "view2"):
                 assert batch[key].shape == (4, 1, 64, 96)
                 assert abs(float(batch[key].mean())) < 1e-4  # batch-standardized
-        contract = dm.input_contract()
+        contract = dm.input_contract().to_dict()
         assert contract["frontend"]["kwargs"]["mean"] is not None
         assert contract["sample_rate"] == 16000 and contract["frames"] == 96
     # the same seeds give the same batch (resumable)
@@ -94,7 +94,7 @@ def test_clip_split_is_speaker_disjoint(data_root: Path) -> None:
     assert not any("george" in f for f in dm.train_set.files)
     batch = next(iter(dm.val_dataloader()))
     assert batch["input"].shape == (8, 1, 64, 64) and batch["label"].dtype == torch.int64
-    assert dm.input_contract()["class_names"][3] == "3"
+    assert dm.input_contract().to_dict()["class_names"][3] == "3"
 
 
 def test_silent_recordings_give_finite_losses(tmp_path: Path) -> None:

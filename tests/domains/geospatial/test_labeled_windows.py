@@ -75,7 +75,7 @@ def test_datamodule_records_bands_and_classes(data_root: Path) -> None:
     batch = next(iter(dm.train_dataloader()))
     assert batch["input"].shape == (4, 13, 32, 32) and batch["label"].shape == (4, 1, 32, 32)
     assert abs(float(batch["input"].mean())) < 1.0  # normalized with the band statistics
-    contract = dm.input_contract()
+    contract = dm.input_contract().to_dict()
     assert contract["bands"] == list(SENTINEL2_L1C_BANDS) and contract["label_map"] == CLASSES
 
 
@@ -144,7 +144,7 @@ def test_scene_labels_are_the_dominant_class_of_the_mask(data_root: Path) -> Non
     trainer.fit(module, datamodule=dm)
     metrics = trainer.validate(module, datamodule=dm, verbose=False)[0]
     assert {"val/acc", "val/macc"} <= set(metrics)
-    assert dm.input_contract()["label_type"] == "scene"
+    assert dm.input_contract().to_dict()["label_type"] == "scene"
 
 
 def test_box_targets_are_the_patches_of_the_label_window(data_root: Path) -> None:
@@ -197,5 +197,5 @@ def test_box_targets_are_the_patches_of_the_label_window(data_root: Path) -> Non
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["input"].shape == (4, 13, 32, 32) and len(batch["boxes"]) == 4
-    assert dm.input_contract()["object_classes"] == [1, 2]
+    assert dm.input_contract().to_dict()["object_classes"] == [1, 2]
     assert len(next(iter(dm.val_dataloader()))["labels"]) == 4

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from domainfm.domains.geospatial.io import SENTINEL2_L1C_BANDS, read_raster
 from domainfm.domains.geospatial.normalization import check_input_scale, normalize_input
+from domainfm.domains.geospatial.raster_header import SENTINEL2_L1C_BANDS
+from domainfm.domains.geospatial.raster_read import read_raster
 from domainfm.domains.geospatial.released import S2_L1C_DN_INPUT
 
 S2_DIR = "geospatial/eolearn_s2_slovenia_patch/s2_l1c_13band"
@@ -124,8 +125,8 @@ def test_data_module_follows_a_release_contract_and_refuses_wrong_units(
         RasterSegDataModule(**kwargs).setup("fit")  # type: ignore[arg-type]
     dm = RasterSegDataModule(**kwargs, input_scale=10000.0)  # type: ignore[arg-type]
     dm.setup("fit")
-    assert dm.input_contract()["normalization"]["std"] == [1.0] * 13  # 10000 / 10000
-    assert dm.input_contract()["released_input"] == "torchgeo-resnet50-sentinel2-all-moco"
+    assert dm.input_contract().to_dict()["normalization"]["std"] == [1.0] * 13  # 10000 / 10000
+    assert dm.input_contract().to_dict()["released_input"] == "torchgeo-resnet50-sentinel2-all-moco"
     assert dm.train_set is not None
     image, row, col = dm.train_set._window((0, 3))
     raw = read_raster(dm.files[image], (row, col, 16, 16), band_names=SENTINEL2_L1C_BANDS)

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 import domainfm.domains.geospatial  # noqa: F401 - registers the releases
-from domainfm.domains.geospatial.io import SENTINEL2_L1C_BANDS
+from domainfm.domains.geospatial.raster_header import SENTINEL2_L1C_BANDS
 from domainfm.pretrained.registry import RELEASED, load_released
 from domainfm.pretrained.report import CheckpointMismatchError
 

@@ -79,7 +79,7 @@ def test_datamodule_globs_files_and_masks_batches(data_root: Path, tmp_path: Pat
     batch = next(iter(dm.train_dataloader()))
     assert batch["input"].shape == (4, 13, 32, 32) and batch["mask"].shape == (4, 16)
     assert (tmp_path / "stats.json").exists()
-    contract = dm.input_contract()
+    contract = dm.input_contract().to_dict()
     assert contract["bands"] == list(SENTINEL2_L1C_BANDS) and contract["crs"] == "EPSG:32633"
     with pytest.raises(FileNotFoundError, match="nothing_here"):
         RasterPretrainDataModule(files=["geospatial/nothing_here/*.tif"]).setup("fit")

@@ -1,0 +1,79 @@
+"""The input contract of an audio model: sample rate, channels, front end with its
+statistics, segment length.
+
+Written by the audio data modules into checkpoints and exports (``"input"``) and read by the
+HEAR wrapper, sound event detection and probes, which rebuild the exact front end of
+training from it.
+
+Example::
+
+    >>> c = AudioContract(sample_rate=16000, frames=96,
+    ...                   frontend={"architecture": "log_mel",
+    ...                             "kwargs": {"sample_rate": 16000, "mean": -7.0, "std": 4.0}})
+    >>> c.normalize(torch.zeros(1, 16000)).shape     # waveform -> normalized log-mel
+    torch.Size([1, 64, 101])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, ClassVar
+
+from torch import Tensor
+
+from domainfm.core.contract import CONTRACTS, InputContract
+from domainfm.core.registry import init_config
+from domainfm.domains.audio.frontends import Frontend, build_frontend
+
+
+@CONTRACTS.register("audio")
+@dataclass(frozen=True, kw_only=True)
+class AudioContract(InputContract):
+    """What an audio model expects.
+
+    Attributes:
+        sample_rate: the front end's input rate (Hz); other rates are resampled to it.
+        frontend: the front end as recorded (``{"architecture", "kwargs"}``, statistics
+            included).
+        frames: frames per training segment (the model's time extent).
+        channels: input channel names (mono).
+        hop_seconds: time between frames (derived from the front end when not given).
+    """
+
+    kind: ClassVar[str] = "audio"
+    legacy_keys: ClassVar[tuple[str, ...]] = ("frontend",)
+
+    sample_rate: int
+    frontend: dict[str, Any]
+    frames: int
+    channels: list[str] | None = None
+    hop_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.channels is None:
+            object.__setattr__(self, "channels", ["mono"])
+        if self.hop_seconds is None:
+            fe = self.frontend_module
+            object.__setattr__(self, "hop_seconds", fe.hop_length / fe.sample_rate)
+
+    @classmethod
+    def of(cls, frontend: Frontend, frames: int, **kwargs: Any) -> AudioContract:
+        """The contract of data cut into ``frames``-frame segments by ``frontend``."""
+        return cls(
+            sample_rate=frontend.sample_rate,
+            frontend=init_config(frontend),
+            frames=frames,
+            **kwargs,
+        )
+
+    @cached_property
+    def frontend_module(self) -> Frontend:
+        """The recorded front end, rebuilt (once per contract)."""
+        return build_frontend(self.frontend)
+
+    def normalize(self, x: Tensor) -> Tensor:
+        """``(..., N)`` mono waveform at :attr:`sample_rate` → normalized features
+        ``(..., F, T)``, as the model saw in training."""
+        out: Tensor = self.frontend_module(x)
+        return out

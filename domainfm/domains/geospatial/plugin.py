@@ -1,0 +1,95 @@
+"""The geospatial domain plugin: ``domainfm prepare geospatial`` options, ``domainfm
+segment`` (tiled GeoTIFF in and out) and ``domainfm detect`` (tiled GeoTIFF in, GeoJSON out)."""
+
+from __future__ import annotations
+
+import argparse
+
+from domainfm.core.contract import InputContract
+from domainfm.data.shards import Preparer
+from domainfm.domains.geospatial.contract import RasterContract
+from domainfm.domains.geospatial.shards import ChipPreparer
+from domainfm.domains.geospatial.tiled_detection import detect_raster
+from domainfm.domains.geospatial.tiled_inference import predict_raster
+from domainfm.domains.plugin import DetectRequest, DomainPlugin, SegmentRequest, register_domain
+from domainfm.tasks.detection_module import DetectionModule
+from domainfm.tasks.finetune_module import FinetuneModule
+
+
+@register_domain
+class GeospatialPlugin(DomainPlugin):
+    """Multispectral rasters and image time series (GeoTIFF)."""
+
+    name = "geospatial"
+    summary = "multispectral rasters and time series (GeoTIFF)"
+    contract = RasterContract
+
+    def add_prepare_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--chip-size", type=int, default=64)
+        parser.add_argument("--stride", type=int, help="chip step (default: chip size)")
+        parser.add_argument("--band-names", nargs="+", help="names of the rasters' bands")
+        parser.add_argument("--min-valid", type=float, default=0.5, help="valid fraction per date")
+        parser.add_argument("--date-pattern", help="regex with named groups year, month, day")
+
+    def preparer(self, args: argparse.Namespace) -> Preparer:
+        return ChipPreparer(
+            chip_size=args.chip_size,
+            stride=args.stride,
+            band_names=args.band_names,
+            min_valid=args.min_valid,
+            dtype=args.dtype or "float32",
+            date_pattern=args.date_pattern,
+        )
+
+    def segment(
+        self, module: FinetuneModule, contract: InputContract, request: SegmentRequest
+    ) -> str:
+        assert isinstance(contract, RasterContract)
+        mean, std = contract.moments()
+        tile = request.roi_size[0] if request.roi_size else int(contract.window or 256)
+        out = predict_raster(
+            module,
+            request.input,
+            request.output,
+            tile=tile,
+            overlap=request.overlap,
+            bands=list(contract.bands),
+            mean=mean,
+            std=std,
+            batch_size=request.batch_size,
+            device=request.device,
+            progress=request.progress,
+            class_names=contract.class_names,
+        )
+        return (
+            f"{out} ({module.num_classes} classes, tiles of {tile} px, the input's CRS and "
+            "transform)"
+        )
+
+    def detect(
+        self, module: DetectionModule, contract: InputContract, request: DetectRequest
+    ) -> str:
+        assert isinstance(contract, RasterContract)
+        mean, std = contract.moments()
+        tile = int(contract.window or module.image_size)
+        report: dict[str, int] = {}
+        out = detect_raster(
+            module,
+            request.input,
+            request.output,
+            tile=tile,
+            overlap=request.overlap,
+            bands=list(contract.bands),
+            mean=mean,
+            std=std,
+            batch_size=request.batch_size,
+            score_threshold=request.score_threshold,
+            nms_iou=request.nms_iou,
+            class_names=contract.class_names,
+            wgs84=request.wgs84,
+            device=request.device,
+            progress=request.progress,
+            report=report,
+        )
+        crs = "WGS84" if request.wgs84 else "the input CRS"
+        return f"{out} ({report['boxes']} boxes from {report['tiles']} tiles of {tile} px, {crs})"

@@ -1,0 +1,61 @@
+"""The medical3d domain plugin: ``domainfm prepare medical3d`` options and ``domainfm
+segment`` on NIfTI files and DICOM series (sliding windows, NIfTI out with the input's
+affine)."""
+
+from __future__ import annotations
+
+import argparse
+
+from domainfm.core.contract import InputContract
+from domainfm.data.shards import Preparer
+from domainfm.domains.medical3d.contract import VolumeContract
+from domainfm.domains.medical3d.inference import segment_volume
+from domainfm.domains.medical3d.shards import VolumePreparer
+from domainfm.domains.plugin import DomainPlugin, SegmentRequest, register_domain
+from domainfm.tasks.finetune_module import FinetuneModule
+
+
+@register_domain
+class Medical3DPlugin(DomainPlugin):
+    """CT/MRI volumes (NIfTI, DICOM series)."""
+
+    name = "medical3d"
+    summary = "CT/MRI volumes: NIfTI files and DICOM series"
+    contract = VolumeContract
+
+    def add_prepare_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--spacing", type=float, nargs="+", default=[1.5], help="mm")
+        parser.add_argument("--modality", choices=["ct", "mri"], default="ct")
+        parser.add_argument("--hu-window", type=float, nargs=2, default=[-1000.0, 1000.0])
+
+    def preparer(self, args: argparse.Namespace) -> Preparer:
+        if len(args.spacing) not in (1, 3):
+            raise ValueError(f"--spacing takes one value or three, got {args.spacing}")
+        return VolumePreparer(
+            spacing=args.spacing[0] if len(args.spacing) == 1 else args.spacing,
+            modality=args.modality,
+            hu_window=tuple(args.hu_window),
+            dtype=args.dtype or "float16",
+        )
+
+    def segment(
+        self, module: FinetuneModule, contract: InputContract, request: SegmentRequest
+    ) -> str:
+        assert isinstance(contract, VolumeContract)
+        roi = request.roi_size or contract.crop_size
+        if roi is None:
+            raise ValueError("the model records no training crop size: give --roi-size")
+        out = segment_volume(
+            module,
+            request.input,
+            request.output,
+            roi_size=roi,
+            spacing=contract.spacing,
+            modality=contract.modality,
+            hu_window=contract.window,
+            overlap=request.overlap,
+            sw_batch_size=request.batch_size,
+            device=request.device,
+            progress=request.progress,
+        )
+        return f"{out} ({module.num_classes} classes, input's grid and affine)"
