@@ -43,6 +43,7 @@ import lightning as L  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from domainfm.core.masking import MaskingSpec  # noqa: E402
 from domainfm.core.objectives import MAE  # noqa: E402
 from domainfm.core.objectives.byol import BYOL  # noqa: E402
 from domainfm.core.vit import VisionTransformerND  # noqa: E402
@@ -94,7 +95,7 @@ def pretrain(recipe: str, seed: int, steps: int, files: list[str], work: Path) -
         files=files,
         frames=FRAMES,
         views="byola" if recipe == "byola" else "single",
-        patch_size=16,
+        masking=MaskingSpec(patch_size=16),
         samples_per_epoch=32 * steps,
         batch_size=32,
         num_workers=1,

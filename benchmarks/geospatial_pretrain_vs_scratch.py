@@ -46,6 +46,7 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
+from domainfm.core.masking import MaskingSpec
 from domainfm.core.objectives import MAE
 from domainfm.core.vit import VisionTransformerND
 from domainfm.data.data_root import resolve_data_path
@@ -129,8 +130,7 @@ def pretrain(args: argparse.Namespace, work: Path) -> tuple[Path, float]:
         files=[str(p) for p in crop_training_rows(work)],
         band_names=list(SENTINEL2_L1C_BANDS),
         size=32,
-        patch_size=args.patch,
-        mask_ratio=0.75,
+        masking=MaskingSpec(patch_size=args.patch, ratio=0.75),
         samples_per_epoch=args.pretrain_steps * args.batch,
         batch_size=args.batch,
         seed=0,

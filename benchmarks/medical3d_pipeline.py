@@ -63,6 +63,7 @@ from monai import transforms as mt  # noqa: E402
 from monai.data import Dataset, list_data_collate, worker_init_fn  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
+from domainfm.core.masking import MaskingSpec  # noqa: E402
 from domainfm.data.data_root import example_data_root, resolve_data_path  # noqa: E402
 from domainfm.domains.medical3d import VolumePretrainDataModule  # noqa: E402
 from domainfm.domains.medical3d.volumes import VolumeCropDataset  # noqa: E402
@@ -147,8 +148,7 @@ def build_ours(
         crop_size=args.crop,
         spacing=args.spacing,
         modality=modality,
-        patch_size=math.gcd(args.crop, 16),
-        mask_ratio=0.75,
+        masking=MaskingSpec(patch_size=math.gcd(args.crop, 16), ratio=0.75),
         samples_per_volume=args.samples_per_volume,
         batch_size=args.samples_per_volume,
         num_workers=args.workers,

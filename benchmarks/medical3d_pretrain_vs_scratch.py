@@ -39,6 +39,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from domainfm.core.masking import MaskingSpec
 from domainfm.core.objectives import MAE
 from domainfm.core.vit import VisionTransformerND
 from domainfm.data.data_root import resolve_data_path
@@ -94,8 +95,7 @@ def pretrain(args: argparse.Namespace, work: Path) -> Path:
         crop_size=args.crop,
         spacing=args.spacing,
         modality="mri",
-        patch_size=args.patch,
-        mask_ratio=0.75,
+        masking=MaskingSpec(patch_size=args.patch, ratio=0.75),
         samples_per_volume=32,
         batch_size=args.batch,
         num_workers=0,

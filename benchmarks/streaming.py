@@ -225,6 +225,8 @@ def prepare(domain: str, corpus: Path, shards: Path, args: argparse.Namespace) -
 
 # -- the child: one (path, size) measurement --------------------------------------------------
 def build_module(spec: dict[str, Any]) -> Any:
+    from domainfm.core.masking import MaskingSpec
+
     d, a = spec["domain"], spec["args"]
     common = {"num_workers": a["workers"], "seed": 0}
     streaming = spec["path"] == "streaming"
@@ -237,7 +239,7 @@ def build_module(spec: dict[str, Any]) -> Any:
                 shards=spec["shards"],
                 crop_size=a["crop"],
                 samples_per_volume=k,
-                patch_size=a["medical_patch"],
+                masking=MaskingSpec(patch_size=a["medical_patch"]),
                 batch_size=per_batch,
                 **common,
             )
@@ -249,7 +251,7 @@ def build_module(spec: dict[str, Any]) -> Any:
             crop_size=a["crop"],
             spacing=a["spacing"],
             modality="ct",
-            patch_size=a["medical_patch"],
+            masking=MaskingSpec(patch_size=a["medical_patch"]),
             samples_per_volume=k,
             batch_size=k * per_batch,
             **common,
@@ -262,7 +264,7 @@ def build_module(spec: dict[str, Any]) -> Any:
                 shards=spec["shards"],
                 size=a["window"],
                 views=1,
-                patch_size=a["geo_patch"],
+                masking=MaskingSpec(patch_size=a["geo_patch"]),
                 batch_size=a["geo_batch"],
                 **common,
             )
@@ -272,7 +274,7 @@ def build_module(spec: dict[str, Any]) -> Any:
             files=[f"{spec['corpus']}/*/*.tif"],
             size=a["window"],
             band_names=list(S2_BANDS),
-            patch_size=a["geo_patch"],
+            masking=MaskingSpec(patch_size=a["geo_patch"]),
             views=1,
             samples_per_epoch=spec["items"],
             sampling="random",
@@ -286,7 +288,7 @@ def build_module(spec: dict[str, Any]) -> Any:
             shards=spec["shards"],
             frames=a["frames"],
             views="single",
-            patch_size=a["audio_patch"],
+            masking=MaskingSpec(patch_size=a["audio_patch"]),
             batch_size=a["audio_batch"],
             **common,
         )
@@ -298,7 +300,7 @@ def build_module(spec: dict[str, Any]) -> Any:
         frontend=frontend,
         frames=a["frames"],
         views="single",
-        patch_size=a["audio_patch"],
+        masking=MaskingSpec(patch_size=a["audio_patch"]),
         samples_per_epoch=spec["items"],
         batch_size=a["audio_batch"],
         **common,

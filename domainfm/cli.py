@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import warnings
@@ -46,15 +47,21 @@ LIGHTNING_VERBS = {
 }
 
 
+FOREIGN_WARNINGS = (
+    r"LightningCLI's args parameter is intended to run from within Python",
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+)
+"""Warnings of other packages about their own internals, which a user cannot act on."""
+
+
 def _quiet() -> None:
-    """Silence what other packages print on every run and a user cannot act on."""
-    os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")
-    for pattern in (
-        r".*LightningCLI's args parameter is intended to run from within Python.*",
-        r".*`isinstance\(treespec, LeafSpec\)` is deprecated.*",
-        r".*litlogger.*",
-    ):
-        warnings.filterwarnings("ignore", message=pattern)
+    """Keep other packages' chatter out of the output: Lightning's info lines (hardware,
+    seed, logger advertisement, "fit stopped") and :data:`FOREIGN_WARNINGS`. Their warnings
+    about the user's setup still show."""
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for pattern in FOREIGN_WARNINGS:
+        warnings.filterwarnings("ignore", message=f".*{pattern}")
 
 
 def _device(name: str | None) -> str:

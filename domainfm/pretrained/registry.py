@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from domainfm.core.backbone import build_backbone
 from domainfm.core.checkpoint_io import load_safetensors, safe_torch_load
+from domainfm.core.contract import InputContract, contract_from_dict
 from domainfm.core.plugins import discover_plugins
 from domainfm.core.registry import Registry
 from domainfm.pretrained.channels import NewChannelInit
@@ -49,7 +50,8 @@ class ReleasedCheckpoint:
         kwargs: constructor kwargs of our backbone for these weights.
         source_layout: the key layout of the released file, in words.
         map_keys: turns the loaded file content into our backbone's state dict.
-        input: expected input contract (channels/bands, normalization, spacing, rate, ...).
+        input: the expected input contract as JSON (``InputContract.to_dict()``: channels or
+            bands, normalization, spacing, rate, …); :attr:`contract` is the typed form.
         license: the weights' license.
         reference: where the weights are published (documentation only, never fetched).
         allow_missing: model keys the release does not provide by design.
@@ -65,6 +67,11 @@ class ReleasedCheckpoint:
     reference: str = ""
     allow_missing: tuple[str, ...] = field(default=())
 
+    @property
+    def contract(self) -> InputContract:
+        """The typed input contract (the domain's class, rebuilt from :attr:`input`)."""
+        return contract_from_dict(self.input, source=f"released checkpoint {self.name!r}")
+
 
 RELEASED: Registry[ReleasedCheckpoint] = Registry("released checkpoint")
 
@@ -75,7 +82,7 @@ def released_checkpoint(
     architecture: str,
     kwargs: Mapping[str, Any],
     source_layout: str,
-    input: Mapping[str, Any],
+    input: InputContract | Mapping[str, Any],
     license: str,
     reference: str = "",
     allow_missing: Iterable[str] = (),
@@ -89,7 +96,7 @@ def released_checkpoint(
             kwargs=dict(kwargs),
             source_layout=source_layout,
             map_keys=fn,
-            input=dict(input),
+            input=input.to_dict() if isinstance(input, InputContract) else dict(input),
             license=license,
             reference=reference,
             allow_missing=tuple(allow_missing),
@@ -192,7 +199,13 @@ _IMAGENET = {
     source_layout="timm VisionTransformer state dict: cls_token, pos_embed (1, 197, 384), "
     "patch_embed.proj.*, blocks.N.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}.*, norm.*, "
     "head.* (classifier, dropped)",
-    input={"channels": ["R", "G", "B"], "image_size": [224, 224], "normalization": _IMAGENET},
+    input={
+        "kind": "raster",
+        "bands": ["R", "G", "B"],
+        "channels": ["R", "G", "B"],
+        "image_size": [224, 224],
+        "normalization": _IMAGENET,
+    },
     license="Apache-2.0 (timm); check the weights' own model card",
     reference="https://huggingface.co/timm/vit_small_patch16_224.augreg_in21k_ft_in1k",
 )

@@ -19,7 +19,9 @@ Objectives that size heads from the backbone
 (:class:`~domainfm.core.objectives.base.BackboneBound`: MAE's decoder, inpainting, rotation,
 VoCo) are bound to it in the constructor, so their ``embed_dim`` / ``in_chans`` /
 ``patch_size`` are left out of configs (or checked against the backbone when given), and
-every parameter exists before a checkpoint is loaded.
+every parameter exists before a checkpoint is loaded. Likewise with a masked objective the
+data module's masks are drawn on the backbone's token grid (:func:`mask_on_backbone_grid`, at
+``setup``), so the data module's masking needs no patch size either.
 
 The total loss is ``Σ weight[name] * loss[name]``; every term is logged. Optimizer: AdamW
 (no decay on biases, norms, tokens; optional layer-wise LR decay); schedule: linear warmup +
@@ -46,12 +48,14 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from domainfm.core.batch_features import BatchFeatures
 from domainfm.core.contract import recorded_contract
 from domainfm.core.ema import EMATeacher, cosine_momentum
 from domainfm.core.jsonable import to_jsonable
+from domainfm.core.masking import MaskingCollate
 from domainfm.core.objectives.base import BackboneBound, BatchObjective
 from domainfm.core.objectives.byol import BYOL
 from domainfm.core.objectives.mae import MAE
@@ -215,6 +219,13 @@ class PretrainModule(L.LightningModule):
         """Pooled embeddings ``(B, D)`` of the batch (see :meth:`embed`)."""
         return self.embed(batch)
 
+    def setup(self, stage: str) -> None:
+        """With a masked objective, make the data module draw its masks on the backbone's
+        token grid (before any loader is built; see :func:`mask_on_backbone_grid`)."""
+        if any(isinstance(o, MASKED) for o in self.objectives.values()):
+            datamodule = getattr(self.trainer, "datamodule", None)
+            mask_on_backbone_grid(getattr(datamodule, "collate", None), self.backbone)
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if self._rng_to_restore is not None:  # first batch after a resume
             torch.set_rng_state(self._rng_to_restore["torch"])
@@ -331,6 +342,27 @@ class PretrainModule(L.LightningModule):
             "masked": unpatchify(pixels.masked_fill(hidden, 0.0), grid, channels),
             "reconstruction": unpatchify(torch.where(hidden, pred, pixels), grid, channels),
         }
+
+
+def mask_on_backbone_grid(collate: object, backbone: nn.Module) -> None:
+    """Make a data module's :class:`~domainfm.core.masking.MaskingCollate` draw its masks on
+    ``backbone``'s token grid: its patch size becomes the backbone's ``patch_size`` (the grid
+    a masked objective reads the masks on), replacing the data module's own
+    ``masking.patch_size`` when that differs (logged). Any other collate is left alone.
+
+    This is how a config gives the patch size once, in the backbone: a LightningCLI link
+    cannot reach it, the size being a field of the data module's ``masking`` spec.
+    """
+    if not isinstance(collate, MaskingCollate):
+        return
+    patch = tuple(int(p) for p in getattr(backbone, "patch_size"))  # noqa: B009 - the contract
+    given = collate.patch_size
+    if (tuple(given) if not isinstance(given, int) else (given,) * len(patch)) != patch:
+        rank_zero_info(
+            f"masks drawn on the backbone's token grid (patch size {patch}) instead of the data "
+            f"module's masking patch_size {given}"
+        )
+        collate.patch_size = patch
 
 
 def _batch_size(batch: Mapping[str, Any]) -> int:

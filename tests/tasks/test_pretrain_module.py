@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from domainfm.core.ema import EMATeacher
+from domainfm.core.masking import MaskingCollate, RandomMasking
 from domainfm.core.objectives import (
     BYOL,
     MAE,
@@ -165,6 +166,38 @@ def test_objectives_are_sized_from_the_backbone() -> None:
         )
     with pytest.raises(ValueError, match=r"objective 'rot': RotationPrediction embed_dim 8 diff"):
         PretrainModule(backbone=_vit(), objectives={"rot": RotationPrediction(embed_dim=8)})
+
+
+class _MaskedImages(L.LightningDataModule):
+    """A data module drawing MAE masks on a patch-16 grid of its own (not the backbone's)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.collate = MaskingCollate(masking=RandomMasking(ratio=0.5), patch_size=16)
+
+    def train_dataloader(self) -> DataLoader:
+        images = [torch.randn(1, 16, 16) for _ in range(8)]
+        return DataLoader(images, batch_size=4, collate_fn=self.collate)  # type: ignore[arg-type]
+
+
+def test_masks_drawn_on_the_backbone_grid() -> None:
+    """With a masked objective the data module's masks follow the backbone's patch size
+    (8 here), whatever its own masking says."""
+    torch.manual_seed(0)
+    module = PretrainModule(
+        backbone=_vit(), objectives={"mae": MAE(decoder_dim=16, decoder_heads=4)}, lr=1e-3
+    )
+    data = _MaskedImages()
+    trainer = L.Trainer(
+        max_steps=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        accelerator="cpu",
+    )
+    trainer.fit(module, datamodule=data)
+    assert data.collate.patch_size == (8, 8)
+    assert math.isfinite(float(trainer.callback_metrics["train/loss"]))
 
 
 def test_layer_decay_groups() -> None:

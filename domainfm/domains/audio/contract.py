@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, ClassVar
@@ -77,3 +78,21 @@ class AudioContract(InputContract):
         ``(..., F, T)``, as the model saw in training."""
         out: Tensor = self.frontend_module(x)
         return out
+
+
+def audio_contract(recorded: Mapping[str, Any] | None, *, source: str) -> AudioContract:
+    """The :class:`AudioContract` a checkpoint or export records under ``"input"``.
+
+    Raises:
+        ValueError: naming ``source`` when it records no audio front end (not an audio model).
+    """
+    data = dict(recorded or {})
+    if data.get("kind", AudioContract.kind) != AudioContract.kind or "frontend" not in data:
+        raise ValueError(
+            f"{source} records no audio front end (input: {sorted(data)}); export an audio "
+            "pretraining run (its data module records the front end)"
+        )
+    try:
+        return AudioContract.from_dict(data)
+    except ValueError as err:
+        raise ValueError(f"{source}: {err}") from err

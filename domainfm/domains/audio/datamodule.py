@@ -27,18 +27,17 @@ Example (YAML for ``domainfm fit``)::
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import lightning as L
 from torch.utils.data import default_collate
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from domainfm.core.masking import MaskingCollate, RandomMasking
+from domainfm.core.masking import DEFAULT_MASKING, MaskingSpec
 from domainfm.core.registry import init_config
 from domainfm.data.data_root import expand_files, resolve_data_path
-from domainfm.data.sampling import seeded_loader
+from domainfm.data.datamodule import SeededDataModule
 from domainfm.domains.audio.augment import SpecAugment, normalize_batch
 from domainfm.domains.audio.contract import AudioContract
 from domainfm.domains.audio.frontends import (
@@ -63,7 +62,13 @@ class BYOLACollate:
         return batch
 
 
-class AudioPretrainDataModule(L.LightningDataModule):
+def segment_collate(views: str, masking: MaskingSpec) -> Callable[[list[Any]], Any]:
+    """The collate of pretraining segments: MAE masks (``"random"`` only) for
+    ``views="single"``, BYOL-A's batch standardization of the two views otherwise."""
+    return masking.collate(kinds=("random",)) if views == "single" else BYOLACollate()
+
+
+class AudioPretrainDataModule(SeededDataModule):
     """Random segments of unlabeled recordings for self-supervised pretraining.
 
     Args:
@@ -73,15 +78,15 @@ class AudioPretrainDataModule(L.LightningDataModule):
         frames: segment length in frames.
         views: ``"single"`` (MAE: masks in the workers), ``"byola"`` (two BYOL-A views) or
             ``"frame_aligned"`` (two time-aligned views).
-        patch_size: the backbone's patch size ``(F, T)`` (MAE masks).
-        mask_ratio: MAE mask ratio.
+        masking: the MAE masks (``views="single"``): the backbone's patch size ``(F, T)``,
+            the ratio (``"random"`` masking).
         specaugment: time/frequency masking of ``"input"``.
         stats_cache: JSON caching the front-end statistics.
         index_cache: JSON caching the file index.
         samples_per_epoch: segments per epoch.
         batch_size: segments per batch.
-        num_workers: loader workers.
-        seed: seed of the segment draws.
+        **kwargs: ``num_workers``, ``seed`` (of the segment draws): see
+            :class:`~domainfm.data.datamodule.SeededDataModule`.
     """
 
     def __init__(
@@ -91,34 +96,24 @@ class AudioPretrainDataModule(L.LightningDataModule):
         frontend: Frontend | None = None,
         frames: int = 96,
         views: Literal["single", "byola", "frame_aligned"] = "single",
-        patch_size: int | Sequence[int] = 16,
-        mask_ratio: float = 0.75,
+        masking: MaskingSpec = DEFAULT_MASKING,
         specaugment: SpecAugment | None = None,
         stats_cache: str | None = None,
         index_cache: str | None = None,
         samples_per_epoch: int = 1024,
         batch_size: int = 32,
-        num_workers: int = 0,
-        seed: int = 0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size=batch_size, **kwargs)
         self.patterns = list(files)
         self.frontend = frontend if frontend is not None else LogMelFrontend()
         self.frames = frames
         self.views = views
-        self.patch_size = patch_size
         self.specaugment = specaugment
         self.stats_cache = stats_cache
         self.index_cache = index_cache
         self.samples_per_epoch = samples_per_epoch
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.seed = seed
-        self.collate: Any = (
-            BYOLACollate()
-            if views != "single"
-            else MaskingCollate(masking=RandomMasking(ratio=mask_ratio), patch_size=patch_size)
-        )
+        self.collate = segment_collate(views, masking)
         self.skipped: list[tuple[str, str]] = []
         self.train_set: AudioSegmentDataset | None = None
 
@@ -138,16 +133,6 @@ class AudioPretrainDataModule(L.LightningDataModule):
             views=self.views,
             samples_per_epoch=self.samples_per_epoch,
             specaugment=self.specaugment,
-        )
-
-    def train_dataloader(self) -> StatefulDataLoader:
-        assert self.train_set is not None, "call setup('fit') first"
-        return seeded_loader(
-            self.train_set,
-            batch_size=self.batch_size,
-            seed=self.seed,
-            num_workers=self.num_workers,
-            collate_fn=self.collate,
         )
 
     def input_contract(self) -> AudioContract:
@@ -212,7 +197,7 @@ def read_metadata(
     return rows
 
 
-class AudioClipDataModule(L.LightningDataModule):
+class AudioClipDataModule(SeededDataModule):
     """Labeled clips from a metadata CSV, split by group (e.g. speaker).
 
     Args:
@@ -229,8 +214,8 @@ class AudioClipDataModule(L.LightningDataModule):
         specaugment: masking of training clips.
         stats_cache: JSON caching the front-end statistics.
         batch_size: clips per batch.
-        num_workers: loader workers.
-        seed: seed of the training order and cuts.
+        **kwargs: ``num_workers``, ``seed`` (of the training order and cuts): see
+            :class:`~domainfm.data.datamodule.SeededDataModule`.
     """
 
     def __init__(
@@ -247,10 +232,9 @@ class AudioClipDataModule(L.LightningDataModule):
         specaugment: SpecAugment | None = None,
         stats_cache: str | None = None,
         batch_size: int = 32,
-        num_workers: int = 0,
-        seed: int = 0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size=batch_size, **kwargs)
         self.metadata = metadata
         self.val_groups = [str(g) for g in val_groups]
         self.file_column, self.label_column, self.group_column = (
@@ -264,9 +248,6 @@ class AudioClipDataModule(L.LightningDataModule):
         self.frames = frames
         self.specaugment = specaugment
         self.stats_cache = stats_cache
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.seed = seed
         self.class_names: list[str] = []
         self.train_set: Any = None
         self.val_set: Any = None
@@ -324,15 +305,9 @@ class AudioClipDataModule(L.LightningDataModule):
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def train_dataloader(self) -> StatefulDataLoader:
-        assert self.train_set is not None, "call setup('fit') first"
-        return seeded_loader(
-            self.train_set, batch_size=self.batch_size, seed=self.seed, num_workers=self.num_workers
-        )
-
     def val_dataloader(self) -> StatefulDataLoader:
         assert self.val_set is not None, "call setup() first"
-        return StatefulDataLoader(self.val_set, batch_size=self.batch_size, num_workers=0)
+        return self.eval_loader(self.val_set)
 
     def test_dataloader(self) -> StatefulDataLoader:
         return self.val_dataloader()

@@ -45,7 +45,8 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from domainfm.core.backbone import build_backbone
-from domainfm.domains.audio.frontends import Frontend, build_frontend
+from domainfm.domains.audio.contract import audio_contract
+from domainfm.domains.audio.frontends import Frontend
 from domainfm.domains.audio.io import iter_audio_windows
 from domainfm.pretrained.load import read_backbone_source
 from domainfm.pretrained.report import load_state_dict_with_report
@@ -131,15 +132,10 @@ def load_model(model_file_path: str = "", device: str | None = None) -> HEARMode
         raise ValueError("load_model needs model_file_path: a domainfm export folder or .ckpt")
     path = Path(model_file_path)
     config, state, source = read_backbone_source(path)
-    contract = config.get("input") or {}
-    if "frontend" not in contract or "frames" not in contract:
-        raise ValueError(
-            f"{path} records no audio front end (input: {sorted(contract)}); export an audio "
-            "pretraining run (its data module records the front end)"
-        )
+    contract = audio_contract(config.get("input"), source=str(path))
     backbone = build_backbone(config["architecture"], config["kwargs"])
     load_state_dict_with_report(backbone, state, source=source).check()
-    model = HEARModel(backbone, build_frontend(contract["frontend"]), int(contract["frames"]))
+    model = HEARModel(backbone, contract.frontend_module, contract.frames)
     return model.to(device or "cpu").eval()
 
 

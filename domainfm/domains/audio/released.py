@@ -27,6 +27,7 @@ from typing import Any
 
 from torch import Tensor
 
+from domainfm.domains.audio.contract import AudioContract
 from domainfm.pretrained.registry import released_checkpoint
 
 BYOLA_FRONTEND = {
@@ -43,17 +44,19 @@ BYOLA_FRONTEND = {
         "std": None,
     },
 }
-_BYOLA_INPUT = {
-    "channels": ["mono"],
-    "sample_rate": 16000,
-    "frontend": BYOLA_FRONTEND,
-    "normalization": {
-        "type": "dataset_mean_std",
-        "note": "scalar mean/std of the log-mel over the downstream data (BYOL-A evaluate.py)",
+_BYOLA_INPUT = AudioContract(
+    sample_rate=16000,
+    frontend=BYOLA_FRONTEND,
+    frames=96,  # 0.95 s at a 10 ms hop
+    extra={
+        "normalization": {
+            "type": "dataset_mean_std",
+            "note": "scalar mean/std of the log-mel over the downstream data (BYOL-A evaluate.py)",
+        },
+        "training_segment_seconds": 0.95,
+        "pooling": "max + mean over time",
     },
-    "training_segment_seconds": 0.95,
-    "pooling": "max + mean over time",
-}
+)
 _LAYOUT = (
     "BYOL-A AudioNTT2020 state dict: features.{0,4,8}.{weight,bias} (conv 3x3, 64 ch), "
     "features.{1,5,9}.* (BatchNorm2d), fc.0.* ({d}, 512), fc.3.* ({d}, {d}); optionally under "

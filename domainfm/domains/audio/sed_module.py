@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from domainfm.domains.audio.contract import audio_contract
 from domainfm.domains.audio.events import Event, activity_to_events
-from domainfm.domains.audio.frontends import build_frontend
 from domainfm.domains.audio.hear import segment_chunks, token_columns
 from domainfm.domains.audio.io import load_audio
 from domainfm.pretrained.report import load_state_dict_with_report
@@ -146,12 +146,9 @@ def detect_events(
 ) -> list[Event]:
     """Events in each file (any length: consecutive segments of the training length), with
     the checkpoint's front end and class names."""
-    contract = meta.get("input") or {}
-    if "frontend" not in contract:
-        raise ValueError("the checkpoint records no audio front end")
-    frontend = build_frontend(contract["frontend"])
-    frames = int(contract["frames"])
-    names = list(contract.get("class_names") or [str(k) for k in range(module.num_classes)])
+    contract = audio_contract(meta.get("input"), source="the checkpoint")
+    frontend, frames = contract.frontend_module, contract.frames
+    names = list(contract.class_names or [str(k) for k in range(module.num_classes)])
     device = next(module.parameters()).device
     events: list[Event] = []
     for path in files:

@@ -23,20 +23,20 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from domainfm.core.masking import MaskingCollate, RandomMasking
+from domainfm.core.masking import DEFAULT_MASKING, MaskingSpec
 from domainfm.core.registry import init_config
 from domainfm.data.shards import source_key
 from domainfm.data.streaming import SampleMaker, ShardDataModule
 from domainfm.domains.audio.augment import BYOLAViews, FrameAlignedViews, SpecAugment
 from domainfm.domains.audio.contract import AudioContract
-from domainfm.domains.audio.datamodule import BYOLACollate
+from domainfm.domains.audio.datamodule import segment_collate
 from domainfm.domains.audio.frontends import Frontend, LogMelFrontend, build_frontend
 from domainfm.domains.audio.io import load_audio
 from domainfm.domains.audio.segments import fit_frames, segment_views
@@ -182,18 +182,15 @@ class StreamingAudioDataModule(ShardDataModule):
     statistics come from the manifest.
 
     Args:
-        shards: the prepared training folder.
-        val_shards: a prepared validation folder (optional).
         frames: segment length in frames.
         views: ``"single"`` (MAE masks), ``"byola"`` or ``"frame_aligned"``.
-        patch_size: the backbone's patch size ``(F, T)`` (MAE masks).
-        mask_ratio: MAE mask ratio.
+        masking: the MAE masks (``views="single"``): the backbone's patch size ``(F, T)``,
+            the ratio (``"random"`` masking).
         specaugment: time/frequency masking of ``"input"``.
         batch_size: segments per batch.
-        num_workers: loader workers.
-        seed: order and segment seed.
-        cache_dir, max_cache_size: local cache of remote shards.
-        manifest: local copy of the manifest of remote ``shards``.
+        **kwargs: ``shards``, ``val_shards``, ``cache_dir``, ``max_cache_size``,
+            ``manifest``, ``num_workers``, ``seed``: see
+            :class:`~domainfm.data.streaming.ShardDataModule`.
     """
 
     domain = "audio"
@@ -201,40 +198,20 @@ class StreamingAudioDataModule(ShardDataModule):
     def __init__(
         self,
         *,
-        shards: str,
-        val_shards: str | None = None,
         frames: int = 96,
         views: Literal["single", "byola", "frame_aligned"] = "single",
-        patch_size: int | Sequence[int] = 16,
-        mask_ratio: float = 0.75,
+        masking: MaskingSpec = DEFAULT_MASKING,
         specaugment: SpecAugment | None = None,
         batch_size: int = 32,
-        num_workers: int = 0,
-        seed: int = 0,
-        cache_dir: str | None = None,
-        max_cache_size: str | None = None,
-        manifest: str | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            shards=shards,
-            val_shards=val_shards,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            seed=seed,
-            cache_dir=cache_dir,
-            max_cache_size=max_cache_size,
-            manifest=manifest,
-        )
+        super().__init__(batch_size=batch_size, **kwargs)
         if views not in ("single", "byola", "frame_aligned"):
             raise ValueError(f"views={views!r}: must be 'single', 'byola' or 'frame_aligned'")
         self.frames = frames
         self.views = views
         self.specaugment = specaugment
-        self._collate: Any = (
-            BYOLACollate()
-            if views != "single"
-            else MaskingCollate(masking=RandomMasking(ratio=mask_ratio), patch_size=patch_size)
-        )
+        self.collate = segment_collate(views, masking)
 
     def frontend(self, manifest: dict[str, Any]) -> Frontend:
         """The manifest's front end with the prepared data's statistics."""
@@ -256,9 +233,6 @@ class StreamingAudioDataModule(ShardDataModule):
             two_views=two,
             specaugment=self.specaugment,
         )
-
-    def collate(self) -> Callable[[list[Any]], Any]:
-        return self._collate
 
     def input_contract(self) -> AudioContract:
         return AudioContract.of(

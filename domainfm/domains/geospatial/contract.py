@@ -26,6 +26,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -141,6 +142,29 @@ class RasterContract(InputContract):
                 f"{self.bands}"
             )
         return mean.astype(np.float32), np.maximum(std, STD_FLOOR).astype(np.float32)
+
+    def select(self, bands: Sequence[str]) -> RasterContract:
+        """This contract for input holding ``bands`` (a subset or reordering of its bands):
+        per-band normalization statistics and wavelengths follow the bands.
+
+        Raises:
+            ValueError: naming the bands the contract does not have.
+        """
+        unknown = [b for b in bands if b not in self.bands]
+        if unknown:
+            raise ValueError(f"bands {unknown} are not bands of the contract ({self.bands})")
+        positions = [self.bands.index(b) for b in bands]
+        norm = dict(self.normalization or {})
+        for key in ("mean", "std"):
+            if isinstance(norm.get(key), Sequence):
+                norm[key] = [norm[key][i] for i in positions]
+        waves = self.wavelengths_um
+        return dataclasses.replace(
+            self,
+            bands=list(bands),
+            normalization=norm or None,
+            wavelengths_um=[waves[i] for i in positions] if waves is not None else None,
+        )
 
     def normalize(self, x: Tensor) -> Tensor:
         """``(..., C, H, W)`` raw band values → the model's input."""

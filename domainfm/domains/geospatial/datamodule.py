@@ -6,8 +6,8 @@ masked for MAE in the workers; ``views=2`` adds same-place pairs from two dates 
 contrastive objectives (temporal positives); ``time_steps``/``band_groups`` give time series
 and SatMAE's spectral-temporal cube (for
 :class:`~domainfm.domains.geospatial.spectral_temporal.SpectralTemporalViT`, see
-``configs/geospatial/satmae_s2.yaml``), masked per token or, with ``masking="tube"``, at the
-same spatial patches in every date and band group.
+``configs/geospatial/satmae_s2.yaml``), masked per token or, with masking ``kind: tube``, at
+the same spatial patches in every date and band group.
 
 Example (YAML for ``domainfm fit``)::
 
@@ -17,7 +17,7 @@ Example (YAML for ``domainfm fit``)::
         files: [geospatial/eolearn_s2_slovenia_patch/s2_l1c_13band/*.tif]
         band_names: [B01, B02, B03, B04, B05, B06, B07, B08, B8A, B09, B10, B11, B12]
         size: 32
-        patch_size: 8
+        masking: {patch_size: 8}
 
 Relative paths (and glob patterns) resolve against the example-data root
 (``$DOMAINFM_DATA`` or ``../shared/data``).
@@ -26,20 +26,11 @@ Relative paths (and glob patterns) resolve against the example-data root
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
-import lightning as L
-from torchdata.stateful_dataloader import StatefulDataLoader
-
-from domainfm.core.masking import (
-    BlockMasking,
-    MaskGenerator,
-    MaskingCollate,
-    RandomMasking,
-    TubeMasking,
-)
+from domainfm.core.masking import MaskingCollate, MaskingSpec
 from domainfm.data.data_root import expand_files
-from domainfm.data.sampling import seeded_loader
+from domainfm.data.datamodule import SeededDataModule
 from domainfm.domains.geospatial.contract import (
     RasterContract,
     ground_sample_distance,
@@ -50,40 +41,30 @@ from domainfm.domains.geospatial.spectral_temporal import CUBE_AXES
 from domainfm.domains.geospatial.stats import BandStats
 from domainfm.domains.geospatial.windows import RasterWindowDataset
 
+RASTER_MASKING = MaskingSpec(patch_size=8)
+"""The raster data modules' default masking: 75 % random tokens of a patch-8 grid."""
+
 
 def raster_masking_collate(
-    *,
-    masking: Literal["random", "block", "tube"],
-    mask_ratio: float,
-    patch_size: int,
-    time_steps: int,
-    band_groups: Sequence[Sequence[str]] | None,
+    *, masking: MaskingSpec, time_steps: int, band_groups: Sequence[Sequence[str]] | None
 ) -> MaskingCollate:
     """The MAE mask collate of raster windows: per-token masks on single dates; on time
     series ``(C, T, h, w)`` and band-group cubes a ``(1, p, p)`` token grid, with ``"tube"``
     masking the same spatial patches at every date / band group."""
     cube = time_steps > 1 or band_groups is not None
     axes = (CUBE_AXES if band_groups is not None else ("t", "h", "w")) if cube else None
-    generator: MaskGenerator
-    if masking == "random":
-        generator = RandomMasking(ratio=mask_ratio)
-    elif masking == "block" and not cube:
-        generator = BlockMasking(ratio=mask_ratio)
-    elif masking == "tube" and axes is not None:
-        generator = TubeMasking(axis=axes[0], ratio=mask_ratio)
-    else:
+    if masking.kind not in (("random", "tube") if cube else ("random", "block")):
         raise ValueError(
-            f"masking={masking!r}: 'random', 'block' for single-date windows, 'tube' for "
+            f"masking={masking.kind!r}: 'random', 'block' for single-date windows, 'tube' for "
             "time series or band-group cubes"
         )
-    return MaskingCollate(
-        masking=generator,
-        patch_size=(1, patch_size, patch_size) if cube else patch_size,
-        axes=axes,
+    p = masking.patch_size
+    return masking.collate(
+        patch_size=((1, p, p) if isinstance(p, int) else (1, *p)) if cube else None, axes=axes
     )
 
 
-class RasterPretrainDataModule(L.LightningDataModule):
+class RasterPretrainDataModule(SeededDataModule):
     """Random windows of rasters, normalized per band, with MAE masks drawn in the workers.
 
     Args:
@@ -98,11 +79,10 @@ class RasterPretrainDataModule(L.LightningDataModule):
         input_scale: factor applied to the raw values before that normalization (e.g.
             ``10000`` for reflectance 0..1 into weights trained on L1C digital numbers).
         stats_cache: JSON file caching the per-band statistics between runs.
-        patch_size: the backbone's spatial patch size (for the mask grid; time series and
-            cubes are cut ``1 × p × p``).
-        mask_ratio: fraction of tokens hidden from the encoder.
-        masking: ``"random"``, ``"block"`` (2D windows) or ``"tube"`` (series and cubes: the
-            same spatial patches in every date / band group, SatMAE's consistent masking).
+        masking: the MAE masks: the backbone's spatial patch size (time series and cubes
+            are cut ``1 × p × p``), the ratio, and the kind: ``"random"``, ``"block"`` (2D
+            windows) or ``"tube"`` (series and cubes: the same spatial patches in every
+            date / band group, SatMAE's consistent masking).
         views: 2 adds same-place pairs from two dates (``"view1"``/``"view2"``).
         samples_per_epoch: windows per epoch (``sampling="random"``).
         sampling: ``"random"`` windows, or every ``"grid"`` window with at least
@@ -117,9 +97,9 @@ class RasterPretrainDataModule(L.LightningDataModule):
         geo_clusters: ``K``: samples carry ``"geo_label"``, their place's k-means region
             (geography-aware SSL's pretext labels).
         min_valid: least fraction of valid pixels in a window.
-        batch_size: windows per batch.
-        num_workers: loader worker processes (each opens its own file handles).
-        seed: seed of window order, positions and masks (exactly resumable).
+        **kwargs: ``batch_size`` (windows per batch), ``num_workers`` (each opens its own
+            file handles), ``seed`` (of window order, positions and masks): see
+            :class:`~domainfm.data.datamodule.SeededDataModule`.
     """
 
     def __init__(
@@ -132,9 +112,7 @@ class RasterPretrainDataModule(L.LightningDataModule):
         stats_cache: str | None = None,
         released_input: str | None = None,
         input_scale: float = 1.0,
-        patch_size: int = 8,
-        mask_ratio: float = 0.75,
-        masking: Literal["random", "block", "tube"] = "random",
+        masking: MaskingSpec = RASTER_MASKING,
         views: int = 1,
         samples_per_epoch: int = 256,
         sampling: Literal["random", "grid"] = "random",
@@ -146,11 +124,9 @@ class RasterPretrainDataModule(L.LightningDataModule):
         date_pattern: str | None = None,
         geo_clusters: int | None = None,
         min_valid: float = 0.5,
-        batch_size: int = 8,
-        num_workers: int = 0,
-        seed: int = 0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__()
+        super().__init__(**kwargs)
         self.patterns = list(files)
         self.size = size
         self.bands = bands
@@ -163,9 +139,6 @@ class RasterPretrainDataModule(L.LightningDataModule):
         self.sampling: Literal["random", "grid"] = sampling
         self.stride = stride
         self.min_valid = min_valid
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.seed = seed
         self.time_steps = time_steps
         self.places: Literal["grid", "footprint"] = places
         self.reproject = reproject
@@ -173,11 +146,7 @@ class RasterPretrainDataModule(L.LightningDataModule):
         self.geo_clusters = geo_clusters
         self.band_groups = [list(g) for g in band_groups] if band_groups is not None else None
         self.collate = raster_masking_collate(
-            masking=masking,
-            mask_ratio=mask_ratio,
-            patch_size=patch_size,
-            time_steps=time_steps,
-            band_groups=band_groups,
+            masking=masking, time_steps=time_steps, band_groups=band_groups
         )
         self.stats: BandStats | None = None
         self.train_set: RasterWindowDataset | None = None
@@ -211,18 +180,6 @@ class RasterPretrainDataModule(L.LightningDataModule):
             reproject=self.reproject,
             date_pattern=self.date_pattern,
             geo_clusters=self.geo_clusters,
-        )
-
-    def train_dataloader(self) -> StatefulDataLoader:
-        """A resumable loader (split across DDP ranks): its position is saved in checkpoints
-        and restored on resume."""
-        assert self.train_set is not None, "call setup('fit') first"
-        return seeded_loader(
-            self.train_set,
-            batch_size=self.batch_size,
-            seed=self.seed,
-            num_workers=self.num_workers,
-            collate_fn=self.collate,
         )
 
     def input_contract(self) -> RasterContract:

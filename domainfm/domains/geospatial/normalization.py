@@ -48,15 +48,16 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-import torch
 from torch import Tensor
 
+from domainfm.domains.geospatial.contract import RasterContract
 from domainfm.domains.geospatial.raster_header import BandsLike, raster_info, resolve_bands
 from domainfm.domains.geospatial.raster_read import read_raster
 from domainfm.domains.geospatial.stats import BandStats, compute_band_stats
@@ -65,15 +66,19 @@ from domainfm.pretrained.registry import RELEASED  # the registry imports backbo
 ArrayLike = TypeVar("ArrayLike", np.ndarray, Tensor)
 
 
-def contract_bands(contract: Mapping[str, Any]) -> list[str]:
+def contract_bands(contract: RasterContract | Mapping[str, Any]) -> list[str]:
     """The contract's band names (``"bands"``, else ``"channels"``)."""
+    if isinstance(contract, RasterContract):
+        return list(contract.bands)
     names = contract.get("bands") or contract.get("channels")
     if not isinstance(names, Sequence) or not all(isinstance(n, str) for n in names):
         raise ValueError(f"the input contract has no list of band names: {dict(contract)}")
     return list(names)
 
 
-def _band_positions(contract: Mapping[str, Any], bands: Sequence[str] | None, n: int) -> list[int]:
+def _band_positions(
+    contract: RasterContract | Mapping[str, Any], bands: Sequence[str] | None, n: int
+) -> list[int]:
     """Positions in the contract's band list of the input's ``n`` bands."""
     known = contract_bands(contract)
     names = list(bands) if bands is not None else known
@@ -110,14 +115,25 @@ def suggest_factor(median: float, lo: float, hi: float) -> float:
     return float(10.0 ** round(math.log10(math.sqrt(lo * hi) / median)))
 
 
+def as_raster_contract(contract: RasterContract | Mapping[str, Any]) -> RasterContract:
+    """``contract`` typed (a mapping's band names are its ``"bands"``, else ``"channels"``)."""
+    if isinstance(contract, RasterContract):
+        return contract
+    return RasterContract.from_dict({**contract, "bands": contract_bands(contract)})
+
+
 def normalize_input(
-    x: ArrayLike, contract: Mapping[str, Any], *, bands: Sequence[str] | None = None
+    x: ArrayLike,
+    contract: RasterContract | Mapping[str, Any],
+    *,
+    bands: Sequence[str] | None = None,
 ) -> ArrayLike:
-    """``x`` ``(C, H, W)`` or ``(B, C, H, W)`` normalized as the contract says.
+    """``x`` ``(C, H, W)`` or ``(B, C, H, W)`` normalized as the contract says
+    (:meth:`RasterContract.normalize` of the contract restricted to ``x``'s bands).
 
     Args:
         x: raw input in the contract's ``units`` (numpy array or tensor).
-        contract: a released checkpoint's ``input`` mapping.
+        contract: a released checkpoint's input contract.
         bands: names of ``x``'s bands when they are not the contract's full list.
 
     Returns:
@@ -125,32 +141,23 @@ def normalize_input(
     """
     if x.ndim not in (3, 4):
         raise ValueError(f"x must be (C, H, W) or (B, C, H, W), got shape {tuple(x.shape)}")
-    axis = x.ndim - 3  # the channel axis
-    positions = _band_positions(contract, bands, int(x.shape[axis]))
-    norm = contract.get("normalization") or {}
-    kind = norm.get("type")
-    if kind == "scale":
-        divide_by = float(norm["divide_by"])
-        return x / divide_by if isinstance(x, Tensor) else (x / divide_by).astype(np.float32)
-    if kind == "mean_std":
-        mean = np.asarray(norm["mean"], dtype=np.float64)[positions]
-        std = np.asarray(norm["std"], dtype=np.float64)[positions]
-        shape = (-1, 1, 1)  # (C, 1, 1) broadcasts over (..., C, H, W)
-        scale = float(norm.get("scale", 1.0))
-        if isinstance(x, Tensor):
-            m = torch.as_tensor(mean, dtype=x.dtype if x.is_floating_point() else None)
-            s = torch.as_tensor(std, dtype=m.dtype)
-            return (x * scale - m.to(x.device).view(shape)) / s.to(x.device).view(shape)
-        out = (x * scale - mean.reshape(shape)) / std.reshape(shape)
-        return out.astype(np.float32)
-    raise ValueError(
-        f"normalization type {kind!r} is not supported here (known: 'scale', 'mean_std')"
-    )
+    typed = as_raster_contract(contract)
+    kind = (typed.normalization or {}).get("type")
+    if kind not in ("scale", "mean_std"):
+        raise ValueError(
+            f"normalization type {kind!r} is not supported here (known: 'scale', 'mean_std')"
+        )
+    positions = _band_positions(typed, bands, int(x.shape[x.ndim - 3]))
+    selected = typed.select([typed.bands[i] for i in positions])
+    if isinstance(x, Tensor):
+        return selected.normalize(x if x.is_floating_point() else x.float())
+    mean, std = selected.moments()
+    return ((x - mean[:, None, None]) / std[:, None, None]).astype(np.float32)
 
 
 def check_input_scale(
     x: ArrayLike,
-    contract: Mapping[str, Any],
+    contract: RasterContract | Mapping[str, Any],
     *,
     source: str,
     bands: Sequence[str] | None = None,
@@ -161,7 +168,7 @@ def check_input_scale(
 
     Args:
         x: raw input ``(C, H, W)`` or ``(B, C, H, W)``.
-        contract: a released checkpoint's ``input`` mapping with ``scale_check``.
+        contract: a released checkpoint's input contract with ``scale_check``.
         source: where ``x`` came from (a file name), named in the error.
         bands: names of ``x``'s bands when they are not the contract's full list.
         mask: ``(H, W)`` or ``(B, H, W)`` validity (e.g. :attr:`Raster.mask`); ``None``:
@@ -175,6 +182,8 @@ def check_input_scale(
             median is outside the range; also when no pixel is valid or the contract lacks
             ``scale_check``.
     """
+    if isinstance(contract, RasterContract):
+        contract = contract.to_dict()
     check = contract.get("scale_check")
     if not isinstance(check, Mapping):
         raise ValueError(f"{source}: the input contract defines no scale_check to test against")
@@ -229,11 +238,12 @@ def check_input_scale(
 
 
 def contract_band_stats(
-    contract: Mapping[str, Any], *, bands: Sequence[str], input_scale: float = 1.0
+    contract: RasterContract | Mapping[str, Any], *, bands: Sequence[str], input_scale: float = 1.0
 ) -> BandStats:
     """The contract's normalization of raw input multiplied by ``input_scale``, as per-band
     ``(x - mean) / std`` statistics for the data pipeline (no pixel read: ``count`` 0,
-    percentiles NaN; ``params`` record the contract).
+    percentiles NaN; ``params`` record the contract): :meth:`RasterContract.moments` of the
+    contract restricted to ``bands``, with ``input_scale``.
 
     ``"scale"``: ``x · input_scale / divide_by`` → ``mean 0``, ``std divide_by /
     input_scale``; ``"mean_std"``: ``(x · input_scale · scale - m) / s`` → ``mean m /
@@ -241,17 +251,14 @@ def contract_band_stats(
     """
     if not input_scale > 0:
         raise ValueError(f"input_scale={input_scale!r}: must be > 0")
-    positions = _band_positions(contract, bands, len(bands))
-    norm = contract.get("normalization") or {}
-    if norm.get("type") == "scale":
-        mean = [0.0] * len(bands)
-        std = [float(norm["divide_by"]) / input_scale] * len(bands)
-    elif norm.get("type") == "mean_std":
-        factor = input_scale * float(norm.get("scale", 1.0))
-        mean = [float(norm["mean"][i]) / factor for i in positions]
-        std = [float(norm["std"][i]) / factor for i in positions]
-    else:
+    typed = as_raster_contract(contract)
+    norm = typed.normalization or {}
+    if norm.get("type") not in ("scale", "mean_std"):
         raise ValueError(f"normalization {norm!r} is not supported (known: 'scale', 'mean_std')")
+    positions = _band_positions(typed, bands, len(bands))
+    selected = typed.select([typed.bands[i] for i in positions])
+    m, s = dataclasses.replace(selected, input_scale=input_scale).moments()
+    mean, std = [float(v) for v in m], [float(v) for v in s]
     nan = (float("nan"),) * len(bands)
     return BandStats(
         band_names=tuple(bands),

@@ -4,6 +4,7 @@ segment`` (tiled GeoTIFF in and out) and ``domainfm detect`` (tiled GeoTIFF in, 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from domainfm.core.contract import InputContract
 from domainfm.data.shards import Preparer
@@ -44,22 +45,10 @@ class GeospatialPlugin(DomainPlugin):
     def segment(
         self, module: FinetuneModule, contract: InputContract, request: SegmentRequest
     ) -> str:
-        assert isinstance(contract, RasterContract)
-        mean, std = contract.moments()
-        tile = request.roi_size[0] if request.roi_size else int(contract.window or 256)
+        raster = _raster(contract)
+        tile = request.roi_size[0] if request.roi_size else int(raster.window or 256)
         out = predict_raster(
-            module,
-            request.input,
-            request.output,
-            tile=tile,
-            overlap=request.overlap,
-            bands=list(contract.bands),
-            mean=mean,
-            std=std,
-            batch_size=request.batch_size,
-            device=request.device,
-            progress=request.progress,
-            class_names=contract.class_names,
+            module, **_tiling(raster, request, tile), batch_size=request.batch_size
         )
         return (
             f"{out} ({module.num_classes} classes, tiles of {tile} px, the input's CRS and "
@@ -69,27 +58,43 @@ class GeospatialPlugin(DomainPlugin):
     def detect(
         self, module: DetectionModule, contract: InputContract, request: DetectRequest
     ) -> str:
-        assert isinstance(contract, RasterContract)
-        mean, std = contract.moments()
-        tile = int(contract.window or module.image_size)
+        raster = _raster(contract)
+        tile = int(raster.window or module.image_size)
         report: dict[str, int] = {}
         out = detect_raster(
             module,
-            request.input,
-            request.output,
-            tile=tile,
-            overlap=request.overlap,
-            bands=list(contract.bands),
-            mean=mean,
-            std=std,
+            **_tiling(raster, request, tile),
             batch_size=request.batch_size,
             score_threshold=request.score_threshold,
             nms_iou=request.nms_iou,
-            class_names=contract.class_names,
             wgs84=request.wgs84,
-            device=request.device,
-            progress=request.progress,
             report=report,
         )
         crs = "WGS84" if request.wgs84 else "the input CRS"
         return f"{out} ({report['boxes']} boxes from {report['tiles']} tiles of {tile} px, {crs})"
+
+
+def _raster(contract: InputContract) -> RasterContract:
+    if not isinstance(contract, RasterContract):
+        raise ValueError(f"a raster model records a RasterContract, not {type(contract).__name__}")
+    return contract
+
+
+def _tiling(
+    contract: RasterContract, request: SegmentRequest | DetectRequest, tile: int
+) -> dict[str, Any]:
+    """The arguments tiled prediction and detection share: input, output, tiles, the bands
+    picked by name and normalized by the contract, device and progress."""
+    mean, std = contract.moments()
+    return {
+        "src": request.input,
+        "dst": request.output,
+        "tile": tile,
+        "overlap": request.overlap,
+        "bands": list(contract.bands),
+        "mean": mean,
+        "std": std,
+        "class_names": contract.class_names,
+        "device": request.device,
+        "progress": request.progress,
+    }

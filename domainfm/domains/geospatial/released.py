@@ -71,27 +71,31 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from domainfm.domains.geospatial.contract import RasterContract
 from domainfm.domains.geospatial.raster_header import SENTINEL2_L1C_BANDS
 from domainfm.domains.geospatial.timm_cnn import TimmCNN, timm_to_backbone_keys
 from domainfm.pretrained.registry import released_checkpoint
 
-S2_L1C_DN_INPUT: dict[str, Any] = {
-    "bands": list(SENTINEL2_L1C_BANDS),
-    "units": (
-        "Sentinel-2 Level-1C digital numbers (TOA reflectance x 10000, mostly 0..10000), "
-        "13 bands B01..B12 with B8A and B10, all at 10 m"
-    ),
-    "normalization": {"type": "scale", "divide_by": 10000.0},
-    "image_size": [224, 224],
-    "gsd_m": 10.0,
-    "scale_check": {"bands": ["B02", "B03", "B04", "B08"], "median_range": [1e-3, 3.0]},
-}
+S2_L1C_DN_INPUT = RasterContract(
+    bands=list(SENTINEL2_L1C_BANDS),
+    normalization={"type": "scale", "divide_by": 10000.0},
+    gsd_m=10.0,
+    extra={
+        "units": (
+            "Sentinel-2 Level-1C digital numbers (TOA reflectance x 10000, mostly 0..10000), "
+            "13 bands B01..B12 with B8A and B10, all at 10 m"
+        ),
+        "image_size": [224, 224],
+        "scale_check": {"bands": ["B02", "B03", "B04", "B08"], "median_range": [1e-3, 3.0]},
+    },
+)
 """Input contract of every SSL4EO-S12 Sentinel-2 L1C release: DN / 10000 (see the module
 docstring for where that was verified), checked by
 :func:`~domainfm.domains.geospatial.normalization.check_input_scale`."""
@@ -114,14 +118,20 @@ VIT_S16_S2: dict[str, Any] = {
 _LICENSE = "CC-BY-4.0 (SSL4EO-S12 weights, as on their Hugging Face model cards)"
 _PAPER = "https://arxiv.org/abs/2211.07044"
 _SSL4EO = "https://github.com/zhu-xlab/SSL4EO-S12"
-_TG_INPUT = {
-    **S2_L1C_DN_INPUT,
-    "preprocessing": "TorchGeo transforms: Resize(256), CenterCrop(224), Normalize(0, 10000)",
-}
-_ORIG_INPUT = {
-    **S2_L1C_DN_INPUT,
-    "preprocessing": "uint8 LMDB of DN / 10000 * 255, ToTensor (/ 255): DN / 10000 quantized",
-}
+_TG_INPUT = dataclasses.replace(
+    S2_L1C_DN_INPUT,
+    extra={
+        **S2_L1C_DN_INPUT.extra,
+        "preprocessing": "TorchGeo transforms: Resize(256), CenterCrop(224), Normalize(0, 10000)",
+    },
+)
+_ORIG_INPUT = dataclasses.replace(
+    S2_L1C_DN_INPUT,
+    extra={
+        **S2_L1C_DN_INPUT.extra,
+        "preprocessing": "uint8 LMDB of DN / 10000 * 255, ToTensor (/ 255): DN / 10000 quantized",
+    },
+)
 
 
 def _unwrap(content: Any, key: str | None = None) -> Mapping[str, Tensor]:

@@ -24,23 +24,22 @@ window with the boxes of the connected regions of ``object_classes``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import lightning as L
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from domainfm.data.collate import collate_detection
 from domainfm.data.data_root import expand_files, resolve_data_path
-from domainfm.data.sampling import seeded_loader
+from domainfm.data.datamodule import SeededDataModule
 from domainfm.domains.geospatial.contract import RasterContract, standardization
 from domainfm.domains.geospatial.labeled_windows import LabeledRasterDataset
 from domainfm.domains.geospatial.normalization import band_stats_for
 from domainfm.domains.geospatial.stats import BandStats
 
 
-class RasterSegDataModule(L.LightningDataModule):
+class RasterSegDataModule(SeededDataModule):
     """Labeled raster windows: seeded random training windows, a validation window grid.
 
     Args:
@@ -61,18 +60,15 @@ class RasterSegDataModule(L.LightningDataModule):
         train_rows: ``[first, stop)`` rows of training windows.
         val_rows: ``[first, stop)`` rows of validation windows.
         samples_per_epoch: training windows per epoch.
-        batch_size: windows per batch.
-        num_workers: loader worker processes.
-        seed: seed of window order and positions.
         object_classes: class ids (after ``label_map``) whose regions are objects
             (detection only).
         min_object_pixels: smallest region kept as an object (detection only).
+        **kwargs: ``batch_size`` (windows per batch), ``num_workers``, ``seed`` (of window
+            order and positions): see :class:`~domainfm.data.datamodule.SeededDataModule`.
     """
 
     label_type: Literal["mask", "scene", "boxes"] = "mask"
     """What a window's label is (see :class:`LabeledRasterDataset`)."""
-    collate_fn: Callable[[list[Any]], Any] | None = None
-    """How samples become a batch (``None``: PyTorch's default)."""
 
     def __init__(
         self,
@@ -90,13 +86,11 @@ class RasterSegDataModule(L.LightningDataModule):
         train_rows: tuple[int, int] | None = None,
         val_rows: tuple[int, int] | None = None,
         samples_per_epoch: int = 256,
-        batch_size: int = 8,
-        num_workers: int = 0,
-        seed: int = 0,
         object_classes: Sequence[int] | None = None,
         min_object_pixels: int = 4,
+        **kwargs: Any,
     ) -> None:
-        super().__init__()
+        super().__init__(**kwargs)
         self.patterns = list(images)
         self.label = label
         self.size = size
@@ -110,9 +104,6 @@ class RasterSegDataModule(L.LightningDataModule):
         self.train_rows = tuple(train_rows) if train_rows is not None else None
         self.val_rows = tuple(val_rows) if val_rows is not None else None
         self.samples_per_epoch = samples_per_epoch
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.seed = seed
         self.object_classes = list(object_classes) if object_classes is not None else None
         self.min_object_pixels = min_object_pixels
         self.files: list[Path] = []
@@ -155,25 +146,10 @@ class RasterSegDataModule(L.LightningDataModule):
         if stage != "fit" and self.val_set is None:
             raise ValueError(f"stage {stage!r} needs val_rows (the validation region)")
 
-    def train_dataloader(self) -> StatefulDataLoader:
-        assert self.train_set is not None, "call setup('fit') first"
-        return seeded_loader(
-            self.train_set,
-            batch_size=self.batch_size,
-            seed=self.seed,
-            num_workers=self.num_workers,
-            collate_fn=type(self).collate_fn,
-        )
-
     def val_dataloader(self) -> StatefulDataLoader | list[StatefulDataLoader]:
         if self.val_set is None:
             return []
-        return StatefulDataLoader(
-            self.val_set,
-            batch_size=self.batch_size,
-            num_workers=0,
-            collate_fn=type(self).collate_fn,
-        )
+        return self.eval_loader(self.val_set)
 
     def test_dataloader(self) -> StatefulDataLoader | list[StatefulDataLoader]:
         return self.val_dataloader()
@@ -216,4 +192,4 @@ class RasterDetectionDataModule(RasterSegDataModule):
     """
 
     label_type = "boxes"
-    collate_fn = staticmethod(collate_detection)
+    collate = staticmethod(collate_detection)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,11 +34,12 @@ import numpy as np
 import rasterio
 import torch
 
+from domainfm.core.masking import MaskingSpec
 from domainfm.core.normalize import floor_std, standardize
 from domainfm.data.shards import source_key
 from domainfm.data.streaming import SampleMaker, ShardDataModule
 from domainfm.domains.geospatial.contract import RasterContract, standardization
-from domainfm.domains.geospatial.datamodule import raster_masking_collate
+from domainfm.domains.geospatial.datamodule import RASTER_MASKING, raster_masking_collate
 from domainfm.domains.geospatial.raster_header import RasterInfo, raster_info
 from domainfm.domains.geospatial.raster_reader import RasterReader
 from domainfm.domains.geospatial.spectral_temporal import band_group_cube
@@ -262,20 +263,15 @@ class StreamingRasterDataModule(ShardDataModule):
     :class:`~domainfm.domains.geospatial.RasterPretrainDataModule`).
 
     Args:
-        shards: the prepared training folder.
-        val_shards: a prepared validation folder (optional).
         size: window size in pixels (``<=`` the prepared ``chip_size``).
         views: 1 (single windows) or 2 (same window at two dates).
         time_steps: dates per sample (a series ``(C, T, h, w)``, ``views=1``).
         band_groups: band names per group: SatMAE's band-group cube.
-        patch_size: the backbone's patch size (mask grid).
-        mask_ratio: MAE mask ratio.
-        masking: ``"random"``, ``"block"`` (single dates) or ``"tube"`` (series, cubes).
-        batch_size: chips per batch.
-        num_workers: loader workers.
-        seed: order and window seed.
-        cache_dir, max_cache_size: local cache of remote shards.
-        manifest: local copy of the manifest of remote ``shards``.
+        masking: the MAE masks: the backbone's patch size, the ratio, ``"random"``,
+            ``"block"`` (single dates) or ``"tube"`` (series, cubes).
+        **kwargs: ``shards``, ``val_shards``, ``cache_dir``, ``max_cache_size``,
+            ``manifest``, ``batch_size`` (chips per batch), ``num_workers``, ``seed``: see
+            :class:`~domainfm.data.streaming.ShardDataModule`.
     """
 
     domain = "geospatial"
@@ -283,42 +279,20 @@ class StreamingRasterDataModule(ShardDataModule):
     def __init__(
         self,
         *,
-        shards: str,
-        val_shards: str | None = None,
         size: int = 32,
         views: int = 1,
         time_steps: int = 1,
         band_groups: Sequence[Sequence[str]] | None = None,
-        patch_size: int = 8,
-        mask_ratio: float = 0.75,
-        masking: Literal["random", "block", "tube"] = "random",
-        batch_size: int = 8,
-        num_workers: int = 0,
-        seed: int = 0,
-        cache_dir: str | None = None,
-        max_cache_size: str | None = None,
-        manifest: str | None = None,
+        masking: MaskingSpec = RASTER_MASKING,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            shards=shards,
-            val_shards=val_shards,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            seed=seed,
-            cache_dir=cache_dir,
-            max_cache_size=max_cache_size,
-            manifest=manifest,
-        )
+        super().__init__(**kwargs)
         self.size = size
         self.views = views
         self.time_steps = time_steps
         self.band_groups = [list(g) for g in band_groups] if band_groups is not None else None
-        self._collate = raster_masking_collate(
-            masking=masking,
-            mask_ratio=mask_ratio,
-            patch_size=patch_size,
-            time_steps=time_steps,
-            band_groups=band_groups,
+        self.collate = raster_masking_collate(
+            masking=masking, time_steps=time_steps, band_groups=band_groups
         )
 
     def _stats(self, manifest: dict[str, Any]) -> tuple[list[float], list[float]]:
@@ -341,9 +315,6 @@ class StreamingRasterDataModule(ShardDataModule):
             band_names=manifest["settings"]["band_names"],
             band_groups=self.band_groups,
         )
-
-    def collate(self) -> Callable[[list[Any]], Any]:
-        return self._collate
 
     def input_contract(self) -> RasterContract:
         mean, std = self._stats(self.manifest)

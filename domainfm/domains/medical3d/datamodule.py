@@ -7,8 +7,7 @@ Example (YAML for ``domainfm fit``)::
       init_args:
         files: [medical/totalsegmentator_examples/ct_full/example_ct.nii.gz]
         crop_size: 64
-        patch_size: 16
-        mask_ratio: 0.75
+        masking: {patch_size: 16, ratio: 0.75}
 
 Relative file paths are resolved against the example-data root (``$DOMAINFM_DATA`` or
 ``../shared/data``).
@@ -17,21 +16,20 @@ Relative file paths are resolved against the example-data root (``$DOMAINFM_DATA
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
-import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from domainfm.core.masking import BlockMasking, MaskGenerator, MaskingCollate, RandomMasking
+from domainfm.core.masking import DEFAULT_MASKING, MaskingSpec
 from domainfm.data.data_root import resolve_data_path
-from domainfm.data.sampling import seeded_loader
+from domainfm.data.datamodule import SeededDataModule
 from domainfm.domains.medical3d.contract import VolumeContract
 from domainfm.domains.medical3d.views import VolumeViews
 from domainfm.domains.medical3d.volumes import VolumeCropDataset, make_views
 
 
-class VolumePretrainDataModule(L.LightningDataModule):
+class VolumePretrainDataModule(SeededDataModule):
     """Random crops of volumes with a token mask drawn per batch in the loader workers.
 
     Args:
@@ -41,20 +39,19 @@ class VolumePretrainDataModule(L.LightningDataModule):
         spacing: target spacing in mm.
         modality: ``"ct"`` or ``"mri"``.
         hu_window: HU range mapped to [0, 1] for CT.
-        patch_size: the backbone's patch size (for the mask grid).
-        mask_ratio: fraction of tokens hidden from the encoder.
-        masking: ``"random"`` or ``"block"``.
+        masking: the MAE masks: the backbone's patch size, the ratio, ``"random"`` or
+            ``"block"``.
         samples_per_volume: crops per volume per epoch.
         views: the view maker of each recipe (a
             :class:`~domainfm.domains.medical3d.views.VolumeViews`, e.g. VoCo crops), or the
             shorthands 1 (a random crop) and 2 (a pair of overlapping crops, for two-view
             objectives) of ``crop_size``.
-        batch_size: crops per batch.
-        num_workers: loader worker processes.
-        seed: seed of the crop order, crop positions and masks (exactly resumable).
         cache_dir: folder caching preprocessed volumes across runs (a second run starts
             without re-reading and resampling; keyed by file and preprocessing settings).
         strict: stop at the first unreadable volume instead of skipping and counting it.
+        batch_size: crops per batch.
+        **kwargs: ``num_workers``, ``seed`` (of the crop order, crop positions and masks):
+            see :class:`~domainfm.data.datamodule.SeededDataModule`.
     """
 
     def __init__(
@@ -66,18 +63,15 @@ class VolumePretrainDataModule(L.LightningDataModule):
         spacing: float | Sequence[float] = 3.0,
         modality: Literal["ct", "mri"] = "ct",
         hu_window: tuple[float, float] = (-1000.0, 1000.0),
-        patch_size: int | Sequence[int] = 16,
-        mask_ratio: float = 0.75,
-        masking: Literal["random", "block"] = "random",
+        masking: MaskingSpec = DEFAULT_MASKING,
         samples_per_volume: int = 8,
         views: int | VolumeViews = 1,
-        batch_size: int = 2,
-        num_workers: int = 0,
-        seed: int = 0,
         cache_dir: str | None = None,
         strict: bool = False,
+        batch_size: int = 2,
+        **kwargs: Any,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size=batch_size, **kwargs)
         self.files = list(files)
         self.val_files = list(val_files)
         self.hu_window = hu_window
@@ -86,17 +80,9 @@ class VolumePretrainDataModule(L.LightningDataModule):
         self.modality: Literal["ct", "mri"] = modality
         self.samples_per_volume = samples_per_volume
         self.views = make_views(views, crop_size=crop_size)
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.seed = seed
         self.cache_dir = cache_dir
         self.strict = strict
-        generator: MaskGenerator = (
-            RandomMasking(ratio=mask_ratio)
-            if masking == "random"
-            else BlockMasking(ratio=mask_ratio)
-        )
-        self.collate = MaskingCollate(masking=generator, patch_size=patch_size)
+        self.collate = masking.collate(kinds=("random", "block"))
         self.train_set: VolumeCropDataset | None = None
         self.val_set: VolumeCropDataset | None = None
 
@@ -127,28 +113,11 @@ class VolumePretrainDataModule(L.LightningDataModule):
         if self.val_files and self.val_set is None:
             self.val_set = self._dataset(self.val_files)
 
-    def _loader(
-        self, dataset: VolumeCropDataset, *, shuffle: bool, seed: int
-    ) -> StatefulDataLoader:
-        return seeded_loader(
-            dataset,
-            batch_size=self.batch_size,
-            seed=seed,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            collate_fn=self.collate,
-        )
-
-    def train_dataloader(self) -> StatefulDataLoader:
-        """A resumable loader: its position is saved in checkpoints and restored on resume."""
-        assert self.train_set is not None, "call setup('fit') first"
-        return self._loader(self.train_set, shuffle=True, seed=self.seed)
-
     def val_dataloader(self) -> StatefulDataLoader | list[StatefulDataLoader]:
         """Fixed crops (same positions and masks every epoch) of ``val_files``."""
         if self.val_set is None:
             return []
-        return self._loader(self.val_set, shuffle=False, seed=self.seed + 1)
+        return self.seeded_loader(self.val_set, shuffle=False, seed=self.seed + 1)
 
     def test_dataloader(self) -> StatefulDataLoader | list[StatefulDataLoader]:
         return self.val_dataloader()

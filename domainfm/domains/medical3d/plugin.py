@@ -41,7 +41,10 @@ class Medical3DPlugin(DomainPlugin):
     def segment(
         self, module: FinetuneModule, contract: InputContract, request: SegmentRequest
     ) -> str:
-        assert isinstance(contract, VolumeContract)
+        if not isinstance(contract, VolumeContract):
+            raise ValueError(
+                f"a volume model records a VolumeContract, not {type(contract).__name__}"
+            )
         roi = request.roi_size or contract.crop_size
         if roi is None:
             raise ValueError("the model records no training crop size: give --roi-size")

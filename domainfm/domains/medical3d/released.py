@@ -31,6 +31,7 @@ from typing import Any
 
 from torch import Tensor
 
+from domainfm.domains.medical3d.contract import VolumeContract
 from domainfm.pretrained.registry import released_checkpoint
 
 _SWIN_SSL = {
@@ -40,13 +41,14 @@ _SWIN_SSL = {
     "num_heads": [3, 6, 12, 24],
     "window_size": 7,
 }
-_CT_INPUT = {
-    "channels": ["CT"],
-    "spacing_mm": [1.5, 1.5, 2.0],
-    "orientation": "RAS",
-    "normalization": {"type": "hu_window", "range": [-175.0, 250.0], "to": [0.0, 1.0]},
-    "roi_size": [96, 96, 96],
-}
+_CT_INPUT = VolumeContract(
+    channels=["CT"],
+    modality="ct",
+    spacing_mm=[1.5, 1.5, 2.0],
+    hu_window=[-175.0, 250.0],
+    crop_size=[96, 96, 96],
+    extra={"roi_size": [96, 96, 96]},
+)
 _LICENSE = "Apache-2.0 (Project-MONAI research-contributions / MONAI)"
 
 

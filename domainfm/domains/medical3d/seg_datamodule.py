@@ -23,18 +23,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-import lightning as L
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from domainfm.data.data_root import resolve_data_path
-from domainfm.data.sampling import seeded_loader
+from domainfm.data.datamodule import SeededDataModule
 from domainfm.domains.medical3d.contract import VolumeContract
 from domainfm.domains.medical3d.labeled_volumes import ImageSpec, LabeledVolumeDataset
 
 
-class VolumeSegDataModule(L.LightningDataModule):
+class VolumeSegDataModule(SeededDataModule):
     """Labeled volumes: seeded foreground-aware crops for training, whole volumes for validation.
 
     Args:
@@ -51,8 +50,8 @@ class VolumeSegDataModule(L.LightningDataModule):
         samples_per_volume: training crops per case per epoch.
         positive_fraction: probability that a training crop is centred on a labeled voxel.
         batch_size: training crops per batch.
-        num_workers: loader worker processes.
-        seed: seed of crop order and positions (exactly resumable).
+        **kwargs: ``num_workers``, ``seed`` (of crop order and positions): see
+            :class:`~domainfm.data.datamodule.SeededDataModule`.
     """
 
     def __init__(
@@ -71,10 +70,9 @@ class VolumeSegDataModule(L.LightningDataModule):
         samples_per_volume: int = 8,
         positive_fraction: float = 0.5,
         batch_size: int = 2,
-        num_workers: int = 0,
-        seed: int = 0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size=batch_size, **kwargs)
         self.images = [_resolve(i) for i in images]
         self.labels = [resolve_data_path(p) for p in labels]
         self.val_images = [_resolve(i) for i in val_images]
@@ -87,9 +85,6 @@ class VolumeSegDataModule(L.LightningDataModule):
         self.hu_window = hu_window
         self.samples_per_volume = samples_per_volume
         self.positive_fraction = positive_fraction
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.seed = seed
         self.train_set: LabeledVolumeDataset | None = None
         self.val_set: LabeledVolumeDataset | None = None
 
@@ -116,20 +111,11 @@ class VolumeSegDataModule(L.LightningDataModule):
         if self.val_images and self.val_set is None:
             self.val_set = self._dataset(self.val_images, self.val_labels, whole=True)
 
-    def train_dataloader(self) -> StatefulDataLoader:
-        assert self.train_set is not None, "call setup('fit') first"
-        return seeded_loader(
-            self.train_set,
-            batch_size=self.batch_size,
-            seed=self.seed,
-            num_workers=self.num_workers,
-        )
-
     def val_dataloader(self) -> StatefulDataLoader | list[StatefulDataLoader]:
         """Whole validation volumes, one per batch."""
         if self.val_set is None:
             return []
-        return StatefulDataLoader(self.val_set, batch_size=1, num_workers=0)
+        return self.eval_loader(self.val_set, batch_size=1)
 
     def test_dataloader(self) -> StatefulDataLoader | list[StatefulDataLoader]:
         return self.val_dataloader()

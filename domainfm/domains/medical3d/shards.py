@@ -27,14 +27,14 @@ Example (YAML for ``domainfm fit``)::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from domainfm.core.masking import BlockMasking, MaskGenerator, MaskingCollate, RandomMasking
+from domainfm.core.masking import DEFAULT_MASKING, MaskingSpec
 from domainfm.data.shards import source_key
 from domainfm.data.streaming import SampleMaker, ShardDataModule
 from domainfm.domains.medical3d.contract import VolumeContract
@@ -164,20 +164,16 @@ class StreamingVolumeDataModule(ShardDataModule):
     :class:`~domainfm.domains.medical3d.VolumePretrainDataModule`).
 
     Args:
-        shards: the prepared training folder.
-        val_shards: a prepared validation folder (optional).
         crop_size: crop size in voxels.
         views: a view maker, or 1 (random crop) / 2 (overlapping pair) of ``crop_size``.
         samples_per_volume: crops per streamed volume (a batch holds ``batch_size`` ×
             ``samples_per_volume`` crops).
-        patch_size: the backbone's patch size (mask grid).
-        mask_ratio: MAE mask ratio.
-        masking: ``"random"`` or ``"block"``.
+        masking: the MAE masks: the backbone's patch size, the ratio, ``"random"`` or
+            ``"block"``.
         batch_size: volumes per batch.
-        num_workers: loader workers.
-        seed: order and crop seed.
-        cache_dir, max_cache_size: local cache of remote shards.
-        manifest: local copy of the manifest of remote ``shards``.
+        **kwargs: ``shards``, ``val_shards``, ``cache_dir``, ``max_cache_size``,
+            ``manifest``, ``num_workers``, ``seed``: see
+            :class:`~domainfm.data.streaming.ShardDataModule`.
     """
 
     domain = "medical3d"
@@ -185,45 +181,20 @@ class StreamingVolumeDataModule(ShardDataModule):
     def __init__(
         self,
         *,
-        shards: str,
-        val_shards: str | None = None,
         crop_size: int | Sequence[int] = 64,
         views: int | VolumeViews = 1,
         samples_per_volume: int = 4,
-        patch_size: int | Sequence[int] = 16,
-        mask_ratio: float = 0.75,
-        masking: Literal["random", "block"] = "random",
+        masking: MaskingSpec = DEFAULT_MASKING,
         batch_size: int = 2,
-        num_workers: int = 0,
-        seed: int = 0,
-        cache_dir: str | None = None,
-        max_cache_size: str | None = None,
-        manifest: str | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            shards=shards,
-            val_shards=val_shards,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            seed=seed,
-            cache_dir=cache_dir,
-            max_cache_size=max_cache_size,
-            manifest=manifest,
-        )
+        super().__init__(batch_size=batch_size, **kwargs)
         self.views = make_views(views, crop_size=crop_size)
         self.samples_per_volume = samples_per_volume
-        generator: MaskGenerator = (
-            RandomMasking(ratio=mask_ratio)
-            if masking == "random"
-            else BlockMasking(ratio=mask_ratio)
-        )
-        self._collate = MaskingCollate(masking=generator, patch_size=patch_size)
+        self.collate = masking.collate(kinds=("random", "block"))
 
     def sample_maker(self, manifest: dict[str, Any]) -> SampleMaker:
         return VolumeCrops(views=self.views, samples_per_volume=self.samples_per_volume)
-
-    def collate(self) -> Callable[[list[Any]], Any]:
-        return self._collate
 
     def input_contract(self) -> VolumeContract:
         settings = self.manifest.get("settings", {})

@@ -9,6 +9,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from domainfm.core.masking import MaskingSpec
 from domainfm.domains.audio import (
     AudioClipDataModule,
     AudioPretrainDataModule,
@@ -27,7 +28,7 @@ def test_pretraining_batches_mae_and_byola(data_root: Path, tmp_path: Path) -> N
             files=files,
             frames=96,
             views=views,
-            patch_size=16,
+            masking=MaskingSpec(patch_size=16),
             samples_per_epoch=8,
             batch_size=4,
             stats_cache=str(tmp_path / "stats.json"),

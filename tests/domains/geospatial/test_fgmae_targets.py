@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from domainfm.core.grid import TokenGrid
+from domainfm.core.masking import MaskingSpec
 from domainfm.core.objectives.hog_target import HOGTarget
 from domainfm.core.objectives.mae import MAE
 from domainfm.core.vit import VisionTransformerND
@@ -86,7 +87,7 @@ def test_an_mae_step_with_fgmae_targets_on_real_windows(data_root: Path) -> None
         files=[str(f) for f in sorted((data_root / S2).glob("*.tif"))],
         band_names=list(SENTINEL2_L1C_BANDS),
         size=32,
-        patch_size=8,
+        masking=MaskingSpec(patch_size=8),
         samples_per_epoch=4,
         batch_size=4,
     )

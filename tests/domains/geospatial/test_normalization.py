@@ -45,7 +45,7 @@ def test_the_rule_is_the_median_of_bright_bands(data_root: Path) -> None:
     r = read_raster(_scenes(data_root)[0])
     bright = r.array[[1, 2, 3, 7]]  # B02, B03, B04, B08 in reflectance
     median = float(np.median(bright))
-    lo, _ = S2_L1C_DN_INPUT["scale_check"]["median_range"]
+    lo, _ = S2_L1C_DN_INPUT.extra["scale_check"]["median_range"]
     # scaled so that the median sits just inside / just outside the documented range
     check_input_scale(r.array * 10000 * (lo / median) * 1.01, S2_L1C_DN_INPUT, source="in")
     with pytest.raises(ValueError, match=r"median of the valid pixels .* is 0\.00099"):

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from domainfm.core.masking import keep_indices
+from domainfm.core.masking import MaskingSpec, keep_indices
 from domainfm.core.objectives.mae import MAE
 from domainfm.core.pos_embed import sincos_1d, sincos_pos_embed
 from domainfm.domains.geospatial import (
@@ -133,10 +133,9 @@ def test_series_dataset_and_tube_masks_on_real_sentinel2(data_root: Path) -> Non
         files=[str(f) for f in files],
         band_names=list(SENTINEL2_L1C_BANDS),
         size=16,
-        patch_size=8,
+        masking=MaskingSpec(patch_size=8, kind="tube"),
         time_steps=3,
         band_groups=[list(g) for g in SATMAE_S2_GROUPS],
-        masking="tube",
         samples_per_epoch=4,
         batch_size=2,
     )

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from domainfm.core.masking import MaskingSpec
 from domainfm.domains.geospatial import (
     LANDSAT_RGB,
     SENTINEL2_L1C_BANDS,
@@ -72,7 +73,7 @@ def test_datamodule_globs_files_and_masks_batches(data_root: Path, tmp_path: Pat
         band_names=list(SENTINEL2_L1C_BANDS),
         stats_cache=str(tmp_path / "stats.json"),
         size=32,
-        patch_size=8,
+        masking=MaskingSpec(patch_size=8),
         batch_size=4,
     )
     dm.setup("fit")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from domainfm.core.masking import keep_indices
+from domainfm.core.masking import MaskingSpec, keep_indices
 from domainfm.domains.medical3d import (
     VolumeCropDataset,
     VolumePretrainDataModule,
@@ -59,7 +59,11 @@ def test_short_volume_is_padded_to_crop(data_root: Path) -> None:
 
 def test_datamodule_batches_with_masks(data_root: Path) -> None:
     dm = VolumePretrainDataModule(
-        files=[CT], crop_size=32, patch_size=16, mask_ratio=0.75, batch_size=2, samples_per_volume=2
+        files=[CT],
+        crop_size=32,
+        masking=MaskingSpec(patch_size=16, ratio=0.75),
+        batch_size=2,
+        samples_per_volume=2,
     )
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
