@@ -3,6 +3,13 @@
 Adds what every run needs: safe, atomic checkpoint IO (never unpickles code) and one closing
 summary line from rank 0.
 
+A config gives each size once, in the backbone, without parser links: the objectives of a
+:class:`~domainfm.tasks.pretrain_module.PretrainModule` size their heads from its backbone,
+and its ``setup`` makes the data module draw MAE masks on the backbone's token grid. (A
+link from the model to ``data.init_args.masking.patch_size`` cannot work: the target is a
+field of a spec, and LightningCLI records instantiation-link targets into the hyperparameters
+of every data module, failing for those without ``masking``.)
+
 Example::
 
     >>> DomainFMCLI(L.LightningModule, L.LightningDataModule, subclass_mode_model=True,

@@ -8,6 +8,7 @@ from domainfm.core.grid import TokenGrid
 from domainfm.core.masking import (
     BlockMasking,
     MaskingCollate,
+    MaskingSpec,
     RandomMasking,
     TubeMasking,
     keep_indices,
@@ -103,3 +104,28 @@ def test_collate_in_workers_is_reproducible() -> None:
     batch = collate(data[:2])
     assert batch["keep_idx"].shape == (2, 4)
     assert not batch["mask"].gather(1, batch["keep_idx"]).any()
+
+
+def test_masking_spec_builds_the_collate_of_its_kind() -> None:
+    seeds = torch.arange(2)
+    samples = [{"input": torch.randn(1, 16, 16, 16), "seed": s} for s in seeds]
+    spec = MaskingSpec(patch_size=8, ratio=0.5)
+    collate = spec.collate()
+    assert isinstance(collate.masking, RandomMasking) and collate.patch_size == 8
+    # the same masks as the collate built by hand (seeded by the samples' seeds)
+    by_hand = MaskingCollate(masking=RandomMasking(ratio=0.5), patch_size=8)(samples)
+    assert torch.equal(collate(samples)["mask"], by_hand["mask"])
+    block = MaskingSpec(patch_size=8, ratio=0.5, kind="block").collate()
+    assert isinstance(block.masking, BlockMasking) and block.masking.ratio == 0.5
+    tube = MaskingSpec(patch_size=8, kind="tube").collate(patch_size=(1, 8, 8), axes="thw")
+    assert isinstance(tube.masking, TubeMasking) and tube.masking.axis == "t"
+    assert tube.patch_size == (1, 8, 8)
+
+
+def test_masking_spec_refuses_kinds_the_data_does_not_support() -> None:
+    with pytest.raises(ValueError, match="kind='block' is not one of"):
+        MaskingSpec(kind="block").collate(kinds=("random",))
+    with pytest.raises(ValueError, match="kind='tube' needs a grid axis"):
+        MaskingSpec(kind="tube").collate()
+    with pytest.raises(ValueError, match="ratio"):
+        MaskingSpec(ratio=1.5).collate()

@@ -36,9 +36,7 @@ import torch
 from torch import Tensor
 
 from domainfm.core.contract import CONTRACTS, InputContract
-
-STD_FLOOR = 1e-6
-"""Smallest ``std`` a band is divided by."""
+from domainfm.core.normalize import floor_std, standardize
 
 SENTINEL2_WAVELENGTHS_UM: dict[str, float] = {
     "B01": 0.443,
@@ -117,7 +115,7 @@ class RasterContract(InputContract):
     def moments(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-band ``(mean, std)`` float32 ``(C,)`` such that the model's input is
         ``(x - mean) / std`` of raw values ``x`` (``0`` and ``1`` without a normalization;
-        ``std`` floored at :data:`STD_FLOOR`)."""
+        ``std`` floored at :data:`~domainfm.core.normalize.STD_FLOOR`)."""
         count = len(self.bands)
         norm = self.normalization or {}
         kind = norm.get("type")
@@ -141,7 +139,7 @@ class RasterContract(InputContract):
                 f"normalization has {mean.size} means and {std.size} stds for {count} bands "
                 f"{self.bands}"
             )
-        return mean.astype(np.float32), np.maximum(std, STD_FLOOR).astype(np.float32)
+        return mean.astype(np.float32), floor_std(std).astype(np.float32)
 
     def select(self, bands: Sequence[str]) -> RasterContract:
         """This contract for input holding ``bands`` (a subset or reordering of its bands):
@@ -169,4 +167,4 @@ class RasterContract(InputContract):
     def normalize(self, x: Tensor) -> Tensor:
         """``(..., C, H, W)`` raw band values → the model's input."""
         mean, std = (torch.as_tensor(v, device=x.device)[:, None, None] for v in self.moments())
-        return (x - mean) / std
+        return standardize(x, mean, std)

@@ -67,6 +67,7 @@ from rasterio.windows import Window
 from torch import Tensor, nn
 
 from domainfm.core.checkpoint_io import atomic_write
+from domainfm.core.normalize import floor_std
 from domainfm.domains.geospatial.geotiff_writer import (
     BlockRowWriter,
     LogitStrip,
@@ -84,9 +85,6 @@ from domainfm.domains.geospatial.raster_read import read_dataset_window
 from domainfm.domains.geospatial.stats import BandStats
 from domainfm.domains.geospatial.window_grid import window_starts
 from domainfm.domains.geospatial.windows import band_moments
-
-STD_FLOOR = 1e-6
-"""Smallest ``std`` divided by (as in :func:`~domainfm.domains.geospatial.windows.band_moments`)."""
 
 
 def blend_window(tile: int, blend: Literal["hann", "constant"]) -> Tensor:
@@ -324,7 +322,7 @@ def _moments(
         out.append(array[:, None, None])
     if np.any(out[1] < 0):
         raise ValueError(f"std={out[1].ravel().tolist()} must be >= 0")
-    return out[0], np.maximum(out[1], STD_FLOOR)
+    return out[0], floor_std(out[1])
 
 
 def read_tiles(
