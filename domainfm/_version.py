@@ -1,3 +1,3 @@
 """The package version (one place; ``domainfm.__version__`` and exports read it)."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

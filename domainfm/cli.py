@@ -28,6 +28,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -35,6 +36,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 USAGE_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError, RuntimeError)
 """What bad input raises: reported in one line with exit status 2."""
@@ -50,16 +52,30 @@ LIGHTNING_VERBS = {
 FOREIGN_WARNINGS = (
     r"LightningCLI's args parameter is intended to run from within Python",
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    # a data module without validation data returns [] on purpose (Lightning's way to skip it)
+    r"Total length of `list` across ranks is zero",
 )
 """Warnings of other packages about their own internals, which a user cannot act on."""
 
 
+LIGHTNING_CHATTER = (
+    "GPU available",
+    "TPU available",
+    "HPU available",
+    "💡 Tip",
+    "`Trainer.fit` stopped",
+    "Seed set to",
+)
+"""Lightning's info lines that every run prints (hardware, seed, advertisement, stop)."""
+
+
+def _drop_chatter(record: logging.LogRecord) -> bool:
+    """A logging filter keeping every record but :data:`LIGHTNING_CHATTER`."""
+    return not str(record.msg).startswith(LIGHTNING_CHATTER)
+
+
 def _quiet() -> None:
-    """Keep other packages' chatter out of the output: Lightning's info lines (hardware,
-    seed, logger advertisement, "fit stopped") and :data:`FOREIGN_WARNINGS`. Their warnings
-    about the user's setup still show."""
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    """Keep :data:`FOREIGN_WARNINGS` out of the output (other warnings still show)."""
     for pattern in FOREIGN_WARNINGS:
         warnings.filterwarnings("ignore", message=f".*{pattern}")
 
@@ -114,70 +130,76 @@ def _inspect(argv: Sequence[str]) -> int:
     return code
 
 
-def _io_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+def _predict_parser(prog: str, description: str, ckpt: str, output: str) -> argparse.ArgumentParser:
+    """The arguments ``segment`` and ``detect`` share (their dests are request fields)."""
+    parser = argparse.ArgumentParser(prog=f"domainfm {prog}", description=description)
+    parser.add_argument("ckpt", help=f"Lightning .ckpt of a {ckpt} run")
     parser.add_argument("input", help="input file or folder, in the model's domain format")
-    parser.add_argument("output", help=f"output {what} (its format follows the domain)")
+    parser.add_argument("output", help=f"output {output} (its format follows the domain)")
     parser.add_argument("--domain", help="the model's domain (default: recorded in the checkpoint)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: auto)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return parser
 
 
-def _check_output(args: argparse.Namespace) -> tuple[Path, Path]:
-    """The input and output paths, refusing an output that would overwrite the input."""
+R = TypeVar("R")
+
+
+def _request(cls: Callable[..., R], args: argparse.Namespace, **fields: Any) -> R:
+    """A segment/detect request from the parsed options named like its fields, with the input
+    and output checked (an output that would overwrite the input is refused)."""
     source, target = Path(args.input), Path(args.output)
     if target.exists() and source.exists() and target.resolve() == source.resolve():
         raise ValueError(f"{target}: the output would overwrite the input; give another path")
-    return source, target
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    given = {k: v for k, v in vars(args).items() if k in names and k not in ("input", "output")}
+    return cls(
+        input=source,
+        output=target,
+        device=_device(args.device),
+        progress=not args.no_progress,
+        **{**given, **fields},
+    )
 
 
 def _segment(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="domainfm segment",
-        description=(
-            "Segment an input of any size with a fine-tuned checkpoint (sliding windows or "
-            "tiles; the output keeps the input's geometry: a NIfTI volume's affine, a "
-            "GeoTIFF's CRS and transform)."
-        ),
+    parser = _predict_parser(
+        "segment",
+        "Segment an input of any size with a fine-tuned checkpoint (sliding windows or tiles; "
+        "the output keeps the input's geometry: a NIfTI volume's affine, a GeoTIFF's CRS and "
+        "transform).",
+        "FinetuneModule segmentation",
+        "label map",
     )
-    parser.add_argument("ckpt", help="Lightning .ckpt of a FinetuneModule segmentation run")
-    _io_arguments(parser, "label map")
     parser.add_argument("--overlap", type=float, default=0.5, help="window overlap [0, 1)")
-    parser.add_argument("--sw-batch-size", type=int, default=2, help="windows per forward")
+    parser.add_argument(
+        "--sw-batch-size", dest="batch_size", type=int, default=2, help="windows per forward"
+    )
     parser.add_argument("--roi-size", type=int, nargs="+", help="window size (default: crop)")
     args = parser.parse_args(argv)
     from domainfm.domains.plugin import SegmentRequest, recorded_domain
     from domainfm.tasks.finetune_module import load_finetuned
 
-    source, target = _check_output(args)
+    roi = tuple(args.roi_size) if args.roi_size else None
+    request = _request(SegmentRequest, args, roi_size=roi)
     module, meta = load_finetuned(args.ckpt)
     if module.task != "segmentation":
         raise ValueError(f"{args.ckpt} is a {module.task} model, not a segmentation model")
     plugin, contract = recorded_domain(meta, source=args.ckpt, domain=args.domain)
-    device = _device(args.device)
-    request = SegmentRequest(
-        input=source,
-        output=target,
-        overlap=args.overlap,
-        batch_size=args.sw_batch_size,
-        roi_size=tuple(args.roi_size) if args.roi_size else None,
-        device=device,
-        progress=not args.no_progress,
-    )
-    print(f"domainfm segment: wrote {plugin.segment(module.to(device), contract, request)}")
+    wrote = plugin.segment(module.to(request.device), contract, request)
+    print(f"domainfm segment: wrote {wrote}")
     return 0
 
 
 def _detect(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="domainfm detect",
-        description=(
-            "Detect objects over an input of any size with a fine-tuned DetectionModule "
-            "checkpoint (tiles of the training window, boxes merged across tiles); a GeoTIFF "
-            "gives GeoJSON in its CRS."
-        ),
+    parser = _predict_parser(
+        "detect",
+        "Detect objects over an input of any size with a fine-tuned DetectionModule checkpoint "
+        "(tiles of the training window, boxes merged across tiles); a GeoTIFF gives GeoJSON in "
+        "its CRS.",
+        "DetectionModule",
+        "boxes (.geojson for rasters)",
     )
-    parser.add_argument("ckpt", help="Lightning .ckpt of a DetectionModule run")
-    _io_arguments(parser, "boxes (.geojson for rasters)")
     parser.add_argument("--overlap", type=float, default=0.25, help="tile overlap [0, 1)")
     parser.add_argument("--batch-size", type=int, default=4, help="tiles per forward")
     parser.add_argument("--score-threshold", type=float, default=0.05, help="lowest score kept")
@@ -187,23 +209,11 @@ def _detect(argv: Sequence[str]) -> int:
     from domainfm.domains.plugin import DetectRequest, recorded_domain
     from domainfm.tasks.detection_module import load_detector
 
-    source, target = _check_output(args)
+    request = _request(DetectRequest, args)
     module, meta = load_detector(args.ckpt)
     module.model.roi_heads.score_thresh = args.score_threshold  # the detector's own cut too
     plugin, contract = recorded_domain(meta, source=args.ckpt, domain=args.domain)
-    device = _device(args.device)
-    request = DetectRequest(
-        input=source,
-        output=target,
-        overlap=args.overlap,
-        batch_size=args.batch_size,
-        score_threshold=args.score_threshold,
-        nms_iou=args.nms_iou,
-        wgs84=args.wgs84,
-        device=device,
-        progress=not args.no_progress,
-    )
-    print(f"domainfm detect: wrote {plugin.detect(module.to(device), contract, request)}")
+    print(f"domainfm detect: wrote {plugin.detect(module.to(request.device), contract, request)}")
     return 0
 
 
@@ -288,6 +298,10 @@ def _lightning(argv: list[str]) -> None:
     import lightning as L
 
     from domainfm.tasks.lightning_cli import DomainFMCLI
+
+    for name in ("lightning.pytorch", "lightning.fabric"):  # handlers are set on import
+        for handler in logging.getLogger(name).handlers:
+            handler.addFilter(_drop_chatter)
 
     DomainFMCLI(
         L.LightningModule,

@@ -1,7 +1,8 @@
 """The LightningCLI behind ``domainfm fit|validate|test|predict``.
 
-Adds what every run needs: safe, atomic checkpoint IO (never unpickles code) and one closing
-summary line from rank 0.
+Adds what every run needs: the trainer settings all configs share (one device, a CSV logger
+in the run folder, ``last.ckpt`` for exact resume), safe, atomic checkpoint IO (never
+unpickles code) and one closing summary line from rank 0.
 
 A config gives each size once, in the backbone, without parser links: the objectives of a
 :class:`~domainfm.tasks.pretrain_module.PretrainModule` size their heads from its backbone,
@@ -18,24 +19,62 @@ Example::
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
 from domainfm.tasks.checkpoint_plugin import safe_checkpoint_io
 
+TRAINER_DEFAULTS: dict[str, Any] = {
+    "devices": 1,
+    "log_every_n_steps": 5,
+    "enable_model_summary": False,
+}
+"""Trainer settings every config shares unless it sets its own (one device: a multi-GPU run
+says how many; the run's one summary line replaces Lightning's model table)."""
+
 
 class DomainFMCLI(LightningCLI):
-    """LightningCLI with safe checkpoint loading and a closing summary line."""
+    """LightningCLI with the shared trainer block, safe checkpoint loading and a closing
+    summary line.
+
+    What every config would otherwise repeat is added here unless the config brings its own:
+    :data:`TRAINER_DEFAULTS`, a CSV logger in ``default_root_dir`` (``metrics.csv`` under
+    ``lightning_logs/version_N``), a ``ModelCheckpoint`` keeping ``last.ckpt`` (exact resume)
+    and the safe, atomic checkpoint IO plugin.
+    """
+
+    def __init__(
+        self,
+        model_class: Any = None,
+        datamodule_class: Any = None,
+        *,
+        trainer_defaults: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            model_class,
+            datamodule_class,
+            trainer_defaults={**TRAINER_DEFAULTS, **(trainer_defaults or {})},
+            **kwargs,
+        )
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
-        """Add the safe-loading CheckpointIO plugin unless the config brings its own."""
-        plugins = self._get(self.config_init, "trainer", default={}).get("plugins") or []
+        config = self._get(self.config_init, "trainer", default={})
+        plugins = config.get("plugins") or []
         plugins = list(plugins) if isinstance(plugins, list | tuple) else [plugins]
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             plugins.append(safe_checkpoint_io())
+        if config.get("logger") in (None, True):
+            kwargs["logger"] = CSVLogger(save_dir=config.get("default_root_dir") or os.getcwd())
+        callbacks = config.get("callbacks") or []
+        if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
+            kwargs["callbacks"] = [*callbacks, ModelCheckpoint(save_last=True)]
         return super().instantiate_trainer(plugins=plugins, **kwargs)
 
     def after_fit(self) -> None:

@@ -48,7 +48,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from domainfm.core.batch_features import BatchFeatures
@@ -348,7 +348,7 @@ def mask_on_backbone_grid(collate: object, backbone: nn.Module) -> None:
     """Make a data module's :class:`~domainfm.core.masking.MaskingCollate` draw its masks on
     ``backbone``'s token grid: its patch size becomes the backbone's ``patch_size`` (the grid
     a masked objective reads the masks on), replacing the data module's own
-    ``masking.patch_size`` when that differs (logged). Any other collate is left alone.
+    ``masking.patch_size`` when that differs (with a warning). Any other collate is left alone.
 
     This is how a config gives the patch size once, in the backbone: a LightningCLI link
     cannot reach it, the size being a field of the data module's ``masking`` spec.
@@ -358,7 +358,7 @@ def mask_on_backbone_grid(collate: object, backbone: nn.Module) -> None:
     patch = tuple(int(p) for p in getattr(backbone, "patch_size"))  # noqa: B009 - the contract
     given = collate.patch_size
     if (tuple(given) if not isinstance(given, int) else (given,) * len(patch)) != patch:
-        rank_zero_info(
+        rank_zero_warn(
             f"masks drawn on the backbone's token grid (patch size {patch}) instead of the data "
             f"module's masking patch_size {given}"
         )
