@@ -152,14 +152,14 @@ def _request(cls: Callable[..., R], args: argparse.Namespace, **fields: Any) -> 
     if target.exists() and source.exists() and target.resolve() == source.resolve():
         raise ValueError(f"{target}: the output would overwrite the input; give another path")
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    given = {k: v for k, v in vars(args).items() if k in names and k not in ("input", "output")}
-    return cls(
-        input=source,
-        output=target,
-        device=_device(args.device),
-        progress=not args.no_progress,
-        **{**given, **fields},
-    )
+    fixed = {
+        "input": source,
+        "output": target,
+        "device": _device(args.device),
+        "progress": not args.no_progress,
+    }
+    given = {k: v for k, v in vars(args).items() if k in names}
+    return cls(**{**given, **fixed, **fields})
 
 
 def _segment(argv: Sequence[str]) -> int:

@@ -62,6 +62,25 @@ class Backbone(Protocol):
         ...
 
 
+def backbone_grid(backbone: nn.Module, input_shape: Sequence[int]) -> TokenGrid:
+    """The token grid of a ``(*spatial)`` input for a backbone declaring ``spatial_dims``,
+    ``patch_size`` and optionally ``axes`` (default names otherwise): its ``token_grid``.
+
+    Raises:
+        ValueError: naming the backbone, when the input has another number of spatial dims or
+            a patch size does not divide its side.
+    """
+    shape = tuple(input_shape)
+    dims = int(getattr(backbone, "spatial_dims"))  # noqa: B009 - part of the contract
+    if len(shape) != dims:
+        raise ValueError(
+            f"{type(backbone).__name__} takes {dims} spatial dims (input (B, C, *spatial)), "
+            f"got input shape {shape}"
+        )
+    patch_size = getattr(backbone, "patch_size")  # noqa: B009 - part of the contract
+    return TokenGrid.from_input(shape, patch_size, getattr(backbone, "axes", None))
+
+
 def build_backbone(architecture: str, kwargs: Mapping[str, Any]) -> nn.Module:
     """Instantiate the registered backbone ``architecture`` (installed domain plugins are
     discovered when the name is not registered yet, e.g. ``"swin_vit_3d"``)."""

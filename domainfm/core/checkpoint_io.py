@@ -6,6 +6,8 @@
 * Reads never execute code: ``.safetensors`` through safetensors, everything else through
   ``torch.load(weights_only=True)``. A pickle that asks for anything beyond tensors and plain
   containers is refused with :class:`UnsafeCheckpointError` naming the file.
+* JSON documents beside the weights (export configs, dataset manifests) carry a ``"format"``
+  and are read back with :func:`read_json_document`, which checks it.
 """
 
 from __future__ import annotations
@@ -46,6 +48,27 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
 def atomic_write_json(path: str | Path, data: Any) -> Path:
     """Write ``data`` as indented JSON, atomically."""
     return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
+
+
+def read_json_document(path: str | Path, version: Any, *, what: str) -> dict[str, Any]:
+    """The JSON object in ``path``, a ``what`` (e.g. ``"manifest"``) whose ``"format"`` must
+    be ``version``.
+
+    Raises:
+        ValueError: naming the file and ``what``, when it is not valid JSON, not an object,
+            or of another format.
+    """
+    source = Path(path)
+    try:
+        data = json.loads(source.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{source}: unreadable {what} ({err})") from err
+    found = data.get("format") if isinstance(data, dict) else None
+    if found != version:
+        raise ValueError(
+            f"{source} is not a {what} of format {version!r} (its format is {found!r})"
+        )
+    return data
 
 
 def save_safetensors(

@@ -110,17 +110,18 @@ def contract_from_dict(data: Mapping[str, Any] | None, *, source: str = "") -> I
     """
     if not data:
         raise ValueError(f"{source or 'the model'} records no input contract")
-    if not CONTRACTS or ("kind" in data and data["kind"] not in CONTRACTS):
-        discover_plugins()
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{source or 'the model'} records an input contract that is not a mapping")
+    discover_plugins()  # once per process: every installed domain's contract is registered
     kind = data.get("kind")
     if kind is not None:
-        if kind not in CONTRACTS:
+        if not isinstance(kind, str) or kind not in CONTRACTS:
             known = ", ".join(CONTRACTS) or "none"
             raise ValueError(
                 f"{source or 'the model'} records an input contract of kind {kind!r}, which no "
                 f"installed domain provides (known: {known})"
             )
-        return _read(CONTRACTS.get(str(kind)), data, source)
+        return _read(CONTRACTS.get(kind), data, source)
     found = [CONTRACTS.get(name) for name in CONTRACTS if CONTRACTS.get(name).matches(data)]
     if len(found) != 1:
         raise ValueError(
@@ -133,7 +134,7 @@ def contract_from_dict(data: Mapping[str, Any] | None, *, source: str = "") -> I
 def _read(cls: type[InputContract], data: Mapping[str, Any], source: str) -> InputContract:
     try:
         return cls.from_dict(data)
-    except ValueError as err:
+    except (TypeError, ValueError) as err:  # a field of the wrong type or value
         raise ValueError(f"{source or 'the model'}: {err}") from err
 
 

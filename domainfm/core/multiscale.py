@@ -35,6 +35,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from domainfm.core.backbone import backbone_grid
 from domainfm.core.grid import TokenGrid
 
 
@@ -81,13 +82,7 @@ class MultiScaleBackbone(nn.Module):
 
     def token_grid(self, input_shape: Sequence[int]) -> TokenGrid:
         """Grid of the last map; ``ValueError`` unless every side divides by its stride."""
-        shape = tuple(input_shape)
-        if len(shape) != self.spatial_dims:
-            raise ValueError(
-                f"{type(self).__name__} takes {self.spatial_dims} spatial dims, got input "
-                f"shape {shape}"
-            )
-        return TokenGrid.from_input(shape, self.patch_size)
+        return backbone_grid(self, input_shape)
 
     def forward_intermediates(
         self, x: Tensor, indices: int | Sequence[int] | None = None, norm: bool = False

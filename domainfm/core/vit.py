@@ -30,7 +30,7 @@ from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from domainfm.core.backbone import BACKBONES
+from domainfm.core.backbone import BACKBONES, backbone_grid
 from domainfm.core.grid import DEFAULT_AXES, TokenGrid, to_ntuple
 from domainfm.core.patch_embed import ConvPatchEmbed, build_patch_embed
 from domainfm.core.patching import patchify_at
@@ -182,13 +182,7 @@ class VisionTransformerND(nn.Module):
     # -- grid and positions -------------------------------------------------------------
     def token_grid(self, input_shape: Sequence[int]) -> TokenGrid:
         """The grid of a ``(*spatial)`` input; ``ValueError`` if it does not fit the model."""
-        shape = tuple(input_shape)
-        if len(shape) != self.spatial_dims:
-            raise ValueError(
-                f"input has {len(shape)} spatial dims {shape}, this model takes "
-                f"spatial_dims={self.spatial_dims} (input (B, C, *spatial))"
-            )
-        return TokenGrid.from_input(shape, self.patch_size, self.axes)
+        return backbone_grid(self, input_shape)
 
     def _patch_pos_embed(self, grid: TokenGrid, ref: Tensor) -> Tensor:
         """Positional table for the grid's patch tokens, ``(1, N, D)``."""

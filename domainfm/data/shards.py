@@ -1,14 +1,10 @@
 """Prepared, sharded datasets: raw files → validated, preprocessed shards + a manifest.
 
-``prepare_shards`` runs a domain's :class:`Preparer` over a folder once and writes the results
-as LitData chunks (``litdata.optimize``; read back by
-:class:`~domainfm.data.streaming.StreamingSamples`) with a manifest, ``OUT/manifest.json``:
-
-* the domain and its preprocessing ``settings`` (a re-run with other settings is refused);
-* one entry per source (a file, a DICOM series folder, or the dates of one place) with its
-  files' size, mtime and SHA-256, its status (``"ok"`` or ``"skipped"`` with the reason),
-  its item count and item shapes;
-* totals and per-channel statistics (mean, std over every prepared value) for normalization.
+``prepare_shards`` runs a domain's :class:`~domainfm.data.preparer.Preparer` over a folder
+once and writes the results as LitData chunks (``litdata.optimize``; read back by
+:class:`~domainfm.data.streaming.StreamingSamples`) with a manifest, ``OUT/manifest.json``
+(:mod:`domainfm.data.manifest`: the domain and its settings, every source with its files'
+fingerprints, status and items, per-channel statistics).
 
 Re-running on the same input is a no-op (files are matched by path, then size + mtime, then
 checksum); new files are prepared and **appended** as new chunks; a file changed since it was
@@ -16,6 +12,9 @@ prepared is reported and its prepared version kept (prepare into a new folder to
 A source that fails (corrupt, unreadable, nothing valid in it) is skipped, listed in the
 summary by file name and reason, and never stops the run. A run that is killed leaves the
 index as it was before: the next run restores it and prepares the unfinished sources again.
+
+This module also re-exports the names domains and tools import with it (:class:`Preparer`,
+:func:`source_key`, :func:`read_manifest`, :func:`channel_stats`, ...).
 
 Example::
 
@@ -34,171 +33,41 @@ import shutil
 import threading
 import time
 import traceback
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 
 from domainfm.core.checkpoint_io import atomic_write
-from domainfm.data.file_stamp import file_stamp
+from domainfm.data.manifest import (
+    INDEX,
+    MANIFEST,
+    MANIFEST_FORMAT,
+    channel_stats,
+    file_fingerprints,
+    finish_manifest,
+    read_manifest,
+    same_content,
+    source_key,
+)
+from domainfm.data.preparer import Preparer, PrepareSummary, SourceResult
 
-MANIFEST = "manifest.json"
-INDEX = "index.json"  # LitData's chunk index
-MANIFEST_FORMAT = 1
+__all__ = [
+    "INDEX",
+    "MANIFEST",
+    "MANIFEST_FORMAT",
+    "PrepareSummary",
+    "Preparer",
+    "SourceResult",
+    "channel_stats",
+    "prepare_shards",
+    "read_manifest",
+    "source_key",
+]
+
 _STAGING = ".prepare-staging"
 _BACKUP = "index.json.before-prepare"
-
-
-@runtime_checkable
-class Preparer(Protocol):
-    """A domain's deterministic preprocessing, run once per source by :func:`prepare_shards`.
-
-    Attributes:
-        domain: the domain name recorded in the manifest (``"medical3d"``, ...).
-    """
-
-    domain: str
-
-    def settings(self) -> dict[str, Any]:
-        """Every setting that changes the prepared items (JSON-serializable)."""
-        ...
-
-    def sources(self, src_dir: Path) -> list[tuple[Path, ...]]:
-        """The units of work under ``src_dir``: each a tuple of paths prepared together."""
-        ...
-
-    def items(self, paths: tuple[Path, ...]) -> Iterator[dict[str, Any]]:
-        """The prepared items of one source (dicts of numpy arrays, ints, floats, strings;
-        the same keys and types for every item). Raises ``ValueError`` naming the file and
-        the problem for a bad source."""
-        ...
-
-    def channel_values(self, item: dict[str, Any]) -> np.ndarray | None:
-        """``(C, M)`` values of ``item`` that enter the per-channel statistics (``None``:
-        none)."""
-        ...
-
-
-@dataclass
-class SourceResult:
-    """What preparing one source gave (written by a LitData worker, read by the parent)."""
-
-    key: str
-    status: str  # "ok" or "skipped"
-    reason: str = ""
-    items: int = 0
-    shapes: dict[str, list[list[int]]] = field(default_factory=dict)
-    channel_count: list[float] = field(default_factory=list)
-    channel_sum: list[float] = field(default_factory=list)
-    channel_sumsq: list[float] = field(default_factory=list)
-
-
-@dataclass
-class PrepareSummary:
-    """The outcome of :func:`prepare_shards`.
-
-    Attributes:
-        out_dir: the prepared folder.
-        prepared: sources prepared in this run.
-        unchanged: sources already prepared earlier (left as they were).
-        skipped: ``(source, reason)`` of every source that failed in this run.
-        skipped_earlier: ``(source, reason)`` of unchanged sources that failed before.
-        changed: sources whose files changed since they were prepared (kept as prepared).
-        items_added: items written in this run.
-        total_items: items in the folder after the run.
-        recovered: a previous interrupted run was rolled back.
-        notes: other things the user should know (e.g. another source folder than before).
-        seconds: wall time.
-    """
-
-    out_dir: Path
-    prepared: list[str] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    skipped_earlier: list[tuple[str, str]] = field(default_factory=list)
-    changed: list[str] = field(default_factory=list)
-    items_added: int = 0
-    total_items: int = 0
-    recovered: bool = False
-    seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
-
-    def describe(self) -> str:
-        """A human-readable summary, one line per skipped or changed source."""
-        head = (
-            f"prepared {len(self.prepared)} new sources ({self.items_added} items) into "
-            f"{self.out_dir}; {len(self.unchanged)} unchanged, {len(self.skipped)} skipped, "
-            f"{len(self.changed)} changed since prepared; {self.total_items} items in total "
-            f"({self.seconds:.1f} s)"
-        )
-        if not self.prepared and not self.skipped:
-            head = f"nothing new to prepare in {self.out_dir} ({self.total_items} items)"
-        lines = [head]
-        if self.recovered:
-            lines.append("  rolled back an interrupted earlier run (its sources were redone)")
-        lines += [f"  note: {note}" for note in self.notes]
-        lines += [f"  skipped {source}: {reason}" for source, reason in self.skipped]
-        lines += [
-            f"  skipped {source} (in an earlier run, unchanged since): {reason}"
-            for source, reason in self.skipped_earlier
-        ]
-        lines += [
-            f"  changed {source}: kept the prepared version (prepare into a new folder to "
-            "replace it)"
-            for source in self.changed
-        ]
-        return "\n".join(lines)
-
-
-def source_key(paths: Sequence[Path], root: Path) -> str:
-    """The manifest key of a source: its paths relative to ``root``, joined by ``" + "``."""
-    return " + ".join(_relative(p, root) for p in paths)
-
-
-def _relative(path: Path, root: Path) -> str:
-    """``path`` relative to ``root`` (symlinks inside ``root`` keep their own names)."""
-    absolute = Path(os.path.abspath(path))
-    try:
-        return str(absolute.relative_to(os.path.abspath(root)))
-    except ValueError:
-        return str(absolute)
-
-
-def _files_of(path: Path) -> list[Path]:
-    """A file, or the files of a folder source (a DICOM series), sorted."""
-    if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.is_file())
-    return [path]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _fingerprints(
-    paths: Sequence[Path], root: Path, known: dict[str, dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """Size, mtime and SHA-256 of every file of a source; the checksum is reused from
-    ``known`` (the manifest's files by relative path) when size and mtime are unchanged."""
-    out = []
-    for path in paths:
-        for file in _files_of(path):
-            stamp = file_stamp(file)
-            rel = _relative(file, root)
-            entry = {"path": rel, **stamp._asdict()}
-            old = known.get(rel)
-            if old and (old["size"], old["mtime_ns"]) == stamp:
-                entry["sha256"] = old["sha256"]
-            else:
-                entry["sha256"] = _sha256(file)
-            out.append(entry)
-    return out
 
 
 class _PrepareWork:
@@ -259,38 +128,6 @@ def _write_result(staging: Path, result: SourceResult) -> None:
     name = hashlib.sha256(result.key.encode()).hexdigest()[:32] + ".json"
     text = json.dumps(result.__dict__)
     atomic_write(staging / name, lambda tmp: tmp.write_text(text))
-
-
-def read_manifest(out_dir: str | Path, *, name: str = MANIFEST) -> dict[str, Any]:
-    """The manifest of a prepared folder (``name``: the file in it).
-
-    Raises:
-        FileNotFoundError: ``out_dir`` has no manifest (not prepared by ``domainfm prepare``).
-        ValueError: the manifest is unreadable or of an unknown format.
-    """
-    path = Path(out_dir) / name
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{out_dir} is not a prepared dataset (no {MANIFEST}); run `domainfm prepare` first"
-        )
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: unreadable manifest ({err})") from err
-    if manifest.get("format") != MANIFEST_FORMAT:
-        raise ValueError(f"{path}: manifest format {manifest.get('format')!r} is not supported")
-    return manifest
-
-
-def channel_stats(manifest: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
-    """Per-channel ``(mean, std)`` over every prepared value, from the manifest's sums."""
-    stats = manifest.get("stats")
-    if not stats or not stats.get("count"):
-        return None
-    count = np.asarray(stats["count"], dtype=np.float64)
-    mean = np.asarray(stats["sum"], dtype=np.float64) / count
-    var = np.asarray(stats["sumsq"], dtype=np.float64) / count - mean**2
-    return mean, np.sqrt(np.maximum(var, 0.0))
 
 
 def _recover(out: Path) -> bool:
@@ -387,9 +224,9 @@ def prepare_shards(
     touched = False
     for paths in sources:
         key = source_key(paths, src)
-        files = _fingerprints(paths, src, known_files)
+        files = file_fingerprints(paths, src, known_files)
         old = manifest["sources"].get(key)
-        if old is not None and _same_content(old["files"], files):
+        if old is not None and same_content(old["files"], files):
             if old["files"] != files:  # touched, same content: remember the new mtime
                 old["files"] = files
                 touched = True
@@ -442,50 +279,10 @@ def prepare_shards(
         raise ValueError(f"nothing could be prepared from {src}:\n{listing}")
     summary.seconds = time.perf_counter() - started
     if todo or summary.recovered or touched:
-        _finish_manifest(manifest, ok, out, summary)
+        finish_manifest(manifest, ok, out, summary)
     (out / _BACKUP).unlink(missing_ok=True)
     shutil.rmtree(out / _STAGING, ignore_errors=True)
     return summary
-
-
-def _same_content(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> bool:
-    """The same files with the same checksums (a touched but unchanged file)."""
-    return [(f["path"], f["sha256"]) for f in old] == [(f["path"], f["sha256"]) for f in new]
-
-
-def _finish_manifest(
-    manifest: dict[str, Any], ok: list[dict[str, Any]], out: Path, summary: PrepareSummary
-) -> None:
-    """Totals, statistics and this run's record; written atomically (after the chunks)."""
-    counted = [e["channel"] for e in ok if e.get("channel", {}).get("count")]
-    if counted:
-        manifest["stats"] = {
-            name: np.sum([c[name] for c in counted], axis=0).tolist()
-            for name in ("count", "sum", "sumsq")
-        }
-        mean, std = channel_stats(manifest)  # type: ignore[misc]
-        manifest["stats"]["mean"], manifest["stats"]["std"] = mean.tolist(), std.tolist()
-    index = json.loads((out / INDEX).read_text())
-    manifest["index_chunks"] = [c["filename"] for c in index["chunks"]]
-    manifest["totals"] = {
-        "sources": len(manifest["sources"]),
-        "ok": len(ok),
-        "skipped": len(manifest["sources"]) - len(ok),
-        "items": summary.total_items,
-        "chunks": len(index["chunks"]),
-        "bytes": int(sum(c.get("chunk_bytes", 0) for c in index["chunks"])),
-    }
-    manifest["runs"].append(
-        {
-            "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "prepared": len(summary.prepared),
-            "skipped": len(summary.skipped),
-            "items_added": summary.items_added,
-            "seconds": round(summary.seconds, 2),
-        }
-    )
-    text = json.dumps(manifest, indent=1)
-    atomic_write(out / MANIFEST, lambda tmp: tmp.write_text(text))
 
 
 def _show_progress(staging: Path, total: int, done: threading.Event, enabled: bool) -> None:

@@ -39,7 +39,7 @@ from litdata import StreamingDataLoader, StreamingDataset
 from torch.utils.data import default_collate
 
 from domainfm.data.datamodule import SeededDataModule
-from domainfm.data.shards import read_manifest
+from domainfm.data.manifest import read_manifest
 
 SampleMaker = Callable[[dict[str, Any], torch.Generator], "dict[str, Any] | list[dict[str, Any]]"]
 

@@ -19,7 +19,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from domainfm.core.backbone import build_backbone
-from domainfm.core.checkpoint_io import load_safetensors
+from domainfm.core.checkpoint_io import load_safetensors, read_json_document
 from domainfm.core.grid import to_ntuple
 from domainfm.core.pos_embed import resample_pos_embed
 from domainfm.pretrained.channels import NewChannelInit, adapt_input_channels
@@ -47,12 +46,7 @@ def _read_export(path: Path) -> tuple[dict[str, Any], dict[str, Tensor], str]:
     for needed in (config_path, weights_path):
         if not needed.exists():
             raise FileNotFoundError(f"{needed} not found: {folder} is not a domainfm export")
-    try:
-        config = json.loads(config_path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{config_path} is not valid JSON: {err}") from err
-    if config.get("format") != FORMAT:
-        raise ValueError(f"{config_path} is not a domainfm backbone config (format {FORMAT!r})")
+    config = read_json_document(config_path, FORMAT, what="domainfm backbone config")
     state, _ = load_safetensors(weights_path)
     return config, state, str(weights_path)
 

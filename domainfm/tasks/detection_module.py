@@ -41,19 +41,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from torch import Tensor, nn
 
 from domainfm.pretrained.report import load_state_dict_with_report
-from domainfm.tasks.finetune_module import (
-    checkpoint_metadata,
-    pretrained_backbone,
-    read_task_checkpoint,
-)
 from domainfm.tasks.heads.upernet import backbone_pyramid
-from domainfm.tasks.lr_schedule import adamw_warmup_cosine
-from domainfm.tasks.param_groups import param_groups
+from domainfm.tasks.task_module import TaskModule, pretrained_backbone, read_task_checkpoint
 
 
 class BackboneFPN(nn.Module):
@@ -98,7 +91,7 @@ class BackboneFPN(nn.Module):
         return features
 
 
-class DetectionModule(L.LightningModule):
+class DetectionModule(TaskModule):
     """Faster R-CNN + FPN over a domainfm backbone (see the module docstring).
 
     Args:
@@ -248,20 +241,10 @@ class DetectionModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_metric(self.test_map, "test")
 
-    def configure_optimizers(self) -> Any:
-        groups = param_groups(self, weight_decay=self.weight_decay)
-        return adamw_warmup_cosine(
-            groups,
-            lr=self.lr,
-            warmup_steps=self.warmup_steps,
-            total_steps=int(self.trainer.estimated_stepping_batches),
-        )
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Record the backbone config, the data's input contract and the head settings (what
-        :func:`load_detector` and ``domainfm detect`` need)."""
-        recipe = {"detect": {"num_classes": self.num_classes, "lr": self.lr, **self.head_kwargs}}
-        checkpoint["domainfm"] = checkpoint_metadata(self.backbone, self._trainer, recipe)
+    def checkpoint_recipe(self) -> dict[str, Any]:
+        """The head settings :func:`load_detector` and ``domainfm detect`` need (besides the
+        backbone config and the data's input contract)."""
+        return {"detect": {"num_classes": self.num_classes, "lr": self.lr, **self.head_kwargs}}
 
 
 def load_detector(path: str | Path) -> tuple[DetectionModule, dict[str, Any]]:

@@ -28,7 +28,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -36,23 +35,16 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.segmentation import DiceScore
 
-from domainfm.core.backbone import build_backbone
-from domainfm.core.checkpoint_io import safe_torch_load
-from domainfm.core.contract import recorded_contract
 from domainfm.core.grid import to_ntuple
-from domainfm.core.jsonable import to_jsonable
-from domainfm.core.registry import init_config
-from domainfm.pretrained.load import load_backbone, read_backbone_source
-from domainfm.pretrained.registry import load_released
 from domainfm.pretrained.report import load_state_dict_with_report
 from domainfm.tasks.heads.seg_decoder import SegmentationDecoder
 from domainfm.tasks.heads.unet_decoder import UNetDecoder
 from domainfm.tasks.heads.upernet import UPerNetDecoder, backbone_pyramid
-from domainfm.tasks.lr_schedule import adamw_warmup_cosine
 from domainfm.tasks.param_groups import param_groups
+from domainfm.tasks.task_module import TaskModule, pretrained_backbone, read_task_checkpoint
 
 
-class FinetuneModule(L.LightningModule):
+class FinetuneModule(TaskModule):
     """Backbone + task head with metrics.
 
     Args:
@@ -278,27 +270,23 @@ class FinetuneModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_metrics(self.test_metrics)
 
-    def configure_optimizers(self) -> Any:
+    def optimizer_groups(self) -> list[dict[str, Any]]:
+        """Parameter groups, with layer-wise LR decay over the backbone's blocks when
+        ``layer_decay`` is set and ``mode="full"``."""
         depth = len(getattr(self.backbone, "blocks", [])) or None
         use_decay = self.layer_decay is not None and self.mode == "full"
-        groups = param_groups(
+        return param_groups(
             self,
             weight_decay=self.weight_decay,
             layer_decay=self.layer_decay if use_decay else None,
             depth=depth if use_decay else None,
         )
-        return adamw_warmup_cosine(
-            groups,
-            lr=self.lr,
-            warmup_steps=self.warmup_steps,
-            total_steps=int(self.trainer.estimated_stepping_batches),
-        )
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Record what :func:`load_finetuned` and ``domainfm segment`` need: the backbone's
-        architecture + kwargs, the head, and the data module's input contract (spacing,
-        modality, normalization, crop size, class names)."""
-        recipe = {
+    def checkpoint_recipe(self) -> dict[str, Any]:
+        """What :func:`load_finetuned` and ``domainfm segment`` need besides the backbone and
+        the data module's input contract (spacing, modality, normalization, crop size, class
+        names): the task and the head."""
+        return {
             "finetune": {
                 "task": self.task,
                 "num_classes": self.num_classes,
@@ -306,24 +294,6 @@ class FinetuneModule(L.LightningModule):
                 **self.head_kwargs,
             }
         }
-        checkpoint["domainfm"] = checkpoint_metadata(self.backbone, self._trainer, recipe)
-
-
-def checkpoint_metadata(
-    backbone: nn.Module, trainer: L.Trainer | None, recipe: dict[str, Any]
-) -> dict[str, Any]:
-    """The ``domainfm`` entry of a fine-tuning checkpoint: the backbone's architecture +
-    kwargs, the data module's input contract (``input_contract()``: spacing, bands,
-    normalization, window, class names) and the head ``recipe``."""
-    datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
-    meta: dict[str, Any] = to_jsonable(
-        {
-            "backbone": init_config(backbone),
-            "input": recorded_contract(datamodule),
-            "recipe": recipe,
-        }
-    )
-    return meta
 
 
 def load_finetuned(path: str | Path) -> tuple[FinetuneModule, dict[str, Any]]:
@@ -346,47 +316,3 @@ def load_finetuned(path: str | Path) -> tuple[FinetuneModule, dict[str, Any]]:
     )
     load_state_dict_with_report(module, ckpt["state_dict"], source=str(path)).check()
     return module.eval(), meta
-
-
-def read_task_checkpoint(
-    path: str | Path, task: str, writer: str
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], nn.Module]:
-    """Read a fine-tuning ``.ckpt`` safely: the checkpoint, its ``domainfm`` metadata, the
-    ``recipe[task]`` head settings and the backbone rebuilt (unloaded) from its recorded
-    architecture. Raises ``ValueError`` naming the file when ``writer`` did not write it."""
-
-    ckpt = safe_torch_load(path)
-    meta = ckpt.get("domainfm") if isinstance(ckpt, dict) else None
-    recipe = (meta or {}).get("recipe", {}).get(task)
-    if not isinstance(meta, dict) or not isinstance(recipe, dict) or "state_dict" not in ckpt:
-        raise ValueError(
-            f"{path} is not a checkpoint written by {writer} (no domainfm {task} metadata); "
-            f"pass the .ckpt of a `domainfm fit` run with {writer}"
-        )
-    backbone = build_backbone(meta["backbone"]["architecture"], meta["backbone"]["kwargs"])
-    return ckpt, meta, recipe, backbone
-
-
-def pretrained_backbone(
-    backbone: nn.Module | None, pretrained: str | None, released: str | None
-) -> nn.Module:
-    """The backbone to fine-tune, with ``pretrained`` weights loaded strictly (report printed)."""
-
-    if pretrained is None:
-        if released is not None:
-            raise ValueError(f"released={released!r} needs pretrained= (the local file)")
-        if backbone is None:
-            raise ValueError("give a backbone, or pretrained= weights to rebuild one from")
-        return backbone
-    if released is not None:
-        if backbone is not None:
-            raise ValueError("released weights build their own backbone: omit backbone")
-        model, report = load_released(released, pretrained)
-    elif backbone is None:
-        model, report = load_backbone(pretrained)
-    else:
-        _, state, source = read_backbone_source(pretrained)
-        model = backbone
-        report = load_state_dict_with_report(model, state, source=source).check()
-    print(f"FinetuneModule: loaded {len(report.loaded)} tensors from {report.source}")
-    return model

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from domainfm.core.checkpoint_io import atomic_write
+from domainfm.core.checkpoint_io import atomic_write, atomic_write_json, read_json_document
 
 
 def test_atomic_write_keeps_old_file_when_writer_fails(tmp_path: Path) -> None:
@@ -40,3 +40,16 @@ def test_safe_load_allows_argparse_namespace_and_nothing_else(tmp_path: Path) ->
     torch.save({"payload": _Evil()}, evil)
     with pytest.raises(UnsafeCheckpointError, match=r"evil\.pth"):
         safe_torch_load(evil)
+
+
+def test_read_json_document_checks_json_and_format(tmp_path: Path) -> None:
+    doc = atomic_write_json(tmp_path / "doc.json", {"format": 2, "x": [1]})
+    assert read_json_document(doc, 2, what="test document") == {"format": 2, "x": [1]}
+    with pytest.raises(ValueError, match=r"not a test document of format 3 \(its format is 2\)"):
+        read_json_document(doc, 3, what="test document")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="its format is None"):
+        read_json_document(tmp_path / "list.json", 2, what="test document")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ValueError, match=r"bad\.json: unreadable test document"):
+        read_json_document(tmp_path / "bad.json", 2, what="test document")

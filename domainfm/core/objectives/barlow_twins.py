@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from domainfm.core.objectives.base import ObjectiveOutput, ParallelMode, paired_views_fp32
+from domainfm.core.objectives.base import GlobalStatsLoss, ObjectiveOutput, require_at_least
 from domainfm.core.objectives.registry import OBJECTIVES
 
 
 @OBJECTIVES.register("barlow_twins")
-class BarlowTwins(nn.Module):
+class BarlowTwins(GlobalStatsLoss):
     """Barlow Twins: push the cross-correlation matrix of the two views towards identity.
 
     Zbontar et al. 2021, "Barlow Twins: Self-Supervised Learning via Redundancy Reduction",
@@ -23,15 +23,9 @@ class BarlowTwins(nn.Module):
         C = z1n^T z2n / N                        (D x D)
         loss = sum_i (1 - C_ii)^2 + lambda_offdiag * sum_{i != j} C_ij^2.
 
-    Data parallelism (:attr:`parallel_mode` ``GLOBAL_STATS``): with
-    ``gather_distributed=True`` both views are gathered from all ranks *with gradients* and
-    every rank computes the *same* global loss ``L``. Hence the mean over ranks is ``L``, and
-    since the gather's backward sums the gradients of the ``W`` identical losses, the local
-    input gradient is ``W * dL/dx``: dividing by ``W`` (DDP's averaging) gives the
-    single-process gradient, as :mod:`domainfm.core.objectives.base` requires. With
-    ``gather_distributed=False`` the statistics are per rank, which is a different loss.
-
-    Computed in at least float32 with autocast disabled.
+    Data parallelism and precision: :class:`~domainfm.core.objectives.base.GlobalStatsLoss`
+    (``GLOBAL_STATS``; with ``gather_distributed=True`` every rank computes the loss of the
+    global batch; in at least float32 with autocast disabled).
 
     Args:
         lambda_offdiag: weight ``lambda >= 0`` of the off-diagonal (redundancy) term.
@@ -49,33 +43,24 @@ class BarlowTwins(nn.Module):
         out.loss.backward()
     """
 
-    parallel_mode: ClassVar[ParallelMode] = ParallelMode.GLOBAL_STATS
+    loss_name: ClassVar[str] = "Barlow Twins"
 
     def __init__(
         self, *, lambda_offdiag: float = 5e-3, gather_distributed: bool = True, eps: float = 1e-5
     ) -> None:
-        super().__init__()
-        if not lambda_offdiag >= 0:
-            raise ValueError(f"lambda_offdiag must be >= 0, got {lambda_offdiag}")
-        if not eps >= 0:
-            raise ValueError(f"eps must be >= 0, got {eps}")
+        super().__init__(gather_distributed=gather_distributed)
+        require_at_least(0, lambda_offdiag=lambda_offdiag, eps=eps)
         self.lambda_offdiag = float(lambda_offdiag)
-        self.gather_distributed = bool(gather_distributed)
         self.eps = float(eps)
 
-    def forward(self, z1: Tensor, z2: Tensor) -> ObjectiveOutput:
-        """Barlow Twins loss of the paired rows of ``z1`` and ``z2``."""
-        with torch.autocast(device_type=z1.device.type, enabled=False):
-            z1, z2 = paired_views_fp32(z1, z2, gather=self.gather_distributed)
-            n = z1.shape[0]
-            if n < 2:
-                raise ValueError(f"Barlow Twins needs a global batch of >= 2 samples, got {n}")
-            c = self._standardize(z1).T @ self._standardize(z2) / n  # (D, D)
-            diag = torch.diagonal(c)
-            on_diag = (1.0 - diag).pow(2).sum()
-            eye = torch.eye(c.shape[0], dtype=torch.bool, device=c.device)
-            off_diag = c.pow(2).masked_fill(eye, 0.0).sum()
-            loss = on_diag + self.lambda_offdiag * off_diag
+    def global_loss(self, z1: Tensor, z2: Tensor) -> ObjectiveOutput:
+        """Barlow Twins loss of the paired rows of the global views ``(N, D)``."""
+        c = self._standardize(z1).T @ self._standardize(z2) / z1.shape[0]  # (D, D)
+        diag = torch.diagonal(c)
+        on_diag = (1.0 - diag).pow(2).sum()
+        eye = torch.eye(c.shape[0], dtype=torch.bool, device=c.device)
+        off_diag = c.pow(2).masked_fill(eye, 0.0).sum()
+        loss = on_diag + self.lambda_offdiag * off_diag
         return ObjectiveOutput(loss=loss, terms={"on_diag": on_diag, "off_diag": off_diag})
 
     def _standardize(self, z: Tensor) -> Tensor:

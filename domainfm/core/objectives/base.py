@@ -18,7 +18,13 @@ inpainting's pixel head, rotation and VoCo heads) take the backbone's ``embed_di
 ``in_chans`` and ``patch_size`` as optional arguments: left out (``None``), they are read from
 the backbone when the objective is bound to it (:class:`BackboneBound`; the pretraining
 module binds every objective at construction, before any checkpoint is loaded); given, they
-are checked against it (:func:`sizes_from_backbone`).
+are checked against it (:func:`sizes_from_backbone`). :class:`SizedFromBackbone` is their
+base: it builds the heads as soon as every size is known.
+
+**Global-batch losses.** Barlow Twins and VICReg share :class:`GlobalStatsLoss`: two paired
+views, gathered from every rank, a loss on statistics of the whole batch.
+
+Hyperparameters are checked with :func:`require_at_least` / :func:`require_positive`.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -107,6 +113,84 @@ def batch_keys(value: str | Sequence[str], name: str) -> tuple[str, ...]:
     if not keys:
         raise ValueError(f"{name} must name at least one batch key, got {name}={value!r}")
     return keys
+
+
+def view_keys(
+    views: str | Sequence[str], paired: str | Sequence[str], name: str
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The batch keys of the views an objective reads and of the ``name`` keys that go with
+    them, one per view (e.g. each view's target or labels).
+
+    Raises:
+        ValueError: if either names no key, or they differ in length.
+    """
+    keys, others = batch_keys(views, "views"), batch_keys(paired, name)
+    if len(keys) != len(others):
+        raise ValueError(f"views {keys} and {name} {others} must have the same length")
+    return keys, others
+
+
+def require_at_least(bound: float, **values: float | None) -> None:
+    """Check hyperparameters: every one of ``values`` given (not ``None``) is ``>= bound``.
+
+    Raises:
+        ValueError: naming the first value that is not (NaN included).
+    """
+    for name, value in values.items():
+        if value is not None and not value >= bound:
+            raise ValueError(f"{name} must be >= {bound}, got {name}={value}")
+
+
+def require_positive(**values: float) -> None:
+    """Check hyperparameters: every one of ``values`` is ``> 0``.
+
+    Raises:
+        ValueError: naming the first value that is not (NaN included).
+    """
+    for name, value in values.items():
+        if not value > 0:
+            raise ValueError(f"{name} must be > 0, got {name}={value}")
+
+
+class GlobalStatsLoss(nn.Module):
+    """Base of losses on statistics of the global batch of two paired views (Barlow Twins,
+    VICReg): a subclass implements :meth:`global_loss`.
+
+    :meth:`forward` checks the views ``(B, D)``, casts them to at least float32 with autocast
+    disabled (the whole loss is computed so) and, with ``gather_distributed``, gathers them
+    from all ranks *with gradients* (:func:`paired_views_fp32`); the resulting global batch
+    must have at least 2 rows.
+
+    Data parallelism (:attr:`parallel_mode` ``GLOBAL_STATS``): with ``gather_distributed=True``
+    every rank computes the *same* global loss ``L``. Hence the mean over ranks is ``L``, and
+    since the gather's backward sums the gradients of the ``W`` identical losses, the local
+    input gradient is ``W * dL/dx``: dividing by ``W`` (DDP's averaging) gives the
+    single-process gradient, as the data-parallel contract (module docstring) requires. With
+    ``gather_distributed=False`` the statistics are per rank, which is a different loss.
+
+    Attributes:
+        loss_name: the loss's name in error messages.
+    """
+
+    parallel_mode: ClassVar[ParallelMode] = ParallelMode.GLOBAL_STATS
+    loss_name: ClassVar[str]
+
+    def __init__(self, *, gather_distributed: bool) -> None:
+        super().__init__()
+        self.gather_distributed = bool(gather_distributed)
+
+    def forward(self, z1: Tensor, z2: Tensor) -> ObjectiveOutput:
+        """The loss of the paired rows of ``z1`` and ``z2``."""
+        with torch.autocast(device_type=z1.device.type, enabled=False):
+            z1, z2 = paired_views_fp32(z1, z2, gather=self.gather_distributed)
+            n = z1.shape[0]
+            if n < 2:
+                raise ValueError(f"{self.loss_name} needs a global batch of >= 2 samples, got {n}")
+            return self.global_loss(z1, z2)
+
+    def global_loss(self, z1: Tensor, z2: Tensor) -> ObjectiveOutput:
+        """The loss of the global views ``(N, D)``, ``N >= 2``, in at least float32."""
+        raise NotImplementedError
 
 
 @runtime_checkable
@@ -190,3 +274,57 @@ def require_sizes(objective: nn.Module, **sizes: Any) -> None:
             f"{type(objective).__name__} has no {', '.join(missing)} yet: give them to its "
             "constructor or bind it to a backbone first (bind_backbone, as PretrainModule does)"
         )
+
+
+class SizedFromBackbone(nn.Module):
+    """Base of objectives whose heads are sized from the backbone (a :class:`BackboneBound`).
+
+    A subclass keeps each size named in :attr:`backbone_sizes` as an attribute (``None`` while
+    unknown), builds its heads in :meth:`build_heads` and calls :meth:`build_heads_if_sized` at
+    the end of its constructor: the heads are built there when every size was given, else by
+    :meth:`bind_backbone`, once.
+
+    Attributes:
+        backbone_sizes: the sizes read from the backbone; default ``("embed_dim",)``, the
+            width every head reads (pixel heads add ``in_chans`` and ``patch_size``).
+    """
+
+    backbone_sizes: ClassVar[tuple[str, ...]] = ("embed_dim",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._built = False
+
+    def build_heads(self) -> None:
+        """Build the heads; called once, when every size is known."""
+        raise NotImplementedError
+
+    def _sizes(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.backbone_sizes}
+
+    def build_heads_if_sized(self) -> None:
+        """Build the heads if every size is known and they are not built yet."""
+        if not self._built and all(value is not None for value in self._sizes().values()):
+            self.build_heads()
+            self._built = True
+
+    def bind_backbone(self, backbone: nn.Module) -> None:
+        """Take the sizes left out from ``backbone`` (checking those given) and build the
+        heads if they are not built yet.
+
+        Raises:
+            ValueError: if a given size differs from the backbone's, or one left out is not
+                an attribute of the backbone.
+        """
+        for name, value in sizes_from_backbone(self, backbone, **self._sizes()).items():
+            setattr(self, name, value)
+        self.build_heads_if_sized()
+
+    def ensure_sized(self) -> None:
+        """Raise a clear error when a head is used before its sizes are known.
+
+        Raises:
+            RuntimeError: if a size is still unknown.
+        """
+        if not self._built:  # the heads are built as soon as the sizes are known: one is missing
+            require_sizes(self, **self._sizes())

@@ -9,7 +9,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from domainfm.core import distributed
-from domainfm.core.objectives.base import ObjectiveOutput, ParallelMode, paired_views_fp32
+from domainfm.core.objectives.base import (
+    ObjectiveOutput,
+    ParallelMode,
+    paired_views_fp32,
+    require_positive,
+)
 from domainfm.core.objectives.registry import OBJECTIVES
 
 
@@ -57,8 +62,7 @@ class InfoNCE(nn.Module):
 
     def __init__(self, *, temperature: float = 0.1, gather_distributed: bool = True) -> None:
         super().__init__()
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        require_positive(temperature=temperature)
         self.temperature = float(temperature)
         self.gather_distributed = bool(gather_distributed)
 

@@ -51,9 +51,8 @@ from domainfm.core.grid import TokenGrid
 from domainfm.core.objectives.base import (
     ObjectiveOutput,
     ParallelMode,
-    batch_keys,
-    require_sizes,
-    sizes_from_backbone,
+    SizedFromBackbone,
+    view_keys,
 )
 from domainfm.core.objectives.registry import OBJECTIVES
 from domainfm.core.patching import unpatchify
@@ -72,7 +71,7 @@ def _check_sizes(
 
 
 @OBJECTIVES.register("inpainting")
-class Inpainting(nn.Module):
+class Inpainting(SizedFromBackbone):
     """A linear pixel head on every token + L1 (or L2) to the clean target, over views.
 
     Args:
@@ -89,6 +88,7 @@ class Inpainting(nn.Module):
     """
 
     parallel_mode: ClassVar[ParallelMode] = ParallelMode.LOCAL
+    backbone_sizes = ("embed_dim", "in_chans", "patch_size")
 
     head: nn.Linear
 
@@ -105,12 +105,7 @@ class Inpainting(nn.Module):
         super().__init__()
         if loss not in ("l1", "l2"):
             raise ValueError(f"loss must be 'l1' or 'l2', got loss={loss!r}")
-        self.views = batch_keys(views, "views")
-        self.targets = batch_keys(targets, "targets")
-        if len(self.views) != len(self.targets):
-            raise ValueError(
-                f"views {self.views} and targets {self.targets} must have the same length"
-            )
+        self.views, self.targets = view_keys(views, targets, "targets")
         patch = None
         if patch_size is not None:
             patch = (patch_size,) if isinstance(patch_size, int) else tuple(patch_size)
@@ -119,35 +114,14 @@ class Inpainting(nn.Module):
         self.in_chans = in_chans
         self.patch_size = tuple(int(p) for p in patch) if patch is not None else None
         self.loss = loss
-        self._built = False
-        if embed_dim is not None and in_chans is not None and patch_size is not None:
-            self._build_head()
+        self.build_heads_if_sized()
 
-    def bind_backbone(self, backbone: nn.Module) -> None:
-        """Take ``embed_dim``, ``in_chans`` and ``patch_size`` left out from ``backbone``
-        (checking those given) and build the head if it is not built yet.
-
-        Raises:
-            ValueError: if a given size differs from the backbone's.
-        """
-        sizes = sizes_from_backbone(
-            self,
-            backbone,
-            embed_dim=self.embed_dim,
-            in_chans=self.in_chans,
-            patch_size=self.patch_size,
-        )
-        self.embed_dim, self.in_chans = sizes["embed_dim"], sizes["in_chans"]
-        self.patch_size = sizes["patch_size"]
-        if not self._built:
-            self._build_head()
-
-    def _build_head(self) -> None:
+    def build_heads(self) -> None:
+        """The linear pixel head ``D -> prod(patch_size) * C``."""
         embed_dim, in_chans, patch = self.embed_dim, self.in_chans, self.patch_size
         assert embed_dim is not None and in_chans is not None and patch is not None
         _check_sizes(embed_dim, in_chans, patch)
         self.head = nn.Linear(embed_dim, math.prod(patch) * in_chans)
-        self._built = True
 
     def reconstruct(self, tokens: Tensor, grid: TokenGrid) -> Tensor:
         """Patch tokens ``(B, N, D)`` on ``grid`` → reconstruction ``(B, C, *spatial)``.
@@ -155,10 +129,7 @@ class Inpainting(nn.Module):
         Raises:
             ValueError: if the grid's patch size is not this head's ``patch_size``.
         """
-        if not self._built:  # the head is built as soon as its sizes are known: one is missing
-            require_sizes(
-                self, embed_dim=self.embed_dim, in_chans=self.in_chans, patch_size=self.patch_size
-            )
+        self.ensure_sized()
         if grid.patch_size != self.patch_size:
             raise ValueError(
                 f"Inpainting patch_size {self.patch_size} does not match the backbone's token "

@@ -58,12 +58,7 @@ from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
 from domainfm.core.grid import TokenGrid
-from domainfm.core.objectives.base import (
-    ObjectiveOutput,
-    ParallelMode,
-    require_sizes,
-    sizes_from_backbone,
-)
+from domainfm.core.objectives.base import ObjectiveOutput, ParallelMode, SizedFromBackbone
 from domainfm.core.objectives.mae_targets import MAETarget, NormalizedPixelTarget
 from domainfm.core.objectives.registry import OBJECTIVES
 from domainfm.core.patching import patchify_at
@@ -76,7 +71,7 @@ def _gather_tokens(tokens: Tensor, index: Tensor) -> Tensor:
 
 
 @OBJECTIVES.register("mae")
-class MAE(nn.Module):
+class MAE(SizedFromBackbone):
     """MAE decoder + masked reconstruction loss.
 
     Args:
@@ -98,6 +93,7 @@ class MAE(nn.Module):
     """
 
     parallel_mode = ParallelMode.LOCAL
+    backbone_sizes = ("embed_dim", "in_chans", "patch_size")
 
     decoder_embed: nn.Linear
     mask_token: nn.Parameter
@@ -139,33 +135,10 @@ class MAE(nn.Module):
         self.mlp_ratio = mlp_ratio
         self.decoder_qkv_bias = decoder_qkv_bias
         self.infonce_weight = float(infonce_weight)
-        self._built = False
-        if embed_dim is not None and in_chans is not None and patch_size is not None:
-            self._build_decoder()
+        self.build_heads_if_sized()
 
-    def bind_backbone(self, backbone: nn.Module) -> None:
-        """Take ``embed_dim``, ``in_chans`` and ``patch_size`` left out from ``backbone``
-        (checking those given) and build the decoder if it is not built yet.
-
-        Raises:
-            ValueError: if a given size differs from the backbone's.
-        """
-        sizes = sizes_from_backbone(
-            self,
-            backbone,
-            embed_dim=self.embed_dim,
-            in_chans=self.in_chans,
-            patch_size=self.patch_size,
-        )
-        self.embed_dim, self.in_chans = sizes["embed_dim"], sizes["in_chans"]
-        self.patch_size = sizes["patch_size"]
-        if not self._built:
-            self._build_decoder()
-
-    def _build_decoder(self) -> None:
-        require_sizes(
-            self, embed_dim=self.embed_dim, in_chans=self.in_chans, patch_size=self.patch_size
-        )
+    def build_heads(self) -> None:
+        """The decoder: embedding, mask token, blocks, norm and prediction head(s)."""
         assert self.embed_dim is not None and self.in_chans is not None
         assert self.patch_size is not None
         dim = self.decoder_dim
@@ -190,17 +163,13 @@ class MAE(nn.Module):
                 nn.init.xavier_uniform_(m.weight)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
-        self._built = True
 
     def _decoder_pos(self, grid: TokenGrid, ref: Tensor) -> Tensor:
         table = cached_sincos_pos_embed(grid.shape, self.mask_token.shape[-1])  # (1, N, Dd)
         return table.to(device=ref.device, dtype=ref.dtype)
 
     def _check_grid(self, grid: TokenGrid) -> None:
-        if not self._built:  # the decoder is built as soon as its sizes are known: one is missing
-            require_sizes(
-                self, embed_dim=self.embed_dim, in_chans=self.in_chans, patch_size=self.patch_size
-            )
+        self.ensure_sized()
         if grid.patch_size != self.patch_size:
             raise ValueError(
                 f"grid patch_size {grid.patch_size} differs from MAE patch_size {self.patch_size}"

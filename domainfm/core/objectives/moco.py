@@ -9,7 +9,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from domainfm.core import distributed
-from domainfm.core.objectives.base import ObjectiveOutput, ParallelMode
+from domainfm.core.objectives.base import (
+    ObjectiveOutput,
+    ParallelMode,
+    require_at_least,
+    require_positive,
+)
 from domainfm.core.objectives.registry import OBJECTIVES
 
 
@@ -64,12 +69,8 @@ class MoCo(nn.Module):
 
     def __init__(self, *, dim: int, queue_size: int = 65536, temperature: float = 0.2) -> None:
         super().__init__()
-        if dim < 1:
-            raise ValueError(f"dim must be >= 1, got {dim}")
-        if queue_size < 1:
-            raise ValueError(f"queue_size must be >= 1, got {queue_size}")
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        require_at_least(1, dim=dim, queue_size=queue_size)
+        require_positive(temperature=temperature)
         self.dim = int(dim)
         self.queue_size = int(queue_size)
         self.temperature = float(temperature)

@@ -44,15 +44,15 @@ from domainfm.core.batch_features import BatchFeatures
 from domainfm.core.objectives.base import (
     ObjectiveOutput,
     ParallelMode,
-    batch_keys,
-    require_sizes,
-    sizes_from_backbone,
+    SizedFromBackbone,
+    require_at_least,
+    view_keys,
 )
 from domainfm.core.objectives.registry import OBJECTIVES
 
 
 @OBJECTIVES.register("rotation")
-class RotationPrediction(nn.Module):
+class RotationPrediction(SizedFromBackbone):
     """A linear rotation classifier on pooled embeddings, cross-entropy over views.
 
     Args:
@@ -76,36 +76,21 @@ class RotationPrediction(nn.Module):
         labels: Sequence[str] = ("rot1", "rot2"),
     ) -> None:
         super().__init__()
-        if embed_dim is not None and embed_dim < 1:
-            raise ValueError(f"embed_dim must be >= 1, got embed_dim={embed_dim}")
-        if num_classes < 2:
-            raise ValueError(f"num_classes must be >= 2, got num_classes={num_classes}")
-        self.views = batch_keys(views, "views")
-        self.labels = batch_keys(labels, "labels")
-        if len(self.views) != len(self.labels):
-            raise ValueError(
-                f"views {self.views} and labels {self.labels} must have the same length"
-            )
+        require_at_least(1, embed_dim=embed_dim)
+        require_at_least(2, num_classes=num_classes)
+        self.views, self.labels = view_keys(views, labels, "labels")
         self.num_classes = num_classes
         self.embed_dim = embed_dim
-        if embed_dim is not None:
-            self.head = nn.Linear(embed_dim, num_classes)
+        self.build_heads_if_sized()
 
-    def bind_backbone(self, backbone: nn.Module) -> None:
-        """Take ``embed_dim`` from ``backbone`` if left out (checking it if given) and build
-        the head if it is not built yet.
-
-        Raises:
-            ValueError: if a given ``embed_dim`` differs from the backbone's.
-        """
-        built = self.embed_dim is not None
-        self.embed_dim = sizes_from_backbone(self, backbone, embed_dim=self.embed_dim)["embed_dim"]
-        if not built:
-            self.head = nn.Linear(self.embed_dim, self.num_classes)
+    def build_heads(self) -> None:
+        """The linear classifier ``D -> R``."""
+        assert self.embed_dim is not None
+        self.head = nn.Linear(self.embed_dim, self.num_classes)
 
     def forward_batch(self, features: BatchFeatures) -> ObjectiveOutput:
         """Mean over views of the cross-entropy of the head's logits vs the labels."""
-        require_sizes(self, embed_dim=self.embed_dim)
+        self.ensure_sized()
         losses: list[Tensor] = []
         correct: list[Tensor] = []
         for view, label_key in zip(self.views, self.labels, strict=True):

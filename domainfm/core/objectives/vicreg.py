@@ -6,14 +6,19 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from domainfm.core.objectives.base import ObjectiveOutput, ParallelMode, paired_views_fp32
+from domainfm.core.objectives.base import (
+    GlobalStatsLoss,
+    ObjectiveOutput,
+    require_at_least,
+    require_positive,
+)
 from domainfm.core.objectives.registry import OBJECTIVES
 
 
 @OBJECTIVES.register("vicreg")
-class VICReg(nn.Module):
+class VICReg(GlobalStatsLoss):
     """VICReg loss ``sim_weight * s + var_weight * v + cov_weight * c``.
 
     Bardes, Ponce & LeCun 2022, "VICReg: Variance-Invariance-Covariance Regularization for
@@ -26,14 +31,9 @@ class VICReg(nn.Module):
     * covariance ``c = (sum_{i != j} Cov1_ij^2 + sum_{i != j} Cov2_ij^2) / D`` with
       ``Cov = zc^T zc / (N - 1)`` of the centered embeddings ``zc``.
 
-    Data parallelism (:attr:`parallel_mode` ``GLOBAL_STATS``): with
-    ``gather_distributed=True`` both views are gathered from all ranks *with gradients* and
-    every rank computes the *same* global loss ``L``; the mean over ranks is ``L`` and the
-    gather's backward sums the ``W`` identical gradients, so the local gradient divided by
-    ``W`` is the single-process gradient (:mod:`domainfm.core.objectives.base`). With
-    ``gather_distributed=False`` the statistics are per rank, a different loss.
-
-    Computed in at least float32 with autocast disabled.
+    Data parallelism and precision: :class:`~domainfm.core.objectives.base.GlobalStatsLoss`
+    (``GLOBAL_STATS``; with ``gather_distributed=True`` every rank computes the loss of the
+    global batch; in at least float32 with autocast disabled).
 
     Args:
         sim_weight: weight of the invariance term (``>= 0``).
@@ -54,7 +54,7 @@ class VICReg(nn.Module):
         out.loss.backward()
     """
 
-    parallel_mode: ClassVar[ParallelMode] = ParallelMode.GLOBAL_STATS
+    loss_name: ClassVar[str] = "VICReg"
 
     def __init__(
         self,
@@ -65,39 +65,25 @@ class VICReg(nn.Module):
         eps: float = 1e-4,
         gather_distributed: bool = True,
     ) -> None:
-        super().__init__()
-        for name, value in (
-            ("sim_weight", sim_weight),
-            ("var_weight", var_weight),
-            ("cov_weight", cov_weight),
-        ):
-            if not value >= 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
-        if not eps > 0:
-            raise ValueError(f"eps must be > 0, got {eps}")
+        super().__init__(gather_distributed=gather_distributed)
+        require_at_least(0, sim_weight=sim_weight, var_weight=var_weight, cov_weight=cov_weight)
+        require_positive(eps=eps)
         self.sim_weight = float(sim_weight)
         self.var_weight = float(var_weight)
         self.cov_weight = float(cov_weight)
         self.eps = float(eps)
-        self.gather_distributed = bool(gather_distributed)
 
-    def forward(self, z1: Tensor, z2: Tensor) -> ObjectiveOutput:
-        """VICReg loss of the paired rows of ``z1`` and ``z2``."""
-        with torch.autocast(device_type=z1.device.type, enabled=False):
-            z1, z2 = paired_views_fp32(z1, z2, gather=self.gather_distributed)
-            n, d = z1.shape
-            if n < 2:
-                raise ValueError(f"VICReg needs a global batch of >= 2 samples, got {n}")
-            invariance = F.mse_loss(z1, z2)
-            z1c = z1 - z1.mean(dim=0)
-            z2c = z2 - z2.mean(dim=0)
-            variance = (self._variance(z1c, n) + self._variance(z2c, n)) / 2.0
-            covariance = (self._covariance(z1c, n) + self._covariance(z2c, n)) / d
-            loss = (
-                self.sim_weight * invariance
-                + self.var_weight * variance
-                + self.cov_weight * covariance
-            )
+    def global_loss(self, z1: Tensor, z2: Tensor) -> ObjectiveOutput:
+        """VICReg loss of the paired rows of the global views ``(N, D)``."""
+        n, d = z1.shape
+        invariance = F.mse_loss(z1, z2)
+        z1c = z1 - z1.mean(dim=0)
+        z2c = z2 - z2.mean(dim=0)
+        variance = (self._variance(z1c, n) + self._variance(z2c, n)) / 2.0
+        covariance = (self._covariance(z1c, n) + self._covariance(z2c, n)) / d
+        loss = (
+            self.sim_weight * invariance + self.var_weight * variance + self.cov_weight * covariance
+        )
         terms = {"invariance": invariance, "variance": variance, "covariance": covariance}
         return ObjectiveOutput(loss=loss, terms=terms)
 

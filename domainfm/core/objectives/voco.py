@@ -83,8 +83,8 @@ from domainfm.core.batch_features import BatchFeatures
 from domainfm.core.objectives.base import (
     ObjectiveOutput,
     ParallelMode,
-    require_sizes,
-    sizes_from_backbone,
+    SizedFromBackbone,
+    require_at_least,
 )
 from domainfm.core.objectives.registry import OBJECTIVES
 
@@ -127,7 +127,7 @@ class CropNorm(nn.Module):
 
 
 @OBJECTIVES.register("voco")
-class VoCo(nn.Module):
+class VoCo(SizedFromBackbone):
     """VoCo position contrast: prediction loss + ``reg_weight`` × base-crop regularizer.
 
     Args:
@@ -154,39 +154,21 @@ class VoCo(nn.Module):
         stop_grad_bases: bool = False,
     ) -> None:
         super().__init__()
-        for name, value in (
-            ("embed_dim", embed_dim),
-            ("hidden_dim", hidden_dim),
-            ("out_dim", out_dim),
-        ):
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1, got {name}={value}")
-        if not reg_weight >= 0:
-            raise ValueError(f"reg_weight must be >= 0, got reg_weight={reg_weight}")
+        require_at_least(1, embed_dim=embed_dim, hidden_dim=hidden_dim, out_dim=out_dim)
+        require_at_least(0, reg_weight=reg_weight)
         self.reg_weight = float(reg_weight)
         self.stop_grad_bases = bool(stop_grad_bases)
         self.embed_dim = embed_dim
         self.hidden_dim = hidden_dim
         self.out_dim = out_dim
-        if embed_dim is not None:
-            self._build_head(embed_dim)
+        self.build_heads_if_sized()
 
-    def bind_backbone(self, backbone: nn.Module) -> None:
-        """Take ``embed_dim`` from ``backbone`` if left out (checking it if given) and build
-        the head if it is not built yet.
-
-        Raises:
-            ValueError: if a given ``embed_dim`` differs from the backbone's.
-        """
-        built = self.embed_dim is not None
-        self.embed_dim = sizes_from_backbone(self, backbone, embed_dim=self.embed_dim)["embed_dim"]
-        if not built:
-            self._build_head(self.embed_dim)
-
-    def _build_head(self, embed_dim: int) -> None:
+    def build_heads(self) -> None:
+        """The projection head ``D -> hidden -> hidden -> out`` (see the module docstring)."""
+        assert self.embed_dim is not None
         hidden_dim = self.hidden_dim
         self.head = nn.Sequential(
-            nn.Linear(embed_dim, hidden_dim),
+            nn.Linear(self.embed_dim, hidden_dim),
             CropNorm(hidden_dim),
             nn.ReLU(inplace=True),
             nn.Linear(hidden_dim, hidden_dim),
@@ -210,7 +192,7 @@ class VoCo(nn.Module):
                 "crops and base must be (B, R, D) and (B, K, D) embeddings, got "
                 f"{tuple(crops.shape)} and {tuple(base.shape)}"
             )
-        require_sizes(self, embed_dim=self.embed_dim)
+        self.ensure_sized()
         b, r, _ = crops.shape
         k = base.shape[1]
         if k < 2:

@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from torch.utils.data import default_collate
+from torch.utils.data import Dataset, default_collate
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from domainfm.core.masking import DEFAULT_MASKING, MaskingSpec
@@ -66,6 +66,16 @@ def segment_collate(views: str, masking: MaskingSpec) -> Callable[[list[Any]], A
     """The collate of pretraining segments: MAE masks (``"random"`` only) for
     ``views="single"``, BYOL-A's batch standardization of the two views otherwise."""
     return masking.collate(kinds=("random",)) if views == "single" else BYOLACollate()
+
+
+def with_file_stats(frontend: Frontend, files: Sequence[str | Path], cache: str | None) -> Frontend:
+    """``frontend`` when it normalizes already, else a copy normalizing with the statistics
+    of its features over ``files`` (:func:`~domainfm.domains.audio.frontends.
+    compute_frontend_stats`, cached in ``cache``)."""
+    if frontend.mean is not None:
+        return frontend
+    mean, std = compute_frontend_stats(files, frontend, cache=cache)
+    return frontend.with_stats(mean, std)
 
 
 class AudioPretrainDataModule(SeededDataModule):
@@ -121,11 +131,7 @@ class AudioPretrainDataModule(SeededDataModule):
         if self.train_set is not None:
             return
         infos, self.skipped = index_audio(expand_files(self.patterns), cache=self.index_cache)
-        if self.frontend.mean is None:
-            mean, std = compute_frontend_stats(
-                [i.path for i in infos], self.frontend, cache=self.stats_cache
-            )
-            self.frontend = self.frontend.with_stats(mean, std)
+        self.frontend = with_file_stats(self.frontend, [i.path for i in infos], self.stats_cache)
         self.train_set = AudioSegmentDataset(
             infos=infos,
             frontend=self.frontend,
@@ -255,12 +261,15 @@ class AudioClipDataModule(SeededDataModule):
     def setup(self, stage: str) -> None:
         if self.val_set is not None:
             return
-        train, val, ids = self._split()
-        self.train_set, self.val_set = self._datasets(train, val, ids)
+        train, val = self._split()
+        self.train_set, self.val_set = (
+            self._dataset(*train, train=True),
+            self._dataset(*val, train=False),
+        )
 
-    def _split(self) -> tuple[list[dict[str, str]], list[dict[str, str]], dict[str, int]]:
-        """Training and validation rows (by group), class ids by label; computes the front
-        end's statistics over the training clips when it has none."""
+    def _split(self) -> tuple[tuple[list[str], list[int]], tuple[list[str], list[int]]]:
+        """Files and class ids of the training and the validation clips (split by group);
+        computes the front end's statistics over the training clips when it has none."""
         path = resolve_data_path(self.metadata)
         rows = read_metadata(
             path,
@@ -276,29 +285,24 @@ class AudioClipDataModule(SeededDataModule):
             )
         self.class_names = sorted({r[self.label_column] for r in rows}, key=_natural)
         ids = {name: i for i, name in enumerate(self.class_names)}
-        train = [r for r in rows if r[self.group_column] not in self.val_groups]
-        val = [r for r in rows if r[self.group_column] in self.val_groups]
-        if self.frontend.mean is None:
-            mean, std = compute_frontend_stats(
-                [r[self.file_column] for r in train], self.frontend, cache=self.stats_cache
-            )
-            self.frontend = self.frontend.with_stats(mean, std)
-        return train, val, ids
 
-    def _datasets(
-        self, train: list[dict[str, str]], val: list[dict[str, str]], ids: dict[str, int]
-    ) -> tuple[Any, Any]:
-        """The training and validation datasets of the split."""
-        return tuple(  # type: ignore[return-value]
-            AudioClipDataset(
-                files=[r[self.file_column] for r in part],
-                labels=[ids[r[self.label_column]] for r in part],
-                frontend=self.frontend,
-                frames=self.frames,
-                train=is_train,
-                specaugment=self.specaugment if is_train else None,
-            )
-            for part, is_train in ((train, True), (val, False))
+        def clips(part: list[dict[str, str]]) -> tuple[list[str], list[int]]:
+            return [r[self.file_column] for r in part], [ids[r[self.label_column]] for r in part]
+
+        train = clips([r for r in rows if r[self.group_column] not in self.val_groups])
+        val = clips([r for r in rows if r[self.group_column] in self.val_groups])
+        self.frontend = with_file_stats(self.frontend, train[0], self.stats_cache)
+        return train, val
+
+    def _dataset(self, files: list[str], labels: list[int], *, train: bool) -> Dataset[Any]:
+        """The training or validation dataset of ``files`` labeled ``labels``."""
+        return AudioClipDataset(
+            files=files,
+            labels=labels,
+            frontend=self.frontend,
+            frames=self.frames,
+            train=train,
+            specaugment=self.specaugment if train else None,
         )
 
     @property
@@ -353,19 +357,13 @@ class SoundEventDataModule(AudioClipDataModule):
         self.sequences_per_epoch = sequences_per_epoch
         self.val_sequences = val_sequences
 
-    def _datasets(
-        self, train: list[dict[str, str]], val: list[dict[str, str]], ids: dict[str, int]
-    ) -> tuple[Any, Any]:
-
-        return tuple(  # type: ignore[return-value]
-            EventSequenceDataset(
-                files=[r[self.file_column] for r in part],
-                labels=[ids[r[self.label_column]] for r in part],
-                num_classes=len(ids),
-                frontend=self.frontend,
-                frames=self.frames,
-                max_events=self.max_events,
-                length=length,
-            )
-            for part, length in ((train, self.sequences_per_epoch), (val, self.val_sequences))
+    def _dataset(self, files: list[str], labels: list[int], *, train: bool) -> Dataset[Any]:
+        return EventSequenceDataset(
+            files=files,
+            labels=labels,
+            num_classes=self.num_classes,
+            frontend=self.frontend,
+            frames=self.frames,
+            max_events=self.max_events,
+            length=self.sequences_per_epoch if train else self.val_sequences,
         )

@@ -64,6 +64,21 @@ class Frontend(nn.Module):
     std: float | None
     norm_scale: float = 1.0  # features are (x - mean) / (norm_scale * std)
 
+    def __init__(
+        self,
+        *,
+        sample_rate: int,
+        hop_length: int,
+        n_bins: int,
+        mean: float | None,
+        std: float | None,
+    ) -> None:
+        super().__init__()
+        self.sample_rate = sample_rate
+        self.hop_length = hop_length
+        self.n_bins = n_bins
+        self.mean, self.std = mean, std
+
     def normalize(self, x: Tensor) -> Tensor:
         """Un-normalized features → this front end's normalized ones (unchanged without
         statistics)."""
@@ -117,13 +132,12 @@ class LogMelFrontend(Frontend):
         std: float | None = None,
         eps: float = FLOAT32_EPS,
     ) -> None:
-        super().__init__()
+        super().__init__(
+            sample_rate=sample_rate, hop_length=hop_length, n_bins=n_mels, mean=mean, std=std
+        )
         import torchaudio
 
-        self.sample_rate = sample_rate
-        self.hop_length = hop_length
-        self.n_bins = n_mels
-        self.mean, self.std, self.eps = mean, std, eps
+        self.eps = eps
         self.mel = torchaudio.transforms.MelSpectrogram(
             sample_rate=sample_rate,
             n_fft=n_fft,
@@ -169,13 +183,15 @@ class KaldiFbankFrontend(Frontend):
         mean: float | None = AUDIOSET_FBANK_MEAN,
         std: float | None = AUDIOSET_FBANK_STD,
     ) -> None:
-        super().__init__()
-        self.sample_rate = sample_rate
-        self.n_bins = num_mel_bins
+        super().__init__(
+            sample_rate=sample_rate,
+            hop_length=round(sample_rate * frame_shift_ms / 1000),
+            n_bins=num_mel_bins,
+            mean=mean,
+            std=std,
+        )
         self.frame_length_ms = frame_length_ms
         self.frame_shift_ms = frame_shift_ms
-        self.hop_length = round(sample_rate * frame_shift_ms / 1000)
-        self.mean, self.std = mean, std
 
     def _one(self, waveform: Tensor) -> Tensor:
         from torchaudio.compliance.kaldi import fbank

@@ -35,13 +35,13 @@ from domainfm.domains.audio.events import Event, activity_to_events
 from domainfm.domains.audio.hear import segment_chunks, token_columns
 from domainfm.domains.audio.io import load_audio
 from domainfm.pretrained.report import load_state_dict_with_report
-from domainfm.tasks.finetune_module import (
+from domainfm.tasks.lr_schedule import adamw_warmup_cosine
+from domainfm.tasks.param_groups import param_groups
+from domainfm.tasks.task_module import (
     checkpoint_metadata,
     pretrained_backbone,
     read_task_checkpoint,
 )
-from domainfm.tasks.lr_schedule import adamw_warmup_cosine
-from domainfm.tasks.param_groups import param_groups
 
 
 class SoundEventModule(L.LightningModule):

@@ -30,15 +30,9 @@ from typing import Any, Literal
 
 from domainfm.core.masking import MaskingCollate, MaskingSpec
 from domainfm.data.data_root import expand_files
-from domainfm.data.datamodule import SeededDataModule
-from domainfm.domains.geospatial.contract import (
-    RasterContract,
-    ground_sample_distance,
-    standardization,
-)
-from domainfm.domains.geospatial.normalization import band_stats_for
+from domainfm.domains.geospatial.contract import RasterContract, ground_sample_distance
+from domainfm.domains.geospatial.raster_datamodule import RasterDataModule
 from domainfm.domains.geospatial.spectral_temporal import CUBE_AXES
-from domainfm.domains.geospatial.stats import BandStats
 from domainfm.domains.geospatial.windows import RasterWindowDataset
 
 RASTER_MASKING = MaskingSpec(patch_size=8)
@@ -64,21 +58,11 @@ def raster_masking_collate(
     )
 
 
-class RasterPretrainDataModule(SeededDataModule):
+class RasterPretrainDataModule(RasterDataModule):
     """Random windows of rasters, normalized per band, with MAE masks drawn in the workers.
 
     Args:
         files: rasters (paths or glob patterns; all with the same bands).
-        size: window size in pixels.
-        bands: bands to use (1-based indices or names); default all.
-        band_names: names of the files' bands (e.g. Sentinel-2 ``B01`` … ``B12``).
-        released_input: name of a registered release (e.g.
-            ``"torchgeo-resnet50-sentinel2-all-moco"``) whose input normalization to use
-            instead of statistics computed over the files; the files are checked to be in
-            its units first (mis-scaled input is refused with the factor that fixes it).
-        input_scale: factor applied to the raw values before that normalization (e.g.
-            ``10000`` for reflectance 0..1 into weights trained on L1C digital numbers).
-        stats_cache: JSON file caching the per-band statistics between runs.
         masking: the MAE masks: the backbone's spatial patch size (time series and cubes
             are cut ``1 × p × p``), the ratio, and the kind: ``"random"``, ``"block"`` (2D
             windows) or ``"tube"`` (series and cubes: the same spatial patches in every
@@ -97,8 +81,11 @@ class RasterPretrainDataModule(SeededDataModule):
         geo_clusters: ``K``: samples carry ``"geo_label"``, their place's k-means region
             (geography-aware SSL's pretext labels).
         min_valid: least fraction of valid pixels in a window.
-        **kwargs: ``batch_size`` (windows per batch), ``num_workers`` (each opens its own
-            file handles), ``seed`` (of window order, positions and masks): see
+        **kwargs: ``size`` (window size in pixels), ``bands``, ``band_names``,
+            ``stats_cache``, ``released_input``, ``input_scale`` (the statistics: see
+            :class:`~domainfm.domains.geospatial.raster_datamodule.RasterDataModule`),
+            ``batch_size`` (windows per batch), ``num_workers`` (each opens its own file
+            handles), ``seed`` (of window order, positions and masks): see
             :class:`~domainfm.data.datamodule.SeededDataModule`.
     """
 
@@ -106,12 +93,6 @@ class RasterPretrainDataModule(SeededDataModule):
         self,
         *,
         files: Sequence[str],
-        size: int = 32,
-        bands: Sequence[int] | Sequence[str] | None = None,
-        band_names: Sequence[str] | None = None,
-        stats_cache: str | None = None,
-        released_input: str | None = None,
-        input_scale: float = 1.0,
         masking: MaskingSpec = RASTER_MASKING,
         views: int = 1,
         samples_per_epoch: int = 256,
@@ -128,12 +109,6 @@ class RasterPretrainDataModule(SeededDataModule):
     ) -> None:
         super().__init__(**kwargs)
         self.patterns = list(files)
-        self.size = size
-        self.bands = bands
-        self.band_names = list(band_names) if band_names is not None else None
-        self.stats_cache = stats_cache
-        self.released_input = released_input
-        self.input_scale = input_scale
         self.views = views
         self.samples_per_epoch = samples_per_epoch
         self.sampling: Literal["random", "grid"] = sampling
@@ -148,27 +123,18 @@ class RasterPretrainDataModule(SeededDataModule):
         self.collate = raster_masking_collate(
             masking=masking, time_steps=time_steps, band_groups=band_groups
         )
-        self.stats: BandStats | None = None
         self.train_set: RasterWindowDataset | None = None
 
     def setup(self, stage: str) -> None:
         if self.train_set is not None:
             return
         files = expand_files(self.patterns)
-        self.stats = band_stats_for(
-            files,
-            released_input=self.released_input,
-            input_scale=self.input_scale,
-            cache=self.stats_cache,
-            bands=self.bands,
-            band_names=self.band_names,
-        )
         self.train_set = RasterWindowDataset(
             files=files,
             size=self.size,
             bands=self.bands,
             band_names=self.band_names,
-            stats=self.stats,
+            stats=self.compute_stats(files),
             samples_per_epoch=self.samples_per_epoch,
             views=self.views,
             min_valid=self.min_valid,
@@ -184,17 +150,9 @@ class RasterPretrainDataModule(SeededDataModule):
 
     def input_contract(self) -> RasterContract:
         """Bands, their normalization and the grid a model trained on this data expects."""
-        stats = self.stats
-        if stats is None:
-            raise RuntimeError("the input contract is known after setup() computed band stats")
         info = self.train_set.infos[0] if self.train_set is not None else None
-        return RasterContract(
-            bands=list(stats.band_names),
-            normalization=standardization(stats.mean, stats.std),
+        return self.raster_contract(
             gsd_m=ground_sample_distance(info.crs, info.res) if info is not None else None,
-            released_input=self.released_input,
-            input_scale=self.input_scale,
-            window=self.size,
             extra={
                 "crs": str(info.crs) if info is not None else None,
                 "resolution": list(info.res) if info is not None else None,

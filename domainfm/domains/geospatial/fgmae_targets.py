@@ -44,7 +44,6 @@ import torch
 from torch import Tensor
 
 from domainfm.core.grid import TokenGrid
-from domainfm.core.normalize import floor_std
 from domainfm.core.objectives.mae_targets import MAETarget
 from domainfm.core.patching import patchify
 from domainfm.data.data_root import expand_files
@@ -116,8 +115,8 @@ class NormalizedDifferenceTarget(MAETarget):
                 raise ValueError(
                     f"the statistics cover {list(stats.band_names)}, not {self.band_names}"
                 )
-            self.mean = torch.tensor(stats.mean)
-            self.std = torch.tensor([floor_std(s) for s in stats.std])
+            mean, std = stats.contract().moments()  # std floored
+            self.mean, self.std = torch.from_numpy(mean), torch.from_numpy(std)
         return self.mean, self.std
 
     def out_dim(self, in_chans: int, patch_size: Sequence[int]) -> int:

@@ -42,6 +42,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -243,19 +244,13 @@ def read_bands(
         except rasterio.errors.RasterioError as err:
             gdal_failed(source, f"could not reproject to {crs_name(grid.crs)}", err)
         with vrt:
-            warped = RasterInfo(
-                path=source,
+            warped = dataclasses.replace(  # the file's bands on the grid
+                info,
                 width=grid.width,
                 height=grid.height,
-                count=info.count,
                 crs=grid.crs,
                 transform=grid.transform,
                 res=grid.res,
-                band_names=info.band_names,
-                nodata=info.nodata,
-                dtype=info.dtype,
-                scales=info.scales,
-                offsets=info.offsets,
             )
             return read_dataset_window(
                 source, vrt, warped, window, indexes, names, boundless, vrt.count if alpha else None

@@ -73,6 +73,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import torch
@@ -81,7 +82,7 @@ from torch import Tensor
 from domainfm.domains.geospatial.contract import RasterContract
 from domainfm.domains.geospatial.raster_header import SENTINEL2_L1C_BANDS
 from domainfm.domains.geospatial.timm_cnn import TimmCNN, timm_to_backbone_keys
-from domainfm.pretrained.registry import released_checkpoint
+from domainfm.pretrained.registry import RELEASED, released_checkpoint
 
 S2_L1C_DN_INPUT = RasterContract(
     bands=list(SENTINEL2_L1C_BANDS),
@@ -103,21 +104,19 @@ docstring for where that was verified), checked by
 RESNET50_S2: dict[str, Any] = {"model_name": "resnet50", "in_chans": 13}
 """``timm_cnn`` kwargs of the 13-band ResNet-50 releases (every stage, strides 2..32)."""
 
-VIT_S16_S2: dict[str, Any] = {
-    "in_chans": 13,
-    "spatial_dims": 2,
-    "patch_size": 16,
-    "embed_dim": 384,
-    "depth": 12,
-    "num_heads": 6,
-    "pos_embed": "learned",
-    "grid_size": 14,
-}
-"""``vit_nd`` kwargs of the 13-band ViT-S/16 releases (timm ``vit_small_patch16_224``)."""
+VIT_S16_S2: dict[str, Any] = {**RELEASED.get("timm-vit-small-patch16-224").kwargs, "in_chans": 13}
+"""``vit_nd`` kwargs of the 13-band ViT-S/16 releases: timm ``vit_small_patch16_224`` (the
+registry's ``timm-vit-small-patch16-224``) with 13 input bands."""
 
 _LICENSE = "CC-BY-4.0 (SSL4EO-S12 weights, as on their Hugging Face model cards)"
 _PAPER = "https://arxiv.org/abs/2211.07044"
 _SSL4EO = "https://github.com/zhu-xlab/SSL4EO-S12"
+_resnet50_release = partial(  # the ResNet-50 releases' architecture and license
+    released_checkpoint, architecture="timm_cnn", kwargs=RESNET50_S2, license=_LICENSE
+)
+_vit_s16_release = partial(  # the ViT-S/16 releases'
+    released_checkpoint, architecture="vit_nd", kwargs=VIT_S16_S2, license=_LICENSE
+)
 _TG_INPUT = dataclasses.replace(
     S2_L1C_DN_INPUT,
     extra={
@@ -156,25 +155,19 @@ def _resnet50_keys(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return timm_to_backbone_keys(state, target)
 
 
-@released_checkpoint(
+@_resnet50_release(
     name="torchgeo-resnet50-sentinel2-all-moco",
-    architecture="timm_cnn",
-    kwargs=RESNET50_S2,
     source_layout="TorchGeo ResNet50_Weights.SENTINEL2_ALL_MOCO: plain timm resnet50 state dict "
     "(in_chans 13: conv1.weight (64, 13, 7, 7)), no fc.* (dropped if present)",
     input=_TG_INPUT,
-    license=_LICENSE,
     reference="https://hf.co/torchgeo/resnet50_sentinel2_all_moco "
     "(resnet50_sentinel2_all_moco-df8b932e.pth)",
 )
-@released_checkpoint(
+@_resnet50_release(
     name="torchgeo-resnet50-sentinel2-all-dino",
-    architecture="timm_cnn",
-    kwargs=RESNET50_S2,
     source_layout="TorchGeo ResNet50_Weights.SENTINEL2_ALL_DINO: plain timm resnet50 state dict "
     "(in_chans 13), no fc.* (dropped if present)",
     input=_TG_INPUT,
-    license=_LICENSE,
     reference="https://hf.co/torchgeo/resnet50_sentinel2_all_dino "
     "(resnet50_sentinel2_all_dino-d6c330e9.pth)",
 )
@@ -182,25 +175,19 @@ def _map_torchgeo_resnet50(content: Any) -> dict[str, Tensor]:
     return _resnet50_keys(_unwrap(content))
 
 
-@released_checkpoint(
+@_vit_s16_release(
     name="torchgeo-vit-small-patch16-224-sentinel2-all-moco",
-    architecture="vit_nd",
-    kwargs=VIT_S16_S2,
     source_layout="TorchGeo ViTSmall16_Weights.SENTINEL2_ALL_MOCO: plain timm "
     "vit_small_patch16_224 state dict (in_chans 13: patch_embed.proj.weight (384, 13, 16, 16), "
     "pos_embed (1, 197, 384)), head.* dropped if present",
     input=_TG_INPUT,
-    license=_LICENSE,
     reference="https://hf.co/torchgeo/vit_small_patch16_224_sentinel2_all_moco",
 )
-@released_checkpoint(
+@_vit_s16_release(
     name="torchgeo-vit-small-patch16-224-sentinel2-all-dino",
-    architecture="vit_nd",
-    kwargs=VIT_S16_S2,
     source_layout="TorchGeo ViTSmall16_Weights.SENTINEL2_ALL_DINO: plain timm "
     "vit_small_patch16_224 state dict (in_chans 13), head.* dropped if present",
     input=_TG_INPUT,
-    license=_LICENSE,
     reference="https://hf.co/torchgeo/vit_small_patch16_224_sentinel2_all_dino",
 )
 def _map_torchgeo_vit(content: Any) -> dict[str, Tensor]:
@@ -212,15 +199,12 @@ _MOCO_DROPPED = ("module.encoder_q.fc.", "module.encoder_k.")
 _MOCO_BUFFERS = {"module.queue", "module.queue_ptr"}
 
 
-@released_checkpoint(
+@_resnet50_release(
     name="ssl4eo-s12-resnet50-moco",
-    architecture="timm_cnn",
-    kwargs=RESNET50_S2,
     source_layout="SSL4EO-S12 B13_rn50_moco_0099_ckpt.pth: {'state_dict': "
     "{'module.encoder_q.<resnet key>'}}; encoder_q.fc (MLP head), encoder_k.*, queue, queue_ptr "
     "dropped",
     input=_ORIG_INPUT,
-    license=_LICENSE,
     reference=f"{_SSL4EO} (README, MoCo ResNet50 full ckpt); {_PAPER}",
 )
 def _map_ssl4eo_moco_resnet50(content: Any) -> dict[str, Tensor]:
@@ -244,28 +228,22 @@ def _dino_teacher_backbone(content: Any) -> dict[str, Tensor]:
     return out
 
 
-@released_checkpoint(
+@_vit_s16_release(
     name="ssl4eo-s12-vit-small-patch16-dino",
-    architecture="vit_nd",
-    kwargs=VIT_S16_S2,
     source_layout="SSL4EO-S12 B13_vits16_dino_0099_ckpt.pth: {'teacher': {'backbone.<vit key>', "
     "'head.*' (DINOHead, dropped)}, 'student': {'module.backbone.*', ...}}; teacher read",
     input=_ORIG_INPUT,
-    license=_LICENSE,
     reference=f"{_SSL4EO} (README, DINO ViT-S/16 full ckpt); {_PAPER}",
 )
 def _map_ssl4eo_dino_vit(content: Any) -> dict[str, Tensor]:
     return _dino_teacher_backbone(content)
 
 
-@released_checkpoint(
+@_resnet50_release(
     name="ssl4eo-s12-resnet50-dino",
-    architecture="timm_cnn",
-    kwargs=RESNET50_S2,
     source_layout="SSL4EO-S12 B13_rn50_dino_0099_ckpt.pth: {'teacher': {'module.backbone."
     "<resnet key>', 'module.head.*' (DINOHead, dropped)}, 'student': ...}; teacher read",
     input=_ORIG_INPUT,
-    license=_LICENSE,
     reference=f"{_SSL4EO} (README, DINO ResNet50 full ckpt); {_PAPER}",
 )
 def _map_ssl4eo_dino_resnet50(content: Any) -> dict[str, Tensor]:

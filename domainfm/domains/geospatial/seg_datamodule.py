@@ -32,29 +32,17 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 
 from domainfm.data.collate import collate_detection
 from domainfm.data.data_root import expand_files, resolve_data_path
-from domainfm.data.datamodule import SeededDataModule
-from domainfm.domains.geospatial.contract import RasterContract, standardization
+from domainfm.domains.geospatial.contract import RasterContract
 from domainfm.domains.geospatial.labeled_windows import LabeledRasterDataset
-from domainfm.domains.geospatial.normalization import band_stats_for
-from domainfm.domains.geospatial.stats import BandStats
+from domainfm.domains.geospatial.raster_datamodule import RasterDataModule
 
 
-class RasterSegDataModule(SeededDataModule):
+class RasterSegDataModule(RasterDataModule):
     """Labeled raster windows: seeded random training windows, a validation window grid.
 
     Args:
         images: image rasters (paths or glob patterns), one or several dates of the scene.
         label: the label raster (same grid).
-        size: window size in pixels.
-        bands: bands to use (1-based indices or names); default all.
-        band_names: names of the images' bands.
-        released_input: name of a registered release (e.g.
-            ``"torchgeo-resnet50-sentinel2-all-moco"``) whose input normalization to use
-            instead of statistics computed over the files; the files are checked to be in
-            its units first (mis-scaled input is refused with the factor that fixes it).
-        input_scale: factor applied to the raw values before that normalization (e.g.
-            ``10000`` for reflectance 0..1 into weights trained on L1C digital numbers).
-        stats_cache: JSON file caching the per-band statistics.
         label_map: raw label value → class id (others → 0).
         class_names: class names (background / no-data first), recorded in checkpoints.
         train_rows: ``[first, stop)`` rows of training windows.
@@ -63,8 +51,12 @@ class RasterSegDataModule(SeededDataModule):
         object_classes: class ids (after ``label_map``) whose regions are objects
             (detection only).
         min_object_pixels: smallest region kept as an object (detection only).
-        **kwargs: ``batch_size`` (windows per batch), ``num_workers``, ``seed`` (of window
-            order and positions): see :class:`~domainfm.data.datamodule.SeededDataModule`.
+        **kwargs: ``size`` (window size in pixels), ``bands``, ``band_names`` (of the
+            images' bands), ``stats_cache``, ``released_input``, ``input_scale`` (the
+            statistics: see :class:`~domainfm.domains.geospatial.raster_datamodule.
+            RasterDataModule`), ``batch_size`` (windows per batch), ``num_workers``,
+            ``seed`` (of window order and positions): see
+            :class:`~domainfm.data.datamodule.SeededDataModule`.
     """
 
     label_type: Literal["mask", "scene", "boxes"] = "mask"
@@ -75,12 +67,6 @@ class RasterSegDataModule(SeededDataModule):
         *,
         images: Sequence[str],
         label: str,
-        size: int = 32,
-        bands: Sequence[int] | Sequence[str] | None = None,
-        band_names: Sequence[str] | None = None,
-        stats_cache: str | None = None,
-        released_input: str | None = None,
-        input_scale: float = 1.0,
         label_map: Mapping[int, int] | None = None,
         class_names: Sequence[str] | None = None,
         train_rows: tuple[int, int] | None = None,
@@ -93,12 +79,6 @@ class RasterSegDataModule(SeededDataModule):
         super().__init__(**kwargs)
         self.patterns = list(images)
         self.label = label
-        self.size = size
-        self.bands = bands
-        self.band_names = list(band_names) if band_names is not None else None
-        self.stats_cache = stats_cache
-        self.released_input = released_input
-        self.input_scale = input_scale
         self.label_map = dict(label_map) if label_map is not None else None
         self.class_names = list(class_names) if class_names is not None else None
         self.train_rows = tuple(train_rows) if train_rows is not None else None
@@ -107,7 +87,6 @@ class RasterSegDataModule(SeededDataModule):
         self.object_classes = list(object_classes) if object_classes is not None else None
         self.min_object_pixels = min_object_pixels
         self.files: list[Path] = []
-        self.stats: BandStats | None = None
         self.train_set: LabeledRasterDataset | None = None
         self.val_set: LabeledRasterDataset | None = None
 
@@ -131,14 +110,7 @@ class RasterSegDataModule(SeededDataModule):
     def setup(self, stage: str) -> None:
         if self.stats is None:
             self.files = expand_files(self.patterns)
-            self.stats = band_stats_for(
-                self.files,
-                released_input=self.released_input,
-                input_scale=self.input_scale,
-                cache=self.stats_cache,
-                bands=self.bands,
-                band_names=self.band_names,
-            )
+            self.compute_stats(self.files)
         if stage == "fit" and self.train_set is None:
             self.train_set = self._dataset(self.train_rows, grid=False)
         if self.val_rows is not None and self.val_set is None:
@@ -156,15 +128,7 @@ class RasterSegDataModule(SeededDataModule):
 
     def input_contract(self) -> RasterContract:
         """Bands and normalization (used by tiled prediction), window size, classes."""
-        stats = self.stats
-        if stats is None:
-            raise RuntimeError("the input contract is known after setup() computed band stats")
-        return RasterContract(
-            bands=list(stats.band_names),
-            normalization=standardization(stats.mean, stats.std),
-            released_input=self.released_input,
-            input_scale=self.input_scale,
-            window=self.size,
+        return self.raster_contract(
             class_names=self.class_names,
             extra={
                 "label_map": self.label_map,

@@ -44,6 +44,7 @@ from rasterio.windows import Window
 from domainfm.core.checkpoint_io import atomic_write_json
 from domainfm.core.normalize import STD_FLOOR, standardize
 from domainfm.data.file_stamp import file_stamp
+from domainfm.domains.geospatial.contract import RasterContract, standardization
 from domainfm.domains.geospatial.raster_header import (
     RASTER_SUFFIXES,
     BandsLike,
@@ -112,6 +113,26 @@ class BandStats:
         mean = np.asarray(self.mean, dtype=np.float32)[:, None, None]
         std = np.asarray(self.std, dtype=np.float32)[:, None, None]
         return standardize(array, mean, std, floor=eps).astype(np.float32)
+
+    def contract(self, bands: Sequence[str] | None = None) -> RasterContract:
+        """These statistics as the ``"standardize"`` :class:`~domainfm.domains.geospatial.
+        contract.RasterContract` of ``bands`` (names, in the order wanted; default
+        :attr:`band_names`): :meth:`~domainfm.domains.geospatial.contract.RasterContract.
+        moments` is then the normalization ``(x - mean) / std`` with the library's std floor.
+
+        Raises:
+            ValueError: naming the bands the statistics do not cover.
+        """
+        names = list(self.band_names if bands is None else bands)
+        missing = [n for n in names if n not in self.band_names]
+        if missing:
+            raise ValueError(
+                f"band statistics have no {missing}; they cover {list(self.band_names)}"
+            )
+        whole = RasterContract(
+            bands=list(self.band_names), normalization=standardization(self.mean, self.std)
+        )
+        return whole.select(names)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -36,15 +36,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rasterio
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from domainfm.domains.geospatial.boxes import write_boxes_geojson
 from domainfm.domains.geospatial.raster_header import BandsLike, open_raster
 from domainfm.domains.geospatial.stats import BandStats
-from domainfm.domains.geospatial.tiled_inference import TileSetup, position_batches, read_tiles
-from domainfm.domains.geospatial.window_grid import window_starts
+from domainfm.domains.geospatial.tile_setup import TileSetup
 
 
 def ownership_bounds(starts: Sequence[int], tile: int, size: int) -> list[tuple[float, float]]:
@@ -130,37 +128,28 @@ def detect_raster(
         device=device,
     )
     info, size = setup.info, setup.tile
-    rows = window_starts(info.height, size, setup.stride)
-    cols = window_starts(info.width, size, setup.stride)
+    rows, cols = setup.tile_starts()
     own_rows = dict(zip(rows, ownership_bounds(rows, size, info.height), strict=True))
     own_cols = dict(zip(cols, ownership_bounds(cols, size, info.width), strict=True))
     positions = [(r, c) for r in rows for c in cols]
     kept: list[tuple[Tensor, Tensor, Tensor]] = []
     raw = 0
-    was_training = isinstance(model, nn.Module) and model.training
-    if isinstance(model, nn.Module):
-        model.eval()
-    try:
-        with rasterio.Env(GDAL_CACHEMAX=gdal_cache_mb * 2**20), open_raster(setup.source) as ds:
-            for number, batch in enumerate(position_batches(positions, batch_size)):
-                inputs, masks = read_tiles(ds, setup, batch)
-                with torch.no_grad():
-                    outputs = model(inputs.to(setup.device))
-                _check_detections(outputs, len(batch), setup, first=number == 0)
-                for (row, col), out, mask in zip(batch, outputs, masks, strict=True):
-                    boxes = out["boxes"].detach().float().cpu().reshape(-1, 4)
-                    scores = out["scores"].detach().float().cpu()
-                    raw += boxes.shape[0]
-                    keep = _owned(boxes, mask, own_rows[row], own_cols[col], row, col)
-                    keep &= scores >= score_threshold
-                    shifted = boxes[keep] + torch.tensor([col, row, col, row], dtype=torch.float32)
-                    kept.append((shifted, scores[keep], out["labels"].detach().cpu().long()[keep]))
-                if progress:
-                    done = min((number + 1) * batch_size, len(positions))
-                    print(f"{setup.source.name}: tiles {done}/{len(positions)}", file=sys.stderr)
-    finally:
-        if isinstance(model, nn.Module):
-            model.train(was_training)
+    with setup.session(model), open_raster(setup.source) as ds:
+        for number, (batch, inputs, masks) in enumerate(setup.batches(ds, positions)):
+            with torch.no_grad():
+                outputs = model(inputs.to(setup.device))
+            _check_detections(outputs, len(batch), setup, first=number == 0)
+            for (row, col), out, mask in zip(batch, outputs, masks, strict=True):
+                boxes = out["boxes"].detach().float().cpu().reshape(-1, 4)
+                scores = out["scores"].detach().float().cpu()
+                raw += boxes.shape[0]
+                keep = _owned(boxes, mask, own_rows[row], own_cols[col], row, col)
+                keep &= scores >= score_threshold
+                shifted = boxes[keep] + torch.tensor([col, row, col, row], dtype=torch.float32)
+                kept.append((shifted, scores[keep], out["labels"].detach().cpu().long()[keep]))
+            if progress:
+                done = min((number + 1) * batch_size, len(positions))
+                print(f"{setup.source.name}: tiles {done}/{len(positions)}", file=sys.stderr)
     boxes = torch.cat([k[0] for k in kept]) if kept else torch.zeros(0, 4)
     scores = torch.cat([k[1] for k in kept]) if kept else torch.zeros(0)
     labels = torch.cat([k[2] for k in kept]) if kept else torch.zeros(0, dtype=torch.long)

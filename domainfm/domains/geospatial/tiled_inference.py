@@ -5,15 +5,15 @@ e.g. a segmentation :class:`~domainfm.tasks.finetune_module.FinetuneModule`) ove
 raster and writes labels or class probabilities on the input's exact grid (CRS, transform,
 width, height).
 
-* **Tiles**: squares of ``tile × tile`` pixels with stride ``int(tile * (1 - overlap))``
-  (at least 1) along each axis; the last row/column of tiles is shifted back to end on the
-  raster's edge, so every pixel is covered and no tile reaches outside. A raster smaller than
-  a tile along an axis gets one tile there, read ``boundless`` and **padded** with invalid
-  pixels (0 after normalization): the model always sees ``tile × tile`` inputs (the size it
-  was trained at; a ViT needs a multiple of its patch size), and the padding is cropped away.
-* **Normalization** as in training (:class:`~domainfm.domains.geospatial.windows.
-  RasterWindowDataset`): ``(x - mean) / std`` per band (``std`` floored at ``1e-6``), then
-  every invalid pixel (nodata, masked, non-finite in any band, see
+* **Tiles** and **normalization** (:mod:`~domainfm.domains.geospatial.tile_setup`): squares
+  of ``tile × tile`` pixels with stride ``int(tile * (1 - overlap))`` (at least 1) along each
+  axis; the last row/column of tiles is shifted back to end on the raster's edge, so every
+  pixel is covered and no tile reaches outside. A raster smaller than a tile along an axis
+  gets one tile there, read ``boundless`` and **padded** with invalid pixels: the model
+  always sees ``tile × tile`` inputs (the size it was trained at; a ViT needs a multiple of
+  its patch size), and the padding is cropped away. Bands are normalized as in training,
+  ``(x - mean) / std`` per band (``std`` floored at ``1e-6``), then every invalid pixel
+  (nodata, masked, non-finite in any band, see
   :func:`~domainfm.domains.geospatial.raster_read.read_raster`) set to 0.
 * **Blending**: each tile's logits are weighted by a window ``w(i, j) = h(i) h(j)`` and the
   sum over tiles is divided by the summed weights, so overlapping tiles meet without seams.
@@ -55,36 +55,25 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import rasterio
 import torch
-from rasterio.windows import Window
-from torch import Tensor, nn
+from torch import Tensor
 
 from domainfm.core.checkpoint_io import atomic_write
-from domainfm.core.normalize import floor_std
 from domainfm.domains.geospatial.geotiff_writer import (
     BlockRowWriter,
     LogitStrip,
     create_prediction_geotiff,
     prediction_finisher,
 )
-from domainfm.domains.geospatial.raster_header import (
-    BandsLike,
-    RasterInfo,
-    open_raster,
-    raster_info,
-    resolve_bands,
-)
-from domainfm.domains.geospatial.raster_read import read_dataset_window
+from domainfm.domains.geospatial.raster_header import BandsLike, open_raster
 from domainfm.domains.geospatial.stats import BandStats
-from domainfm.domains.geospatial.window_grid import window_starts
-from domainfm.domains.geospatial.windows import band_moments
+from domainfm.domains.geospatial.tile_setup import TileSetup
 
 
 def blend_window(tile: int, blend: Literal["hann", "constant"]) -> Tensor:
@@ -182,11 +171,9 @@ def predict_raster(
         stats=stats,
         device=device,
     )
-    target = Path(dst)
     job = _Job(
         model=model,
         setup=setup,
-        batch_size=batch_size,
         weights=blend_window(setup.tile, blend),
         output=output,
         class_names=None if class_names is None else tuple(class_names),
@@ -194,169 +181,8 @@ def predict_raster(
         compress=compress,
         report=report if report is not None else {},
     )
-    was_training = isinstance(model, nn.Module) and model.training
-    if isinstance(model, nn.Module):
-        model.eval()
-    try:
-        with rasterio.Env(GDAL_CACHEMAX=gdal_cache_mb * 2**20):
-            return atomic_write(target, job.run)
-    finally:
-        if isinstance(model, nn.Module):
-            model.train(was_training)
-
-
-@dataclass(frozen=True, eq=False)
-class TileSetup:
-    """Checked arguments of a tiled pass over a raster (shared by segmentation and
-    detection): the input, its selected bands and their normalization, the tiling."""
-
-    source: Path
-    info: RasterInfo
-    indexes: tuple[int, ...]
-    names: tuple[str, ...]
-    shift: np.ndarray
-    scale: np.ndarray
-    tile: int
-    stride: int
-    device: torch.device
-
-    @classmethod
-    def check(
-        cls,
-        model: Any,
-        src: str | Path,
-        dst: str | Path,
-        *,
-        tile: int,
-        overlap: float,
-        batch_size: int,
-        gdal_cache_mb: int,
-        bands: BandsLike,
-        band_names: Sequence[str] | None,
-        mean: Sequence[float] | Tensor | np.ndarray | None,
-        std: Sequence[float] | Tensor | np.ndarray | None,
-        stats: BandStats | None,
-        device: str | torch.device | None,
-    ) -> TileSetup:
-        """Validate the arguments (``ValueError`` naming the argument or the file)."""
-        if isinstance(tile, bool) or not isinstance(tile, int | np.integer) or tile < 1:
-            raise ValueError(f"tile={tile!r}: must be an integer >= 1")
-        if isinstance(overlap, bool) or not 0.0 <= float(overlap) < 1.0:
-            raise ValueError(f"overlap={overlap!r}: must be in [0, 1)")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size={batch_size!r}: must be an integer >= 1")
-        if (
-            isinstance(gdal_cache_mb, bool)
-            or not isinstance(gdal_cache_mb, int)
-            or gdal_cache_mb < 1
-        ):
-            raise ValueError(f"gdal_cache_mb={gdal_cache_mb!r}: must be an integer >= 1")
-        source = Path(src)
-        info = raster_info(source, band_names=band_names)  # FileNotFoundError / ValueError
-        target = Path(dst)
-        if target.exists() and target.resolve() == source.resolve():
-            raise ValueError(f"dst={str(dst)!r} is the input raster {source}; write elsewhere")
-        indexes = resolve_bands(info, bands)
-        names = tuple(info.band_names[i - 1] for i in indexes)
-        shift, scale = _moments(source, names, mean, std, stats)
-        expected = _model_channels(model)
-        if expected is not None and expected != len(indexes):
-            raise ValueError(
-                f"the model takes {expected} input bands but {len(indexes)} bands "
-                f"{list(names)} of {source} were selected; pass bands= to pick {expected} of "
-                f"its {info.count} bands {list(info.band_names)}"
-            )
-        if device is None:
-            params = getattr(model, "parameters", None)
-            first = next(iter(params()), None) if callable(params) else None
-            device = first.device if first is not None else torch.device("cpu")
-        return cls(
-            source=source,
-            info=info,
-            indexes=indexes,
-            names=names,
-            shift=shift,
-            scale=scale,
-            tile=int(tile),
-            stride=max(1, int(int(tile) * (1.0 - float(overlap)))),
-            device=torch.device(device),
-        )
-
-
-def _moments(
-    source: Path,
-    names: tuple[str, ...],
-    mean: Sequence[float] | Tensor | np.ndarray | None,
-    std: Sequence[float] | Tensor | np.ndarray | None,
-    stats: BandStats | None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-band ``mean`` and floored ``std`` ``(C, 1, 1)`` float32 (0 and 1 when not given)."""
-    count = len(names)
-    if stats is not None:
-        if mean is not None or std is not None:
-            raise ValueError("pass either stats= or mean=/std=, not both")
-        try:
-            m, s = band_moments(stats, names)  # (C,), (C,)
-        except ValueError as err:
-            raise ValueError(
-                f"stats do not fit the bands {list(names)} of {source}: {err}"
-            ) from err
-        return m.numpy()[:, None, None], s.numpy()[:, None, None]
-    if (mean is None) != (std is None):
-        raise ValueError(f"pass both mean= and std= (one value per band of {source}), or neither")
-    if mean is None or std is None:
-        return np.zeros((count, 1, 1), np.float32), np.ones((count, 1, 1), np.float32)
-    out = []
-    for label, values in (("mean", mean), ("std", std)):
-        array = np.asarray(
-            values.detach().cpu() if isinstance(values, Tensor) else values, dtype=np.float32
-        ).reshape(-1)
-        if array.size != count:
-            raise ValueError(
-                f"{label} has {array.size} values but {count} bands {list(names)} of {source} "
-                "are fed to the model; give one value per selected band (or select the bands "
-                "the statistics are for with bands=)"
-            )
-        if not np.all(np.isfinite(array)):
-            raise ValueError(f"{label}={array.tolist()} must be finite")
-        out.append(array[:, None, None])
-    if np.any(out[1] < 0):
-        raise ValueError(f"std={out[1].ravel().tolist()} must be >= 0")
-    return out[0], floor_std(out[1])
-
-
-def read_tiles(
-    ds: Any, setup: TileSetup, positions: Sequence[tuple[int, int]]
-) -> tuple[Tensor, list[np.ndarray]]:
-    """Normalized ``tile × tile`` windows at ``(row, col)`` ``positions`` of the open raster
-    ``ds``: ``(B, C, t, t)`` float32 (``(x - shift) / scale``, invalid pixels 0, read
-    ``boundless`` past the edges) and each window's validity mask ``(t, t)``."""
-    arrays, masks = [], []
-    for row, col in positions:
-        window = Window(col, row, setup.tile, setup.tile)
-        part = read_dataset_window(
-            setup.source, ds, setup.info, window, setup.indexes, setup.names, True, None
-        )
-        mask = np.all(part.valid, axis=0)  # (t, t)
-        x = (part.values - setup.shift) / setup.scale  # (C, t, t) as in training
-        x[:, ~mask] = 0.0
-        arrays.append(x.astype(np.float32, copy=False))
-        masks.append(mask)
-    return torch.from_numpy(np.stack(arrays)), masks
-
-
-def _model_channels(model: Any) -> int | None:
-    """The input channels the model declares (``in_chans`` / ``in_channels`` of the model,
-    its ``backbone`` or, for an ``nn.Sequential``, its first layer); ``None``: unknown."""
-    candidates = [model, getattr(model, "backbone", None)]
-    if isinstance(model, nn.Sequential) and len(model) > 0:
-        candidates.append(model[0])
-    for obj in candidates:
-        for attr in ("in_chans", "in_channels"):
-            value = getattr(obj, attr, None)
-            if isinstance(value, int) and not isinstance(value, bool):
-                return value
-    return None
+    with setup.session(model):
+        return atomic_write(Path(dst), job.run)
 
 
 @dataclass(eq=False)
@@ -365,7 +191,6 @@ class _Job:
 
     model: Callable[[Tensor], Tensor]
     setup: TileSetup
-    batch_size: int
     weights: Tensor
     output: Literal["labels", "probabilities"]
     class_names: tuple[str, ...] | None
@@ -375,8 +200,7 @@ class _Job:
 
     def run(self, path: Path) -> None:
         info, tile = self.setup.info, self.setup.tile
-        rows = window_starts(info.height, tile, self.setup.stride)
-        cols = window_starts(info.width, tile, self.setup.stride)
+        rows, cols = self.setup.tile_starts()
         self.report.update(
             tiles=len(rows) * len(cols), tile_grid=(len(rows), len(cols)), stride=self.setup.stride
         )
@@ -387,8 +211,8 @@ class _Job:
         weights = self.weights.to(self.setup.device)
         with open_raster(self.setup.source) as ds:
             try:
-                for batch in position_batches(positions, self.batch_size):
-                    inputs, masks = self._read(ds, batch)  # (B, C, t, t), list of (t, t)
+                for batch, inputs, masks in self.setup.batches(ds, positions):
+                    # inputs (B, C, t, t), masks a list of (t, t)
                     logits = self._forward(inputs, first=batches == 0)  # (B, K, t, t)
                     batches += 1
                     if strip is None:
@@ -418,9 +242,6 @@ class _Job:
             accumulator_shape=tuple(strip.logits.shape),
             max_buffered_rows=writer.max_buffered,
         )
-
-    def _read(self, ds: Any, batch: list[tuple[int, int]]) -> tuple[Tensor, list[np.ndarray]]:
-        return read_tiles(ds, self.setup, batch)
 
     def _forward(self, inputs: Tensor, *, first: bool) -> Tensor:
         x = inputs.to(self.setup.device)
@@ -477,9 +298,3 @@ class _Job:
             return
         done = sum(1 for r in rows if r <= origin)
         print(f"{self.setup.source.name}: row of tiles {done}/{len(rows)}", file=sys.stderr)
-
-
-def position_batches(items: list[tuple[int, int]], size: int) -> Iterator[list[tuple[int, int]]]:
-    """Consecutive batches of at most ``size`` tile positions ``(row, col)``, in order."""
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

@@ -75,7 +75,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from domainfm.core.grid import to_ntuple
-from domainfm.core.normalize import floor_std, standardize
+from domainfm.core.normalize import standardize
 from domainfm.domains.geospatial.geo_clusters import geo_cluster_labels
 from domainfm.domains.geospatial.raster_align import AlignedRasters, open_aligned
 from domainfm.domains.geospatial.raster_header import RasterInfo, raster_info, resolve_bands
@@ -97,14 +97,10 @@ def same_place_groups(infos: Sequence[RasterInfo]) -> list[list[int]]:
 
 
 def band_moments(stats: BandStats, names: Sequence[str]) -> tuple[Tensor, Tensor]:
-    """Mean and std ``(C,)`` of the bands ``names`` (``ValueError`` naming missing bands)."""
-    missing = [n for n in names if n not in stats.band_names]
-    if missing:
-        raise ValueError(f"band statistics have no {missing}; they cover {list(stats.band_names)}")
-    index = [list(stats.band_names).index(n) for n in names]
-    mean = torch.tensor([stats.mean[i] for i in index], dtype=torch.float32)
-    std = torch.tensor([floor_std(stats.std[i]) for i in index], dtype=torch.float32)
-    return mean, std
+    """Mean and floored std ``(C,)`` float32 of the bands ``names``: the moments of
+    :meth:`BandStats.contract` (``ValueError`` naming missing bands)."""
+    mean, std = stats.contract(names).moments()
+    return torch.from_numpy(mean), torch.from_numpy(std)
 
 
 class RasterWindowDataset(Dataset[dict[str, Tensor]]):

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 from torch import Tensor
@@ -50,6 +51,8 @@ _CT_INPUT = VolumeContract(
     extra={"roi_size": [96, 96, 96]},
 )
 _LICENSE = "Apache-2.0 (Project-MONAI research-contributions / MONAI)"
+_ct_release = partial(released_checkpoint, input=_CT_INPUT, license=_LICENSE)
+_swin_release = partial(_ct_release, architecture="swin_vit_3d", kwargs=_SWIN_SSL)
 
 
 def _unwrap(content: Any, key: str) -> Mapping[str, Tensor]:
@@ -75,13 +78,9 @@ def _rename(
     return out
 
 
-@released_checkpoint(
+@_swin_release(
     name="swin-unetr-ssl-model_swinvit",
-    architecture="swin_vit_3d",
-    kwargs=_SWIN_SSL,
     source_layout="model_swinvit.pt: {'state_dict': {'module.<encoder key>'}}, MLP as fc1/fc2",
-    input=_CT_INPUT,
-    license=_LICENSE,
     reference="https://github.com/Project-MONAI/research-contributions/tree/main/SwinUNETR/Pretrain",
 )
 def _map_model_swinvit(content: Any) -> dict[str, Tensor]:
@@ -91,14 +90,10 @@ def _map_model_swinvit(content: Any) -> dict[str, Tensor]:
 _SSL_HEADS = ("rotation_pre.", "rotation_head.", "contrastive_pre.", "contrastive_head.", "conv.")
 
 
-@released_checkpoint(
+@_swin_release(
     name="swin-unetr-ssl-pretrain-checkpoint",
-    architecture="swin_vit_3d",
-    kwargs=_SWIN_SSL,
     source_layout="pretraining script checkpoint: {'state_dict': {'swin_vit.*' | 'swinViT.*' | "
     "'module.swinViT.*', SSL heads rotation_*/contrastive_*/conv.* (dropped)}}",
-    input=_CT_INPUT,
-    license=_LICENSE,
     reference="https://github.com/Project-MONAI/research-contributions/tree/main/SwinUNETR/Pretrain",
 )
 def _map_pretrain_checkpoint(content: Any) -> dict[str, Tensor]:
@@ -117,14 +112,10 @@ _DROPPED_50K = {
 }
 
 
-@released_checkpoint(
+@_swin_release(
     name="swin-unetr-ssl-50k",
-    architecture="swin_vit_3d",
-    kwargs=_SWIN_SSL,
     source_layout="ssl_pretrained_weights.pth: {'model': {'encoder.layersN.0.0.*'}}, plus "
     "encoder.mask_token / encoder.norm.* / out.conv.conv.* of the pretraining model (dropped)",
-    input=_CT_INPUT,
-    license=_LICENSE,
     reference="https://github.com/Project-MONAI/MONAI-extra-test-data/releases/tag/0.8.1",
 )
 def _map_ssl_50k(content: Any) -> dict[str, Tensor]:
@@ -133,13 +124,10 @@ def _map_ssl_50k(content: Any) -> dict[str, Tensor]:
     return _rename(state, "encoder.", lambda k: collapse.sub(r"\1.", k))
 
 
-@released_checkpoint(
+@_swin_release(
     name="monai-zoo-swin-unetr",
-    architecture="swin_vit_3d",
-    kwargs=_SWIN_SSL,
     source_layout="MONAI SwinUNETR state dict (bundle models/model.pt): 'swinViT.*' encoder keys "
     "loaded; decoder keys (encoder1..10, decoder1..5, out) belong to the segmentation head",
-    input=_CT_INPUT,
     license="Apache-2.0 (MONAI model zoo; check the bundle's own license)",
     reference="https://github.com/Project-MONAI/model-zoo/tree/dev/models/swin_unetr_btcv_segmentation",
 )
@@ -172,14 +160,12 @@ _UNETR_NAMES = (
 )
 
 
-@released_checkpoint(
+@_ct_release(
     name="monai-unetr",
     architecture="vit_nd",
     kwargs=_UNETR_VIT,
     source_layout="MONAI UNETR state dict (optionally under 'state_dict', 'module.' prefixed): "
     "'vit.*' encoder keys mapped to timm names; decoder keys and norm_cross_attn dropped",
-    input=_CT_INPUT,
-    license="Apache-2.0 (Project-MONAI research-contributions / MONAI)",
     reference="https://github.com/Project-MONAI/research-contributions/tree/main/UNETR/BTCV",
 )
 def _map_monai_unetr(content: Any) -> dict[str, Tensor]:

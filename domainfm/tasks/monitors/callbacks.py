@@ -51,6 +51,7 @@ from domainfm.tasks.monitors.knn import KNNClassifier, LinearProbe
 from domainfm.tasks.monitors.rankme import RankMe
 
 __all__ = [
+    "EveryNSteps",
     "KNNMonitor",
     "RankMeMonitor",
     "SupportsEmbed",
@@ -141,7 +142,49 @@ def _log_scalars(trainer: L.Trainer, metrics: dict[str, float]) -> None:
         callback_metrics[name] = torch.tensor(value)
 
 
-class RankMeMonitor(L.Callback):
+class EveryNSteps(L.Callback):
+    """Base of the monitors that act every ``every_n_steps`` optimizer steps.
+
+    :meth:`on_train_batch_end` hands every training batch to :meth:`observe`, then calls
+    :meth:`act` at each positive multiple of ``every_n_steps`` (never at step 0) when
+    :meth:`ready`, once per optimizer step (under gradient accumulation the batches of one
+    step act once).
+    """
+
+    def __init__(self, every_n_steps: int) -> None:
+        self.every_n_steps = every_n_steps
+        self._last_step = -1
+
+    def observe(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, step: int
+    ) -> None:
+        """Look at a training batch, every step (default: nothing)."""
+
+    def ready(self) -> bool:
+        """Whether there is something to act on (default: always)."""
+        return True
+
+    def act(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, step: int) -> None:
+        """What the monitor does at an ``every_n_steps`` step."""
+        raise NotImplementedError
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: STEP_OUTPUT,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        step = trainer.global_step
+        self.observe(trainer, pl_module, batch, step)
+        if step == 0 or step % self.every_n_steps or step == self._last_step or not self.ready():
+            return
+        self._last_step = step
+        self.act(trainer, pl_module, batch, step)
+
+
+class RankMeMonitor(EveryNSteps):
     """Log the RankMe of recent training-batch embeddings as ``monitor/rankme``.
 
     At ``on_train_batch_end`` the batch is embedded with ``pl_module.embed(batch)`` (eval mode,
@@ -178,13 +221,12 @@ class RankMeMonitor(L.Callback):
             )
         if collect_steps is not None and collect_steps < 1:
             raise ValueError(f"collect_steps must be >= 1 or None, got {collect_steps}")
-        self.every_n_steps = every_n_steps
+        super().__init__(every_n_steps)
         self.max_samples = max_samples
         self.collect_steps = collect_steps
         self.name = name
         self.last_value: float | None = None
         self._metric = RankMe(max_samples=max_samples)
-        self._last_step = -1
         self._warned_few_rows = False
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -192,15 +234,10 @@ class RankMeMonitor(L.Callback):
         self._metric.reset()
         self._last_step = -1
 
-    def on_train_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: STEP_OUTPUT,
-        batch: Any,
-        batch_idx: int,
+    def observe(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, step: int
     ) -> None:
-        step = trainer.global_step
+        """Embed the batch when it falls in the collecting window and the metric has room."""
         steps_left = -step % self.every_n_steps  # optimizer steps until the next computation
         collect = self.collect_steps is None or steps_left < self.collect_steps
         if collect and not self._metric.is_full:
@@ -208,9 +245,12 @@ class RankMeMonitor(L.Callback):
             with _inference(trainer, pl_module):
                 z = _as_embeddings(embed(batch))
             self._metric.update(z)
-        if step == 0 or steps_left or step == self._last_step or self._metric.num_samples == 0:
-            return
-        self._last_step = step
+
+    def ready(self) -> bool:
+        return self._metric.num_samples > 0
+
+    def act(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, step: int) -> None:
+        """Compute, log and reset the RankMe of the rows held."""
         rows, width = self._metric.num_samples, self._metric.embeddings[0].shape[1]
         if rows < width and not self._warned_few_rows:
             self._warned_few_rows = True

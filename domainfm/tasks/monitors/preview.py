@@ -23,12 +23,11 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities.types import STEP_OUTPUT
 from PIL import Image, ImageDraw
 from torch import Tensor
 
 from domainfm.core.checkpoint_io import atomic_write
-from domainfm.tasks.monitors.callbacks import _inference, _require
+from domainfm.tasks.monitors.callbacks import EveryNSteps, _inference, _require
 
 __all__ = ["ReconstructionPreview", "render_preview"]
 
@@ -136,7 +135,7 @@ def render_preview(
     return grid
 
 
-class ReconstructionPreview(L.Callback):
+class ReconstructionPreview(EveryNSteps):
     """Write ``input | masked | reconstruction`` PNG grids during masked pretraining.
 
     Every ``every_n_steps`` optimizer steps (at ``on_train_batch_end``) it calls
@@ -173,27 +172,16 @@ class ReconstructionPreview(L.Callback):
                 "every_n_steps, max_images and zoom must be >= 1, got "
                 f"{every_n_steps}, {max_images}, {zoom}"
             )
-        self.every_n_steps = every_n_steps
+        super().__init__(every_n_steps)
         self.max_images = max_images
         self.out_dir = out_dir
         self.three_views = three_views
         self.zoom = zoom
         self.name = name
         self.last_path: Path | None = None
-        self._last_step = -1
 
-    def on_train_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: STEP_OUTPUT,
-        batch: Any,
-        batch_idx: int,
-    ) -> None:
-        step = trainer.global_step
-        if step == 0 or step % self.every_n_steps or step == self._last_step:
-            return
-        self._last_step = step
+    def act(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, step: int) -> None:
+        """Render the batch's preview; write it (global rank zero)."""
         preview = _require(pl_module, "reconstruct_preview", type(self).__name__)
         with _inference(trainer, pl_module):
             out = preview(batch)

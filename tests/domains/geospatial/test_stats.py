@@ -142,3 +142,28 @@ def test_mismatched_band_counts_name_both_files(data_root: Path) -> None:
         compute_band_stats([s2, data_root / LANDSAT])
     with pytest.raises(ValueError, match="max_pixels_per_file=0"):
         compute_band_stats(s2, max_pixels_per_file=0)
+
+
+def test_stats_as_a_standardize_contract_of_any_bands() -> None:
+    """``BandStats.contract`` is the typed normalization: its moments are the statistics of
+    the bands asked for, in their order, the std floored; unknown bands are named."""
+    stats = BandStats(
+        band_names=("B02", "B04", "B08"),
+        mean=(0.1, 0.2, 0.3),
+        std=(0.5, 0.0, 2.0),
+        p2=(0.0,) * 3,
+        p98=(1.0,) * 3,
+        count=(10,) * 3,
+    )
+    whole = stats.contract()
+    assert whole.bands == ["B02", "B04", "B08"] and whole.normalization == {
+        "type": "standardize",
+        "mean": [0.1, 0.2, 0.3],
+        "std": [0.5, 0.0, 2.0],
+    }
+    picked = stats.contract(["B08", "B04"])
+    mean, std = picked.moments()
+    assert picked.bands == ["B08", "B04"] and picked.wavelengths_um == [0.842, 0.665]
+    assert mean.tolist() == pytest.approx([0.3, 0.2]) and std.tolist() == pytest.approx([2.0, 1e-6])
+    with pytest.raises(ValueError, match=r"band statistics have no \['B11'\]"):
+        stats.contract(["B04", "B11"])
