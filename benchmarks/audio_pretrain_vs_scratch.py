@@ -55,7 +55,7 @@ from domainfm.domains.audio import (  # noqa: E402
     compute_frontend_stats,
     load_audio,
 )
-from domainfm.domains.audio.segments import _fit_frames  # noqa: E402
+from domainfm.domains.audio.segments import fit_frames  # noqa: E402
 from domainfm.tasks.pretrain_module import PretrainModule  # noqa: E402
 
 FRAMES = 96
@@ -124,7 +124,7 @@ def digit_inputs(root: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     xs, ys, speakers = [], [], []
     for r in rows:
         wave, _ = load_audio(meta.parent / r["file"], 16000, mono=True)
-        xs.append(_fit_frames(frontend(wave), FRAMES, None))
+        xs.append(fit_frames(frontend(wave), FRAMES, None))
         ys.append(int(r["digit"]))
         speakers.append(r["speaker"])
     return torch.stack(xs), torch.tensor(ys), speakers

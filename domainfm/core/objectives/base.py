@@ -32,16 +32,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
+from domainfm.core.batch_features import BatchFeatures
 from domainfm.core.distributed import gather_with_grad
 from domainfm.core.registry import INIT_KWARGS_ATTR
-
-if TYPE_CHECKING:
-    from domainfm.core.batch_features import BatchFeatures
 
 
 class ParallelMode(StrEnum):
