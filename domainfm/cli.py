@@ -280,6 +280,7 @@ def _commands() -> dict[str, tuple[str, Command]]:
 
 
 def _print_help(commands: dict[str, tuple[str, Command]]) -> None:
+    from domainfm.core.plugins import plugin_failures
     from domainfm.domains.plugin import all_domains
 
     lines = ["usage: domainfm COMMAND [options]   (domainfm COMMAND --help for its options)", ""]
@@ -290,6 +291,7 @@ def _print_help(commands: dict[str, tuple[str, Command]]) -> None:
     lines += [f"  {name:<{width}}  {text}" for name, text in entries.items()]
     lines += ["", "domains:"]
     lines += [f"  {name:<{width}}  {text}" for name, text in domains.items()]
+    lines += [f"  {name:<{width}}  NOT LOADED: {why}" for name, why in plugin_failures().items()]
     lines += ["", "Add --debug to any command to see the traceback of an error."]
     print("\n".join(lines))
 

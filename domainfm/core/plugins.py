@@ -25,11 +25,27 @@ from types import ModuleType
 ENTRY_POINT_GROUP = "domainfm.domains"
 
 _loaded: dict[str, ModuleType] = {}
+_failed: dict[str, str] = {}
 
 
 def discover_plugins() -> dict[str, ModuleType]:
-    """Import every installed domain plugin once; ``{entry-point name: module}``."""
+    """Import every installed domain plugin once; ``{entry-point name: module}``.
+
+    A plugin that fails to import (a broken third-party install, a missing optional
+    dependency) is left out and remembered with its error (:func:`plugin_failures`), so the
+    other domains keep working and a lookup of the broken one can say why it is missing.
+    """
     for entry in entry_points(group=ENTRY_POINT_GROUP):
-        if entry.name not in _loaded:
+        if entry.name in _loaded or entry.name in _failed:
+            continue
+        try:
             _loaded[entry.name] = entry.load()
+        except Exception as err:  # any import failure of foreign code
+            _failed[entry.name] = f"{entry.value}: {type(err).__name__}: {err}"
     return dict(_loaded)
+
+
+def plugin_failures() -> dict[str, str]:
+    """``{entry-point name: why it could not be imported}`` of the plugins left out."""
+    discover_plugins()
+    return dict(_failed)

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from domainfm.core.contract import InputContract, contract_from_dict
-from domainfm.core.plugins import discover_plugins
+from domainfm.core.plugins import discover_plugins, plugin_failures
 from domainfm.core.registry import Registry
 from domainfm.data.shards import Preparer
 from domainfm.tasks.detection_module import DetectionModule
@@ -159,7 +159,9 @@ def get_domain(name: str) -> DomainPlugin:
         discover_plugins()
     if name not in DOMAINS:
         known = ", ".join(DOMAINS) or "none"
-        raise ValueError(f"unknown domain {name!r}; installed domains: {known}")
+        broken = plugin_failures().get(name)
+        why = f" (its plugin failed to import: {broken})" if broken else ""
+        raise ValueError(f"unknown domain {name!r}{why}; installed domains: {known}")
     return DOMAINS.get(name)
 
 
