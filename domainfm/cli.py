@@ -137,6 +137,7 @@ def _predict_parser(prog: str, description: str, ckpt: str, output: str) -> argp
     parser.add_argument("input", help="input file or folder, in the model's domain format")
     parser.add_argument("output", help=f"output {output} (its format follows the domain)")
     parser.add_argument("--domain", help="the model's domain (default: recorded in the checkpoint)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: auto)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
@@ -145,15 +146,19 @@ def _predict_parser(prog: str, description: str, ckpt: str, output: str) -> argp
 R = TypeVar("R")
 
 
-def _request(cls: Callable[..., R], args: argparse.Namespace, **fields: Any) -> R:
-    """A segment/detect request from the parsed options named like its fields, with the input
-    and output checked (an output that would overwrite the input is refused)."""
-    source, target = Path(args.input), Path(args.output)
-    if target.exists() and source.exists() and target.resolve() == source.resolve():
-        raise ValueError(f"{target}: the output would overwrite the input; give another path")
+def _request(
+    cls: Callable[..., R], args: argparse.Namespace, suffixes: Sequence[str], **fields: Any
+) -> R:
+    """A segment/detect request from the parsed options named like its fields, with the
+    output checked before any computation (:func:`~domainfm.domains.plugin.check_output`)."""
+    from domainfm.domains.plugin import check_output
+
+    target = check_output(
+        args.output, inputs=[args.input, args.ckpt], suffixes=suffixes, overwrite=args.overwrite
+    )
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     fixed = {
-        "input": source,
+        "input": Path(args.input),
         "output": target,
         "device": _device(args.device),
         "progress": not args.no_progress,
@@ -180,12 +185,12 @@ def _segment(argv: Sequence[str]) -> int:
     from domainfm.domains.plugin import SegmentRequest, recorded_domain
     from domainfm.tasks.finetune_module import load_finetuned
 
-    roi = tuple(args.roi_size) if args.roi_size else None
-    request = _request(SegmentRequest, args, roi_size=roi)
     module, meta = load_finetuned(args.ckpt)
     if module.task != "segmentation":
         raise ValueError(f"{args.ckpt} is a {module.task} model, not a segmentation model")
     plugin, contract = recorded_domain(meta, source=args.ckpt, domain=args.domain)
+    roi = tuple(args.roi_size) if args.roi_size else None
+    request = _request(SegmentRequest, args, plugin.segment_suffixes, roi_size=roi)
     wrote = plugin.segment(module.to(request.device), contract, request)
     print(f"domainfm segment: wrote {wrote}")
     return 0
@@ -209,10 +214,10 @@ def _detect(argv: Sequence[str]) -> int:
     from domainfm.domains.plugin import DetectRequest, recorded_domain
     from domainfm.tasks.detection_module import load_detector
 
-    request = _request(DetectRequest, args)
     module, meta = load_detector(args.ckpt)
     module.model.roi_heads.score_thresh = args.score_threshold  # the detector's own cut too
     plugin, contract = recorded_domain(meta, source=args.ckpt, domain=args.domain)
+    request = _request(DetectRequest, args, plugin.detect_suffixes)
     print(f"domainfm detect: wrote {plugin.detect(module.to(request.device), contract, request)}")
     return 0
 

@@ -81,10 +81,29 @@ def backbone_grid(backbone: nn.Module, input_shape: Sequence[int]) -> TokenGrid:
     return TokenGrid.from_input(shape, patch_size, getattr(backbone, "axes", None))
 
 
-def build_backbone(architecture: str, kwargs: Mapping[str, Any]) -> nn.Module:
+def build_backbone(
+    architecture: str, kwargs: Mapping[str, Any], *, source: str = "the config"
+) -> nn.Module:
     """Instantiate the registered backbone ``architecture`` (installed domain plugins are
-    discovered when the name is not registered yet, e.g. ``"swin_vit_3d"``)."""
+    discovered when the name is not registered yet, e.g. ``"swin_vit_3d"``).
+
+    Raises:
+        ValueError: naming ``source`` for an unknown architecture or arguments its
+            constructor does not take (a recorded config from another version, or edited).
+    """
+    if not isinstance(architecture, str) or not isinstance(kwargs, Mapping):
+        raise ValueError(f"{source}: the backbone needs an architecture name and a kwargs mapping")
     if architecture not in BACKBONES:
         discover_plugins()
-    model: nn.Module = BACKBONES.get(architecture)(**kwargs)
+    if architecture not in BACKBONES:
+        known = ", ".join(BACKBONES)
+        raise ValueError(
+            f"{source}: unknown backbone architecture {architecture!r}; known: {known}"
+        )
+    try:
+        model: nn.Module = BACKBONES.get(architecture)(**kwargs)
+    except TypeError as err:
+        raise ValueError(
+            f"{source}: {architecture} cannot be built from {dict(kwargs)}: {err}"
+        ) from err
     return model

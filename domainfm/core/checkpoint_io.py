@@ -113,12 +113,14 @@ def safe_torch_load(path: str | Path) -> Any:
     except FileNotFoundError:
         raise
     except Exception as err:
-        text = str(err)
-        if "weights_only" in text or "Unsupported global" in text or "GLOBAL" in text:
-            first = text.strip().splitlines()[-1] if text.strip() else text
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        unsafe = [line for line in lines if "Unsupported global" in line or "GLOBAL " in line]
+        if unsafe:
             raise UnsafeCheckpointError(
                 f"refusing to load {path}: it is a pickle that would construct objects beyond "
-                f"tensors and plain containers, which can execute code ({first}). Load it only if "
-                "you trust its source, and convert it to safetensors."
+                f"tensors and plain containers, which can execute code ({unsafe[0]}). Load it "
+                "only if you trust its source, and convert it to safetensors."
             ) from err
-        raise ValueError(f"{path} is not a readable torch checkpoint: {err}") from err
+        found = [line for line in lines if line.startswith("Unsupported")]
+        cause = found[0] if found else (lines[-1] if lines else type(err).__name__)
+        raise ValueError(f"{path} is not a readable torch checkpoint ({cause})") from err

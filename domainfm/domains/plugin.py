@@ -28,6 +28,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,11 +101,16 @@ class DomainPlugin:
         name: the domain's name on the command line and in prepared manifests.
         summary: one line for ``--help``.
         contract: the domain's :class:`~domainfm.core.contract.InputContract` subclass.
+        segment_suffixes, detect_suffixes: the output formats of the two hooks.
     """
 
     name: ClassVar[str]
     summary: ClassVar[str]
     contract: ClassVar[type[InputContract]]
+    segment_suffixes: ClassVar[tuple[str, ...]] = ()
+    """Output file endings ``segment`` writes (checked before any computation)."""
+    detect_suffixes: ClassVar[tuple[str, ...]] = ()
+    """Output file endings ``detect`` writes."""
 
     def add_prepare_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Add the domain's ``domainfm prepare DOMAIN`` options (none by default)."""
@@ -130,6 +136,47 @@ class DomainPlugin:
     def commands(self) -> Mapping[str, tuple[str, Command]]:
         """Domain subcommands: ``{name: (one-line help, command)}``."""
         return {}
+
+
+def check_output(
+    output: str | Path,
+    *,
+    inputs: Sequence[str | Path],
+    suffixes: Sequence[str] = (),
+    overwrite: bool = False,
+) -> Path:
+    """Refuse, before any computation, an output that cannot or must not be written.
+
+    Refused (a ``ValueError`` naming the path): an output that is one of ``inputs`` (also
+    through links) or an existing file, both unless ``overwrite``; a format not in
+    ``suffixes`` (when given); a folder in the way, or a parent folder that exists as a file
+    or is not writable.
+
+    Returns:
+        ``output`` as a ``Path``.
+    """
+    target = Path(output)
+    for source in inputs:
+        same = Path(source).exists() and target.exists() and target.samefile(source)
+        if same and not overwrite:
+            raise ValueError(
+                f"{target}: the output is the input {source}; give another path "
+                "(or --overwrite to replace the input)"
+            )
+    if target.is_dir():
+        raise ValueError(f"{target}: the output is an existing folder; give a file path")
+    if target.exists() and not overwrite:
+        raise ValueError(f"{target}: the output exists; give another path or --overwrite")
+    if suffixes and not target.name.lower().endswith(tuple(s.lower() for s in suffixes)):
+        raise ValueError(f"{target}: unsupported output format; use one of {', '.join(suffixes)}")
+    parent = target.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{target}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{target}: the folder {parent} is not writable")
+    return target
 
 
 DOMAINS: Registry[DomainPlugin] = Registry("domain")

@@ -47,6 +47,10 @@ def _read_export(path: Path) -> tuple[dict[str, Any], dict[str, Tensor], str]:
         if not needed.exists():
             raise FileNotFoundError(f"{needed} not found: {folder} is not a domainfm export")
     config = read_json_document(config_path, FORMAT, what="domainfm backbone config")
+    if not isinstance(config.get("architecture"), str) or not isinstance(
+        config.get("kwargs"), dict
+    ):
+        raise ValueError(f"{config_path} names no backbone (an 'architecture' and its 'kwargs')")
     state, _ = load_safetensors(weights_path)
     return config, state, str(weights_path)
 
@@ -135,7 +139,7 @@ def load_backbone(
     adapted: list[tuple[str, str]] = []
     if channels is not None:
         kwargs["in_chans"] = len(channels)
-    model = build_backbone(config["architecture"], kwargs)
+    model = build_backbone(config["architecture"], kwargs, source=source)
     if channels is not None:
         state, adapted = map_input_channels(
             state,

@@ -155,7 +155,7 @@ def load_released(
     kwargs = {**entry.kwargs, **(model_kwargs or {})}
     if channels is not None:
         kwargs["in_chans"] = len(channels)
-    model = build_backbone(entry.architecture, kwargs)
+    model = build_backbone(entry.architecture, kwargs, source=f"release {name!r}")
     source = f"{path} as {name}"
     adapted: list[tuple[str, str]] = []
     if channels is not None:

@@ -28,6 +28,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
+from domainfm.core.checkpoint_io import safe_torch_load
 from domainfm.tasks.checkpoint_plugin import safe_checkpoint_io
 
 TRAINER_DEFAULTS: dict[str, Any] = {
@@ -63,6 +64,20 @@ class DomainFMCLI(LightningCLI):
             trainer_defaults={**TRAINER_DEFAULTS, **(trainer_defaults or {})},
             **kwargs,
         )
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning reads ``--ckpt_path``'s hyperparameters before anything else; a file it
+        cannot read fails here with the file named (through the safe loader's errors) instead
+        of a bare unpickling traceback."""
+        try:
+            super()._parse_ckpt_path()
+        except Exception as err:
+            subcommand = self.config.get("subcommand")
+            path = self.config[subcommand].get("ckpt_path") if subcommand else None
+            if path is None:
+                raise
+            safe_torch_load(path)  # raises UnsafeCheckpointError / ValueError naming the file
+            raise ValueError(f"{path}: not a checkpoint this command can resume: {err}") from err
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         config = self._get(self.config_init, "trainer", default={})

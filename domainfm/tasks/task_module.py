@@ -108,7 +108,9 @@ def read_task_checkpoint(
             f"{path} is not a checkpoint written by {writer} (no domainfm {task} metadata); "
             f"pass the .ckpt of a `domainfm fit` run with {writer}"
         )
-    backbone = build_backbone(meta["backbone"]["architecture"], meta["backbone"]["kwargs"])
+    backbone = build_backbone(
+        meta["backbone"]["architecture"], meta["backbone"]["kwargs"], source=str(path)
+    )
     return ckpt, meta, recipe, backbone
 
 

@@ -4,6 +4,7 @@ real CLI entry point, which names no domain."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from torch.utils.data import DataLoader
 from domainfm.cli import main
 from domainfm.core.contract import CONTRACTS, contract_from_dict
 from domainfm.core.vit import VisionTransformerND
-from domainfm.domains.plugin import DOMAINS, all_domains, get_domain
+from domainfm.domains.plugin import DOMAINS, all_domains, check_output, get_domain
 from domainfm.tasks.finetune_module import FinetuneModule
 
 HERE = Path(__file__).resolve().parent
@@ -124,7 +125,7 @@ def test_segment_refuses_an_unknown_domain_and_overwriting_its_input(
     signal = tmp_path / "signal.npy"
     np.save(signal, np.zeros(32, np.float32))
     assert _run(["segment", str(ckpt), str(signal), str(signal)]) == 2
-    assert "would overwrite the input" in capsys.readouterr().err
+    assert "the output is the input" in capsys.readouterr().err
     assert np.load(signal).shape == (32,)  # the input is untouched
     other = str(tmp_path / "o.npy")
     assert _run(["segment", str(ckpt), str(signal), other, "--domain", "nope"]) == 2
@@ -139,3 +140,44 @@ def test_contract_round_trip_and_unknown_kind(toy: object) -> None:
         contract_from_dict({"kind": "martian"}, source="m.ckpt")
     with pytest.raises(ValueError, match="needs window"):
         contract_from_dict({"kind": "toy_signal"}, source="m.ckpt")
+
+
+def test_segment_checks_its_output_before_any_computation(
+    toy: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = _finetuned_checkpoint(toy, tmp_path / "seg.ckpt")
+    signal = tmp_path / "signal.npy"
+    np.save(signal, np.zeros(32, np.float32))
+    existing = tmp_path / "labels.npy"
+    existing.write_bytes(b"keep me")
+    link = tmp_path / "link.npy"
+    link.symlink_to(signal)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    cases = {
+        str(existing): "the output exists",
+        str(link): "the output is the input",
+        str(tmp_path / "labels.txt"): "unsupported output format; use one of .npy",
+        str(blocker / "out.npy"): "is a file, not a folder",
+        str(tmp_path): "is an existing folder",
+    }
+    for output, message in cases.items():
+        assert _run(["segment", str(ckpt), str(signal), output]) == 2, output
+        err = capsys.readouterr().err
+        assert message in err and Path(output).name in err, (output, err)
+    assert existing.read_bytes() == b"keep me" and np.load(signal).shape == (32,)
+    assert _run(["segment", str(ckpt), str(signal), str(existing), "--overwrite"]) == 0
+    assert np.load(existing).shape == (32,)
+
+
+def test_check_output_refuses_an_unwritable_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        if os.access(folder, os.W_OK):  # root ignores permissions
+            pytest.skip("running as a user that can write anywhere")
+        with pytest.raises(ValueError, match="is not writable"):
+            check_output(folder / "new" / "out.npy", inputs=[])
+    finally:
+        folder.chmod(0o700)

@@ -65,6 +65,7 @@ class ToyPlugin(DomainPlugin):
     name = "toy"
     summary = "1D toy signals (.npy)"
     contract = ToySignalContract
+    segment_suffixes = (".npy",)
 
     def add_prepare_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--window", type=int, default=8)

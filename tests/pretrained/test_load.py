@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -156,3 +157,28 @@ def test_code_executing_pickle_is_refused(tmp_path: Path) -> None:
     torch.save({"state_dict": {}, "payload": _Exploit()}, zipped)
     with pytest.raises(UnsafeCheckpointError):
         domainfm.load_backbone(zipped)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"architecture": "nope_arch"}, "unknown backbone architecture 'nope_arch'"),
+        ({"kwargs": {"bogus": 3}}, "vit_nd cannot be built from"),
+        ({"architecture": None}, "names no backbone"),
+    ],
+)
+def test_a_config_naming_a_wrong_backbone_is_refused_naming_the_file(
+    tmp_path: Path, edit: dict[str, object], message: str
+) -> None:
+    fixture = Path(__file__).resolve().parents[1] / "fixtures/legacy_0_1/export_vit3d"
+    export = tmp_path / "export"
+    shutil.copytree(fixture, export)
+    config = json.loads((export / "config.json").read_text())
+    if "kwargs" in edit:
+        config["kwargs"].update(edit["kwargs"])  # type: ignore[arg-type]
+    else:
+        config.update(edit)
+    (export / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=message) as info:
+        domainfm.load_backbone(export)
+    assert str(export) in str(info.value)

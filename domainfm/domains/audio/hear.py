@@ -133,7 +133,7 @@ def load_model(model_file_path: str = "", device: str | None = None) -> HEARMode
     path = Path(model_file_path)
     config, state, source = read_backbone_source(path)
     contract = audio_contract(config.get("input"), source=str(path))
-    backbone = build_backbone(config["architecture"], config["kwargs"])
+    backbone = build_backbone(config["architecture"], config["kwargs"], source=source)
     load_state_dict_with_report(backbone, state, source=source).check()
     model = HEARModel(backbone, contract.frontend_module, contract.frames)
     return model.to(device or "cpu").eval()

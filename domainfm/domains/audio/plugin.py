@@ -12,7 +12,7 @@ from domainfm.domains.audio.events import event_f1, read_events_csv, write_event
 from domainfm.domains.audio.frontends import build_frontend
 from domainfm.domains.audio.sed_module import detect_events, load_sound_event_model
 from domainfm.domains.audio.shards import AudioPreparer
-from domainfm.domains.plugin import Command, DomainPlugin, register_domain
+from domainfm.domains.plugin import Command, DomainPlugin, check_output, register_domain
 
 
 @register_domain
@@ -62,7 +62,11 @@ def sed_command(argv: Sequence[str]) -> int:
     parser.add_argument("--min-duration", type=float, default=0.05, help="shortest event (s)")
     parser.add_argument("--reference", help="events CSV to score against (event F1)")
     parser.add_argument("--collar", type=float, default=0.2, help="onset collar (s)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     args = parser.parse_args(argv)
+    check_output(
+        args.output, inputs=[args.ckpt, *args.files], suffixes=(".csv",), overwrite=args.overwrite
+    )
     module, meta = load_sound_event_model(args.ckpt)
     events = detect_events(
         module,

@@ -24,6 +24,8 @@ class GeospatialPlugin(DomainPlugin):
     name = "geospatial"
     summary = "multispectral rasters and time series (GeoTIFF)"
     contract = RasterContract
+    segment_suffixes = (".tif", ".tiff")
+    detect_suffixes = (".geojson", ".json")
 
     def add_prepare_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--chip-size", type=int, default=64)

@@ -22,6 +22,7 @@ class Medical3DPlugin(DomainPlugin):
     name = "medical3d"
     summary = "CT/MRI volumes: NIfTI files and DICOM series"
     contract = VolumeContract
+    segment_suffixes = (".nii.gz", ".nii")
 
     def add_prepare_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--spacing", type=float, nargs="+", default=[1.5], help="mm")
