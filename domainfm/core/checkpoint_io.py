@@ -115,6 +115,8 @@ def safe_torch_load(path: str | Path) -> Any:
     except Exception as err:
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         unsafe = [line for line in lines if "Unsupported global" in line or "GLOBAL " in line]
+        if not unsafe and _is_pickle(path) and "Weights only load failed" in str(err):
+            unsafe = [line for line in lines if line.startswith("Unsupported")] or lines[-1:]
         if unsafe:
             raise UnsafeCheckpointError(
                 f"refusing to load {path}: it is a pickle that would construct objects beyond "
@@ -124,3 +126,11 @@ def safe_torch_load(path: str | Path) -> Any:
         found = [line for line in lines if line.startswith("Unsupported")]
         cause = found[0] if found else (lines[-1] if lines else type(err).__name__)
         raise ValueError(f"{path} is not a readable torch checkpoint ({cause})") from err
+
+
+def _is_pickle(path: str | Path) -> bool:
+    """Whether ``path`` starts like a pickle (protocol 2+) or a torch zip archive, as opposed
+    to a file that is no checkpoint at all."""
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    return head[:1] == b"\x80" or head == b"PK\x03\x04"
