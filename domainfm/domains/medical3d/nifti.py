@@ -65,6 +65,7 @@ def nifti_header(source: Path, image: Any) -> VolumeHeader:
                 f"could not read {source} as NIfTI: the file has {size} bytes, its header "
                 f"needs {need} (the file is truncated)"
             )
+    _check_geometry(source, image)
     affine = np.asarray(image.affine, dtype=np.float64)
     return VolumeHeader(
         path=source,
@@ -106,6 +107,42 @@ def _check_spatial_shape(source: Path, shape: Sequence[int]) -> None:
             f"{source} has shape {tuple(shape)}: a 2D image; a 3D volume is needed "
             "(at least 2 voxels along each of 3 axes)"
         )
+
+
+def _check_geometry(source: Path, image: Any) -> None:
+    """Refuse geometry nibabel would otherwise invent or repair silently: voxel sizes
+    (``pixdim[1:4]``, when no sform defines the grid) that are zero, negative or not finite
+    (nibabel sets them to 1 or their absolute value on load), an affine that is not finite or
+    is singular, and voxel types that are not real numbers."""
+    dtype = np.dtype(image.get_data_dtype())
+    if dtype.kind not in "biuf":
+        what = "complex" if dtype.kind == "c" else f"{dtype} (not real numbers)"
+        raise ValueError(
+            f"{source}: voxel type {what} is not supported; a real-valued volume is needed"
+        )
+    with open_raw(source) as handle:  # the header as written, before nibabel's fixes
+        raw = type(image.header).from_fileobj(handle, check=False)
+    sform_code = int(raw["sform_code"])
+    sizes = np.asarray(raw["pixdim"][1:4], dtype=np.float64)
+    if sform_code == 0 and not (np.all(np.isfinite(sizes)) and np.all(sizes > 0)):
+        raise ValueError(
+            f"{source}: pixdim[1:4] = {sizes.tolist()}: voxel sizes must be finite and positive "
+            "(no sform gives the grid instead); the geometry is not guessed"
+        )
+    affine = np.asarray(raw.get_best_affine() if sform_code else image.affine, dtype=np.float64)
+    if not np.all(np.isfinite(affine)):
+        raise ValueError(f"{source}: the affine (sform/qform) has non-finite values")
+    if abs(float(np.linalg.det(affine[:3, :3]))) < 1e-12:
+        raise ValueError(
+            f"{source}: the affine (sform/qform) is singular: {affine[:3, :3].tolist()}"
+        )
+
+
+def open_raw(source: Path) -> Any:
+    """The file's bytes (decompressed for ``.nii.gz``), as nibabel opens them."""
+    from nibabel.openers import ImageOpener
+
+    return ImageOpener(str(source))
 
 
 def _integer_valued(image: Any) -> bool:

@@ -88,3 +88,59 @@ def test_dimensionality(tmp_path: Path, data_root: Path) -> None:
 def test_is_nifti_by_name() -> None:
     assert is_nifti(Path("a/ct.nii")) and is_nifti(Path("CT.NII.GZ"))
     assert not is_nifti(Path("ct.nii.bak")) and not is_nifti(Path("slice.dcm"))
+
+
+def _hostile_nifti(
+    path: Path, *, dtype: str = "int16", sform: bool = False, **fields: object
+) -> Path:
+    """A small NIfTI written at test time with header fields set as given, bypassing
+    nibabel's repairs (the way a broken converter writes them)."""
+    data = np.arange(4 * 5 * 6).reshape(4, 5, 6).astype(dtype)
+    header = nib.Nifti1Header()
+    header.set_data_dtype(data.dtype)
+    image = nib.Nifti1Image(data, np.diag([1.5, 1.5, 2.0, 1.0]) if sform else None, header)
+    if not sform:
+        image.header.set_sform(None, code=0)
+        image.header.set_qform(None, code=0)
+    for key, value in fields.items():
+        if key == "pixdim":
+            image.header["pixdim"][1:4] = value
+        elif key == "srow":
+            image.header["srow_x"], image.header["srow_y"], image.header["srow_z"] = value
+    raw = image.header.binaryblock  # header bytes as set, then the voxels
+    offset = 352
+    path.write_bytes(raw + b"\x00" * (offset - len(raw)) + data.tobytes())
+    return path
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"pixdim": [0.0, 1.0, 1.0]}, r"pixdim\[1:4\] = \[0.0, 1.0, 1.0\].*finite and positive"),
+        ({"pixdim": [1.0, -2.0, 1.0]}, r"pixdim\[1:4\] = \[1.0, -2.0, 1.0\]"),
+        ({"pixdim": [float("nan"), 1.0, 1.0]}, r"pixdim\[1:4\] = \[nan"),
+        ({"pixdim": [1.0, float("inf"), 1.0]}, r"pixdim\[1:4\] = \[1.0, inf"),
+        (
+            {"sform": True, "srow": ([1.0, 0, 0, 0], [2.0, 0, 0, 0], [0, 0, 1.0, 0])},
+            "the affine .* is singular",
+        ),
+        (
+            {"sform": True, "srow": ([float("nan"), 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 0])},
+            "non-finite",
+        ),
+        ({"dtype": "complex64"}, "voxel type complex is not supported"),
+    ],
+)
+def test_invented_or_repaired_geometry_is_refused_naming_the_file(
+    tmp_path: Path, fields: dict[str, object], message: str
+) -> None:
+    path = _hostile_nifti(tmp_path / "bad.nii", **fields)  # type: ignore[arg-type]
+    for read in (read_header, load_volume):
+        with pytest.raises(ValueError, match=message) as info:
+            read(path)
+        assert "bad.nii" in str(info.value)
+
+
+def test_a_well_formed_header_still_loads(tmp_path: Path) -> None:
+    volume = load_volume(_hostile_nifti(tmp_path / "ok.nii", pixdim=[1.5, 1.5, 2.0]))
+    assert volume.spacing == pytest.approx((1.5, 1.5, 2.0))
