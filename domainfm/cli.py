@@ -36,7 +36,10 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from domainfm.domains.plugin import Command
 
 USAGE_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError, RuntimeError)
 """What bad input raises: reported in one line with exit status 2."""
@@ -261,8 +264,6 @@ def _prepare(argv: Sequence[str]) -> int:
     print(f"domainfm prepare: {summary.describe()}")
     return 0
 
-
-Command = Callable[[Sequence[str]], int]
 
 BUILTIN: dict[str, tuple[str, Command]] = {
     "export": ("write a checkpoint's backbone as model.safetensors + config.json", _export),

@@ -120,7 +120,9 @@ def _check_geometry(source: Path, image: Any) -> None:
         raise ValueError(
             f"{source}: voxel type {what} is not supported; a real-valued volume is needed"
         )
-    with open_raw(source) as handle:  # the header as written, before nibabel's fixes
+    from nibabel.openers import ImageOpener
+
+    with ImageOpener(str(source)) as handle:  # the header as written, before nibabel's fixes
         raw = type(image.header).from_fileobj(handle, check=False)
     sform_code = int(raw["sform_code"])
     sizes = np.asarray(raw["pixdim"][1:4], dtype=np.float64)
@@ -136,13 +138,6 @@ def _check_geometry(source: Path, image: Any) -> None:
         raise ValueError(
             f"{source}: the affine (sform/qform) is singular: {affine[:3, :3].tolist()}"
         )
-
-
-def open_raw(source: Path) -> Any:
-    """The file's bytes (decompressed for ``.nii.gz``), as nibabel opens them."""
-    from nibabel.openers import ImageOpener
-
-    return ImageOpener(str(source))
 
 
 def _integer_valued(image: Any) -> bool:
