@@ -34,6 +34,46 @@ def _losses(root: Path) -> dict[int, float]:
     return out
 
 
+def _final_weights_equal(root: Path, reference: Path, max_steps: int) -> None:
+    final = torch.load(root / "ckpt" / "last.ckpt", map_location="cpu", weights_only=True)
+    expected = torch.load(reference / "ckpt" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert final["global_step"] == expected["global_step"] == max_steps
+    assert final["epoch"] == expected["epoch"], "the resumed run counts its epochs differently"
+    for key, value in expected["state_dict"].items():
+        assert torch.equal(final["state_dict"][key], value), key
+
+
+def _resume_matches(
+    command: Callable[[Path, list[str]], list[str]],
+    root: Path,
+    checkpoint: Path,
+    full: Path,
+    *,
+    max_steps: int,
+    env: dict[str, str],
+) -> None:
+    """Resume ``command`` in ``root`` from ``checkpoint``: the losses from its step on and the
+    final weights must equal the uninterrupted run's in ``full``."""
+    reference = _losses(full)
+    step = int(torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"])
+    resumed = subprocess.run(
+        command(root, ["--ckpt_path", str(checkpoint)]),
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    # a SIGKILL can land before the CSV logger flushed, so the killed run's own rows are
+    # compared where they exist; every step from the resume point on must be logged
+    got = _losses(root)
+    assert set(range(step, max_steps)) <= set(got), sorted(got)
+    for s in sorted(got):
+        assert got[s] == reference[s], (checkpoint.name, s, got[s], reference[s])
+    _final_weights_equal(root, full, max_steps)
+
+
 def kill_and_resume(
     command: Callable[[Path, list[str]], list[str]],
     tmp_path: Path,
@@ -42,20 +82,22 @@ def kill_and_resume(
     kill_after_step: int,
     steps_per_epoch: int,
     env: dict[str, str],
+    resume_steps: tuple[int, ...] = (),
 ) -> int:
     """Run ``command`` uninterrupted; run it again, SIGKILL it once the checkpoint of step
-    ``kill_after_step`` exists, resume from its newest checkpoint; assert the resumed losses
-    and final weights equal the uninterrupted run's. ``command(root, extra_args)`` builds
-    the command line writing under ``root`` (checkpoints every step in ``root/ckpt``).
-    Returns the step the run resumed from."""
+    ``kill_after_step`` exists (the kill must land mid-epoch, in that step's epoch), resume
+    from its newest checkpoint; assert the resumed losses and final weights equal the
+    uninterrupted run's, bit for bit. Then resume from each of the uninterrupted run's
+    checkpoints after ``resume_steps`` steps (e.g. the last batch of an epoch) the same way.
+    ``command(root, extra_args)`` builds the command line writing under ``root``
+    (checkpoints every step in ``root/ckpt``). Returns the step the killed run resumed from."""
     full = tmp_path / "full"
     full.mkdir()
     done = subprocess.run(
         command(full, []), cwd=full, env=env, capture_output=True, text=True, timeout=400
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    reference = _losses(full)
-    assert sorted(reference) == list(range(max_steps)), reference
+    assert sorted(_losses(full)) == list(range(max_steps)), _losses(full)
 
     killed = tmp_path / "killed"
     killed.mkdir()
@@ -66,40 +108,30 @@ def kill_and_resume(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    target = killed / "ckpt" / f"epoch=0-step={kill_after_step}.ckpt"
     deadline = time.monotonic() + 300
-    while not target.exists() and proc.poll() is None and time.monotonic() < deadline:
+    while (
+        not any((killed / "ckpt").glob(f"epoch=*-step={kill_after_step}.ckpt"))
+        and proc.poll() is None
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     # the newest complete checkpoint (writes are atomic: a file that exists is whole)
     last = max((killed / "ckpt").glob("epoch=*-step=*.ckpt"), key=lambda p: p.stat().st_mtime)
-    saved = torch.load(last, map_location="cpu", weights_only=True)
-    step = int(saved["global_step"])
-    assert kill_after_step <= step < steps_per_epoch, f"kill landed at step {step}, not mid-epoch 0"
-
-    resumed = subprocess.run(
-        command(killed, ["--ckpt_path", str(last)]),
-        cwd=killed,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=400,
+    step = int(torch.load(last, map_location="cpu", weights_only=True)["global_step"])
+    epoch = (kill_after_step - 1) // steps_per_epoch
+    assert (step - 1) // steps_per_epoch == epoch and step % steps_per_epoch, (
+        f"kill landed after step {step}, not mid-epoch {epoch}"
     )
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    # a SIGKILL can land before the CSV logger flushed, so the killed run's own rows are
-    # compared where they exist; every step from the resume point on must be logged
-    got = _losses(killed)
-    assert set(range(step, max_steps)) <= set(got), sorted(got)
-    for s in sorted(got):
-        assert got[s] == pytest.approx(reference[s], rel=1e-6, abs=1e-7), (s, got[s], reference[s])
-    # and the resumed run ends with exactly the weights of the uninterrupted one
-    final = torch.load(killed / "ckpt" / "last.ckpt", map_location="cpu", weights_only=True)
-    expected = torch.load(full / "ckpt" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert final["global_step"] == expected["global_step"] == max_steps
-    for key, value in expected["state_dict"].items():
-        assert torch.equal(final["state_dict"][key], value), key
+    _resume_matches(command, killed, last, full, max_steps=max_steps, env=env)
+
+    for at in resume_steps:
+        root = tmp_path / f"resumed_from_{at}"
+        root.mkdir()
+        (checkpoint,) = (full / "ckpt").glob(f"epoch=*-step={at}.ckpt")
+        _resume_matches(command, root, checkpoint, full, max_steps=max_steps, env=env)
     return step
 
 

@@ -168,12 +168,13 @@ def test_prepare_fit_kill_resume(
     assert sorted(p.name for p in shards.glob("chunk-*.bin")) == chunks
     assert json.loads((shards / "manifest.json").read_text()) == manifest
 
-    # fit on the shards, killed mid-epoch 0 and resumed: identical to an uninterrupted run
+    # fit on the shards, killed mid-epoch 1 and resumed, and resumed from the uninterrupted
+    # run's checkpoints on the last batch of epoch 0 and mid-epoch 2: identical to it
     batch = int(spec["batch_size"])  # type: ignore[call-overload]
     steps_per_epoch = math.ceil(items / batch)
-    max_steps = steps_per_epoch + 2  # crosses into the second epoch
-    kill_after = max(2, steps_per_epoch // 3)  # step >= 2: the checkpoint knows last.ckpt
-    assert kill_after < steps_per_epoch - 1, (items, batch)
+    max_steps = 2 * steps_per_epoch + 2  # into the third epoch
+    kill_after = steps_per_epoch + max(1, steps_per_epoch // 3)
+    assert steps_per_epoch >= 3 and kill_after < 2 * steps_per_epoch - 1, (items, batch)
 
     def command(root: Path, extra: list[str]) -> list[str]:
         overrides = root / "overrides.yaml"
@@ -205,4 +206,5 @@ def test_prepare_fit_kill_resume(
         kill_after_step=kill_after,
         steps_per_epoch=steps_per_epoch,
         env=env,
+        resume_steps=(steps_per_epoch, 2 * steps_per_epoch + 1),
     )

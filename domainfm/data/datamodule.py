@@ -25,7 +25,7 @@ import lightning as L
 from torch.utils.data import Dataset
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from domainfm.data.sampling import seeded_loader
+from domainfm.data.sampling import own_generator, seeded_loader
 
 
 class SeededDataModule(L.LightningDataModule):
@@ -76,6 +76,7 @@ class SeededDataModule(L.LightningDataModule):
             batch_size=self.batch_size if batch_size is None else batch_size,
             num_workers=0,
             collate_fn=self.collate,
+            generator=own_generator(self.seed),
         )
 
     def train_dataloader(self) -> StatefulDataLoader:

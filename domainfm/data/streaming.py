@@ -40,6 +40,7 @@ from torch.utils.data import default_collate
 
 from domainfm.data.datamodule import SeededDataModule
 from domainfm.data.manifest import read_manifest
+from domainfm.data.sampling import own_generator
 
 SampleMaker = Callable[[dict[str, Any], torch.Generator], "dict[str, Any] | list[dict[str, Any]]"]
 
@@ -159,6 +160,31 @@ class StreamCollate:
         return self.collate(samples) if samples else None
 
 
+class ResumedStreamingLoader(StreamingDataLoader):
+    """``litdata.StreamingDataLoader`` whose restored position is replayed once.
+
+    LitData replays a loaded state on every new iterator until one runs to its end. Lightning
+    ends an epoch after ``len(loader)`` batches without exhausting the iterator, so after a
+    resume the next epoch replayed the (finished) restored epoch again: an empty epoch, the
+    trainer's epoch count one ahead of the data's, and the run no longer the uninterrupted
+    one. Here an iterator started after the restored one (or on a restored state whose epoch
+    was already complete) begins the next epoch.
+    """
+
+    _replayed = False
+    restore: bool  # LitData's: a loaded state is to be replayed
+
+    def __iter__(self) -> Any:
+        # a generator: this runs when the first batch is drawn, as LitData's own checks do
+        if self.restore and (self._replayed or self._restored_epoch_complete()):
+            self.restore = False
+        self._replayed = self.restore
+        yield from super().__iter__()
+
+    def _restored_epoch_complete(self) -> bool:
+        return self._num_samples_yielded_streaming >= len(self) * int(self.batch_size or 1)
+
+
 def streaming_loader(
     dataset: StreamingSamples,
     *,
@@ -166,14 +192,16 @@ def streaming_loader(
     num_workers: int = 0,
     collate_fn: Callable[[list[Any]], Any] | None = None,
 ) -> Any:
-    """A resumable ``litdata.StreamingDataLoader`` of ``batch_size`` items per batch (its
-    position is saved in Lightning checkpoints and restored on resume)."""
-    return StreamingDataLoader(
+    """A resumable loader of ``batch_size`` items per batch (:class:`ResumedStreamingLoader`:
+    its position is saved in Lightning checkpoints and restored on resume; its workers' base
+    seeds come from its own generator, never the global RNG)."""
+    return ResumedStreamingLoader(
         dataset,
         batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=StreamCollate(collate_fn),
         persistent_workers=num_workers > 0,
+        generator=own_generator(dataset.seed),
     )
 
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset, DistributedSampler
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from domainfm.data.sampling import SeededSampler, seeded_loader
 
@@ -110,3 +111,42 @@ def test_lightning_ddp_keeps_the_sampler_and_splits_the_epoch(tmp_path: Path) ->
     seen = [tuple(k) for r in records for k in r["seen"]]
     assert len(records[0]["seen"]) == len(records[1]["seen"]) == 6
     assert sorted(seen) == sorted(_reference(12, seed=5, epoch=0))  # each sample exactly once
+
+
+class _Thirteen(Dataset[Tensor]):
+    def __len__(self) -> int:
+        return 13  # batches of 2 drop one sample per epoch
+
+    def __getitem__(self, key: tuple[int, int]) -> Tensor:
+        return torch.tensor(key[0])
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("cut", [0, 2, 6])  # epoch start, mid-epoch, after its last batch
+def test_resume_in_a_later_epoch_in_lightnings_order(workers: int, cut: int) -> None:
+    """Lightning builds the resumed loader's iterator before it calls ``set_epoch`` (with
+    workers, the first indices are drawn right then): the restored position must still be
+    the saved epoch's, and a state saved after an epoch's last batch resumes at the start of
+    the next epoch."""
+
+    def loader() -> StatefulDataLoader:
+        return seeded_loader(_Thirteen(), batch_size=2, seed=0, num_workers=workers)
+
+    full = loader()
+    full.sampler.set_epoch(0)  # type: ignore[attr-defined]
+    list(full)
+    full.sampler.set_epoch(1)  # type: ignore[attr-defined]
+    it = iter(full)
+    for _ in range(cut):
+        next(it)
+    state = full.state_dict()
+    expected = [b.tolist() for b in it]
+    if cut == 6:  # epoch 1 was complete: the resumed run goes on with epoch 2
+        full.sampler.set_epoch(2)  # type: ignore[attr-defined]
+        expected = [b.tolist() for b in full]
+
+    resumed = loader()
+    resumed.load_state_dict(state)
+    it = iter(resumed)  # Lightning: the iterator first ...
+    resumed.sampler.set_epoch(2 if cut == 6 else 1)  # type: ignore[attr-defined]  # ... then the epoch
+    assert [b.tolist() for b in it] == expected

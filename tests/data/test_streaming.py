@@ -177,3 +177,39 @@ def test_earlier_epochs_release_their_chunk_readers(shards: _Prepared) -> None:
         assert sum(len(item) for item in dataset) == _items(shards[16])
     gc.collect()
     assert sum(type(o) is BinaryReader for o in gc.get_objects()) <= 1
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("cut", ["mid-epoch", "last batch"])
+def test_resumed_loader_replays_its_position_once(
+    shards: _Prepared, workers: int, cut: str
+) -> None:
+    """As Lightning drives it: an epoch ends after ``len(loader)`` batches (the iterator is
+    not exhausted), a resumed loader replays the saved position, and the next epoch starts
+    from its first batch — never an empty epoch, never the restored one again."""
+    stats = json.loads((shards[16] / "manifest.json").read_text())["stats"]
+
+    def loader() -> Any:
+        dataset = StreamingSamples(shards=shards[16], sample_maker=_maker(stats), seed=1)
+        return streaming_loader(dataset, batch_size=4, num_workers=workers)
+
+    def epoch(it: Any, n: int) -> list[list[int]]:
+        return [next(it)["index"].tolist() for _ in range(n)]
+
+    full = loader()
+    n = len(full)
+    at = n // 2 if cut == "mid-epoch" else n
+    first = epoch(iter(full), n)
+    assert len(first) == n
+    second = iter(full)
+    done = epoch(second, at)
+    state = full.state_dict()
+    rest = epoch(second, n - at)
+    third = epoch(iter(full), n)
+
+    resumed = loader()
+    resumed.load_state_dict(state)
+    again = iter(resumed)
+    assert epoch(again, n - at) == rest
+    assert epoch(iter(resumed), n) == third, "the epoch after the resumed one"
+    assert done + rest != third

@@ -1,16 +1,24 @@
-"""Kill a real CPU pretraining run mid-epoch (SIGKILL), resume it, compare loss sequences."""
+"""Kill a real CPU pretraining run mid-epoch 1 (SIGKILL), resume it, and resume from the
+uninterrupted run's checkpoints on the last batch of epochs 0 and 1 and mid-epoch 2: every
+resumed run must end bit-identical to the uninterrupted one (losses and weights), with the
+label-free monitors on."""
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs/medical3d/mae_quickstart.yaml"
-MAX_STEPS = 14  # 2 volumes x 6 crops / batch 2 = 6 batches per epoch: crosses 2 epochs
-KILL_AFTER_STEP = 4
+STEPS_PER_EPOCH = 6  # 2 volumes x 6 crops / batch 2
+MAX_STEPS = 20  # epochs 0-3
+KILL_AFTER_STEP = 8  # mid-epoch 1
+RESUME_STEPS = (6, 12, 14)  # last batch of epoch 0 and of epoch 1, mid-epoch 2
 
 OVERRIDES = """\
 trainer:
@@ -24,6 +32,14 @@ trainer:
       save_dir: {root}
       name: logs
   callbacks:
+    - class_path: domainfm.tasks.monitors.RankMeMonitor
+      init_args:
+        every_n_steps: 4
+        max_samples: 64
+    - class_path: domainfm.tasks.monitors.ReconstructionPreview
+      init_args:
+        every_n_steps: 5
+        max_images: 1
     - class_path: lightning.pytorch.callbacks.ModelCheckpoint
       init_args:
         dirpath: {root}/ckpt
@@ -53,13 +69,13 @@ data:
     crop_size: 32
     samples_per_volume: 6
     batch_size: 2
-    num_workers: 1
+    num_workers: {num_workers}
 """
 
 
-def _cmd(root: Path, extra: list[str]) -> list[str]:
+def _cmd(root: Path, extra: list[str], num_workers: int = 0) -> list[str]:
     overrides = root / "overrides.yaml"
-    overrides.write_text(OVERRIDES.format(max_steps=MAX_STEPS, root=root))
+    overrides.write_text(OVERRIDES.format(max_steps=MAX_STEPS, root=root, num_workers=num_workers))
     return [
         sys.executable,
         "-m",
@@ -73,15 +89,20 @@ def _cmd(root: Path, extra: list[str]) -> list[str]:
     ]
 
 
-def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(
-    tmp_path: Path, data_root: Path, kill_resume: Callable[..., int]
+@pytest.mark.parametrize(
+    "num_workers",
+    [0, pytest.param(1, marks=pytest.mark.slow), pytest.param(2, marks=pytest.mark.slow)],
+)
+def test_sigkill_in_epoch_1_and_resumes_at_epoch_ends_match_uninterrupted(
+    num_workers: int, tmp_path: Path, data_root: Path, kill_resume: Callable[..., int]
 ) -> None:
     env = {**os.environ, "DOMAINFM_DATA": str(data_root), "OMP_NUM_THREADS": "1"}
     kill_resume(
-        _cmd,
+        functools.partial(_cmd, num_workers=num_workers),
         tmp_path,
         max_steps=MAX_STEPS,
         kill_after_step=KILL_AFTER_STEP,
-        steps_per_epoch=6,
+        steps_per_epoch=STEPS_PER_EPOCH,
         env=env,
+        resume_steps=RESUME_STEPS,
     )
