@@ -15,6 +15,9 @@ Used by :func:`~domainfm.domains.geospatial.tiled_inference.predict_raster`:
   65535 when ``K > 255``), band description ``"labels"`` and tags ``class_<k>=<name>`` when
   class names are given. ``"probabilities"``: ``K`` float32 bands, nodata NaN, band
   descriptions = class names (``class_<k>`` without them).
+* :func:`check_prediction_buffers` estimates the buffers that grow with the raster's width
+  (the strip's logits, the writer's rows) and refuses them above the size guard's limit
+  (:func:`~domainfm.core.size_guard.check_allocation`, naming the input) before they exist.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import torch
 from rasterio.windows import Window
 from torch import Tensor
 
+from domainfm.core.size_guard import check_allocation
 from domainfm.domains.geospatial.raster_header import RasterInfo
 
 OUTPUT_BLOCK = 256
@@ -42,6 +46,56 @@ def output_blocks(width: int, height: int) -> dict[str, Any]:
     if bx < 16 or by < 16:
         return {"tiled": False}
     return {"tiled": True, "blockxsize": bx, "blockysize": by}
+
+
+def output_dtype(output: Literal["labels", "probabilities"], num_classes: int) -> str:
+    """The output band dtype: ``uint8`` labels (``uint16`` above 255 classes), or ``float32``
+    probabilities."""
+    if output == "labels":
+        return "uint8" if num_classes <= 255 else "uint16"
+    return "float32"
+
+
+def check_prediction_buffers(
+    source: Path,
+    info: RasterInfo,
+    *,
+    tile: int,
+    output: Literal["labels", "probabilities"],
+    num_classes: int,
+    exact: bool = True,
+) -> None:
+    """Refuse (:class:`~domainfm.core.size_guard.AllocationTooLarge`, naming ``source``) a
+    prediction whose width-sized buffers exceed the per-allocation limit: the
+    :class:`LogitStrip` logits ``(K, min(tile, H), W)`` float32 (its other arrays and the
+    finished rows' softmax are no larger) and the :class:`BlockRowWriter` rows ``(bands,
+    block rows + min(tile, H), W)`` in the output dtype.
+
+    Args:
+        source: the input raster, named in the refusal.
+        info: its header.
+        tile: the tile side.
+        output: ``"labels"`` or ``"probabilities"``.
+        num_classes: ``K`` (a lower bound when not ``exact``: the model's is not known yet).
+        exact: whether ``num_classes`` is the model's.
+    """
+    rows = min(tile, info.height)
+    classes = f"{num_classes} classes" if exact else f"at least {num_classes} class(es)"
+    check_allocation(
+        float(num_classes) * rows * info.width * 4,
+        what=f"the blended logits of {rows} full-width rows ({classes} x {rows} x "
+        f"{info.width} float32)",
+        source=source,
+    )
+    dtype = output_dtype(output, num_classes)
+    bands = 1 if output == "labels" else num_classes
+    buffered = int(output_blocks(info.width, info.height).get("blockysize", 1)) + rows
+    check_allocation(
+        float(bands) * buffered * info.width * np.dtype(dtype).itemsize,
+        what=f"the output rows buffered for writing ({bands} band(s) x {buffered} x "
+        f"{info.width} {dtype})",
+        source=source,
+    )
 
 
 def create_prediction_geotiff(
@@ -67,13 +121,13 @@ def create_prediction_geotiff(
     Raises:
         ValueError: more than 65535 classes for ``"labels"``.
     """
+    dtype = output_dtype(output, num_classes)
     if output == "labels":
         if num_classes > 65535:
             raise ValueError(f"{num_classes} classes do not fit uint16 labels")
-        dtype, nodata = ("uint8", 255.0) if num_classes <= 255 else ("uint16", 65535.0)
-        count = 1
+        nodata, count = (255.0 if dtype == "uint8" else 65535.0), 1
     else:
-        dtype, nodata, count = "float32", float("nan"), num_classes
+        nodata, count = float("nan"), num_classes
     blocks = output_blocks(info.width, info.height)
     options: dict[str, Any] = {"BIGTIFF": "IF_SAFER", **blocks}
     if compress is not None:

@@ -42,6 +42,7 @@ from domainfm.domains.geospatial.raster_header import (
     raster_info,
 )
 from domainfm.domains.geospatial.raster_read import (
+    GDAL_ERRORS,
     WINDOW_ATOL,
     Raster,
     WindowLike,
@@ -238,14 +239,20 @@ def open_aligned(
         anchor_transform = first.transform
         lattice_res = first.res if target_res is None else target_res
     else:
-        anchor_transform, _, _ = calculate_default_transform(
-            first.crs,
-            target_crs,
-            first.width,
-            first.height,
-            *first.bounds,
-            resolution=target_res,
-        )
+        try:
+            anchor_transform, _, _ = calculate_default_transform(
+                first.crs,
+                target_crs,
+                first.width,
+                first.height,
+                *first.bounds,
+                resolution=target_res,
+            )
+        except GDAL_ERRORS as err:
+            raise ValueError(
+                f"{first.path}: could not reproject its grid from {crs_name(first.crs)} to "
+                f"{crs_name(target_crs)}: {_cause(err)}"
+            ) from err
         lattice_res = pixel_size(anchor_transform) if target_res is None else target_res
     anchor = (float(anchor_transform.c), float(anchor_transform.f))
     grids = tuple(_lattice_grid(info, target_crs, lattice_res, anchor) for info in infos)
@@ -257,6 +264,14 @@ def open_aligned(
         grids=grids,
         resampling=resampling,
     )
+
+
+def _cause(err: Exception) -> str:
+    """GDAL's reason for ``err`` (its cause's message when it only points at it)."""
+    detail, cause = str(err), err.__cause__
+    if cause is not None and str(cause) not in detail:
+        detail = str(cause) if "previous exception" in detail else f"{detail}: {cause}"
+    return detail
 
 
 def _origin(transform: Affine) -> tuple[float, float]:
@@ -324,7 +339,18 @@ def _lattice_grid(
     if info.crs == crs:
         left, bottom, right, top = info.bounds
     else:
-        left, bottom, right, top = transform_bounds(info.crs, crs, *info.bounds, densify_pts=21)
+        try:
+            left, bottom, right, top = transform_bounds(info.crs, crs, *info.bounds, densify_pts=21)
+        except GDAL_ERRORS as err:
+            raise ValueError(
+                f"{info.path}: could not reproject its footprint from {crs_name(info.crs)} to "
+                f"{crs_name(crs)}: {_cause(err)}"
+            ) from err
+    if not all(math.isfinite(v) for v in (left, bottom, right, top)):
+        raise ValueError(
+            f"{info.path}: its footprint has no finite bounds in {crs_name(crs)} "
+            f"({left}, {bottom}, {right}, {top}); it lies outside that CRS's area of use"
+        )
     rx, ry = res
     ax, ay = anchor
     x0 = ax + math.floor((left - ax) / rx + GRID_ATOL_PIXELS) * rx

@@ -25,10 +25,18 @@ Headers and band selection (``bands=``, ``band_names=``) are
 before returning; :class:`Raster` holds arrays, paths and numbers only (see
 :mod:`~domainfm.domains.geospatial.raster_header`).
 
+**Size guard**: before a window is read, its arrays (bands × rows × cols in the file's
+dtype, their float32 copy and the validity mask) are estimated and refused above the
+per-allocation limit (:func:`~domainfm.core.size_guard.check_allocation`, an
+:class:`~domainfm.core.size_guard.AllocationTooLarge` naming the file and the estimate), so a
+huge window (or ``window=None`` on a huge raster) never reaches numpy's "Unable to allocate".
+
 Everything wrong with an input is a ``ValueError`` (``FileNotFoundError`` when it does not
 exist) whose message names the file and the problem: a window outside the raster, a window
-(or raster) without a single valid pixel (``require_valid=True``), unreadable pixels, and
-the header errors of :func:`~domainfm.domains.geospatial.raster_header.raster_info`.
+(or raster) without a single valid pixel (``require_valid=True``), a window too large for the
+size guard, unreadable pixels (GDAL's ``RasterioError`` / ``CPLE_*`` errors while reading or
+warping, with their cause), and the header errors of
+:func:`~domainfm.domains.geospatial.raster_header.raster_info`.
 
 Example::
 
@@ -55,9 +63,11 @@ import rasterio.crs
 import rasterio.errors
 import rasterio.windows
 from affine import Affine
+from rasterio._err import CPLE_BaseError
 from rasterio.enums import MaskFlags, Resampling
 from rasterio.windows import Window
 
+from domainfm.core.size_guard import check_allocation
 from domainfm.domains.geospatial.raster_header import (
     BandsLike,
     Grid,
@@ -72,6 +82,10 @@ from domainfm.domains.geospatial.raster_header import (
 
 WINDOW_ATOL = 1e-6
 """A window offset or size this close to an integer is rounded to it; further is an error."""
+
+
+GDAL_ERRORS: tuple[type[Exception], ...] = (rasterio.errors.RasterioError, CPLE_BaseError)
+"""What rasterio raises when GDAL fails (``CPLE_*`` errors are not ``RasterioError``s)."""
 
 
 WindowLike: TypeAlias = "Window | tuple[int, int, int, int]"
@@ -241,7 +255,7 @@ def read_bands(
                 resampling=resampling,
                 add_alpha=alpha,
             )
-        except rasterio.errors.RasterioError as err:
+        except GDAL_ERRORS as err:
             gdal_failed(source, f"could not reproject to {crs_name(grid.crs)}", err)
         with vrt:
             warped = dataclasses.replace(  # the file's bands on the grid
@@ -285,6 +299,8 @@ def read_dataset_window(
     Raises:
         ValueError: the window reaches outside the raster without ``boundless``, or GDAL
             fails to read the pixels (naming ``source``).
+        AllocationTooLarge: (a ``ValueError``) naming ``source`` and the estimate, when the
+            window's arrays would exceed the per-allocation limit (nothing is read).
     """
     win = Window(0, 0, info.width, info.height) if window is None else as_window(window)
     col0, row0, width, height = int(win.col_off), int(win.row_off), int(win.width), int(win.height)
@@ -298,6 +314,7 @@ def read_dataset_window(
             f"{source}, which has {info.height}x{info.width} pixels (rows x cols); pass "
             "boundless=True to pad it with invalid pixels"
         )
+    check_window_size(source, ds, win, indexes)
     values = np.zeros((len(indexes), height, width), dtype=np.float32)  # (b, H, W)
     valid = np.zeros((len(indexes), height, width), dtype=bool)  # outside: invalid
     if inside:
@@ -312,7 +329,7 @@ def read_dataset_window(
                 ok &= ds.read_masks(list(indexes), window=inner) > 0
             if alpha_band is not None:
                 ok &= ds.read(alpha_band, window=inner)[None] > 0
-        except rasterio.errors.RasterioError as err:
+        except GDAL_ERRORS as err:
             gdal_failed(source, "could not read its pixels", err)
         nodatas = ds.nodatavals
         ok &= ~nodata_pixels(raw, [nodatas[i - 1] for i in indexes])[None]
@@ -330,6 +347,24 @@ def read_dataset_window(
             valid[:, rows, cols] = ok
     transform = rasterio.windows.transform(win, info.transform)
     return BandRead(values, valid, info.crs, transform, names, win)
+
+
+def check_window_size(source: Path, ds: Any, window: Window, indexes: Sequence[int]) -> None:
+    """Refuse (:class:`~domainfm.core.size_guard.AllocationTooLarge`, naming ``source``) a
+    read of ``window`` of the bands ``indexes`` of the open dataset ``ds`` whose arrays would
+    exceed the per-allocation limit: bands × rows × cols × (the widest selected on-disk
+    dtype + 4 for the float32 copy + 1 for the validity mask)."""
+    dtypes = {np.dtype(ds.dtypes[i - 1]) for i in indexes}
+    itemsize = max(d.itemsize for d in dtypes)
+    names = "/".join(sorted(d.name for d in dtypes))
+    height, width = int(window.height), int(window.width)
+    check_allocation(
+        float(len(indexes)) * height * width * (itemsize + 4 + 1),
+        what=f"the window (row_off={int(window.row_off)}, col_off={int(window.col_off)}, "
+        f"height={height}, width={width}) of {len(indexes)} band(s) ({names} read as "
+        "float32, with its validity mask)",
+        source=source,
+    )
 
 
 def merge_validity(source: Path, read: BandRead, *, fill: float, require_valid: bool) -> Raster:

@@ -7,9 +7,14 @@
   selected, and the model's declared input channels compared with them (naming the file).
 * **Tiles**: squares of ``tile`` pixels with stride ``int(tile * (1 - overlap))`` (at least
   1), the last row/column shifted back onto the raster's edge
-  (:func:`~domainfm.domains.geospatial.window_grid.window_starts`); batches of consecutive
-  positions are read one window at a time, ``boundless`` (a raster smaller than a tile is
-  padded with invalid pixels).
+  (:class:`~domainfm.domains.geospatial.window_grid.WindowStarts`). The tile plan is never
+  listed: the starts are computed on demand and :meth:`TileSetup.positions` generates the
+  positions row-major, so a 200000² raster costs no more than a small one before the first
+  tile. Batches of consecutive positions are drawn from that iterator and read one window
+  at a time, ``boundless`` (a raster smaller than a tile is padded with invalid pixels).
+* **Size guard**: a batch of tiles (``batch_size × C × tile × tile`` float32) is estimated
+  in :meth:`TileSetup.check` and refused above the limit of
+  :func:`~domainfm.core.size_guard.check_allocation`, naming the file, before any read.
 * **Normalization** as in training: the selected bands' ``"standardize"``
   :class:`~domainfm.domains.geospatial.contract.RasterContract`, built from ``mean``/``std``
   (one value per selected band) or from :class:`~domainfm.domains.geospatial.stats.
@@ -22,7 +27,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +40,7 @@ import torch
 from rasterio.windows import Window
 from torch import Tensor, nn
 
+from domainfm.core.size_guard import check_allocation
 from domainfm.domains.geospatial.contract import RasterContract, standardization
 from domainfm.domains.geospatial.raster_header import (
     BandsLike,
@@ -43,7 +50,7 @@ from domainfm.domains.geospatial.raster_header import (
 )
 from domainfm.domains.geospatial.raster_read import read_dataset_window
 from domainfm.domains.geospatial.stats import BandStats
-from domainfm.domains.geospatial.window_grid import window_starts
+from domainfm.domains.geospatial.window_grid import WindowStarts
 
 Moments = Sequence[float] | Tensor | np.ndarray
 """Per-band ``mean`` or ``std`` as given to tiled prediction."""
@@ -86,7 +93,9 @@ class TileSetup:
         stats: BandStats | None,
         device: str | torch.device | None,
     ) -> TileSetup:
-        """Validate the arguments (``ValueError`` naming the argument or the file)."""
+        """Validate the arguments (``ValueError`` naming the argument or the file;
+        :class:`~domainfm.core.size_guard.AllocationTooLarge` when a batch of tiles would
+        exceed the per-allocation limit)."""
         if isinstance(tile, bool) or not isinstance(tile, int | np.integer) or tile < 1:
             raise ValueError(f"tile={tile!r}: must be an integer >= 1")
         if isinstance(overlap, bool) or not 0.0 <= float(overlap) < 1.0:
@@ -111,6 +120,12 @@ class TileSetup:
                 f"{list(names)} of {source} were selected; pass bands= to pick {expected} of "
                 f"its {info.count} bands {list(info.band_names)}"
             )
+        check_allocation(
+            float(batch_size) * len(indexes) * float(tile) ** 2 * 4,
+            what=f"a batch of {batch_size} tiles ({batch_size} x {len(indexes)} x {tile} x "
+            f"{tile} float32)",
+            source=source,
+        )
         if device is None:
             params = getattr(model, "parameters", None)
             first = next(iter(params()), None) if callable(params) else None
@@ -129,12 +144,21 @@ class TileSetup:
             device=torch.device(device),
         )
 
-    def tile_starts(self) -> tuple[list[int], list[int]]:
-        """The first rows and first columns of the tiles (see the module docstring)."""
+    def tile_starts(self) -> tuple[WindowStarts, WindowStarts]:
+        """The first rows and first columns of the tiles (see the module docstring), as lazy
+        sequences (``O(1)`` memory)."""
         return (
-            window_starts(self.info.height, self.tile, self.stride),
-            window_starts(self.info.width, self.tile, self.stride),
+            WindowStarts(self.info.height, self.tile, self.stride),
+            WindowStarts(self.info.width, self.tile, self.stride),
         )
+
+    def positions(self) -> Iterator[Position]:
+        """Every tile's ``(row, col)``, row-major (rows of tiles in order), generated one at a
+        time: nothing of the number of tiles is held."""
+        rows, cols = self.tile_starts()
+        for row in rows:
+            for col in cols:
+                yield (row, col)
 
     @contextmanager
     def session(self, model: Any) -> Iterator[None]:
@@ -151,12 +175,13 @@ class TileSetup:
                 model.train(was_training)
 
     def batches(
-        self, ds: Any, positions: list[Position]
+        self, ds: Any, positions: Iterable[Position]
     ) -> Iterator[tuple[list[Position], Tensor, list[np.ndarray]]]:
-        """Consecutive batches of at most :attr:`batch_size` tile ``positions`` of the open
-        raster ``ds``, in order, each with its tiles (:meth:`read`)."""
-        for start in range(0, len(positions), self.batch_size):
-            batch = positions[start : start + self.batch_size]
+        """Consecutive batches of at most :attr:`batch_size` tile ``positions`` (any
+        iterable, e.g. :meth:`positions`; drawn one batch at a time) of the open raster
+        ``ds``, in order, each with its tiles (:meth:`read`)."""
+        remaining = iter(positions)
+        while batch := list(itertools.islice(remaining, self.batch_size)):
             yield (batch, *self.read(ds, batch))
 
     def read(self, ds: Any, positions: Sequence[Position]) -> tuple[Tensor, list[np.ndarray]]:

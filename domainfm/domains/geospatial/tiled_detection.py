@@ -7,7 +7,10 @@ detections ``{"boxes", "labels", "scores"}``, e.g. a
 * **Tiles** as :func:`~domainfm.domains.geospatial.tiled_inference.predict_raster`: squares
   of ``tile`` pixels with stride ``int(tile * (1 - overlap))``, the last row/column shifted
   back onto the edge, a raster smaller than a tile padded; normalized as in training; read
-  one batch of windows at a time (input memory bounded by the batch).
+  one batch of windows at a time (input memory bounded by the batch). The tile plan is
+  never listed: positions are generated lazily and each tile's owned span (below) computed
+  from its index, so a 200000² raster costs no more than a small one before the first tile;
+  a batch too large for the size guard is refused up front naming the file.
 * **Merging without duplicates**: each tile *owns* the part of the raster nearer to it than
   to its neighbours (along each axis the boundary between two overlapping tiles is the
   middle of their overlap). A box is kept only from the tile owning its centre — so an
@@ -45,14 +48,19 @@ from domainfm.domains.geospatial.stats import BandStats
 from domainfm.domains.geospatial.tile_setup import TileSetup
 
 
+def owned_span(starts: Sequence[int], index: int, tile: int, size: int) -> tuple[float, float]:
+    """Along one axis, the ``[low, high)`` span tile ``index`` owns: boundaries at the middle
+    of consecutive tiles' overlap (or of the gap between them), the first from 0, the last to
+    ``size`` (``max(size, tile)`` when one tile is padded past the edge)."""
+    low = 0.0 if index == 0 else (starts[index] + starts[index - 1] + tile) / 2.0
+    last = index == len(starts) - 1
+    high = float(max(size, tile)) if last else (starts[index + 1] + starts[index] + tile) / 2.0
+    return (low, high)
+
+
 def ownership_bounds(starts: Sequence[int], tile: int, size: int) -> list[tuple[float, float]]:
-    """Along one axis, the ``[low, high)`` span each tile owns: boundaries at the middle of
-    consecutive tiles' overlap (or of the gap between them), the first from 0, the last to
-    ``size``."""
-    cuts = [(starts[i] + starts[i - 1] + tile) / 2.0 for i in range(1, len(starts))]
-    lows = [0.0, *cuts]
-    highs = [*cuts, float(max(size, tile))]
-    return list(zip(lows, highs, strict=True))
+    """:func:`owned_span` of every tile along one axis, in order."""
+    return [owned_span(starts, i, tile, size) for i in range(len(starts))]
 
 
 def detect_raster(
@@ -105,6 +113,8 @@ def detect_raster(
         ValueError: naming the file or argument: an unreadable or ungeoreferenced raster,
             bands/normalization/model channels that do not match, a model that does not
             return detections, a ``dst`` that is not ``.geojson``/``.json``.
+        AllocationTooLarge: (a ``ValueError``) naming the file and the estimate, when a
+            batch of tiles would exceed the per-allocation limit.
     """
     from torchvision.ops import batched_nms
 
@@ -128,14 +138,12 @@ def detect_raster(
         device=device,
     )
     info, size = setup.info, setup.tile
-    rows, cols = setup.tile_starts()
-    own_rows = dict(zip(rows, ownership_bounds(rows, size, info.height), strict=True))
-    own_cols = dict(zip(cols, ownership_bounds(cols, size, info.width), strict=True))
-    positions = [(r, c) for r in rows for c in cols]
+    rows, cols = setup.tile_starts()  # lazy: O(1) memory
+    total = len(rows) * len(cols)
     kept: list[tuple[Tensor, Tensor, Tensor]] = []
     raw = 0
     with setup.session(model), open_raster(setup.source) as ds:
-        for number, (batch, inputs, masks) in enumerate(setup.batches(ds, positions)):
+        for number, (batch, inputs, masks) in enumerate(setup.batches(ds, setup.positions())):
             with torch.no_grad():
                 outputs = model(inputs.to(setup.device))
             _check_detections(outputs, len(batch), setup, first=number == 0)
@@ -143,13 +151,15 @@ def detect_raster(
                 boxes = out["boxes"].detach().float().cpu().reshape(-1, 4)
                 scores = out["scores"].detach().float().cpu()
                 raw += boxes.shape[0]
-                keep = _owned(boxes, mask, own_rows[row], own_cols[col], row, col)
+                span_rows = owned_span(rows, rows.index(row), size, info.height)
+                span_cols = owned_span(cols, cols.index(col), size, info.width)
+                keep = _owned(boxes, mask, span_rows, span_cols, row, col)
                 keep &= scores >= score_threshold
                 shifted = boxes[keep] + torch.tensor([col, row, col, row], dtype=torch.float32)
                 kept.append((shifted, scores[keep], out["labels"].detach().cpu().long()[keep]))
             if progress:
-                done = min((number + 1) * batch_size, len(positions))
-                print(f"{setup.source.name}: tiles {done}/{len(positions)}", file=sys.stderr)
+                done = min((number + 1) * batch_size, total)
+                print(f"{setup.source.name}: tiles {done}/{total}", file=sys.stderr)
     boxes = torch.cat([k[0] for k in kept]) if kept else torch.zeros(0, 4)
     scores = torch.cat([k[1] for k in kept]) if kept else torch.zeros(0)
     labels = torch.cat([k[2] for k in kept]) if kept else torch.zeros(0, dtype=torch.long)
@@ -160,7 +170,7 @@ def detect_raster(
     boxes, scores, labels = boxes[order], scores[order], labels[order]
     if report is not None:
         report.update(
-            tiles=len(positions),
+            tiles=total,
             tile_grid=(len(rows), len(cols)),
             stride=setup.stride,
             raw_boxes=raw,

@@ -27,7 +27,17 @@ width, height).
   starts at row ``r``, every row above ``r`` is final, is turned into labels/probabilities and
   written in whole rows of output blocks (each compressed block written once). Peak memory
   is ``O(K × tile × W)``, independent of the raster's height; nothing of raster size is ever
-  allocated, and the input is read one tile window at a time.
+  allocated, and the input is read one tile window at a time. The tile plan is not listed
+  either: positions are generated row-major and batches drawn from that iterator
+  (:meth:`~domainfm.domains.geospatial.tile_setup.TileSetup.positions`).
+* **Size guard**: the buffers that grow with the raster's width (the strip's logits, the
+  writer's rows; :func:`~domainfm.domains.geospatial.geotiff_writer.check_prediction_buffers`),
+  a batch of tiles and the blend window are estimated before any model forward and refused
+  above the per-allocation limit (:func:`~domainfm.core.size_guard.check_allocation`; 8 GiB
+  unless ``DOMAINFM_MAX_ALLOC_GB`` / ``--max-alloc-gb`` says otherwise) with the estimate
+  and the file's name. ``K`` is the model's ``num_classes`` when it declares one (else at
+  least 1); the estimate is checked again with the ``K`` of the first forward pass, before
+  the accumulators are allocated.
   GDAL's block cache (by default 5 % of the machine's RAM: 1.2 GiB on a 24 GiB machine,
   filled with decompressed input blocks as a large raster is read) is bounded for the call
   by ``gdal_cache_mb`` through ``rasterio.Env(GDAL_CACHEMAX=...)``; each input block is
@@ -53,6 +63,7 @@ Example::
 
 from __future__ import annotations
 
+import bisect
 import math
 import sys
 from collections.abc import Callable, Sequence
@@ -65,9 +76,11 @@ import torch
 from torch import Tensor
 
 from domainfm.core.checkpoint_io import atomic_write
+from domainfm.core.size_guard import check_allocation
 from domainfm.domains.geospatial.geotiff_writer import (
     BlockRowWriter,
     LogitStrip,
+    check_prediction_buffers,
     create_prediction_geotiff,
     prediction_finisher,
 )
@@ -151,6 +164,9 @@ def predict_raster(
             selected bands, a model that fails on the first tiles or returns another shape
             than ``(B, K, tile, tile)``, wrong ``class_names``; and bad arguments (``tile``
             < 1, ``overlap`` outside ``[0, 1)``, ...), naming the argument.
+        AllocationTooLarge: (a ``ValueError``) naming the file and the estimate, when a
+            buffer would exceed the per-allocation limit (a raster too wide, a tile too
+            large); before any model forward when the model declares ``num_classes``.
     """
     if blend not in ("hann", "constant"):
         raise ValueError(f"blend={blend!r}: must be 'hann' or 'constant'")
@@ -170,6 +186,20 @@ def predict_raster(
         std=std,
         stats=stats,
         device=device,
+    )
+    check_allocation(
+        float(setup.tile) ** 2 * 8,
+        what=f"the {setup.tile} x {setup.tile} blend window (float64)",
+        source=setup.source,
+    )
+    declared = _declared_classes(model)
+    check_prediction_buffers(
+        setup.source,
+        setup.info,
+        tile=setup.tile,
+        output=output,
+        num_classes=declared or 1,
+        exact=declared is not None,
     )
     job = _Job(
         model=model,
@@ -204,14 +234,14 @@ class _Job:
         self.report.update(
             tiles=len(rows) * len(cols), tile_grid=(len(rows), len(cols)), stride=self.setup.stride
         )
-        positions = [(r, c) for r in rows for c in cols]  # row-major: rows of tiles in order
         strip: LogitStrip | None = None
         writer: BlockRowWriter | None = None
         batches = 0
         weights = self.weights.to(self.setup.device)
         with open_raster(self.setup.source) as ds:
             try:
-                for batch, inputs, masks in self.setup.batches(ds, positions):
+                # row-major positions, generated lazily: rows of tiles in order
+                for batch, inputs, masks in self.setup.batches(ds, self.setup.positions()):
                     # inputs (B, C, t, t), masks a list of (t, t)
                     logits = self._forward(inputs, first=batches == 0)  # (B, K, t, t)
                     batches += 1
@@ -279,6 +309,13 @@ class _Job:
                 f"class_names has {len(self.class_names)} names but the model predicts "
                 f"{num_classes} classes on {self.setup.source}"
             )
+        check_prediction_buffers(  # K is known now: before the accumulators exist
+            self.setup.source,
+            self.setup.info,
+            tile=self.setup.tile,
+            output=self.output,
+            num_classes=num_classes,
+        )
         writer = create_prediction_geotiff(
             path,
             self.setup.info,
@@ -293,8 +330,17 @@ class _Job:
         )
         return writer
 
-    def _tick(self, rows: list[int], origin: int) -> None:
+    def _tick(self, rows: Sequence[int], origin: int) -> None:
         if not self.progress:
             return
-        done = sum(1 for r in rows if r <= origin)
+        done = bisect.bisect_right(rows, origin)  # rows of tiles starting at or above origin
         print(f"{self.setup.source.name}: row of tiles {done}/{len(rows)}", file=sys.stderr)
+
+
+def _declared_classes(model: Any) -> int | None:
+    """The number of classes ``model`` declares (an integer ``num_classes`` >= 1, as a
+    :class:`~domainfm.tasks.finetune_module.FinetuneModule` has); ``None``: unknown."""
+    value = getattr(model, "num_classes", None)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    return None
