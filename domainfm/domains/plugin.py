@@ -9,7 +9,8 @@ input contract and provides the hooks behind the generic CLI verbs:
   :meth:`DomainPlugin.preparer`;
 * ``segment CKPT INPUT OUTPUT`` / ``detect …``: :meth:`DomainPlugin.segment` /
   :meth:`DomainPlugin.detect`, chosen by the input contract recorded in the checkpoint
-  (or ``--domain``);
+  (or ``--domain``), with the domain's own ``segment`` options from
+  :meth:`DomainPlugin.add_segment_arguments`;
 * domain-specific subcommands (e.g. sound event detection): :meth:`DomainPlugin.commands`.
 
 The CLI never names a domain: adding one is a folder, one registration and a config.
@@ -30,7 +31,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -54,6 +55,8 @@ class SegmentRequest:
         roi_size: window size in the model's input grid (``None``: the training size).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` …
         progress: show a progress bar.
+        options: the domain's own options by name (those its
+            :meth:`DomainPlugin.add_segment_arguments` adds, e.g. ``assume_geometry``).
     """
 
     input: Path
@@ -63,6 +66,7 @@ class SegmentRequest:
     roi_size: tuple[int, ...] | None = None
     device: str = "cpu"
     progress: bool = True
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,6 +77,7 @@ class DetectRequest:
         score_threshold: lowest score kept.
         nms_iou: IoU above which boxes of overlapping windows are merged.
         wgs84: write geo-referenced outputs in longitude/latitude.
+        options: the domain's own options by name.
     """
 
     input: Path
@@ -84,6 +89,7 @@ class DetectRequest:
     wgs84: bool = False
     device: str = "cpu"
     progress: bool = True
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 Command = Callable[[Sequence[str]], int]
@@ -118,6 +124,10 @@ class DomainPlugin:
     def preparer(self, args: argparse.Namespace) -> Preparer:
         """The domain's preparer from parsed ``prepare`` options."""
         raise UnsupportedByDomain(f"domain {self.name!r} has no 'domainfm prepare' support")
+
+    def add_segment_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Add the domain's ``domainfm segment`` options (none by default); the command
+        parses them for checkpoints of this domain and passes them as ``request.options``."""
 
     def segment(
         self, module: FinetuneModule, contract: InputContract, request: SegmentRequest

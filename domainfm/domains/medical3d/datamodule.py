@@ -26,6 +26,7 @@ from domainfm.data.data_root import resolve_data_path
 from domainfm.data.datamodule import SeededDataModule
 from domainfm.domains.medical3d.contract import VolumeContract
 from domainfm.domains.medical3d.views import VolumeViews
+from domainfm.domains.medical3d.volume_types import Geometry, check_geometry_choice
 from domainfm.domains.medical3d.volumes import VolumeCropDataset, make_views
 
 
@@ -49,6 +50,9 @@ class VolumePretrainDataModule(SeededDataModule):
         cache_dir: folder caching preprocessed volumes across runs (a second run starts
             without re-reading and resampling; keyed by file and preprocessing settings).
         strict: stop at the first unreadable volume instead of skipping and counting it.
+        geometry: which transform places the voxels of a NIfTI file whose qform and sform
+            disagree: ``"strict"`` (default) skips such a file as bad, ``"sform"`` /
+            ``"qform"`` assume that one (see :func:`~domainfm.domains.medical3d.load_volume`).
         batch_size: crops per batch.
         **kwargs: ``num_workers``, ``seed`` (of the crop order, crop positions and masks):
             see :class:`~domainfm.data.datamodule.SeededDataModule`.
@@ -68,10 +72,12 @@ class VolumePretrainDataModule(SeededDataModule):
         views: int | VolumeViews = 1,
         cache_dir: str | None = None,
         strict: bool = False,
+        geometry: Geometry = "strict",
         batch_size: int = 2,
         **kwargs: Any,
     ) -> None:
         super().__init__(batch_size=batch_size, **kwargs)
+        self.geometry = check_geometry_choice(geometry)
         self.files = list(files)
         self.val_files = list(val_files)
         self.hu_window = hu_window
@@ -97,6 +103,7 @@ class VolumePretrainDataModule(SeededDataModule):
             cache_dir=self.cache_dir,
             strict=self.strict,
             preprocess_workers=max(1, self.num_workers),
+            geometry=self.geometry,
         )
 
     def setup(self, stage: str) -> None:

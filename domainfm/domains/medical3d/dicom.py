@@ -10,10 +10,14 @@ slices; spacing = ``PixelSpacing`` (column, row) and the distance between consec
 ``ImagePositionPatient``; DICOM's LPS world is flipped to RAS. ``Modality`` ``CT`` → ``"ct"``,
 ``MR`` → ``"mri"``, else ``None``.
 
-A folder mixing several series, a single slice or multi-frame file, slices without
-``PixelSpacing`` / ``ImagePositionPatient`` / ``ImageOrientationPatient``, colour slices,
-slices of different orientation, pixel spacing or size, duplicated positions and uneven
-slice gaps (missing slices) are each a ``ValueError`` naming the folder and the slice.
+A folder mixing several series, a single slice or multi-frame file, a truncated or damaged
+slice (its pixel data cut short, or the file ending before them), slices without
+``PixelSpacing`` / ``ImagePositionPatient`` / ``ImageOrientationPatient`` or with the wrong
+number of values, non-finite values, zero or negative ``PixelSpacing``, orientation vectors
+that are not orthogonal unit vectors, colour slices, slices of different orientation, pixel
+spacing or size, duplicated positions and uneven slice gaps (missing slices) are each a
+``ValueError`` naming the folder and the slice. Nothing is guessed (no default spacing, no
+``SliceThickness`` in place of positions).
 
 :func:`~domainfm.domains.medical3d.io.load_volume` and
 :func:`~domainfm.domains.medical3d.io.read_header` dispatch here for folders.
@@ -36,7 +40,11 @@ SLICE_GAP_ATOL_MM = 0.01
 """Absolute tolerance (mm) of DICOM slice gaps, for positions rounded in the headers."""
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-_GEOMETRY_TAGS = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
+_GEOMETRY_TAGS = {"ImagePositionPatient": 3, "ImageOrientationPatient": 6, "PixelSpacing": 2}
+"""The geometry tags every slice needs, with their number of values."""
+_ORIENTATION_ATOL = 1e-2
+"""Tolerance of ``ImageOrientationPatient``: unit row/column vectors, orthogonal."""
+_PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
 
 def is_dicom_file(path: Path) -> bool:
@@ -91,10 +99,12 @@ def stack_slices(folder: Path, header: VolumeHeader, slices: list[Any]) -> np.nd
     for k, ds in enumerate(slices):
         try:
             pixels = ds.pixel_array  # (rows, columns)
-        except Exception as err:  # missing pixel data, unsupported transfer syntax, ...
+        except Exception as err:  # cut or damaged pixel data, unsupported transfer syntax, ...
             name = Path(str(ds.filename)).name if ds.filename else f"slice {k}"
             raise ValueError(
-                f"{folder}: could not decode the pixels of {name}: {type(err).__name__}: {err}"
+                f"{folder}: could not decode the pixels of slice {name} (its pixel data are "
+                f"truncated or damaged, or compressed without a decoder installed): "
+                f"{type(err).__name__}: {err}"
             ) from err
         slope = np.float32(ds.get("RescaleSlope", 1.0) or 1.0)
         inter = np.float32(ds.get("RescaleIntercept", 0.0) or 0.0)
@@ -119,13 +129,39 @@ def _read_slices(folder: Path, files: Sequence[Path], *, pixels: bool) -> list[A
             raise ValueError(
                 f"{folder}: could not read DICOM file {file.name}: {type(err).__name__}: {err}"
             ) from err
+        if len(ds) == 0 or (pixels and not any(tag in ds for tag in _PIXEL_TAGS)):
+            raise _damaged(folder, file)
         slices.append(ds)
     return slices
+
+
+def _damaged(folder: Path, file: Path) -> ValueError:
+    """The error for a slice whose full read has no pixel data: pydicom stops quietly at
+    the end of a cut file (an empty dataset when the cut is inside compressed pixel data)."""
+    return ValueError(
+        f"{folder}: slice {file.name} has no readable pixel data: the file is truncated or "
+        "damaged (or is not an image)"
+    )
+
+
+def _has_pixel_data(file: Path) -> bool:
+    """Whether a full read of ``file`` has pixel data (for the error path)."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(file, force=True)
+    except Exception:  # unreadable: the header read said otherwise, so it is damaged
+        return False
+    return any(tag in ds for tag in _PIXEL_TAGS)
 
 
 def _check_one_series(folder: Path, files: Sequence[Path], slices: Sequence[Any]) -> None:
     """One ``SeriesInstanceUID`` and at least 2 single-frame slices."""
     series = sorted({str(ds.get("SeriesInstanceUID", "")) for ds in slices})
+    if len(series) > 1 and "" in series:  # a slice without one: cut short before its UID?
+        for ds, file in zip(slices, files, strict=True):
+            if not ds.get("SeriesInstanceUID") and not _has_pixel_data(file):
+                raise _damaged(folder, file)
     if len(series) > 1:
         raise ValueError(
             f"{folder} mixes {len(series)} DICOM series (SeriesInstanceUID "
@@ -145,16 +181,60 @@ def _check_one_series(folder: Path, files: Sequence[Path], slices: Sequence[Any]
 
 
 def _check_slice_tags(folder: Path, files: Sequence[Path], slices: Sequence[Any]) -> None:
-    """Every slice has the geometry tags and one sample per pixel (grey levels)."""
+    """Every slice has the geometry tags, each with its number of finite values, a positive
+    pixel spacing, orthogonal unit orientation vectors, and one sample per pixel."""
     for ds, file in zip(slices, files, strict=True):
-        for tag in _GEOMETRY_TAGS:
-            if ds.get(tag) is None:
-                raise ValueError(
-                    f"{folder}: slice {file.name} has no {tag}, so the voxel spacing and "
-                    "position cannot be known"
-                )
+        values = {tag: _tag_values(folder, file, ds, tag, n) for tag, n in _GEOMETRY_TAGS.items()}
+        pixel = values["PixelSpacing"]
+        if not np.all(pixel > 0):
+            raise ValueError(
+                f"{folder}: slice {file.name} has PixelSpacing {pixel.tolist()}: the pixel "
+                "spacing must be positive; the voxel size is not guessed"
+            )
+        row, col = values["ImageOrientationPatient"][:3], values["ImageOrientationPatient"][3:]
+        norms = np.array([np.linalg.norm(row), np.linalg.norm(col)])
+        if np.any(np.abs(norms - 1) > _ORIENTATION_ATOL) or abs(row @ col) > _ORIENTATION_ATOL:
+            raise ValueError(
+                f"{folder}: slice {file.name} has ImageOrientationPatient "
+                f"{values['ImageOrientationPatient'].tolist()}: the row and column directions "
+                "must be orthogonal unit vectors"
+            )
         if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
             raise ValueError(f"{folder}: slice {file.name} is a colour image, not CT/MRI")
+        for tag in ("Rows", "Columns"):
+            if not isinstance(ds.get(tag), int) or ds.get(tag) < 1:
+                raise ValueError(
+                    f"{folder}: slice {file.name} has {tag} {ds.get(tag)!r}: a positive number "
+                    "of pixels is needed"
+                )
+
+
+def _tag_values(folder: Path, file: Path, ds: Any, tag: str, count: int) -> np.ndarray:
+    """The ``count`` finite numbers of ``tag`` in slice ``ds`` (a named error otherwise)."""
+    try:
+        value = ds.get(tag)
+    except Exception:  # a value pydicom cannot convert
+        value = None
+    if value is None or (isinstance(value, str | bytes) and not value.strip()):
+        if not _has_pixel_data(file):
+            raise _damaged(folder, file)
+        raise ValueError(
+            f"{folder}: slice {file.name} has no {tag}, so the voxel spacing and position "
+            "cannot be known"
+        )
+    items = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value]
+    try:
+        numbers = np.array([float(v) for v in items], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{folder}: slice {file.name} has {tag} {value!r}: not numbers") from None
+    if numbers.size != count:
+        raise ValueError(
+            f"{folder}: slice {file.name} has {tag} with {numbers.size} values "
+            f"{numbers.tolist()}; {count} are needed"
+        )
+    if not np.all(np.isfinite(numbers)):
+        raise ValueError(f"{folder}: slice {file.name} has non-finite {tag} {numbers.tolist()}")
+    return numbers
 
 
 def _common_geometry(

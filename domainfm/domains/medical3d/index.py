@@ -38,6 +38,7 @@ from domainfm.data.file_stamp import file_stamp
 from domainfm.domains.medical3d.dicom import dicom_files, is_dicom_file
 from domainfm.domains.medical3d.io import read_header
 from domainfm.domains.medical3d.nifti import is_nifti
+from domainfm.domains.medical3d.volume_types import Geometry, check_geometry_choice
 
 INDEX_FORMAT = 1
 """Version of the JSON cache layout; a cache of another version is rebuilt."""
@@ -138,6 +139,7 @@ class VolumeIndex:
         root_or_files: str | Path | Sequence[str | Path],
         *,
         cache: str | Path | None = None,
+        geometry: Geometry = "strict",
     ) -> VolumeIndex:
         """Index a folder (walked recursively), a file, or a list of them.
 
@@ -145,13 +147,18 @@ class VolumeIndex:
             root_or_files: a folder to walk, a NIfTI file or DICOM series folder, or a list.
             cache: JSON file to reuse and (re)write; entries whose size and mtime are unchanged
                 are taken from it without reading the volume.
+            geometry: which transform places the voxels of a NIfTI file whose qform and
+                sform disagree (see :func:`~domainfm.domains.medical3d.io.load_volume`);
+                with ``"strict"`` (default) such a file is an error entry. A cache is
+                reused only for the same choice.
 
         Raises:
             FileNotFoundError: a given path does not exist.
         """
+        check_geometry_choice(geometry)
         roots = [root_or_files] if isinstance(root_or_files, str | Path) else root_or_files
         cache_path = Path(cache).resolve() if cache is not None else None
-        cached = _read_cache(cache_path) if cache_path is not None else {}
+        cached = _read_cache(cache_path, geometry) if cache_path is not None else {}
         entries, reads = [], 0
         for kind, path in find_volumes([Path(r) for r in roots], skip=cache_path):
             stamp = fingerprint(path)
@@ -160,11 +167,12 @@ class VolumeIndex:
                 entries.append(previous)
                 continue
             reads += 1
-            entries.append(_read_entry(path, kind, stamp))
+            entries.append(_read_entry(path, kind, stamp, geometry))
         if cache_path is not None:
-            atomic_write_json(
-                cache_path, {"format": INDEX_FORMAT, "entries": [e.to_json() for e in entries]}
-            )
+            data: dict[str, Any] = {"format": INDEX_FORMAT}
+            if geometry != "strict":
+                data["geometry"] = geometry
+            atomic_write_json(cache_path, {**data, "entries": [e.to_json() for e in entries]})
         return cls(entries, reads=reads)
 
     @property
@@ -216,7 +224,9 @@ def find_volumes(
                 yield kind, path
 
 
-def _read_entry(path: Path, kind: Literal["nifti", "dicom"], stamp: Fingerprint) -> IndexEntry:
+def _read_entry(
+    path: Path, kind: Literal["nifti", "dicom"], stamp: Fingerprint, geometry: Geometry
+) -> IndexEntry:
     def entry(status: Literal["ok", "error"], **fields: Any) -> IndexEntry:
         return IndexEntry(
             path=str(path),
@@ -229,7 +239,7 @@ def _read_entry(path: Path, kind: Literal["nifti", "dicom"], stamp: Fingerprint)
         )
 
     try:
-        header = read_header(path)
+        header = read_header(path, **({} if geometry == "strict" else {"geometry": geometry}))
     except (ValueError, OSError) as err:
         return entry("error", reason=str(err))
     return entry(
@@ -241,13 +251,14 @@ def _read_entry(path: Path, kind: Literal["nifti", "dicom"], stamp: Fingerprint)
     )
 
 
-def _read_cache(path: Path) -> dict[str, IndexEntry]:
-    """Cached entries by path; a missing, unreadable or outdated cache gives none."""
+def _read_cache(path: Path, geometry: Geometry) -> dict[str, IndexEntry]:
+    """Cached entries by path; a missing, unreadable or outdated cache, or one built with
+    another ``geometry``, gives none."""
     if not path.exists():
         return {}
     try:
         data = json.loads(path.read_text())
-        if data.get("format") != INDEX_FORMAT:
+        if data.get("format") != INDEX_FORMAT or data.get("geometry", "strict") != geometry:
             return {}
         entries = [IndexEntry.from_json(e) for e in data["entries"]]
     except (ValueError, KeyError, TypeError, AttributeError) as err:

@@ -18,7 +18,14 @@ Everything that is wrong with an input is a ``ValueError`` (``FileNotFoundError`
 not exist) whose message names the file and the problem: truncated or corrupt NIfTI, a DICOM
 folder mixing several series, slices without ``PixelSpacing`` / ``ImagePositionPatient``,
 uneven slice gaps (missing slices), a 2D image, a 4D image (unless the 4th axis has size 1),
-a constant (e.g. all-zero) volume, NaN or infinite values.
+a constant (e.g. all-zero) volume, NaN or infinite values; a NIfTI file whose qform and sform
+disagree (unless ``geometry`` says which one is right, see
+:mod:`~domainfm.domains.medical3d.nifti`).
+
+**Size guard**: before any voxel is decoded, the float32 volume the header asks for is
+checked against the per-allocation limit
+(:func:`~domainfm.core.size_guard.check_allocation`, ``--max-alloc-gb``), so a small gzip
+file that decodes to tens of GiB is refused up front with the estimate.
 
 **Modality hint** (``Volume.modality``): DICOM ``Modality`` ``CT`` → ``"ct"``, ``MR`` →
 ``"mri"``, else ``None``. NIfTI has no modality field, so a heuristic: integer-valued data
@@ -45,6 +52,7 @@ from typing import NoReturn
 
 import numpy as np
 
+from domainfm.core.size_guard import check_allocation
 from domainfm.domains.medical3d.dicom import is_dicom_file, read_dicom_series, stack_slices
 from domainfm.domains.medical3d.nifti import (
     is_nifti,
@@ -54,14 +62,17 @@ from domainfm.domains.medical3d.nifti import (
     read_nifti_voxels,
 )
 from domainfm.domains.medical3d.volume_types import (
+    Geometry,
     Modality,
     Volume,
     VolumeHeader,
     VolumeSkippedWarning,
+    check_geometry_choice,
 )
 
 __all__ = [
     "LABEL_GRID_ATOL_MM",
+    "Geometry",
     "Volume",
     "VolumeHeader",
     "VolumeSkippedWarning",
@@ -74,30 +85,39 @@ LABEL_GRID_ATOL_MM = 1e-3
 """Largest world distance (mm) between the corners of an image grid and its label's grid."""
 
 
-def read_header(path: str | Path) -> VolumeHeader:
+def read_header(path: str | Path, *, geometry: Geometry = "strict") -> VolumeHeader:
     """The geometry of a NIfTI file or DICOM series folder from its headers only (NIfTI
     header / DICOM tags with ``stop_before_pixels``), with the same shape and geometry checks
-    as :func:`load_volume` (not the value checks, which need the voxels).
+    as :func:`load_volume` (not the value checks, which need the voxels, nor the size
+    guard); ``geometry`` as in :func:`load_volume`.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
         ValueError: unreadable, 2D, 4D, or a DICOM series with broken geometry.
     """
     source = _existing(path)
+    check_geometry_choice(geometry)
     if source.is_dir():
         return read_dicom_series(source, pixels=False)[0]
     if is_nifti(source):
-        return nifti_header(source, open_nifti(source))
+        return nifti_header(source, open_nifti(source), geometry)
     _not_a_volume(source)
 
 
-def load_volume(path: str | Path, *, allow_constant: bool = False) -> Volume:
+def load_volume(
+    path: str | Path, *, allow_constant: bool = False, geometry: Geometry = "strict"
+) -> Volume:
     """Load and validate a 3D volume: a NIfTI file or a DICOM series folder.
 
     Args:
         path: a ``.nii`` / ``.nii.gz`` file, or a folder holding one DICOM series.
         allow_constant: accept a volume whose voxels all have the same value (e.g. an empty
             label map); by default that is an error (a blank scan).
+        geometry: which transform of a NIfTI file places its voxels when its qform and
+            sform disagree: ``"strict"`` (default) refuses such a file, ``"sform"`` assumes
+            the sform is right (nibabel's and MONAI's choice), ``"qform"`` the qform (ITK's
+            for a sform that is not rigid). A file with only one of them uses that one; DICOM
+            series have neither.
 
     Returns:
         A :class:`Volume`: ``array`` ``(1, D, H, W)`` float32 on the file's voxel axes,
@@ -105,17 +125,22 @@ def load_volume(path: str | Path, *, allow_constant: bool = False) -> Volume:
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: the message names the file and the problem (see the module docstring).
+        ValueError: the message names the file and the problem (see the module docstring);
+            :class:`~domainfm.core.size_guard.AllocationTooLarge` for a volume above the
+            per-allocation limit.
     """
     source = _existing(path)
+    check_geometry_choice(geometry)
     if source.is_dir():
         header, slices = read_dicom_series(source, pixels=True)
+        _check_size(header)
         array = stack_slices(source, header, slices)
         _check_values(source, array, allow_constant=allow_constant)
         modality: Modality | None = header.modality
     elif is_nifti(source):
         image = open_nifti(source)
-        header = nifti_header(source, image)
+        header = nifti_header(source, image, geometry)
+        _check_size(header)
         array = read_nifti_voxels(source, image, header.shape)
         vmin = _check_values(source, array, allow_constant=allow_constant)
         modality = nifti_modality(image, array, vmin)
@@ -130,7 +155,12 @@ def load_volume(path: str | Path, *, allow_constant: bool = False) -> Volume:
     )
 
 
-def check_label_pair(image: Volume | VolumeHeader | str | Path, label: Volume | str | Path) -> None:
+def check_label_pair(
+    image: Volume | VolumeHeader | str | Path,
+    label: Volume | str | Path,
+    *,
+    geometry: Geometry = "strict",
+) -> None:
     """Check that ``label`` is a label map of ``image``: the same voxel grid and integer
     values ``>= 0``.
 
@@ -138,7 +168,7 @@ def check_label_pair(image: Volume | VolumeHeader | str | Path, label: Volume | 
     stored with flipped or permuted axes, which lies on the same voxels, passes): equal
     shape, and the grid corners within :data:`LABEL_GRID_ATOL_MM` mm of each other. Paths
     are read with :func:`read_header` (image) and :func:`load_volume` (label, which may be
-    all background).
+    all background), with ``geometry`` (see :func:`load_volume`).
 
     Raises:
         ValueError: naming both files, on a shape or affine mismatch or non-integer or
@@ -148,8 +178,14 @@ def check_label_pair(image: Volume | VolumeHeader | str | Path, label: Volume | 
 
         >>> check_label_pair("ct.nii.gz", "ct_seg.nii.gz")
     """
-    img = image if isinstance(image, Volume | VolumeHeader) else read_header(image)
-    lab = label if isinstance(label, Volume) else load_volume(label, allow_constant=True)
+    if isinstance(image, Volume | VolumeHeader):
+        img = image
+    else:
+        img = read_header(image, geometry=geometry)
+    if isinstance(label, Volume):
+        lab = label
+    else:
+        lab = load_volume(label, allow_constant=True, geometry=geometry)
     names = f"label {lab.path} and image {img.path}"
     img_shape, img_affine = _ras_grid(img.shape, img.affine)
     lab_shape, lab_affine = _ras_grid(lab.shape, lab.affine)
@@ -180,6 +216,13 @@ def check_label_pair(image: Volume | VolumeHeader | str | Path, label: Volume | 
             f"{names}: the label map has negative values (min {float(values.min()):g}); "
             "labels must be class ids >= 0"
         )
+
+
+def _check_size(header: VolumeHeader) -> None:
+    """Refuse, before decoding, a float32 volume above the per-allocation limit."""
+    voxels = float(np.prod([float(n) for n in header.shape]))
+    shape = " x ".join(str(n) for n in header.shape)
+    check_allocation(4.0 * voxels, what=f"the {shape} float32 volume", source=header.path)
 
 
 def _check_values(source: Path, array: np.ndarray, *, allow_constant: bool) -> float:

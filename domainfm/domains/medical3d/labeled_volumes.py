@@ -36,8 +36,15 @@ from torch.utils.data import Dataset
 
 from domainfm.core.grid import to_ntuple
 from domainfm.domains.medical3d.io import check_label_pair, load_volume
-from domainfm.domains.medical3d.preprocess import RAS_LABELS, volume_transform
+from domainfm.domains.medical3d.preprocess import (
+    RAS_LABELS,
+    apply_volume_transform,
+    check_resample,
+    failure_naming,
+    volume_transform,
+)
 from domainfm.domains.medical3d.views import crop_start, take_crop
+from domainfm.domains.medical3d.volume_types import Geometry, check_geometry_choice
 
 ImageSpec = str | Path | Sequence[str | Path]
 
@@ -73,6 +80,9 @@ class LabeledVolumeDataset(Dataset[dict[str, Tensor]]):
         label_map: raw label value → class id (others → 0); ``None`` keeps raw values.
         samples_per_volume: crops per case per epoch (training).
         positive_fraction: probability that a crop is centred on a labeled voxel.
+        geometry: which transform places the voxels of a NIfTI file whose qform and sform
+            disagree: ``"strict"`` (default) refuses such a file, ``"sform"`` / ``"qform"``
+            assume that one (see :func:`~domainfm.domains.medical3d.io.load_volume`).
     """
 
     def __init__(
@@ -87,7 +97,9 @@ class LabeledVolumeDataset(Dataset[dict[str, Tensor]]):
         label_map: Mapping[int, int] | None = None,
         samples_per_volume: int = 8,
         positive_fraction: float = 0.5,
+        geometry: Geometry = "strict",
     ) -> None:
+        check_geometry_choice(geometry)
         if not images:
             raise ValueError("images is empty: pass at least one labeled case")
         if len(images) != len(labels):
@@ -113,6 +125,7 @@ class LabeledVolumeDataset(Dataset[dict[str, Tensor]]):
                 modality=modality,
                 hu_window=hu_window,
                 min_size=self.crop_size,
+                geometry=geometry,
             )
             self.volumes.append(image)
             self.labels.append(remap_labels(label, label_map))
@@ -157,16 +170,18 @@ def _preprocess_pair(
     modality: Literal["ct", "mri"],
     hu_window: tuple[float, float],
     min_size: Sequence[int] | None,
+    geometry: Geometry = "strict",
 ) -> tuple[Tensor, Tensor]:
     """``(C, D, H, W)`` float image and ``(1, D, H, W)`` label on the same RAS grid.
 
-    Every file is read and validated by :func:`load_volume`; the channels must share one
-    grid and the label must lie on it (:func:`check_label_pair`), else ``ValueError`` naming
-    the files.
+    Every file is read and validated by :func:`load_volume` (with ``geometry``); the channels
+    must share one grid and the label must lie on it (:func:`check_label_pair`), else
+    ``ValueError`` naming the files. The resampling is size-guarded and MONAI's errors name
+    the file (:func:`~domainfm.domains.medical3d.preprocess.apply_volume_transform`).
     """
     from monai import transforms as mt
 
-    channels = [load_volume(p) for p in image_files]
+    channels = [load_volume(p, geometry=geometry) for p in image_files]
     first = channels[0]
     for other in channels[1:]:
         if other.shape != first.shape or not np.allclose(other.affine, first.affine, atol=1e-3):
@@ -174,21 +189,26 @@ def _preprocess_pair(
                 f"image channels {first.path} and {other.path} are not on the same voxel grid "
                 f"(shapes {first.shape} vs {other.shape}); co-register them first"
             )
-    label = load_volume(label_file, allow_constant=True)
+    label = load_volume(label_file, allow_constant=True, geometry=geometry)
     check_label_pair(first, label)
     image = first.to_metatensor()  # (1, D, H, W) with the affine
     if len(channels) > 1:
         image = torch.cat([c.to_metatensor() for c in channels], dim=0)  # (C, D, H, W)
-    image = volume_transform(
+    transform = volume_transform(
         spacing=spacing, modality=modality, hu_window=hu_window, min_size=min_size, load=False
-    )(image)
+    )
+    image = apply_volume_transform(transform, image, spacing=spacing, source=first.path)
     steps = [
         mt.Orientation(axcodes="RAS", labels=RAS_LABELS),
-        mt.Spacing(pixdim=tuple(spacing), mode="nearest"),
+        mt.Spacing(pixdim=tuple(spacing), mode="nearest", dtype=np.float32),
     ]
     if min_size is not None:
         steps.append(mt.SpatialPad(spatial_size=tuple(min_size)))
-    target = mt.Compose(steps)(label.to_metatensor())  # (1, D, H, W) on the image's grid
+    check_resample(label_file, label.shape, label.affine, spacing, channels=1)
+    try:
+        target = mt.Compose(steps)(label.to_metatensor())  # (1, D, H, W) on the image's grid
+    except Exception as err:  # MONAI's RuntimeError("applying transform <repr>"), ...
+        raise failure_naming(label_file, "preprocessing (RAS, resampling)", err) from err
     if tuple(target.shape[1:]) != tuple(image.shape[1:]):
         raise ValueError(
             f"label map {label_file} has shape {tuple(target.shape)} after preprocessing, image "

@@ -1,6 +1,11 @@
 """The medical3d domain plugin: ``domainfm prepare medical3d`` options and ``domainfm
 segment`` on NIfTI files and DICOM series (sliding windows, NIfTI out with the input's
-affine)."""
+affine).
+
+Both commands take ``--assume-geometry {sform,qform}``: by default a NIfTI file whose qform
+and sform disagree is refused (readers differ on which one wins); the option states which one
+places the voxels (``geometry=`` of :func:`~domainfm.domains.medical3d.io.load_volume`).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,16 @@ from domainfm.domains.medical3d.inference import segment_volume
 from domainfm.domains.medical3d.shards import VolumePreparer
 from domainfm.domains.plugin import DomainPlugin, SegmentRequest, register_domain
 from domainfm.tasks.finetune_module import FinetuneModule
+
+GEOMETRY_HELP = (
+    "for a NIfTI file whose qform and sform disagree (refused by default): assume the sform "
+    "(nibabel's and MONAI's choice) or the qform (ITK's when the sform is not rigid) gives "
+    "the true voxel positions"
+)
+
+
+def _add_geometry_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--assume-geometry", choices=["sform", "qform"], help=GEOMETRY_HELP)
 
 
 @register_domain
@@ -28,6 +43,7 @@ class Medical3DPlugin(DomainPlugin):
         parser.add_argument("--spacing", type=float, nargs="+", default=[1.5], help="mm")
         parser.add_argument("--modality", choices=["ct", "mri"], default="ct")
         parser.add_argument("--hu-window", type=float, nargs=2, default=[-1000.0, 1000.0])
+        _add_geometry_argument(parser)
 
     def preparer(self, args: argparse.Namespace) -> Preparer:
         if len(args.spacing) not in (1, 3):
@@ -37,7 +53,11 @@ class Medical3DPlugin(DomainPlugin):
             modality=args.modality,
             hu_window=tuple(args.hu_window),
             dtype=args.dtype or "float16",
+            geometry=args.assume_geometry or "strict",
         )
+
+    def add_segment_arguments(self, parser: argparse.ArgumentParser) -> None:
+        _add_geometry_argument(parser)
 
     def segment(
         self, module: FinetuneModule, contract: InputContract, request: SegmentRequest
@@ -61,5 +81,7 @@ class Medical3DPlugin(DomainPlugin):
             sw_batch_size=request.batch_size,
             device=request.device,
             progress=request.progress,
+            geometry=request.options.get("assume_geometry") or "strict",
+            num_classes=module.num_classes,
         )
         return f"{out} ({module.num_classes} classes, input's grid and affine)"

@@ -31,6 +31,7 @@ from domainfm.data.data_root import resolve_data_path
 from domainfm.data.datamodule import SeededDataModule
 from domainfm.domains.medical3d.contract import VolumeContract
 from domainfm.domains.medical3d.labeled_volumes import ImageSpec, LabeledVolumeDataset
+from domainfm.domains.medical3d.volume_types import Geometry, check_geometry_choice
 
 
 class VolumeSegDataModule(SeededDataModule):
@@ -49,6 +50,9 @@ class VolumeSegDataModule(SeededDataModule):
         hu_window: HU range mapped to [0, 1] for CT.
         samples_per_volume: training crops per case per epoch.
         positive_fraction: probability that a training crop is centred on a labeled voxel.
+        geometry: which transform places the voxels of a NIfTI file whose qform and sform
+            disagree: ``"strict"`` (default) refuses such a file, ``"sform"`` / ``"qform"``
+            assume that one (see :func:`~domainfm.domains.medical3d.load_volume`).
         batch_size: training crops per batch.
         **kwargs: ``num_workers``, ``seed`` (of crop order and positions): see
             :class:`~domainfm.data.datamodule.SeededDataModule`.
@@ -69,10 +73,12 @@ class VolumeSegDataModule(SeededDataModule):
         hu_window: tuple[float, float] = (-1000.0, 1000.0),
         samples_per_volume: int = 8,
         positive_fraction: float = 0.5,
+        geometry: Geometry = "strict",
         batch_size: int = 2,
         **kwargs: Any,
     ) -> None:
         super().__init__(batch_size=batch_size, **kwargs)
+        self.geometry = check_geometry_choice(geometry)
         self.images = [_resolve(i) for i in images]
         self.labels = [resolve_data_path(p) for p in labels]
         self.val_images = [_resolve(i) for i in val_images]
@@ -101,6 +107,7 @@ class VolumeSegDataModule(SeededDataModule):
             label_map=self.label_map,
             samples_per_volume=self.samples_per_volume,
             positive_fraction=self.positive_fraction,
+            geometry=self.geometry,
         )
 
     def setup(self, stage: str) -> None:

@@ -40,8 +40,9 @@ from domainfm.data.streaming import SampleMaker, ShardDataModule
 from domainfm.domains.medical3d.contract import VolumeContract
 from domainfm.domains.medical3d.index import find_volumes
 from domainfm.domains.medical3d.io import load_volume
-from domainfm.domains.medical3d.preprocess import volume_transform
+from domainfm.domains.medical3d.preprocess import apply_volume_transform, volume_transform
 from domainfm.domains.medical3d.views import VolumeViews
+from domainfm.domains.medical3d.volume_types import Geometry, check_geometry_choice
 from domainfm.domains.medical3d.volumes import foreground_coords, make_views
 
 
@@ -55,6 +56,10 @@ class VolumePreparer:
         dtype: stored dtype of the normalized volume, ``"float16"`` or ``"float32"``.
         foreground_threshold: normalized intensity above which a voxel counts as foreground;
             the coordinates (for foreground-aware crops) are stored with the volume.
+        geometry: which transform places the voxels of a NIfTI file whose qform and sform
+            disagree: ``"strict"`` (default) skips such a file as bad, ``"sform"`` /
+            ``"qform"`` assume that one (see :func:`~domainfm.domains.medical3d.load_volume`);
+            recorded in the settings when not ``"strict"``.
     """
 
     domain = "medical3d"
@@ -67,7 +72,9 @@ class VolumePreparer:
         hu_window: tuple[float, float] = (-1000.0, 1000.0),
         dtype: Literal["float16", "float32"] = "float16",
         foreground_threshold: float = 0.05,
+        geometry: Geometry = "strict",
     ) -> None:
+        self.geometry = check_geometry_choice(geometry)
         if modality not in ("ct", "mri"):
             raise ValueError(f"modality must be 'ct' or 'mri', got {modality!r}")
         if dtype not in ("float16", "float32"):
@@ -79,7 +86,7 @@ class VolumePreparer:
         self.foreground_threshold = foreground_threshold
 
     def settings(self) -> dict[str, Any]:
-        return {
+        settings: dict[str, Any] = {
             "spacing": list(self.spacing),
             "modality": self.modality,
             "hu_window": list(self.hu_window),
@@ -87,6 +94,9 @@ class VolumePreparer:
             "dtype": self.dtype,
             "foreground_threshold": self.foreground_threshold,
         }
+        if self.geometry != "strict":
+            settings["geometry"] = self.geometry
+        return settings
 
     def sources(self, src_dir: Path) -> list[tuple[Path, ...]]:
         """Every NIfTI file and DICOM series folder under ``src_dir``."""
@@ -94,14 +104,13 @@ class VolumePreparer:
 
     def items(self, paths: tuple[Path, ...]) -> Iterator[dict[str, Any]]:
         (path,) = paths
-        volume = load_volume(path)  # ValueError naming the file for a bad one
+        volume = load_volume(path, geometry=self.geometry)  # ValueError naming a bad file
         transform = volume_transform(
             spacing=self.spacing, modality=self.modality, hu_window=self.hu_window, load=False
         )
-        try:
-            out = transform(volume.to_metatensor())  # MetaTensor (C, D, H, W)
-        except Exception as err:  # MONAI's errors: name the file
-            raise ValueError(f"{path}: preprocessing failed ({err})") from err
+        out = apply_volume_transform(  # MetaTensor (C, D, H, W); size-guarded, errors named
+            transform, volume.to_metatensor(), spacing=self.spacing, source=path
+        )
         tensor = out.as_tensor().float()  # (C, D, H, W)
         image = tensor.numpy().astype(self.dtype)
         foreground = foreground_coords(tensor, self.foreground_threshold)  # (M, 3)

@@ -1,6 +1,7 @@
 """The types shared by the NIfTI and DICOM readers: a loaded :class:`Volume`, the header-only
 :class:`VolumeHeader`, the :class:`VolumeSkippedWarning` of datasets that leave a volume out,
-and :func:`voxel_spacing` (voxel size from an affine).
+the :data:`Geometry` choice for NIfTI files whose qform and sform disagree, and
+:func:`voxel_spacing` (voxel size from an affine).
 
 Conventions (see :mod:`domainfm.domains.medical3d.io`): the spatial axes are the file's voxel
 axes (no reorientation, no resampling) and ``affine`` maps voxel indices ``(i, j, k, 1)`` to
@@ -17,6 +18,11 @@ import numpy as np
 
 Modality = Literal["ct", "mri"]
 VolumeKind = Literal["nifti", "dicom"]
+Geometry = Literal["strict", "sform", "qform"]
+"""Which NIfTI transform places the voxels when the qform and the sform disagree:
+``"strict"`` refuses such a file, ``"sform"`` / ``"qform"`` assume that one is right (see
+:mod:`domainfm.domains.medical3d.nifti`)."""
+GEOMETRIES: tuple[Geometry, ...] = ("strict", "sform", "qform")
 
 
 class VolumeSkippedWarning(UserWarning):
@@ -88,6 +94,14 @@ class Volume:
             "original_channel_dim": float("nan"),
         }
         return MetaTensor(torch.from_numpy(self.array), affine=affine, meta=meta)
+
+
+def check_geometry_choice(geometry: str) -> Geometry:
+    """``geometry`` when it is one of :data:`GEOMETRIES`, else a ``ValueError``."""
+    for choice in GEOMETRIES:
+        if geometry == choice:
+            return choice
+    raise ValueError(f"geometry must be one of {', '.join(GEOMETRIES)}, got {geometry!r}")
 
 
 def voxel_spacing(affine: np.ndarray) -> tuple[float, float, float]:

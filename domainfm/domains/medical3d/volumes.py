@@ -36,11 +36,13 @@ from torch.utils.data import Dataset
 from domainfm.core.checkpoint_io import atomic_write
 from domainfm.domains.medical3d.index import fingerprint
 from domainfm.domains.medical3d.io import VolumeSkippedWarning, load_volume
-from domainfm.domains.medical3d.preprocess import volume_transform
+from domainfm.domains.medical3d.preprocess import apply_volume_transform, volume_transform
 from domainfm.domains.medical3d.views import OverlappingCropPair, RandomCrop, VolumeViews
+from domainfm.domains.medical3d.volume_types import Geometry, check_geometry_choice
 
-CACHE_FORMAT = 1
-"""Part of every preprocessed-volume cache key: bump it when the preprocessing changes."""
+CACHE_FORMAT = 2
+"""Part of every preprocessed-volume cache key: bump it when the preprocessing changes
+(2: resampling in float32)."""
 
 
 def _preprocess(
@@ -51,11 +53,14 @@ def _preprocess(
     hu_window: tuple[float, float],
     min_size: Sequence[int],
     cache_dir: Path | None = None,
+    geometry: Geometry = "strict",
 ) -> Tensor:
     """The preprocessed volume ``(C, D, H, W)`` of ``path``: read once and validated by
-    :func:`load_volume`, then :func:`volume_transform` (RAS, spacing, intensity, padding) on
-    its ``MetaTensor``. With ``cache_dir``, taken from (or saved atomically to) a ``.npy``
-    there, keyed by the file (resolved path, size, mtime) and the settings.
+    :func:`load_volume` (with ``geometry``), then :func:`volume_transform` (RAS, spacing,
+    intensity, padding) on its ``MetaTensor``, size-guarded
+    (:func:`~domainfm.domains.medical3d.preprocess.apply_volume_transform`). With
+    ``cache_dir``, taken from (or saved atomically to) a ``.npy`` there, keyed by the file
+    (resolved path, size, mtime) and the settings.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -70,6 +75,7 @@ def _preprocess(
             modality=modality,
             hu_window=hu_window,
             min_size=min_size,
+            geometry=geometry,
         )
         if cached.exists():
             try:
@@ -80,11 +86,13 @@ def _preprocess(
             except (OSError, ValueError) as err:
                 warnings.warn(f"ignoring unreadable cached volume {cached}: {err}", stacklevel=3)
     try:
-        volume = load_volume(path)
+        volume = load_volume(path, geometry=geometry)
         transform = volume_transform(
             spacing=spacing, modality=modality, hu_window=hu_window, min_size=min_size, load=False
         )
-        out = transform(volume.to_metatensor())  # MetaTensor (C, D, H, W)
+        out = apply_volume_transform(  # MetaTensor (C, D, H, W)
+            transform, volume.to_metatensor(), spacing=spacing, source=path
+        )
     except FileNotFoundError:
         raise
     except Exception as err:  # load_volume's ValueError, or MONAI's errors: name the file
@@ -109,9 +117,10 @@ def _cache_file(
     modality: str,
     hu_window: tuple[float, float],
     min_size: Sequence[int],
+    geometry: Geometry = "strict",
 ) -> Path:
     """``<cache_dir>/<file name>.<hash>.npy``, the hash over the file's resolved path, size
-    and mtime and every preprocessing setting."""
+    and mtime and every preprocessing setting (``geometry`` only when not ``"strict"``)."""
     stamp = fingerprint(path)
     key = {
         "format": CACHE_FORMAT,
@@ -124,6 +133,8 @@ def _cache_file(
         "hu_window": [float(v) for v in hu_window],
         "min_size": [int(v) for v in min_size],
     }
+    if geometry != "strict":
+        key["geometry"] = geometry
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
     name = re.sub(r"[^A-Za-z0-9._-]", "_", path.name)[:48]
     return cache_dir / f"{name}.{digest}.npy"
@@ -152,6 +163,9 @@ class VolumeCropDataset(Dataset[dict[str, Tensor]]):
         cache_dir: folder of preprocessed volumes (``.npy``, one per file and settings): a
             second dataset with the same files and settings loads them instead of
             preprocessing. A changed file (size or mtime) or setting misses the cache.
+        geometry: which transform places the voxels of a NIfTI file whose qform and sform
+            disagree: ``"strict"`` (default) skips such a file as bad, ``"sform"`` /
+            ``"qform"`` assume that one (see :func:`load_volume`).
 
     Attributes:
         files: the volumes that loaded, in order (``volumes[i]`` is ``files[i]``).
@@ -178,7 +192,9 @@ class VolumeCropDataset(Dataset[dict[str, Tensor]]):
         strict: bool = False,
         cache_dir: str | Path | None = None,
         preprocess_workers: int = 1,
+        geometry: Geometry = "strict",
     ) -> None:
+        check_geometry_choice(geometry)
         if not files:
             raise ValueError("files is empty: pass at least one volume")
         if modality not in ("ct", "mri"):
@@ -200,6 +216,7 @@ class VolumeCropDataset(Dataset[dict[str, Tensor]]):
             hu_window=hu_window,
             min_size=self.views.min_size,
             cache_dir=cache,
+            geometry=geometry,
         )
         with ThreadPoolExecutor(max_workers=max(1, preprocess_workers)) as pool:
             results = list(pool.map(prepare, paths))  # in file order
