@@ -38,13 +38,14 @@ from domainfm.domains.audio.index import AudioSkippedWarning, index_audio
 from domainfm.domains.audio.io import (
     AudioInfo,
     audio_info,
+    check_audio_file,
     iter_audio_windows,
     load_audio,
     read_segment,
-    resample,
 )
 from domainfm.domains.audio.ntt import AudioNTT2020
 from domainfm.domains.audio.plugin import AudioPlugin
+from domainfm.domains.audio.resampling import resample
 from domainfm.domains.audio.sed_data import EventSequenceDataset, write_event_sequences
 from domainfm.domains.audio.sed_module import (
     SoundEventModule,
@@ -82,6 +83,7 @@ __all__ = [
     "activity_to_events",
     "audio_info",
     "build_frontend",
+    "check_audio_file",
     "compute_frontend_stats",
     "detect_events",
     "event_f1",

@@ -3,7 +3,8 @@ statistics, segment length.
 
 Written by the audio data modules into checkpoints and exports (``"input"``) and read by the
 HEAR wrapper, sound event detection and probes, which rebuild the exact front end of
-training from it.
+training from it (:func:`checkpoint_frontend`: the front end an export or checkpoint
+records, checked against a given one).
 
 Example::
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any, ClassVar
 
 from torch import Tensor
@@ -26,6 +28,7 @@ from torch import Tensor
 from domainfm.core.contract import CONTRACTS, InputContract
 from domainfm.core.registry import init_config
 from domainfm.domains.audio.frontends import Frontend, build_frontend
+from domainfm.pretrained.load import read_backbone_source
 
 
 @CONTRACTS.register("audio")
@@ -96,3 +99,42 @@ def audio_contract(recorded: Mapping[str, Any] | None, *, source: str) -> AudioC
         return AudioContract.from_dict(data)
     except ValueError as err:
         raise ValueError(f"{source}: {err}") from err
+
+
+def checkpoint_frontend(path: str | Path, frontend: Frontend | None = None) -> Frontend:
+    """The front end recorded in an export / checkpoint (with its statistics).
+
+    A given ``frontend`` must agree with it on every setting but the statistics: the
+    checkpoint fixes the sample rate, the mel/fbank layout and the hop.
+
+    Raises:
+        ValueError: naming the checkpoint: it records no audio front end, or ``frontend``
+            differs (e.g. a sample-rate mismatch), with the settings that differ.
+    """
+
+    config, _, _ = read_backbone_source(path)
+    recorded = (config.get("input") or {}).get("frontend")
+    if not isinstance(recorded, dict):
+        raise ValueError(f"{path} records no audio front end; it is not an audio checkpoint")
+    built = build_frontend(recorded)
+    if frontend is not None:
+        ours = init_config(frontend)
+        if ours["architecture"] != recorded["architecture"]:
+            raise ValueError(
+                f"{path} was trained on {recorded['architecture']!r} features, not "
+                f"{ours['architecture']!r}"
+            )
+        if frontend.sample_rate != built.sample_rate:
+            raise ValueError(
+                f"{path} fixes the sample rate at {built.sample_rate} Hz but the front end "
+                f"given resamples to {frontend.sample_rate} Hz; drop frontend to use the "
+                "checkpoint's"
+            )
+        differ = {
+            k: (v, recorded["kwargs"].get(k))
+            for k, v in ours["kwargs"].items()
+            if k not in ("mean", "std") and recorded["kwargs"].get(k) != v
+        }
+        if differ:
+            raise ValueError(f"{path} front end differs (given, recorded): {differ}")
+    return built

@@ -10,6 +10,16 @@ AudioSegmentDataset`): ``views="single"`` with MAE masks drawn in the workers, o
 :class:`AudioClipDataModule` reads a metadata CSV (file, label, group columns) and splits it
 by group — e.g. by speaker, so no voice is in both training and validation.
 
+**Bad files are skipped and counted, as** ``domainfm prepare`` **skips them.** The index
+reads headers only. Each training file is therefore checked in full the first time a
+dataset reads it (:class:`~domainfm.domains.audio.file_checks.FileChecks`: container,
+decoded length, FLAC MD5, NaN/Inf, silence). A file that fails gets one
+:class:`~domainfm.domains.audio.index.AudioSkippedWarning` naming it and the reason, and the
+sample is replaced deterministically, so seeded and resumed runs stay exact and batches keep
+their shapes. Validation clips are checked when ``setup`` runs, so that every epoch
+evaluates the same set. At the end of ``fit`` the number of skipped files is logged as
+``data/skipped_files`` and listed in one warning; :attr:`skipped_files` holds them.
+
 Both record the front end (with its statistics) in checkpoints (``input_contract``): an
 export knows how to turn a waveform into its input.
 
@@ -35,21 +45,19 @@ from torch.utils.data import Dataset, default_collate
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from domainfm.core.masking import DEFAULT_MASKING, MaskingSpec
-from domainfm.core.registry import init_config
 from domainfm.data.data_root import expand_files, resolve_data_path
 from domainfm.data.datamodule import SeededDataModule
 from domainfm.domains.audio.augment import SpecAugment, normalize_batch
-from domainfm.domains.audio.contract import AudioContract
+from domainfm.domains.audio.contract import AudioContract, checkpoint_frontend
+from domainfm.domains.audio.file_checks import FileChecks, report_skipped
 from domainfm.domains.audio.frontends import (
     Frontend,
     LogMelFrontend,
-    build_frontend,
     compute_frontend_stats,
 )
 from domainfm.domains.audio.index import index_audio
 from domainfm.domains.audio.sed_data import EventSequenceDataset
 from domainfm.domains.audio.segments import AudioClipDataset, AudioSegmentDataset
-from domainfm.pretrained.load import read_backbone_source
 
 
 class BYOLACollate:
@@ -68,13 +76,20 @@ def segment_collate(views: str, masking: MaskingSpec) -> Callable[[list[Any]], A
     return masking.collate(kinds=("random",)) if views == "single" else BYOLACollate()
 
 
-def with_file_stats(frontend: Frontend, files: Sequence[str | Path], cache: str | None) -> Frontend:
+def with_file_stats(
+    frontend: Frontend,
+    files: Sequence[str | Path],
+    cache: str | None,
+    checks: FileChecks | None = None,
+) -> Frontend:
     """``frontend`` when it normalizes already, else a copy normalizing with the statistics
     of its features over ``files`` (:func:`~domainfm.domains.audio.frontends.
-    compute_frontend_stats`, cached in ``cache``)."""
+    compute_frontend_stats`, cached in ``cache``). With ``checks``, a file that fails is
+    left out of the statistics and marked bad there."""
     if frontend.mean is not None:
         return frontend
-    mean, std = compute_frontend_stats(files, frontend, cache=cache)
+    on_bad = checks.mark_bad_path if checks is not None else None
+    mean, std = compute_frontend_stats(files, frontend, cache=cache, on_bad=on_bad)
     return frontend.with_stats(mean, std)
 
 
@@ -131,7 +146,9 @@ class AudioPretrainDataModule(SeededDataModule):
         if self.train_set is not None:
             return
         infos, self.skipped = index_audio(expand_files(self.patterns), cache=self.index_cache)
-        self.frontend = with_file_stats(self.frontend, [i.path for i in infos], self.stats_cache)
+        paths = [i.path for i in infos]
+        checks = FileChecks(paths)
+        self.frontend = with_file_stats(self.frontend, paths, self.stats_cache, checks)
         self.train_set = AudioSegmentDataset(
             infos=infos,
             frontend=self.frontend,
@@ -139,52 +156,29 @@ class AudioPretrainDataModule(SeededDataModule):
             views=self.views,
             samples_per_epoch=self.samples_per_epoch,
             specaugment=self.specaugment,
+            checks=checks,
         )
+
+    @property
+    def skipped_files(self) -> list[tuple[str, str]]:
+        """``(path, reason)`` of every file left out: at indexing, and when first read (in
+        any loader worker)."""
+        checks = self.train_set.checks if self.train_set is not None else None
+        read = checks.skipped() if checks is not None else []
+        return [*self.skipped, *read]
+
+    def teardown(self, stage: str) -> None:
+        """At the end of ``fit``: the skipped files logged and listed (:func:`~domainfm.
+        domains.audio.file_checks.report_skipped`)."""
+        if stage == "fit" and self.train_set is not None:
+            total = len(self.skipped) + len(self.train_set.infos)
+            report_skipped(self, self.skipped_files, total)
 
     def input_contract(self) -> AudioContract:
         """Rate, front end (with statistics), segment length; files skipped at indexing."""
         return AudioContract.of(
             self.frontend, self.frames, extra={"skipped_files": [list(s) for s in self.skipped]}
         )
-
-
-def checkpoint_frontend(path: str | Path, frontend: Frontend | None = None) -> Frontend:
-    """The front end recorded in an export / checkpoint (with its statistics).
-
-    A given ``frontend`` must agree with it on every setting but the statistics: the
-    checkpoint fixes the sample rate, the mel/fbank layout and the hop.
-
-    Raises:
-        ValueError: naming the checkpoint: it records no audio front end, or ``frontend``
-            differs (e.g. a sample-rate mismatch), with the settings that differ.
-    """
-
-    config, _, _ = read_backbone_source(path)
-    recorded = (config.get("input") or {}).get("frontend")
-    if not isinstance(recorded, dict):
-        raise ValueError(f"{path} records no audio front end; it is not an audio checkpoint")
-    built = build_frontend(recorded)
-    if frontend is not None:
-        ours = init_config(frontend)
-        if ours["architecture"] != recorded["architecture"]:
-            raise ValueError(
-                f"{path} was trained on {recorded['architecture']!r} features, not "
-                f"{ours['architecture']!r}"
-            )
-        if frontend.sample_rate != built.sample_rate:
-            raise ValueError(
-                f"{path} fixes the sample rate at {built.sample_rate} Hz but the front end "
-                f"given resamples to {frontend.sample_rate} Hz; drop frontend to use the "
-                "checkpoint's"
-            )
-        differ = {
-            k: (v, recorded["kwargs"].get(k))
-            for k, v in ours["kwargs"].items()
-            if k not in ("mean", "std") and recorded["kwargs"].get(k) != v
-        }
-        if differ:
-            raise ValueError(f"{path} front end differs (given, recorded): {differ}")
-    return built
 
 
 def read_metadata(
@@ -257,19 +251,50 @@ class AudioClipDataModule(SeededDataModule):
         self.class_names: list[str] = []
         self.train_set: Any = None
         self.val_set: Any = None
+        self.train_checks: FileChecks | None = None
+        self.val_skipped: list[tuple[str, str]] = []
 
     def setup(self, stage: str) -> None:
         if self.val_set is not None:
             return
         train, val = self._split()
+        self.train_checks = FileChecks(train[0])
+        self.frontend = with_file_stats(
+            self.frontend, train[0], self.stats_cache, self.train_checks
+        )
+        val = self._checked(*val)
         self.train_set, self.val_set = (
-            self._dataset(*train, train=True),
-            self._dataset(*val, train=False),
+            self._dataset(*train, train=True, checks=self.train_checks),
+            self._dataset(*val, train=False, checks=FileChecks(val[0])),
         )
 
+    def _checked(self, files: list[str], labels: list[int]) -> tuple[list[str], list[int]]:
+        """The validation clips that pass their check (the others warned about and listed in
+        ``val_skipped``), so that every epoch evaluates the same clips."""
+        checks = FileChecks(files)
+        good = [k for k in range(len(files)) if checks.verdict(k) is None]
+        self.val_skipped = checks.skipped()
+        if not good:
+            raise ValueError(
+                f"{self.metadata}: every one of the {len(files)} validation clips failed its check"
+            )
+        return [files[k] for k in good], [labels[k] for k in good]
+
+    @property
+    def skipped_files(self) -> list[tuple[str, str]]:
+        """``(path, reason)`` of every clip left out: validation clips at ``setup``,
+        training clips when first read (in any loader worker)."""
+        read = self.train_checks.skipped() if self.train_checks is not None else []
+        return [*self.val_skipped, *read]
+
+    def teardown(self, stage: str) -> None:
+        """At the end of ``fit``: the skipped clips logged and listed."""
+        if stage == "fit" and self.train_checks is not None and self.val_set is not None:
+            total = len(self.train_checks) + len(self.val_skipped) + len(self.val_set.files)
+            report_skipped(self, self.skipped_files, total)
+
     def _split(self) -> tuple[tuple[list[str], list[int]], tuple[list[str], list[int]]]:
-        """Files and class ids of the training and the validation clips (split by group);
-        computes the front end's statistics over the training clips when it has none."""
+        """Files and class ids of the training and the validation clips (split by group)."""
         path = resolve_data_path(self.metadata)
         rows = read_metadata(
             path,
@@ -291,10 +316,11 @@ class AudioClipDataModule(SeededDataModule):
 
         train = clips([r for r in rows if r[self.group_column] not in self.val_groups])
         val = clips([r for r in rows if r[self.group_column] in self.val_groups])
-        self.frontend = with_file_stats(self.frontend, train[0], self.stats_cache)
         return train, val
 
-    def _dataset(self, files: list[str], labels: list[int], *, train: bool) -> Dataset[Any]:
+    def _dataset(
+        self, files: list[str], labels: list[int], *, train: bool, checks: FileChecks
+    ) -> Dataset[Any]:
         """The training or validation dataset of ``files`` labeled ``labels``."""
         return AudioClipDataset(
             files=files,
@@ -303,6 +329,7 @@ class AudioClipDataModule(SeededDataModule):
             frames=self.frames,
             train=train,
             specaugment=self.specaugment if train else None,
+            checks=checks,
         )
 
     @property
@@ -357,7 +384,9 @@ class SoundEventDataModule(AudioClipDataModule):
         self.sequences_per_epoch = sequences_per_epoch
         self.val_sequences = val_sequences
 
-    def _dataset(self, files: list[str], labels: list[int], *, train: bool) -> Dataset[Any]:
+    def _dataset(
+        self, files: list[str], labels: list[int], *, train: bool, checks: FileChecks
+    ) -> Dataset[Any]:
         return EventSequenceDataset(
             files=files,
             labels=labels,
@@ -366,4 +395,5 @@ class SoundEventDataModule(AudioClipDataModule):
             frames=self.frames,
             max_events=self.max_events,
             length=self.sequences_per_epoch if train else self.val_sequences,
+            checks=checks,
         )

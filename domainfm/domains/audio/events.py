@@ -111,10 +111,27 @@ def write_events_csv(path: str | Path, events: Sequence[Event]) -> Path:
 
 
 def read_events_csv(path: str | Path) -> list[Event]:
-    """Events from a ``file,onset,offset,label`` CSV."""
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    """Events from a ``file,onset,offset,label`` CSV.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: naming the file: not a UTF-8 CSV, a missing column, or a row whose
+            onset/offset is not a number.
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such events CSV")
+    try:
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise ValueError(f"{path}: not a file,onset,offset,label CSV ({err})") from err
     missing = {"file", "onset", "offset", "label"} - set(rows[0] if rows else {})
     if rows and missing:
         raise ValueError(f"{path}: no column(s) {sorted(missing)}")
-    return [Event(r["file"], float(r["onset"]), float(r["offset"]), r["label"]) for r in rows]
+    events = []
+    for line, r in enumerate(rows, start=2):
+        try:
+            events.append(Event(r["file"], float(r["onset"]), float(r["offset"]), r["label"]))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path}: line {line}: onset/offset are not numbers ({err})") from err
+    return events

@@ -20,6 +20,16 @@ Shapes::
     waveform   (..., N)        mono samples at ``sample_rate`` (any leading dims)
     output     (..., F, T)     F mel bins, T frames (10 ms apart)
 
+Short clips are zero-padded, never refused: a waveform shorter than the shortest input the
+front end's framing takes (:attr:`Frontend.min_samples`: ``n_fft // 2 + 1`` samples for
+the centered STFT of the log-mel, whose reflect padding needs more than ``n_fft // 2``:
+513 samples, 32 ms at 16 kHz; one 25 ms window, 400 samples, for the Kaldi fbank) is
+zero-padded at the end to that length, as BYOL-A and the HEAR baselines pad short clips.
+The frame count stays :meth:`Frontend.num_frames` of the original length (the log-mel
+keeps its first ``1 + N // hop_length`` frames), so data modules, ``domainfm sed`` and
+HEAR embeddings see a clip of any length >= 1 sample. An empty waveform (``N = 0``) is
+refused with a ``ValueError``.
+
 :func:`compute_frontend_stats` computes the scalar mean/std of a front end's (un-normalized)
 features over a folder's files once (BYOL-A computes them per dataset), cached as JSON.
 
@@ -33,7 +43,7 @@ Example::
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +104,28 @@ class Frontend(nn.Module):
         copy: Frontend = type(self)(**kwargs)
         return copy
 
+    @property
+    def min_samples(self) -> int:
+        """The fewest samples the framing takes; shorter waveforms are zero-padded to it."""
+        raise NotImplementedError
+
+    def pad_short(self, waveform: Tensor) -> Tensor:
+        """``waveform`` ``(..., N)`` zero-padded at the end to :attr:`min_samples` when
+        shorter (see the module docstring).
+
+        Raises:
+            ValueError: an empty waveform (``N = 0``).
+        """
+        count = waveform.shape[-1]
+        if count == 0:
+            raise ValueError(
+                f"{type(self).__name__}: empty waveform {tuple(waveform.shape)}; a front end "
+                "needs at least one sample"
+            )
+        if count < self.min_samples:
+            waveform = nn.functional.pad(waveform, (0, self.min_samples - count))
+        return waveform
+
     def num_frames(self, num_samples: int) -> int:
         """Frames for ``num_samples`` samples."""
         raise NotImplementedError
@@ -148,10 +180,17 @@ class LogMelFrontend(Frontend):
             f_max=f_max,
         )
 
+    @property
+    def min_samples(self) -> int:
+        return int(self.mel.n_fft) // 2 + 1  # the centered STFT's reflect padding needs more
+
     def forward(self, waveform: Tensor) -> Tensor:
-        """``(..., N)`` → ``(..., n_mels, 1 + N // hop)``."""
-        x = (self.mel(waveform.float()) + self.eps).log()
-        return self.normalize(x)
+        """``(..., N)`` → ``(..., n_mels, 1 + N // hop)`` (a clip shorter than
+        :attr:`min_samples` is zero-padded at the end, then the first ``1 + N // hop``
+        frames kept)."""
+        count = waveform.shape[-1]
+        x = (self.mel(self.pad_short(waveform.float())) + self.eps).log()
+        return self.normalize(x[..., : self.num_frames(count)])
 
     def num_frames(self, num_samples: int) -> int:
         return 1 + num_samples // self.hop_length  # centered STFT
@@ -196,9 +235,6 @@ class KaldiFbankFrontend(Frontend):
     def _one(self, waveform: Tensor) -> Tensor:
         from torchaudio.compliance.kaldi import fbank
 
-        if waveform.shape[-1] < self.num_window_samples:
-            short = self.num_window_samples - waveform.shape[-1]
-            waveform = nn.functional.pad(waveform, (0, short))
         feats = fbank(
             (waveform - waveform.mean())[None],
             htk_compat=True,
@@ -216,10 +252,16 @@ class KaldiFbankFrontend(Frontend):
     def num_window_samples(self) -> int:
         return round(self.sample_rate * self.frame_length_ms / 1000)
 
+    @property
+    def min_samples(self) -> int:
+        return self.num_window_samples  # one window: one frame
+
     def forward(self, waveform: Tensor) -> Tensor:
-        """``(..., N)`` → ``(..., num_mel_bins, T)`` (Kaldi framing, no padding at the ends)."""
+        """``(..., N)`` → ``(..., num_mel_bins, T)`` (Kaldi framing, no padding at the ends;
+        a clip shorter than one window is zero-padded to one window: one frame)."""
         lead = waveform.shape[:-1]
-        flat = waveform.float().reshape(-1, waveform.shape[-1])  # (M, N)
+        waveform = self.pad_short(waveform.float())
+        flat = waveform.reshape(-1, waveform.shape[-1])  # (M, N)
         out = torch.stack([self._one(w) for w in flat])  # (M, F, T)
         return self.normalize(out.reshape(*lead, *out.shape[1:]))
 
@@ -243,11 +285,15 @@ def compute_frontend_stats(
     *,
     max_seconds_per_file: float = 10.0,
     cache: str | Path | None = None,
+    on_bad: Callable[[str, str], None] | None = None,
 ) -> tuple[float, float]:
     """Scalar mean/std of ``frontend``'s un-normalized features over ``files`` (at most the
     first ``max_seconds_per_file`` of each, resampled to the front end's rate), as BYOL-A
-    normalizes. Files that fail to decode raise (naming the file). With ``cache``, the
-    result is stored as JSON keyed by the files and the front end's config and reused."""
+    normalizes. A file that fails its checks (:func:`~domainfm.domains.audio.io.
+    iter_audio_windows`: container, decoding, NaN/Inf) raises, naming the file; with
+    ``on_bad`` it is instead left out and reported as ``on_bad(path, reason)``. With
+    ``cache``, the result is stored as JSON keyed by the files and the front end's config
+    and reused."""
 
     raw = frontend.with_stats(None, None)
     key = {
@@ -261,14 +307,22 @@ def compute_frontend_stats(
             return float(stored["mean"]), float(stored["std"])
     total, total_sq, count = 0.0, 0.0, 0
     for path in files:
-        for _, window in iter_audio_windows(
+        windows = iter_audio_windows(
             path, window_s=max_seconds_per_file, sample_rate=frontend.sample_rate, pad_last=False
-        ):
-            feats = raw(window[0]).double()  # (F, T)
-            total += float(feats.sum())
-            total_sq += float((feats**2).sum())
-            count += feats.numel()
-            break  # the first window only
+        )
+        try:
+            _, window = next(windows)  # the first window only
+        except ValueError as err:
+            if on_bad is None:
+                raise
+            on_bad(str(path), str(err))
+            continue
+        finally:
+            windows.close()
+        feats = raw(window[0]).double()  # (F, T)
+        total += float(feats.sum())
+        total_sq += float((feats**2).sum())
+        count += feats.numel()
     if count == 0:
         raise ValueError("no audio decoded: cannot compute front-end statistics")
     mean = total / count

@@ -6,7 +6,9 @@ cached.
 every file that could not be read (unsupported format, corrupt header, zero length): those
 are reported, counted and left out, never silently dropped and never fatal. With ``cache``
 the index is stored as JSON keyed by each file's size and modification time; an unchanged
-file is not reopened on the next run, a changed or new one is.
+file is not reopened on the next run, a changed or new one is. A header can look fine on a
+truncated, damaged or silent file: the training datasets check each file in full when they
+first read it (:mod:`~domainfm.domains.audio.file_checks`).
 
 Example::
 

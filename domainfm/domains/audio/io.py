@@ -10,10 +10,25 @@ files are decoded with **soundfile** (libsndfile: WAV, FLAC, OGG/Vorbis, Opus, M
 * :func:`iter_audio_windows` — a long file in fixed windows, read block by block: memory
   is one window (plus the resampler's), never the file.
 
-Every bad file gives one ``ValueError`` naming it and the problem — not recognised or
-unsupported format, corrupt or truncated data (fewer frames than the header announces),
-zero length, NaN/Inf samples, and (unless ``allow_silent=True``) an all-zero recording —
-never a libsndfile trace or a NaN loss later.
+* :func:`check_audio_file` — the whole file decoded block by block and checked like
+  :func:`load_audio` (memory is one block): what the training path runs on each file when it
+  first reads it.
+
+Every bad file gives one ``ValueError`` naming it and the problem: a format that is not
+recognised or not supported, corrupt or truncated data, zero length, NaN/Inf samples, and
+(unless ``allow_silent=True``) an all-zero recording. It never gives a libsndfile trace or a
+NaN loss later. Truncation and damage are caught in three ways:
+
+* the container's structure (:func:`~domainfm.domains.audio.containers.check_container`:
+  Ogg page CRCs, page sequence and end-of-stream flag; the MP3 frame chain and its
+  Xing/Info frame count; FLAC STREAMINFO), walked before decoding by :func:`load_audio`,
+  :func:`check_audio_file` and :func:`iter_audio_windows`;
+* the decoded length against the declared one (WAV ``data`` chunk, FLAC STREAMINFO, MP3
+  Xing/Info through libsndfile);
+* on full reads of FLAC, the MD5 of the decoded samples against STREAMINFO's.
+
+:func:`read_segment` decodes only the part it needs and checks only that part: the
+training path checks each whole file once, the first time it reads it.
 
 Shapes::
 
@@ -29,9 +44,10 @@ Example::
 
 from __future__ import annotations
 
-import functools
+import hashlib
 import math
-from collections.abc import Iterator
+import os
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +55,15 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+
+from domainfm.core.size_guard import check_allocation
+from domainfm.domains.audio.containers import (
+    StreamFacts,
+    check_container,
+    flac_sample_bytes,
+    wav_declared_frames,
+)
+from domainfm.domains.audio.resampling import resample
 
 SILENCE_PEAK = 1e-6
 """Peak absolute amplitude below which a recording counts as silent (about -120 dBFS)."""
@@ -88,12 +113,12 @@ def audio_info(path: str | Path) -> AudioInfo:
         raise FileNotFoundError(f"{source}: no such audio file")
     sf = _soundfile()
     try:
-        info = sf.info(str(source))
+        info = sf.info(os.fsencode(source))
     except (RuntimeError, sf.LibsndfileError) as err:
         raise _bad(
             source,
-            f"not a readable audio file ({err}); supported formats: WAV, FLAC, OGG/Vorbis, "
-            "Opus, MP3, AIFF and others libsndfile decodes",
+            f"not a readable audio file ({_libsndfile_says(err)}); supported formats: WAV, "
+            "FLAC, OGG/Vorbis, Opus, MP3, AIFF and others libsndfile decodes",
         ) from err
     frames = int(info.frames)
     if frames <= 0 or int(info.samplerate) <= 0:
@@ -108,34 +133,59 @@ def audio_info(path: str | Path) -> AudioInfo:
     )
 
 
-def _wav_declared_frames(source: Path) -> int | None:
-    """Frames a RIFF/WAVE file's ``data`` chunk declares (libsndfile silently shortens a
-    truncated WAV to the bytes present, so truncation shows only against the header);
-    ``None`` for other formats or an unparseable header."""
-    import struct
+def _checked_info(source: Path) -> tuple[AudioInfo, StreamFacts]:
+    """The container walk (:func:`~domainfm.domains.audio.containers.check_container`,
+    before libsndfile opens the file) and the header facts."""
+    if not source.is_file():
+        raise FileNotFoundError(f"{source}: no such audio file")
+    facts = check_container(source)
+    return audio_info(source), facts
 
-    with open(source, "rb") as handle:
-        head = handle.read(12)
-        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-            return None
-        block_align = 0
-        while True:
-            chunk = handle.read(8)
-            if len(chunk) < 8:
-                return None
-            name, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
-            if name == b"fmt ":
-                fmt = handle.read(size + size % 2)
-                if len(fmt) < 14:
-                    return None
-                block_align = struct.unpack("<H", fmt[12:14])[0]
-            elif name == b"data":
-                # 0xFFFFFFFF: size unknown (streamed or RF64-style); nothing to compare
-                if block_align <= 0 or size == 0xFFFFFFFF:
-                    return None
-                return int(size // block_align)
-            else:
-                handle.seek(size + size % 2, 1)
+
+def _check_length(source: Path, info: AudioInfo, facts: StreamFacts, decoded: int) -> None:
+    """Fewer frames decoded than the header or the container declares: corrupt or
+    truncated."""
+    declared = max(info.frames, wav_declared_frames(source) or 0, facts.frames or 0)
+    if decoded < declared:
+        rate = info.sample_rate
+        raise _bad(
+            source,
+            f"corrupt or truncated: the header announces {declared} frames but only "
+            f"{decoded} could be decoded (decoded {decoded / rate:.1f} s of the "
+            f"{declared / rate:.1f} s the container declares)",
+        )
+
+
+def _check_md5(source: Path, facts: StreamFacts, md5: Any) -> None:
+    """A FLAC stream whose decoded samples do not hash to STREAMINFO's MD5 is damaged."""
+    if md5 is not None and facts.md5 is not None and md5.digest() != facts.md5:
+        raise _bad(
+            source,
+            "damaged FLAC stream: the decoded samples do not match the MD5 its STREAMINFO "
+            "block records",
+        )
+
+
+def _md5_of(facts: StreamFacts) -> Any:
+    """A running MD5 when the stream records one that can be verified, else ``None``."""
+    if facts.md5 is None or facts.bits_per_sample not in (8, 16, 24):
+        return None
+    return hashlib.md5(usedforsecurity=False)
+
+
+def _libsndfile_says(err: Exception) -> str:
+    """libsndfile's own words of ``err``, without the path soundfile prefixes (the file is
+    named once, at the start of the message) or a trailing period."""
+    text = str(getattr(err, "error_string", "") or err)
+    return text.replace("Error : ", "").strip().rstrip(".")
+
+
+def _decode_error(source: Path, err: Exception, where: str = "") -> ValueError:
+    """libsndfile's decoder error (lost sync, bad frame, a seek past the data) as one line
+    naming the file."""
+    return _bad(
+        source, f"corrupt or truncated audio data{where} (libsndfile: {_libsndfile_says(err)})"
+    )
 
 
 def _check_samples(source: Path, data: np.ndarray, *, allow_silent: bool) -> None:
@@ -145,29 +195,13 @@ def _check_samples(source: Path, data: np.ndarray, *, allow_silent: bool) -> Non
         bad = int(data.size - finite.sum())
         raise _bad(source, f"{bad} NaN/Inf samples; the file is corrupt or not audio")
     if not allow_silent and (data.size == 0 or float(np.abs(data).max()) < SILENCE_PEAK):
-        raise _bad(
-            source,
-            "silent: every sample is zero (below -120 dBFS); pass allow_silent=True to keep it",
-        )
+        raise _silent(source)
 
 
-@functools.lru_cache(maxsize=16)
-def _resampler(orig_rate: int, new_rate: int) -> Any:
-    """torchaudio's resampler for a pair of rates, its sinc kernel computed once per
-    process (``torchaudio.functional.resample`` recomputes it on every call)."""
-    import torchaudio
-
-    return torchaudio.transforms.Resample(orig_rate, new_rate)
-
-
-def resample(waveform: Tensor, orig_rate: int, new_rate: int) -> Tensor:
-    """``(C, N)`` at ``orig_rate`` → ``(C, ceil(N * new / orig))`` at ``new_rate``
-    (torchaudio's windowed-sinc resampler, kernel cached; a no-op when the rates match)."""
-    if orig_rate == new_rate:
-        return waveform
-    with torch.no_grad():
-        out: Tensor = _resampler(int(orig_rate), int(new_rate))(waveform)
-    return out
+def _silent(source: Path) -> ValueError:
+    return _bad(
+        source, "silent: every sample is zero (below -120 dBFS); pass allow_silent=True to keep it"
+    )
 
 
 def load_audio(
@@ -188,31 +222,71 @@ def load_audio(
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: naming the file: unreadable/unsupported, zero-length, truncated (fewer
-            frames decoded than the header announces), NaN/Inf or silent samples.
+        ValueError: naming the file: unreadable/unsupported, zero-length, damaged or
+            truncated (a container check fails, fewer frames decoded than declared, a FLAC
+            MD5 mismatch), NaN/Inf or silent samples.
     """
     source = Path(path)
-    info = audio_info(source)
+    info, facts = _checked_info(source)
+    check_allocation(  # the decoded samples and their transposed copy, float32
+        2.0 * info.frames * info.channels * 4,
+        what=f"decoding {info.frames} frames x {info.channels} channels",
+        source=source,
+    )
     sf = _soundfile()
     try:
-        data, rate = sf.read(str(source), dtype="float32", always_2d=True)  # (N, C)
+        data, rate = sf.read(os.fsencode(source), dtype="float32", always_2d=True)  # (N, C)
     except (RuntimeError, sf.LibsndfileError) as err:
-        raise _bad(source, f"corrupt audio data ({err})") from err
-    declared = max(info.frames, _wav_declared_frames(source) or 0)
-    if data.shape[0] < declared:
-        raise _bad(
-            source,
-            f"corrupt or truncated: the header announces {declared} frames but only "
-            f"{data.shape[0]} could be decoded",
-        )
+        raise _decode_error(source, err) from err
+    _check_length(source, info, facts, data.shape[0])
     _check_samples(source, data, allow_silent=allow_silent)
+    md5 = _md5_of(facts)
+    if md5 is not None:
+        for first in range(0, data.shape[0], 1 << 16):  # bounded temporaries
+            block = data[first : first + (1 << 16)]
+            md5.update(flac_sample_bytes(block, int(facts.bits_per_sample or 0)) or b"")
+        _check_md5(source, facts, md5)
     waveform = torch.from_numpy(np.ascontiguousarray(data.T))  # (C, N)
     if mono and waveform.shape[0] > 1:
         waveform = waveform.mean(dim=0, keepdim=True)
     if sample_rate is not None and sample_rate != rate:
-        waveform = resample(waveform, int(rate), int(sample_rate))
+        waveform = resample(waveform, int(rate), int(sample_rate), source=source)
         rate = sample_rate
     return waveform, int(rate)
+
+
+def check_audio_file(
+    path: str | Path, *, allow_silent: bool = False, block_frames: int = 1 << 16
+) -> AudioInfo:
+    """Decode all of ``path``, ``block_frames`` at a time (memory is one block), and check it
+    as :func:`load_audio` does (container, decoded length, FLAC MD5, NaN/Inf and, unless
+    ``allow_silent``, silence); returns its header facts.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: naming the file and the problem, as :func:`load_audio`.
+    """
+    source = Path(path)
+    info, facts = _checked_info(source)
+    md5 = _md5_of(facts)
+    sf = _soundfile()
+    decoded, peak = 0, 0.0
+    try:
+        with sf.SoundFile(os.fsencode(source)) as handle:
+            for block in handle.blocks(block_frames, dtype="float32", always_2d=True):
+                _check_samples(source, block, allow_silent=True)  # NaN/Inf
+                if block.size:
+                    peak = max(peak, float(np.abs(block).max()))
+                if md5 is not None:
+                    md5.update(flac_sample_bytes(block, int(facts.bits_per_sample or 0)) or b"")
+                decoded += block.shape[0]
+    except (RuntimeError, sf.LibsndfileError) as err:
+        raise _decode_error(source, err) from err
+    _check_length(source, info, facts, decoded)
+    if not allow_silent and peak < SILENCE_PEAK:
+        raise _silent(source)
+    _check_md5(source, facts, md5)
+    return info
 
 
 def iter_audio_windows(
@@ -223,7 +297,7 @@ def iter_audio_windows(
     sample_rate: int | None = None,
     mono: bool = True,
     pad_last: bool = True,
-) -> Iterator[tuple[float, Tensor]]:
+) -> Generator[tuple[float, Tensor], None, None]:
     """Read a long file window by window (constant memory: one window at a time).
 
     Args:
@@ -239,11 +313,13 @@ def iter_audio_windows(
         ``(start_seconds, waveform)`` with ``waveform`` ``(C, n)`` float32.
 
     Raises:
-        ValueError: naming the file, as :func:`load_audio` (NaN/Inf checked per window;
-            silence is allowed here: long recordings have quiet stretches).
+        ValueError: naming the file, as :func:`load_audio`: the container is checked
+            before the first window, the decoded length per window; NaN/Inf are checked
+            per window; silence is allowed here, since long recordings have quiet
+            stretches; a FLAC MD5 is not checked.
     """
     source = Path(path)
-    info = audio_info(source)
+    info, _ = _checked_info(source)  # a damaged or cut stream is refused before any window
     if window_s <= 0 or (hop_s is not None and hop_s <= 0):
         raise ValueError(f"window_s={window_s}, hop_s={hop_s}: must be > 0")
     rate = info.sample_rate
@@ -251,7 +327,7 @@ def iter_audio_windows(
     hop = max(1, round((hop_s or window_s) * rate))
     starts = range(0, max(1, info.frames - length + hop), hop)
     sf = _soundfile()
-    with sf.SoundFile(str(source)) as handle:
+    with sf.SoundFile(os.fsencode(source)) as handle:
         for start in starts:
             if start >= info.frames:
                 break
@@ -259,7 +335,7 @@ def iter_audio_windows(
             try:
                 block = handle.read(length, dtype="float32", always_2d=True)  # (n, C)
             except (RuntimeError, sf.LibsndfileError) as err:
-                raise _bad(source, f"corrupt audio data at {start / rate:.2f} s ({err})") from err
+                raise _decode_error(source, err, f" at {start / rate:.2f} s") from err
             expected = min(length, info.frames - start)
             if block.shape[0] < expected:
                 raise _bad(
@@ -275,7 +351,7 @@ def iter_audio_windows(
             if pad_last and window.shape[1] < length:
                 window = torch.nn.functional.pad(window, (0, length - window.shape[1]))
             if sample_rate is not None and sample_rate != rate:
-                window = resample(window, rate, int(sample_rate))
+                window = resample(window, rate, int(sample_rate), source=source)
             yield start / rate, window
 
 
@@ -307,11 +383,11 @@ def read_segment(
     frames = math.ceil(num_samples * info.sample_rate / target) + 1
     sf = _soundfile()
     try:
-        with sf.SoundFile(str(source)) as handle:
+        with sf.SoundFile(os.fsencode(source)) as handle:
             handle.seek(min(max(0, start), max(0, info.frames - 1)))
             block = handle.read(frames, dtype="float32", always_2d=True)  # (n, C)
     except (RuntimeError, sf.LibsndfileError) as err:
-        raise _bad(source, f"corrupt audio data ({err})") from err
+        raise _decode_error(source, err) from err
     expected = min(frames, info.frames - start)
     if block.shape[0] < expected:
         raise _bad(source, f"corrupt or truncated: decoding stopped at frame {start + len(block)}")
@@ -319,7 +395,7 @@ def read_segment(
     wave = torch.from_numpy(np.ascontiguousarray(block.T))  # (C, n)
     if mono and wave.shape[0] > 1:
         wave = wave.mean(dim=0, keepdim=True)
-    wave = resample(wave, info.sample_rate, target)
+    wave = resample(wave, info.sample_rate, target, source=source)
     if wave.shape[1] < num_samples:
         wave = torch.nn.functional.pad(wave, (0, num_samples - wave.shape[1]))
     return wave[:, :num_samples]

@@ -67,6 +67,7 @@ def sed_command(argv: Sequence[str]) -> int:
     check_output(
         args.output, inputs=[args.ckpt, *args.files], suffixes=(".csv",), overwrite=args.overwrite
     )
+    reference = read_events_csv(args.reference) if args.reference else None  # fail early
     module, meta = load_sound_event_model(args.ckpt)
     events = detect_events(
         module,
@@ -78,9 +79,9 @@ def sed_command(argv: Sequence[str]) -> int:
     )
     out = write_events_csv(args.output, events)
     score = ""
-    if args.reference:
+    if reference is not None:
         wanted = {str(f) for f in args.files}
-        reference = [e for e in read_events_csv(args.reference) if e.file in wanted]
+        reference = [e for e in reference if e.file in wanted]
         score = f", event F1 {event_f1(events, reference, collar=args.collar):.3f}"
     print(f"domainfm sed: wrote {out} ({len(events)} events in {len(args.files)} files{score})")
     return 0

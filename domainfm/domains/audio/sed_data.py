@@ -9,6 +9,12 @@ T) spectrogram, "frame_labels": (K, T) 0/1 float}`` where a frame is active for 
 lies inside one of its events. :func:`write_event_sequences` writes such sequences as WAV files
 with a ground-truth CSV (:func:`~domainfm.domains.audio.events.write_events_csv`).
 
+With ``checks`` (a :class:`~domainfm.domains.audio.file_checks.FileChecks`, which
+:class:`~domainfm.domains.audio.SoundEventDataModule` passes), a clip that fails to load
+(truncated, damaged, NaN/Inf, silent) is skipped, warned about once and counted, and the
+next clip of the sequence's random order takes its place. The order depends on the seed
+only and the verdicts on the files only, so sequences stay the same in every run.
+
 Example::
 
     >>> ds = EventSequenceDataset(files=files, labels=labels, num_classes=10,
@@ -30,6 +36,7 @@ from torch.utils.data import Dataset
 
 from domainfm.core.checkpoint_io import atomic_write
 from domainfm.domains.audio.events import Event, write_events_csv
+from domainfm.domains.audio.file_checks import FileChecks
 from domainfm.domains.audio.frontends import Frontend
 from domainfm.domains.audio.io import load_audio
 
@@ -74,6 +81,8 @@ class EventSequenceDataset(Dataset[dict[str, Tensor]]):
         max_events: most clips per sequence.
         length: samples per epoch.
         pool: clips decoded per sequence draw (a random subset of ``files``).
+        checks: the per-clip verdicts (in ``files`` order): bad clips skipped and replaced;
+            ``None``: a bad clip raises.
     """
 
     def __init__(
@@ -87,9 +96,12 @@ class EventSequenceDataset(Dataset[dict[str, Tensor]]):
         max_events: int = 3,
         length: int = 256,
         pool: int = 8,
+        checks: FileChecks | None = None,
     ) -> None:
         if len(files) != len(labels) or not files:
             raise ValueError(f"{len(files)} files and {len(labels)} labels: need equal, > 0")
+        if checks is not None and len(checks) != len(files):
+            raise ValueError(f"{len(checks)} file checks for {len(files)} files")
         self.files, self.labels = list(files), [int(v) for v in labels]
         self.num_classes = num_classes
         self.frontend = frontend
@@ -98,17 +110,45 @@ class EventSequenceDataset(Dataset[dict[str, Tensor]]):
         self.length = length
         self.pool = min(pool, len(files))
         self.num_samples = frontend.num_samples(frames)
+        self.checks = checks
+        self.skipped_reads = 0
 
     def __len__(self) -> int:
         return self.length
+
+    def _clips(self, order: list[int]) -> tuple[list[Tensor], list[int]]:
+        """The first ``pool`` clips of ``order`` that load (all of the first ``pool``
+        without ``checks``) ``(n,)`` at the front end's rate, and their indices."""
+        rate = self.frontend.sample_rate
+        if self.checks is None:
+            chosen = order[: self.pool]
+            return [load_audio(self.files[i], rate, mono=True)[0][0] for i in chosen], chosen
+        clips: list[Tensor] = []
+        chosen = []
+        for i in order:
+            if len(clips) == self.pool:
+                break
+            if self.checks.known_bad(i):
+                self.skipped_reads += 1
+                continue
+            try:
+                wave, _ = load_audio(self.files[i], rate, mono=True)
+            except ValueError as err:
+                self.checks.mark_bad(i, str(err))
+                self.skipped_reads += 1
+                continue
+            self.checks.mark_good(i)
+            clips.append(wave[0])
+            chosen.append(i)
+        if not clips:
+            raise ValueError(f"every one of the {len(self.files)} clips failed to load")
+        return clips, chosen
 
     def sequence(self, seed: int) -> tuple[Tensor, list[tuple[int, int, int]]]:
         """The waveform ``(n,)`` and sample spans ``(start, stop, label)`` of sequence
         ``seed``."""
         generator = torch.Generator().manual_seed(seed)
-        chosen = torch.randperm(len(self.files), generator=generator)[: self.pool].tolist()
-        rate = self.frontend.sample_rate
-        clips = [load_audio(self.files[i], rate, mono=True)[0][0] for i in chosen]
+        clips, chosen = self._clips(torch.randperm(len(self.files), generator=generator).tolist())
         return _compose(
             clips,
             [self.labels[i] for i in chosen],

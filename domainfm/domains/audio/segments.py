@@ -14,14 +14,20 @@ end's rate and turns it into a ``(1, F, frames)`` normalized spectrogram. ``view
   FrameAlignedViews` (time positions preserved, for frame-level objectives);
 * with ``specaugment``, ``"input"`` is additionally time/frequency masked.
 
-A segment that fails to decode (corrupt part of a file, NaN samples) is **skipped and
-counted** (:attr:`AudioSegmentDataset.skipped_reads`, per worker) and another is drawn — a
-bad sample never stops a long run; ``max_tries`` failures in a row raise, naming the last
-file.
+With ``checks`` (a :class:`~domainfm.domains.audio.file_checks.FileChecks`, which the data
+modules always pass), each file is checked in full the first time it is drawn. A bad file
+(truncated, damaged, NaN/Inf or silent) is warned about once, counted, and never used: a
+draw that lands on it is redrawn from the same generator, so the replacement depends on
+the sample's seed only and seeded or resumed runs stay exact. A segment that fails to
+decode (corrupt part of a file, NaN samples) is **skipped and counted**
+(:attr:`AudioSegmentDataset.skipped_reads`, per worker) and another is drawn: a bad sample
+never stops a long run. ``max_tries`` segment failures in a row raise, naming the last
+file, and so does a dataset whose every file is bad.
 
 :class:`AudioClipDataset` serves labeled clips whole: each is decoded, resampled, and cut or
-zero-padded to ``frames`` (training: a random cut when longer; evaluation: the centre) —
-``{"input": (1, F, frames), "label": () int64}``.
+zero-padded to ``frames`` (training: a random cut when longer; evaluation: the centre), as
+``{"input": (1, F, frames), "label": () int64}``. With ``checks``, a clip that fails to
+load is skipped, counted and replaced by the next good clip in order (its label with it).
 
 Example::
 
@@ -41,6 +47,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from domainfm.domains.audio.augment import BYOLAViews, FrameAlignedViews, SpecAugment
+from domainfm.domains.audio.file_checks import FileChecks
 from domainfm.domains.audio.frontends import Frontend
 from domainfm.domains.audio.io import AudioInfo, load_audio, read_segment
 
@@ -67,7 +74,9 @@ class AudioSegmentDataset(Dataset[dict[str, Tensor]]):
         two_views: the two-view maker (default settings of the ``views`` kind when
             omitted).
         specaugment: masking applied to ``"input"`` (``None``: none).
-        max_tries: consecutive failed reads before raising.
+        max_tries: consecutive failed segment reads before raising.
+        checks: the per-file checks (in ``infos`` order); ``None``: files are not checked
+            whole, only each segment read.
     """
 
     def __init__(
@@ -81,9 +90,12 @@ class AudioSegmentDataset(Dataset[dict[str, Tensor]]):
         two_views: BYOLAViews | FrameAlignedViews | None = None,
         specaugment: SpecAugment | None = None,
         max_tries: int = 10,
+        checks: FileChecks | None = None,
     ) -> None:
         if not infos:
             raise ValueError("no readable audio files to draw segments from")
+        if checks is not None and len(checks) != len(infos):
+            raise ValueError(f"{len(checks)} file checks for {len(infos)} files")
         if views not in ("single", "byola", "frame_aligned"):
             raise ValueError(f"views={views!r}: must be 'single', 'byola' or 'frame_aligned'")
         self.infos = list(infos)
@@ -97,6 +109,7 @@ class AudioSegmentDataset(Dataset[dict[str, Tensor]]):
         self.max_tries = max_tries
         self.num_samples = frontend.num_samples(frames)
         self.weights = torch.tensor([i.duration for i in self.infos], dtype=torch.float64)
+        self.checks = checks
         self.skipped_reads = 0
         self.last_error: str | None = None
 
@@ -116,16 +129,29 @@ class AudioSegmentDataset(Dataset[dict[str, Tensor]]):
         """A segment; ``key`` is an index or ``(index, seed)`` from the seeded sampler."""
         index, seed = key if isinstance(key, tuple) else (key, None)
         generator = torch.Generator().manual_seed(seed if seed is not None else index)
-        for _ in range(self.max_tries):
-            info = self.infos[int(torch.multinomial(self.weights, 1, generator=generator))]
+        failures = 0
+        while failures < self.max_tries:
+            k = int(torch.multinomial(self.weights, 1, generator=generator))
+            info = self.infos[k]
             needed = round(self.num_samples * info.sample_rate / self.frontend.sample_rate)
             span = max(1, info.frames - needed)  # file frames a segment can start at
             start = int(torch.randint(0, span, (), generator=generator))
+            reason = self.checks.verdict(k) if self.checks is not None else None
+            if reason is not None:  # a bad file: drawn again, from this sample's generator
+                self.skipped_reads += 1
+                self.last_error = reason
+                if self.checks is not None and self.checks.all_bad():
+                    raise ValueError(
+                        f"every one of the {len(self.infos)} audio files failed its check; "
+                        f"last: {reason}"
+                    )
+                continue
             try:
                 x = self.spectrogram(info, start)
             except ValueError as err:
                 self.skipped_reads += 1
                 self.last_error = str(err)
+                failures += 1
                 continue
             return self._sample(x, generator, seed)
         raise ValueError(f"{self.max_tries} segment reads failed in a row; last: {self.last_error}")
@@ -164,6 +190,8 @@ class AudioClipDataset(Dataset[dict[str, Tensor]]):
         frames: spectrogram length ``T`` (clips cut or zero-padded).
         train: random cuts of longer clips (else the centre).
         specaugment: masking for training (``None``: none).
+        checks: the per-clip verdicts (in ``files`` order): a clip that fails to load is
+            skipped, counted and replaced by the next good one; ``None``: it raises.
     """
 
     def __init__(
@@ -175,23 +203,49 @@ class AudioClipDataset(Dataset[dict[str, Tensor]]):
         frames: int = 96,
         train: bool = False,
         specaugment: SpecAugment | None = None,
+        checks: FileChecks | None = None,
     ) -> None:
         if len(files) != len(labels):
             raise ValueError(f"{len(files)} files but {len(labels)} labels")
+        if checks is not None and len(checks) != len(files):
+            raise ValueError(f"{len(checks)} file checks for {len(files)} files")
         self.files = list(files)
         self.labels = [int(v) for v in labels]
         self.frontend = frontend
         self.frames = frames
         self.train = train
         self.specaugment = specaugment
+        self.checks = checks
+        self.skipped_reads = 0
 
     def __len__(self) -> int:
         return len(self.files)
 
+    def load(self, index: int) -> tuple[int, Tensor]:
+        """The clip at ``index`` ``(1, n)`` at the front end's rate, or with ``checks`` the
+        first good clip from ``index`` on (cyclically; the verdicts depend on the files
+        only, so the replacement is the same in every run), and its index."""
+        if self.checks is None:
+            return index, load_audio(self.files[index], self.frontend.sample_rate, mono=True)[0]
+        for step in range(len(self.files)):
+            k = (index + step) % len(self.files)
+            if self.checks.known_bad(k):
+                self.skipped_reads += 1
+                continue
+            try:
+                wave, _ = load_audio(self.files[k], self.frontend.sample_rate, mono=True)
+            except ValueError as err:
+                self.checks.mark_bad(k, str(err))
+                self.skipped_reads += 1
+                continue
+            self.checks.mark_good(k)
+            return k, wave
+        raise ValueError(f"every one of the {len(self.files)} clips failed to load")
+
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Tensor]:
         index, seed = key if isinstance(key, tuple) else (key, None)
         generator = torch.Generator().manual_seed(seed if seed is not None else index)
-        wave, _ = load_audio(self.files[index], self.frontend.sample_rate, mono=True)
+        index, wave = self.load(index)
         with torch.no_grad():
             x = self.frontend(wave)  # (1, F, T)
         offset = None
