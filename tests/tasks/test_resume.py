@@ -106,3 +106,55 @@ def test_sigkill_in_epoch_1_and_resumes_at_epoch_ends_match_uninterrupted(
         env=env,
         resume_steps=RESUME_STEPS,
     )
+
+
+AUDIO_CONFIG = REPO / "configs/audio/byola_audio.yaml"
+AUDIO_OVERRIDES = """\
+trainer:
+  max_steps: 12
+  log_every_n_steps: 1
+  enable_progress_bar: false
+  default_root_dir: {root}
+  logger:
+    class_path: lightning.pytorch.loggers.CSVLogger
+    init_args: {{save_dir: {root}, name: logs}}
+  callbacks:
+    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
+      init_args: {{dirpath: {root}/ckpt, every_n_train_steps: 1, save_last: true, save_top_k: -1}}
+model:
+  init_args:
+    projector_hidden_dim: 32
+    projector_dim: 16
+    backbone:
+      init_args: {{n_mels: 64, d: 64}}
+data:
+  init_args:
+    samples_per_epoch: 16
+    batch_size: 4
+    num_workers: 1
+"""
+
+
+def _audio_cmd(root: Path, extra: list[str]) -> list[str]:
+    overrides = root / "overrides.yaml"
+    overrides.write_text(AUDIO_OVERRIDES.format(root=root))
+    fit = [sys.executable, "-m", "domainfm.cli", "fit"]
+    return [*fit, "--config", str(AUDIO_CONFIG), "--config", str(overrides), *extra]
+
+
+@pytest.mark.slow
+def test_byol_with_ema_teacher_resumes_exactly_in_later_epochs(
+    tmp_path: Path, data_root: Path, kill_resume: Callable[..., int]
+) -> None:
+    """BYOL-A on the audio files (file-based, an EMA teacher whose momentum follows the
+    step): killed mid-epoch 1, and resumed from the last batch of epoch 0 and mid-epoch 2."""
+    env = {**os.environ, "DOMAINFM_DATA": str(data_root), "OMP_NUM_THREADS": "1"}
+    kill_resume(
+        _audio_cmd,
+        tmp_path,
+        max_steps=12,
+        kill_after_step=6,
+        steps_per_epoch=4,
+        env=env,
+        resume_steps=(4, 10),
+    )
