@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from domainfm.domains.plugin import Command
+    from domainfm.domains.plugin import Command, DomainPlugin
 
 USAGE_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError, RuntimeError)
 """What bad input raises: reported in one line with exit status 2."""
@@ -111,26 +111,32 @@ def _export(argv: Sequence[str]) -> int:
 def _inspect(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="domainfm inspect",
-        description="Print config and load report; exit 0 only for a clean load.",
+        description="Print config and load report; exit 0 for a clean load, 1 for a load that "
+        "is not clean (missing, unexpected or mismatched keys), 2 for input that is no "
+        "readable export or checkpoint.",
     )
     parser.add_argument("path", help="export folder, its config.json, or a domainfm .ckpt")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
-    from domainfm.pretrained.load import load_backbone, read_backbone_source
-    from domainfm.pretrained.report import CheckpointMismatchError
+    from domainfm.pretrained.load import inspect_backbone
 
-    config, _, _ = read_backbone_source(args.path)
     try:
-        _, report = load_backbone(args.path)
-        code = 0
-    except CheckpointMismatchError as err:
-        report, code = err.report, 1
+        config, report = inspect_backbone(args.path)
+    except MemoryError:
+        raise
+    except Exception as err:  # every failure is bad input, named; --debug shows the cause
+        text = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        if isinstance(err, KeyError | TypeError | AttributeError | IndexError | ArithmeticError):
+            text = f"{type(err).__name__}: {text}"
+        if str(args.path) not in text:
+            text = f"{args.path}: {text}"
+        raise ValueError(text) from err
     if args.json:
-        print(json.dumps({"config": config, "report": report.as_dict()}, indent=2))
+        print(json.dumps({"config": config, "report": report.as_dict()}, indent=2, default=str))
     else:
-        print(json.dumps(config, indent=2))
+        print(json.dumps(config, indent=2, default=str))
         print(report)
-    return code
+    return 0 if report.ok else 1
 
 
 def _predict_parser(prog: str, description: str, ckpt: str, output: str) -> argparse.ArgumentParser:
@@ -170,6 +176,28 @@ def _request(
     return cls(**{**given, **fixed, **fields})
 
 
+def _parse_with_domain_options(
+    parser: argparse.ArgumentParser, argv: Sequence[str], plugins: Sequence[DomainPlugin]
+) -> tuple[argparse.Namespace, dict[str, Any]]:
+    """Parse ``argv`` with ``parser`` plus the ``segment`` options that ``plugins`` add
+    (:meth:`~domainfm.domains.plugin.DomainPlugin.add_segment_arguments`); returns the
+    namespace and those options by name. Called with every installed domain before the
+    checkpoint's is known (so ``--help`` lists them and the arguments read in any order),
+    then with the checkpoint's alone (another domain's option is then a usage error)."""
+    full = argparse.ArgumentParser(
+        prog=parser.prog,
+        description=parser.description,
+        parents=[parser],
+        add_help=False,
+        conflict_handler="resolve" if len(plugins) > 1 else "error",
+    )
+    generic = {action.dest for action in parser._actions}
+    for plugin in plugins:
+        plugin.add_segment_arguments(full)
+    args = full.parse_args(argv)
+    return args, {k: v for k, v in vars(args).items() if k not in generic}
+
+
 def _segment(argv: Sequence[str]) -> int:
     parser = _predict_parser(
         "segment",
@@ -184,16 +212,17 @@ def _segment(argv: Sequence[str]) -> int:
         "--sw-batch-size", dest="batch_size", type=int, default=2, help="windows per forward"
     )
     parser.add_argument("--roi-size", type=int, nargs="+", help="window size (default: crop)")
-    args = parser.parse_args(argv)
-    from domainfm.domains.plugin import SegmentRequest, recorded_domain
+    from domainfm.domains.plugin import SegmentRequest, all_domains, recorded_domain
     from domainfm.tasks.finetune_module import load_finetuned
 
+    args, _ = _parse_with_domain_options(parser, argv, all_domains())
     module, meta = load_finetuned(args.ckpt)
     if module.task != "segmentation":
         raise ValueError(f"{args.ckpt} is a {module.task} model, not a segmentation model")
     plugin, contract = recorded_domain(meta, source=args.ckpt, domain=args.domain)
+    args, options = _parse_with_domain_options(parser, argv, [plugin])
     roi = tuple(args.roi_size) if args.roi_size else None
-    request = _request(SegmentRequest, args, plugin.segment_suffixes, roi_size=roi)
+    request = _request(SegmentRequest, args, plugin.segment_suffixes, roi_size=roi, options=options)
     wrote = plugin.segment(module.to(request.device), contract, request)
     print(f"domainfm segment: wrote {wrote}")
     return 0
@@ -298,7 +327,13 @@ def _print_help(commands: dict[str, tuple[str, Command]]) -> None:
     lines += ["", "domains:"]
     lines += [f"  {name:<{width}}  {text}" for name, text in domains.items()]
     lines += [f"  {name:<{width}}  NOT LOADED: {why}" for name, why in plugin_failures().items()]
-    lines += ["", "Add --debug to any command to see the traceback of an error."]
+    lines += ["", "options of every command:"]
+    lines += [
+        "  --debug           show the traceback of an error",
+        "  --max-alloc-gb N  refuse an allocation estimated above N GiB (default 8, env "
+        "DOMAINFM_MAX_ALLOC_GB)",
+    ]
+    lines += ["", "exit status: 0 success, 1 a check failed (inspect: load not clean), 2 bad input"]
     print("\n".join(lines))
 
 
@@ -321,6 +356,23 @@ def _lightning(argv: list[str]) -> None:
     )
 
 
+def _take_alloc_limit(argv: list[str]) -> list[str]:
+    """Remove ``--max-alloc-gb N`` (any command) from ``argv`` and put it in the environment,
+    where the size guards of this process and its data-loader workers read it."""
+    from domainfm.core.size_guard import LIMIT_ENV, allocation_limit
+
+    rest: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        if arg == "--max-alloc-gb" or arg.startswith("--max-alloc-gb="):
+            value = arg.partition("=")[2] if "=" in arg else next(args, "")
+            os.environ[LIMIT_ENV] = value
+            allocation_limit()  # a bad value is a usage error now, not in the middle of a run
+        else:
+            rest.append(arg)
+    return rest
+
+
 def main(args: Sequence[str] | None = None) -> None:
     """Entry point of the ``domainfm`` console script."""
     argv = list(sys.argv[1:] if args is None else args)
@@ -329,6 +381,8 @@ def main(args: Sequence[str] | None = None) -> None:
     _quiet()
     name = argv[0] if argv else "--help"
     try:
+        argv = _take_alloc_limit(argv)
+        name = argv[0] if argv else "--help"
         if name in LIGHTNING_VERBS:
             _lightning(argv)
             return
@@ -340,10 +394,33 @@ def main(args: Sequence[str] | None = None) -> None:
             known = ", ".join([*LIGHTNING_VERBS, *commands])
             raise ValueError(f"unknown command {name!r}; commands: {known}")
         sys.exit(commands[name][1](argv[1:]))
-    except USAGE_ERRORS as err:
+    except (*USAGE_ERRORS, OSError) as err:
         if debug:
             raise
         print(f"domainfm {name}: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except MemoryError as err:  # an allocation under the size guard's limit, yet too large
+        if debug:
+            raise
+        from domainfm.core.size_guard import allocation_limit, format_bytes
+
+        origin: BaseException = err
+        while origin.__cause__ is not None:  # re-raised from the original
+            origin = origin.__cause__
+        where, tb = "", origin.__traceback__
+        while tb is not None:  # the innermost domainfm function: what was being done
+            module = str(tb.tb_frame.f_globals.get("__name__", ""))
+            if module.startswith("domainfm"):
+                where = f" in {module}.{tb.tb_frame.f_code.co_name}"
+            tb = tb.tb_next
+        detail = f" ({str(err).strip().splitlines()[0]})" if str(err).strip() else ""
+        print(
+            f"domainfm {name}: error: ran out of memory{where}{detail}; this machine has less "
+            f"free memory than the size guard allows per allocation "
+            f"({format_bytes(allocation_limit())}): lower it with --max-alloc-gb N to have such "
+            "inputs refused up front with their size, or use a machine with more memory",
+            file=sys.stderr,
+        )
         sys.exit(2)
 
 

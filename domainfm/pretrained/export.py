@@ -21,6 +21,7 @@ import torch
 
 from domainfm._version import __version__
 from domainfm.core.checkpoint_io import atomic_write_json, safe_torch_load, save_safetensors
+from domainfm.core.size_guard import check_allocation
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -35,27 +36,43 @@ def read_training_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str
 
     Raises:
         ValueError: naming the file when it has no domainfm metadata or no backbone weights.
+        AllocationTooLarge: when the file is larger than the size guard's limit (it is read
+            whole).
     """
+    check_allocation(Path(path).stat().st_size, what="reading this checkpoint", source=path)
     ckpt = safe_torch_load(path)
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise ValueError(f"{path} is not a Lightning checkpoint (no 'state_dict')")
     meta = ckpt.get(CKPT_KEY)
-    if not isinstance(meta, dict) or "backbone" not in meta:
+    backbone = meta.get("backbone") if isinstance(meta, dict) else None
+    if not isinstance(meta, dict) or not isinstance(backbone, dict):
         raise ValueError(
             f"{path} has no '{CKPT_KEY}' metadata describing its backbone; it was not written by "
             "a domainfm PretrainModule/FinetuneModule"
         )
+    if not isinstance(backbone.get("architecture"), str) or not isinstance(
+        backbone.get("kwargs"), dict
+    ):
+        raise ValueError(
+            f"{path}: its '{CKPT_KEY}' metadata names no backbone (an 'architecture' and its "
+            "'kwargs')"
+        )
     state = {
         k[len(BACKBONE_PREFIX) :]: v
         for k, v in ckpt["state_dict"].items()
-        if k.startswith(BACKBONE_PREFIX)
+        if isinstance(k, str) and k.startswith(BACKBONE_PREFIX)
     }
     if not state:
         raise ValueError(f"{path} has no '{BACKBONE_PREFIX}*' weights")
+    odd = [
+        k for k, v in state.items() if not isinstance(v, torch.Tensor) or v.layout != torch.strided
+    ]  # a sparse tensor's invariants are not checked on load: refused, not used
+    if odd:
+        raise ValueError(f"{path}: backbone weight {BACKBONE_PREFIX}{odd[0]} is not a dense tensor")
     meta = dict(meta)
-    meta.setdefault("provenance", {})
+    provenance = meta.get("provenance")
     meta["provenance"] = {
-        **meta["provenance"],
+        **(provenance if isinstance(provenance, dict) else {}),
         "source_checkpoint": str(path),
         "global_step": ckpt.get("global_step"),
         "epoch": ckpt.get("epoch"),

@@ -29,6 +29,7 @@ from domainfm.core.backbone import build_backbone
 from domainfm.core.checkpoint_io import load_safetensors, read_json_document
 from domainfm.core.grid import to_ntuple
 from domainfm.core.pos_embed import resample_pos_embed
+from domainfm.core.size_guard import check_allocation
 from domainfm.pretrained.channels import NewChannelInit, adapt_input_channels
 from domainfm.pretrained.export import (
     CONFIG_NAME,
@@ -37,26 +38,60 @@ from domainfm.pretrained.export import (
     backbone_config,
     read_training_checkpoint,
 )
-from domainfm.pretrained.report import LoadReport, Resampler, load_state_dict_with_report
+from domainfm.pretrained.report import (
+    CheckpointMismatchError,
+    LoadReport,
+    Resampler,
+    load_state_dict_with_report,
+)
+
+
+def read_weights_guarded(path: Path) -> dict[str, Tensor]:
+    """The tensors of a safetensors file, its size checked by the size guard first (it is
+    read whole)."""
+    check_allocation(path.stat().st_size, what="reading these weights", source=path)
+    return load_safetensors(path)[0]
 
 
 def _read_export(path: Path) -> tuple[dict[str, Any], dict[str, Tensor], str]:
     folder = path.parent if path.name == CONFIG_NAME else path
+    if folder.is_file():
+        raise ValueError(
+            f"{path}: not a domainfm export folder, its {CONFIG_NAME} or a .ckpt checkpoint"
+        )
     config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
     for needed in (config_path, weights_path):
         if not needed.exists():
             raise FileNotFoundError(f"{needed} not found: {folder} is not a domainfm export")
-    config = read_json_document(config_path, FORMAT, what="domainfm backbone config")
+    try:
+        config = read_json_document(config_path, FORMAT, what="domainfm backbone config")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{config_path}: unreadable domainfm backbone config ({err})") from err
     if not isinstance(config.get("architecture"), str) or not isinstance(
         config.get("kwargs"), dict
     ):
         raise ValueError(f"{config_path} names no backbone (an 'architecture' and its 'kwargs')")
-    state, _ = load_safetensors(weights_path)
-    return config, state, str(weights_path)
+    return config, read_weights_guarded(weights_path), str(weights_path)
+
+
+def backbone_config_path(path_or_dir: str | Path) -> Path:
+    """The file whose recorded config builds the backbone: a ``.ckpt`` itself, otherwise the
+    export's ``config.json``."""
+    path = Path(path_or_dir)
+    if path.suffix == ".ckpt" or path.name == CONFIG_NAME:
+        return path
+    return path / CONFIG_NAME
 
 
 def read_backbone_source(path_or_dir: str | Path) -> tuple[dict[str, Any], dict[str, Tensor], str]:
-    """``(config, state_dict, source)`` from an export folder, its config.json, or a ``.ckpt``."""
+    """``(config, state_dict, source)`` from an export folder, its config.json, or a ``.ckpt``.
+
+    Raises:
+        FileNotFoundError, ValueError: naming the file (not an export or checkpoint, unreadable
+            or malformed config, weights that are no safetensors file).
+        AllocationTooLarge: the weights file is larger than the size guard's limit.
+        UnsafeCheckpointError: a ``.ckpt`` would execute code when unpickled.
+    """
     path = Path(path_or_dir)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
@@ -72,9 +107,9 @@ def pos_embed_resampler(old_kwargs: Mapping[str, Any], model: nn.Module) -> Resa
     def resample(key: str, value: Tensor, target: Tensor) -> Tensor | None:
         if key != "pos_embed" or old_kwargs.get("grid_size") is None:
             return None
-        dims = int(old_kwargs["spatial_dims"])
-        old_grid = to_ntuple(old_kwargs["grid_size"], dims, name="grid_size")
         new_grid = tuple(getattr(model, "grid_size", ()))
+        dims = int(old_kwargs.get("spatial_dims", len(new_grid)))
+        old_grid = to_ntuple(old_kwargs["grid_size"], dims, name="grid_size")
         prefix = int(getattr(model, "num_prefix_tokens", 0))
         if len(new_grid) != dims:
             return None
@@ -135,16 +170,42 @@ def load_backbone(
         UnsafeCheckpointError: if a ``.ckpt`` would execute code when unpickled.
     """
     config, state, source = read_backbone_source(path_or_dir)
+    return _build_and_load(
+        config,
+        state,
+        source,
+        config_path=backbone_config_path(path_or_dir),
+        allow_missing=allow_missing,
+        model_kwargs=model_kwargs,
+        channels=channels,
+        new_channel_init=new_channel_init,
+    )
+
+
+def _build_and_load(
+    config: Mapping[str, Any],
+    state: dict[str, Tensor],
+    source: str,
+    *,
+    config_path: Path,
+    allow_missing: Iterable[str] = (),
+    model_kwargs: Mapping[str, Any] | None = None,
+    channels: Sequence[str] | None = None,
+    new_channel_init: NewChannelInit = "zeros",
+) -> tuple[nn.Module, LoadReport]:
+    """:func:`load_backbone` on what :func:`read_backbone_source` read; the model is built
+    (size-guarded) from the config at ``config_path``."""
     kwargs = {**config["kwargs"], **(model_kwargs or {})}
     adapted: list[tuple[str, str]] = []
     if channels is not None:
         kwargs["in_chans"] = len(channels)
-    model = build_backbone(config["architecture"], kwargs, source=source)
+    model = build_backbone(config["architecture"], kwargs, source=str(config_path))
     if channels is not None:
+        recorded = config.get("input")
         state, adapted = map_input_channels(
             state,
             model,
-            recorded=config.get("input", {}) or {},
+            recorded=recorded if isinstance(recorded, Mapping) else {},
             channels=channels,
             new_channel_init=new_channel_init,
             source=source,
@@ -155,3 +216,20 @@ def load_backbone(
     report.adapted = adapted
     report.check(allow_missing)
     return model, report
+
+
+def inspect_backbone(path_or_dir: str | Path) -> tuple[dict[str, Any], LoadReport]:
+    """The config and the load report of an export or checkpoint, clean or not (what
+    ``domainfm inspect`` prints; ``report.ok`` says whether the load was clean).
+
+    Raises:
+        The errors of :func:`load_backbone` except :class:`CheckpointMismatchError`.
+    """
+    config, state, source = read_backbone_source(path_or_dir)
+    try:
+        _, report = _build_and_load(
+            config, state, source, config_path=backbone_config_path(path_or_dir)
+        )
+    except CheckpointMismatchError as err:
+        report = err.report
+    return config, report

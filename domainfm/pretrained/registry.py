@@ -33,6 +33,7 @@ from domainfm.core.checkpoint_io import load_safetensors, safe_torch_load
 from domainfm.core.contract import InputContract, contract_from_dict
 from domainfm.core.plugins import discover_plugins
 from domainfm.core.registry import Registry
+from domainfm.core.size_guard import check_allocation
 from domainfm.pretrained.channels import NewChannelInit
 from domainfm.pretrained.load import map_input_channels, pos_embed_resampler
 from domainfm.pretrained.report import LoadReport, load_state_dict_with_report
@@ -113,6 +114,7 @@ def read_weights_file(path: str | Path) -> Any:
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p} does not exist (released weights are never downloaded)")
+    check_allocation(p.stat().st_size, what="reading these weights", source=p)
     if p.suffix == ".safetensors":
         return load_safetensors(p)[0]
     return safe_torch_load(p)
@@ -155,8 +157,8 @@ def load_released(
     kwargs = {**entry.kwargs, **(model_kwargs or {})}
     if channels is not None:
         kwargs["in_chans"] = len(channels)
-    model = build_backbone(entry.architecture, kwargs, source=f"release {name!r}")
     source = f"{path} as {name}"
+    model = build_backbone(entry.architecture, kwargs, source=source)
     adapted: list[tuple[str, str]] = []
     if channels is not None:
         state, adapted = map_input_channels(

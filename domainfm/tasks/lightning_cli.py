@@ -11,6 +11,12 @@ link from the model to ``data.init_args.masking.patch_size`` cannot work: the ta
 field of a spec, and LightningCLI records instantiation-link targets into the hyperparameters
 of every data module, failing for those without ``masking``.)
 
+A bad config is one :class:`ConfigError` line (the CLI prints it and exits 2): jsonargparse's
+nested report of an unknown key, a wrong type or a refused YAML tag is reduced to its causes
+and prefixed with the config file; an error raised while building a class of the config (a
+refused ``pretrained=`` file, a data folder that does not exist) comes out as that error's own
+message instead of "Does not validate against any of the Union subtypes".
+
 Example::
 
     >>> DomainFMCLI(L.LightningModule, L.LightningDataModule, subclass_mode_model=True,
@@ -20,6 +26,8 @@ Example::
 from __future__ import annotations
 
 import os
+from argparse import ArgumentError
+from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
@@ -38,6 +46,64 @@ TRAINER_DEFAULTS: dict[str, Any] = {
 }
 """Trainer settings every config shares unless it sets its own (one device: a multi-GPU run
 says how many; the run's one summary line replaces Lightning's model table)."""
+
+
+class ConfigError(ValueError):
+    """A config (or command line) that cannot be parsed or instantiated, in one line."""
+
+
+_NOISE = (
+    "Does not validate against any of the Union subtypes",
+    "Subtypes:",
+    "Errors:",
+    "Given value type:",
+    "Given value:",
+    "Expected a <class 'NoneType'>",
+)
+"""Lines of jsonargparse's reports that describe the report, not the problem."""
+
+
+def one_line(message: str) -> str:
+    """jsonargparse's nested, multi-line error report as one line of its causes, e.g.
+    ``Parser key "model": Problem with given class_path '...FinetuneModule': Option 'x' is
+    not accepted``."""
+    line = ""
+    for raw in message.splitlines():
+        text = raw.strip().removeprefix("- ").strip()
+        if not text or text.startswith(_NOISE):
+            continue
+        line += text if not line else (" " if line.endswith(":") else "; ") + text
+    return line.replace('in "<unicode string>", ', "at ")
+
+
+def config_paths(args: Sequence[str]) -> list[str]:
+    """The ``--config``/``-c`` files of a command line, in order."""
+    paths: list[str] = []
+    for i, arg in enumerate(args):
+        if arg in ("--config", "-c") and i + 1 < len(args):
+            paths.append(args[i + 1])
+        elif arg.startswith("--config="):
+            paths.append(arg.partition("=")[2])
+    return paths
+
+
+def _raised_by_jsonargparse(err: BaseException) -> bool:
+    """Whether ``err`` was raised inside jsonargparse (a wrapper around a constructor's error)."""
+    tb = err.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return str(tb.tb_frame.f_globals.get("__name__", "")).startswith("jsonargparse")
+
+
+def unwrap_instantiation_error(err: Exception) -> BaseException:
+    """The error a constructor raised, under the jsonargparse errors wrapping it (each raised
+    ``from`` the one below); ``err`` itself when jsonargparse did not wrap it."""
+    found: BaseException = err
+    while found.__cause__ is not None and _raised_by_jsonargparse(found):
+        found = found.__cause__
+    return found
 
 
 class DomainFMCLI(LightningCLI):
@@ -65,6 +131,43 @@ class DomainFMCLI(LightningCLI):
             **kwargs,
         )
 
+    def init_parser(self, **kwargs: Any) -> Any:
+        """The parsers raise instead of printing their usage and exiting, so that
+        :meth:`parse_arguments` can report the problem in one line."""
+        kwargs.setdefault("exit_on_error", False)
+        return super().init_parser(**kwargs)
+
+    def parse_arguments(self, parser: Any, args: Any) -> None:
+        """Parse, turning jsonargparse's multi-line report into one :class:`ConfigError` line
+        that starts with the config file(s)."""
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as err:
+            message = one_line(err.message)
+            configs = config_paths(args) if isinstance(args, list | tuple) else []
+            if configs and not any(path in message for path in configs):
+                message = f"{', '.join(configs)}: {message}"
+            raise ConfigError(message) from err
+
+    def instantiate_classes(self) -> None:
+        """Build the config's classes; an error a constructor raised (e.g. the safe loader's
+        refusal of a ``pretrained=`` file, naming it) is reported as itself, not wrapped in
+        jsonargparse's "Does not validate against any of the Union subtypes"."""
+        try:
+            super().instantiate_classes()
+        except Exception as err:
+            cause = unwrap_instantiation_error(err)
+            if cause is err:
+                raise
+            if isinstance(cause, MemoryError):  # the CLI's own report, with the size limit
+                raise MemoryError(*cause.args) from cause
+            if _raised_by_jsonargparse(cause):
+                raise ConfigError(one_line(str(err))) from err
+            text = cause.args[0] if isinstance(cause, KeyError) and cause.args else str(cause)
+            if not isinstance(cause, ValueError | OSError | RuntimeError | KeyError):
+                text = f"{type(cause).__name__}: {text}"
+            raise ConfigError(text) from cause
+
     def _parse_ckpt_path(self) -> None:
         """Lightning reads ``--ckpt_path``'s hyperparameters before anything else; a file it
         cannot read fails here with the file named (through the safe loader's errors) instead
@@ -77,7 +180,8 @@ class DomainFMCLI(LightningCLI):
             if path is None:
                 raise
             safe_torch_load(path)  # raises UnsafeCheckpointError / ValueError naming the file
-            raise ValueError(f"{path}: not a checkpoint this command can resume: {err}") from err
+            cause = one_line(err.message if isinstance(err, ArgumentError) else str(err))
+            raise ValueError(f"{path}: not a checkpoint this command can resume: {cause}") from err
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         config = self._get(self.config_init, "trainer", default={})
