@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 from hostile_files import damage, empty, garbage, tone, truncate, wav_bytes, write_audio
-from hostile_spec import Case, Ctx, Run
+from hostile_spec import Case, Ctx, Run, prepare_case, source_folder
 
 from domainfm.domains.audio import load_audio
 
@@ -190,24 +190,8 @@ def _text(path: Path, content: str) -> Path:
     return path
 
 
-def _prepare(make_src: Callable[[Ctx], Path], *extra: str, bad: tuple[str, ...] = ()):
-    def build(ctx: Ctx) -> Run:
-        src = make_src(ctx)
-        argv = ["prepare", "audio", str(src), str(ctx.root / "prepared"), "--num-workers", "1"]
-        return Run([*argv, "--segment-s", "1", *extra], names=bad, mentions=bad)
-
-    return build
-
-
-def _src(*makers: Callable[[Path], Any]) -> Callable[[Ctx], Path]:
-    def make(ctx: Ctx) -> Path:
-        src = ctx.root / "raw"
-        src.mkdir()
-        for maker in makers:
-            maker(src)
-        return src
-
-    return make
+_prepare = prepare_case("audio", ("--segment-s", "1"))
+_src = source_folder
 
 
 def _good(src: Path) -> Any:

@@ -19,7 +19,7 @@ from hostile_files import (
     truncate,
     write_geotiff,
 )
-from hostile_spec import Case, Ctx, Run
+from hostile_spec import Case, Ctx, Run, prepare_case, source_folder
 from rasterio.transform import Affine
 
 from domainfm.domains.geospatial import open_aligned, predict_raster, read_raster
@@ -266,24 +266,8 @@ def _option_cases() -> list[Case]:
     ]
 
 
-def _prepare(make_src: Callable[[Ctx], Path], *extra: str, bad: tuple[str, ...] = ()):
-    def build(ctx: Ctx) -> Run:
-        src = make_src(ctx)
-        argv = ["prepare", "geospatial", str(src), str(ctx.root / "prepared"), "--num-workers", "1"]
-        return Run([*argv, "--chip-size", "16", *extra], names=bad, mentions=bad)
-
-    return build
-
-
-def _src(*makers: Callable[[Path], Any]) -> Callable[[Ctx], Path]:
-    def make(ctx: Ctx) -> Path:
-        src = ctx.root / "raw"
-        src.mkdir()
-        for maker in makers:
-            maker(src)
-        return src
-
-    return make
+_prepare = prepare_case("geospatial", ("--chip-size", "16"))
+_src = source_folder
 
 
 def _good(src: Path) -> Any:

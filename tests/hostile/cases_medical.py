@@ -22,7 +22,7 @@ from hostile_files import (
     truncate,
     write_nifti,
 )
-from hostile_spec import Case, Ctx, Run
+from hostile_spec import Case, Ctx, Run, prepare_case, source_folder
 
 from domainfm.domains.medical3d import segment_volume
 
@@ -323,29 +323,8 @@ def _option_cases() -> list[Case]:
     ]
 
 
-def _prepare(make_src: Callable[[Ctx], Path], *extra: str, bad: tuple[str, ...] = (), **run: Any):
-    """``domainfm prepare medical3d SRC OUT`` (``bad``: files the summary must list)."""
-
-    def build(ctx: Ctx) -> Run:
-        src = make_src(ctx)
-        out = ctx.root / "prepared"
-        argv = ["prepare", "medical3d", str(src), str(out), "--num-workers", "1", "--spacing", "2"]
-        run.setdefault("names", bad)
-        run.setdefault("mentions", bad)
-        return Run([*argv, *extra], **run)
-
-    return build
-
-
-def _src(*makers: Callable[[Path], Any]) -> Callable[[Ctx], Path]:
-    def make(ctx: Ctx) -> Path:
-        src = ctx.root / "raw"
-        src.mkdir()
-        for maker in makers:
-            maker(src)
-        return src
-
-    return make
+_prepare = prepare_case("medical3d", ("--spacing", "2"))
+_src = source_folder
 
 
 def _good(src: Path) -> Any:

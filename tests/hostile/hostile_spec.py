@@ -150,3 +150,36 @@ def name_forms(name: str) -> set[str]:
     forms.add(name.encode("utf-8", "backslashreplace").decode("ascii", "replace"))
     forms.add(repr(name)[1:-1])
     return forms
+
+
+def source_folder(*makers: Callable[[Path], Any]) -> Callable[[Ctx], Path]:
+    """A case input: the folder ``raw/`` in the case folder, filled by ``makers``."""
+
+    def make(ctx: Ctx) -> Path:
+        src = ctx.root / "raw"
+        src.mkdir()
+        for maker in makers:
+            maker(src)
+        return src
+
+    return make
+
+
+def prepare_case(domain: str, options: tuple[str, ...]) -> Callable[..., Callable[[Ctx], Run]]:
+    """``(make_src, *extra, bad=(), **run)`` → a case running ``domainfm prepare DOMAIN SRC OUT``
+    with one worker, the domain's ``options`` and ``extra`` (``bad``: files the summary must
+    list)."""
+
+    def case(
+        make_src: Callable[[Ctx], Path], *extra: str, bad: tuple[str, ...] = (), **run: Any
+    ) -> Callable[[Ctx], Run]:
+        def build(ctx: Ctx) -> Run:
+            src = make_src(ctx)
+            argv = ["prepare", domain, str(src), str(ctx.root / "prepared"), "--num-workers", "1"]
+            run.setdefault("names", bad)
+            run.setdefault("mentions", bad)
+            return Run([*argv, *options, *extra], **run)
+
+        return build
+
+    return case
