@@ -233,7 +233,12 @@ class PretrainModule(L.LightningModule):
                 torch.cuda.set_rng_state_all(self._rng_to_restore["cuda"])
             self._rng_to_restore = None
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def configure_callbacks(self) -> list[L.Callback]:
+        """With EMA teachers, :class:`TeacherUpdate` (updates them after each batch)."""
+        return [TeacherUpdate()] if self.teachers else []
+
+    def update_teachers(self) -> None:
+        """One EMA step of every teacher towards its student (cosine momentum)."""
         if not self.teachers:
             return
         total = max(1, int(self.trainer.estimated_stepping_batches))
@@ -363,6 +368,19 @@ def mask_on_backbone_grid(collate: object, backbone: nn.Module) -> None:
             f"module's masking patch_size {given}"
         )
         collate.patch_size = patch
+
+
+class TeacherUpdate(L.Callback):
+    """Updates a :class:`PretrainModule`'s EMA teachers after each training batch, as a
+    callback: Lightning runs checkpoint callbacks after the others (and a module's own
+    ``on_train_batch_end`` after every callback), so a checkpoint saved after a step holds
+    that step's teachers and a resume from it is exact."""
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any
+    ) -> None:
+        assert isinstance(pl_module, PretrainModule)
+        pl_module.update_teachers()
 
 
 def _batch_size(batch: Mapping[str, Any]) -> int:

@@ -11,7 +11,9 @@ resumable.
 * :class:`MixupBYOLA` — BYOL-A's mixup with a memory of past inputs (Niizumi et al. 2021,
   arXiv:2103.06695 §3.2): ``λ ~ U[0, ratio)``, ``z`` a random past input; the mix is
   ``log((1 - λ) exp(x) + λ exp(z) + eps)`` ("log-mixup-exp", on the *log*-mel) — the input
-  is always pushed into the FIFO memory afterwards.
+  is always pushed into the FIFO memory afterwards. Each entry may carry a *key*: what
+  identifies the input (the data set's file and segment start), so that the memory can be
+  saved as its keys alone and restored exactly (see "Exact resume" below).
 * :class:`RandomResizeCrop` — BYOL-A's random resize crop: the input is centred on a canvas
   ``virtual_crop_scale`` times its size (zeros around it), a crop of ``U(freq_scale) × F``
   by ``U(time_scale) × T`` is taken at a uniform offset and resized back to ``(F, T)``
@@ -24,6 +26,16 @@ resumable.
   on the pre-normalized log-mel; BYOL-A's post-normalization (standardizing each batch of
   views) is :func:`normalize_batch`, applied in the collate function.
 
+**Exact resume.** The memory lives in each loader worker and shapes every later view, so
+a resumed run is exact only if each worker resumes with the memory it had. Saving the
+tensors would be costly (the loader snapshots its workers' state after every batch), so
+:meth:`MixupBYOLA.state_dict` holds the entries' keys only. After
+:meth:`MixupBYOLA.load_state_dict` the entries have keys but no tensors; an entry that a
+draw picks is recomputed from its key by the ``recompute`` callback the data set supplies
+(bit-identical to the original input) and kept. Draws, generator use and memory contents
+are the same as in an uninterrupted run; the view makers pass both on
+(:meth:`BYOLAViews.state_dict`, :meth:`FrameAlignedViews.state_dict`).
+
 Example::
 
     >>> views = BYOLAViews()
@@ -35,10 +47,18 @@ Example::
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+MemoryKey = tuple[int, ...]
+"""What identifies a pre-mixup input to its data set (e.g. ``(file, start)``)."""
+
+Recompute = Callable[[MemoryKey], Tensor]
+"""The data set's callback: the pre-mixup input of a key, bit-identical to the original."""
 
 
 def _uniform(low: float, high: float, generator: torch.Generator) -> float:
@@ -92,19 +112,30 @@ class MixupBYOLA:
         memory: FIFO length (per worker process).
         log_mixup_exp: mix in the linear domain of a log-mel (BYOL-A's default); ``False``:
             plain linear mix of the given values.
+
+    Attributes:
+        memory: the past inputs (``None`` for a restored entry not recomputed yet).
+        keys: each entry's key (``None`` when the caller gave none), aligned with
+            ``memory``.
     """
 
     def __init__(self, *, ratio: float = 0.4, memory: int = 2048, log_mixup_exp: bool = True):
         if not 0.0 <= ratio <= 1.0:
             raise ValueError(f"ratio={ratio}: must be in [0, 1]")
         self.ratio = ratio
-        self.memory: collections.deque[Tensor] = collections.deque(maxlen=memory)
+        self.memory: collections.deque[Tensor | None] = collections.deque(maxlen=memory)
+        self.keys: collections.deque[MemoryKey | None] = collections.deque(maxlen=memory)
         self.log_mixup_exp = log_mixup_exp
+        self.recompute: Recompute | None = None
 
-    def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
+    def __call__(
+        self, x: Tensor, generator: torch.Generator, key: MemoryKey | None = None
+    ) -> Tensor:
+        """The mix of ``x`` with a random past input; ``x`` is then remembered under ``key``
+        (needed for :meth:`state_dict`)."""
         lam = self.ratio * float(torch.rand((), generator=generator))
         if self.memory:
-            z = self.memory[int(torch.randint(len(self.memory), (), generator=generator))]
+            z = self._recall(int(torch.randint(len(self.memory), (), generator=generator)))
             if z.shape != x.shape:  # a segment of another length: nothing to mix with
                 mixed = x
             elif self.log_mixup_exp:
@@ -115,7 +146,41 @@ class MixupBYOLA:
         else:
             mixed = x
         self.memory.append(x)
+        self.keys.append(key)
         return mixed
+
+    def _recall(self, i: int) -> Tensor:
+        """Memory entry ``i``, recomputed from its key (and kept) after a restore."""
+        z = self.memory[i]
+        if z is not None:
+            return z
+        key = self.keys[i]
+        if self.recompute is None or key is None:
+            raise RuntimeError("a restored mixup memory entry has no way to be recomputed")
+        z = self.recompute(key)
+        for j in (i - 1, i, i + 1):  # the entries of one input are adjacent (two views)
+            if 0 <= j < len(self.memory) and self.memory[j] is None and self.keys[j] == key:
+                self.memory[j] = z
+        return z
+
+    def state_dict(self) -> dict[str, list[list[int]]]:
+        """The memory as its entries' keys, oldest first (small: no tensors)."""
+        if any(key is None for key in self.keys):
+            raise ValueError(
+                "the mixup memory holds inputs without keys: its state cannot be saved "
+                "(pass key= to the mixup)"
+            )
+        return {"keys": [list(key) for key in self.keys if key is not None]}
+
+    def load_state_dict(self, state: dict[str, Any], recompute: Recompute) -> None:
+        """Restore the memory saved by :meth:`state_dict`; an entry's input is computed by
+        ``recompute(key)`` when a draw first picks it."""
+        keys = [tuple(int(v) for v in key) for key in state["keys"]]
+        self.memory.clear()
+        self.keys.clear()
+        self.memory.extend([None] * len(keys))
+        self.keys.extend(keys)
+        self.recompute = recompute
 
 
 class RandomResizeCrop:
@@ -156,7 +221,22 @@ class RandomResizeCrop:
         return out[0]
 
 
-class BYOLAViews:
+class _MixupMemoryState:
+    """The saved state of a view maker: its mixup memory's keys (exact resume)."""
+
+    mixup: MixupBYOLA | None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The mixup memory's keys (:meth:`MixupBYOLA.state_dict`; empty without mixup)."""
+        return self.mixup.state_dict() if self.mixup is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any], recompute: Recompute) -> None:
+        """Restore the mixup memory (:meth:`MixupBYOLA.load_state_dict`)."""
+        if self.mixup is not None and state:
+            self.mixup.load_state_dict(state, recompute)
+
+
+class BYOLAViews(_MixupMemoryState):
     """Two BYOL-A views of a pre-normalized log-mel ``(C, F, T)``.
 
     Args:
@@ -179,15 +259,18 @@ class BYOLAViews:
             virtual_crop_scale=virtual_crop_scale, freq_scale=freq_scale, time_scale=time_scale
         )
 
-    def __call__(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    def __call__(
+        self, x: Tensor, generator: torch.Generator, key: MemoryKey | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """The two views of ``x`` (remembered under ``key`` by the mixup)."""
         views = []
         for _ in range(2):
-            v = self.mixup(x, generator) if self.mixup is not None else x
+            v = self.mixup(x, generator, key) if self.mixup is not None else x
             views.append(self.crop(v, generator))
         return views[0], views[1]
 
 
-class FrameAlignedViews:
+class FrameAlignedViews(_MixupMemoryState):
     """Two time-aligned views of a ``(C, F, T)`` log-mel (see the module docstring).
 
     Args:
@@ -215,10 +298,13 @@ class FrameAlignedViews:
         )
         self.mask = SpecAugment(freq_mask=freq_mask, time_mask=0) if freq_mask > 0 else None
 
-    def __call__(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    def __call__(
+        self, x: Tensor, generator: torch.Generator, key: MemoryKey | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """The two views of ``x`` (remembered under ``key`` by the mixup)."""
         views = []
         for _ in range(2):
-            v = self.mixup(x, generator) if self.mixup is not None else x
+            v = self.mixup(x, generator, key) if self.mixup is not None else x
             v = self.crop(v, generator)  # time_scale 1 and no time canvas: frames stay put
             views.append(self.mask(v, generator) if self.mask is not None else v)
         return views[0], views[1]

@@ -24,6 +24,16 @@ decode (corrupt part of a file, NaN samples) is **skipped and counted**
 never stops a long run. ``max_tries`` segment failures in a row raise, naming the last
 file, and so does a dataset whose every file is bad.
 
+**Exact resume with a mixup memory.** BYOL-A's mixup keeps a memory of past segments in
+each loader worker (:class:`~domainfm.domains.audio.augment.MixupBYOLA`). The dataset
+remembers each segment under its ``(file, start)`` and is *stateful* for torchdata's
+``StatefulDataLoader``: :meth:`AudioSegmentDataset.state_dict` (taken in every worker after
+each batch, or in the main process without workers) is the memory's keys, and
+:meth:`AudioSegmentDataset.load_state_dict` restores them into the matching worker on
+resume; a restored entry's segment is re-read (:meth:`AudioSegmentDataset.spectrogram`,
+bit-identical) the first time a draw picks it. Resumed runs therefore draw the same mixup
+partners as uninterrupted ones.
+
 :class:`AudioClipDataset` serves labeled clips whole: each is decoded, resampled, and cut or
 zero-padded to ``frames`` (training: a random cut when longer; evaluation: the centre), as
 ``{"input": (1, F, frames), "label": () int64}``. With ``checks``, a clip that fails to
@@ -39,14 +49,22 @@ Example::
 
 from __future__ import annotations
 
+import warnings
+import zlib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from domainfm.domains.audio.augment import BYOLAViews, FrameAlignedViews, SpecAugment
+from domainfm.domains.audio.augment import (
+    BYOLAViews,
+    FrameAlignedViews,
+    MemoryKey,
+    SpecAugment,
+)
 from domainfm.domains.audio.file_checks import FileChecks
 from domainfm.domains.audio.frontends import Frontend
 from domainfm.domains.audio.io import AudioInfo, load_audio, read_segment
@@ -112,9 +130,40 @@ class AudioSegmentDataset(Dataset[dict[str, Tensor]]):
         self.checks = checks
         self.skipped_reads = 0
         self.last_error: str | None = None
+        # the files a saved (file, start) refers to: names and lengths, in order (the data
+        # root may move between a run and its resume)
+        names = "\n".join(f"{Path(i.path).name} {i.frames}" for i in self.infos)
+        self.fingerprint = zlib.crc32(names.encode())
 
     def __len__(self) -> int:
         return self.samples_per_epoch
+
+    def state_dict(self) -> dict[str, Any]:
+        """The mixup memory as ``(file, start)`` keys (small), for the resumable loader;
+        empty without a two-view maker."""
+        if self.two_views is None:
+            return {}
+        return {"files": self.fingerprint, "mixup_memory": self.two_views.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the mixup memory saved by :meth:`state_dict` (segments re-read when
+        first drawn). A state saved over other files is dropped with a warning (the memory
+        starts empty, and the run is not an exact continuation)."""
+        if self.two_views is None or not state.get("mixup_memory"):
+            return
+        if state.get("files") != self.fingerprint:
+            warnings.warn(
+                "the saved mixup memory refers to other audio files than this dataset's: "
+                "resuming with an empty memory",
+                stacklevel=2,
+            )
+            return
+        self.two_views.load_state_dict(state["mixup_memory"], self.recompute)
+
+    def recompute(self, key: MemoryKey) -> Tensor:
+        """The segment remembered as ``key = (file, start)``, read again."""
+        k, start = key
+        return self.spectrogram(self.infos[k], start)
 
     def spectrogram(self, info: AudioInfo, start: int) -> Tensor:
         """The normalized ``(1, F, frames)`` spectrogram of the segment at frame ``start``."""
@@ -153,11 +202,15 @@ class AudioSegmentDataset(Dataset[dict[str, Tensor]]):
                 self.last_error = str(err)
                 failures += 1
                 continue
-            return self._sample(x, generator, seed)
+            return self._sample(x, generator, seed, (k, start))
         raise ValueError(f"{self.max_tries} segment reads failed in a row; last: {self.last_error}")
 
-    def _sample(self, x: Tensor, generator: torch.Generator, seed: int | None) -> dict[str, Any]:
-        sample = segment_views(x, generator, two_views=self.two_views, specaugment=self.specaugment)
+    def _sample(
+        self, x: Tensor, generator: torch.Generator, seed: int | None, key: MemoryKey
+    ) -> dict[str, Any]:
+        sample = segment_views(
+            x, generator, two_views=self.two_views, specaugment=self.specaugment, key=key
+        )
         if seed is not None:
             sample["seed"] = torch.tensor(seed)
         return sample
@@ -169,12 +222,14 @@ def segment_views(
     *,
     two_views: BYOLAViews | FrameAlignedViews | None,
     specaugment: SpecAugment | None,
+    key: MemoryKey | None = None,
 ) -> dict[str, Any]:
     """The training sample of one normalized segment ``(1, F, T)``: ``"input"`` (SpecAugment
-    applied when given) and, with a two-view maker, ``"view1"``/``"view2"``."""
+    applied when given) and, with a two-view maker, ``"view1"``/``"view2"`` (the segment
+    remembered by the mixup under ``key``, what identifies it)."""
     sample: dict[str, Any] = {"input": x}
     if two_views is not None:
-        sample["view1"], sample["view2"] = two_views(x, generator)
+        sample["view1"], sample["view2"] = two_views(x, generator, key)
     if specaugment is not None:
         sample["input"] = specaugment(x, generator)
     return sample
