@@ -46,6 +46,10 @@ class SeededDataModule(L.LightningDataModule):
 
     def __init__(self, *, batch_size: int = 8, num_workers: int = 0, seed: int = 0) -> None:
         super().__init__()
+        if not batch_size >= 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        if not num_workers >= 0:
+            raise ValueError(f"num_workers must be >= 0 (0: the main process), got {num_workers!r}")
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed

@@ -275,8 +275,11 @@ def prepare_shards(
             for chunk in out.glob("chunk-*.bin"):
                 chunk.unlink()
         failed = summary.skipped + summary.skipped_earlier
-        listing = "\n".join(f"  {k}: {r}" for k, r in failed) or "  (no inputs found)"
-        raise ValueError(f"nothing could be prepared from {src}:\n{listing}")
+        listing = "; ".join(f"{k}: {' '.join(r.split())}" for k, r in failed[:5])
+        more = f"; and {len(failed) - 5} more" if len(failed) > 5 else ""
+        raise ValueError(
+            f"nothing could be prepared from {src}: {listing or 'no inputs found'}{more}"
+        )
     summary.seconds = time.perf_counter() - started
     if todo or summary.recovered or touched:
         finish_manifest(manifest, ok, out, summary)

@@ -33,6 +33,7 @@ from domainfm.data.data_root import expand_files
 from domainfm.domains.geospatial.contract import RasterContract, ground_sample_distance
 from domainfm.domains.geospatial.raster_datamodule import RasterDataModule
 from domainfm.domains.geospatial.spectral_temporal import CUBE_AXES
+from domainfm.domains.geospatial.temporal_index import check_date_pattern
 from domainfm.domains.geospatial.windows import RasterWindowDataset
 
 RASTER_MASKING = MaskingSpec(patch_size=8)
@@ -117,7 +118,7 @@ class RasterPretrainDataModule(RasterDataModule):
         self.time_steps = time_steps
         self.places: Literal["grid", "footprint"] = places
         self.reproject = reproject
-        self.date_pattern = date_pattern
+        self.date_pattern = check_date_pattern(date_pattern)
         self.geo_clusters = geo_clusters
         self.band_groups = [list(g) for g in band_groups] if band_groups is not None else None
         self.collate = raster_masking_collate(

@@ -10,6 +10,7 @@ from domainfm.core.contract import InputContract
 from domainfm.data.shards import Preparer
 from domainfm.domains.geospatial.contract import RasterContract
 from domainfm.domains.geospatial.shards import ChipPreparer
+from domainfm.domains.geospatial.temporal_index import check_date_pattern
 from domainfm.domains.geospatial.tiled_detection import detect_raster
 from domainfm.domains.geospatial.tiled_inference import predict_raster
 from domainfm.domains.plugin import DetectRequest, DomainPlugin, SegmentRequest, register_domain
@@ -35,6 +36,7 @@ class GeospatialPlugin(DomainPlugin):
         parser.add_argument("--date-pattern", help="regex with named groups year, month, day")
 
     def preparer(self, args: argparse.Namespace) -> Preparer:
+        check_date_pattern(args.date_pattern, what="--date-pattern")
         return ChipPreparer(
             chip_size=args.chip_size,
             stride=args.stride,

@@ -25,8 +25,10 @@ millisecond (header parsing), the price of that safety.
 
 Everything wrong with an input is a ``ValueError`` (``FileNotFoundError`` when it does not
 exist) whose message names the file and the problem, never a bare rasterio/GDAL error: an
-unreadable, truncated or corrupt file, a raster without a CRS or geotransform, a band index
-out of range or an unknown band name (listing the available names).
+unreadable, truncated or corrupt file, a path that is not valid UTF-8 (GDAL cannot open
+it), complex-valued pixels (never silently cut to their real part), a raster without a CRS or
+geotransform, a band index out of range or an unknown band name (listing the available
+names).
 
 Example::
 
@@ -244,7 +246,15 @@ def existing_raster(path: str | Path) -> Path:
 
 def open_dataset(source: Path) -> Any:
     """``rasterio.open(source)`` read-only, GDAL open errors turned into a ValueError naming
-    it; the caller closes it."""
+    it; the caller closes it. A path that is not valid UTF-8 (bytes of another encoding in a
+    file name) is refused naming it: rasterio hands GDAL UTF-8 paths only."""
+    try:
+        str(source).encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(
+            f"{source}: the path is not valid UTF-8 (it holds bytes of another encoding), "
+            "which GDAL cannot open; rename the file"
+        ) from err
     try:
         with warnings.catch_warnings():
             # a missing CRS/geotransform is reported by dataset_info with a clearer message
@@ -272,6 +282,13 @@ def dataset_info(source: Path, ds: Any, band_names: Sequence[str] | None) -> Ras
     Raises:
         ValueError: no CRS or geotransform, bad ``band_names``.
     """
+    complex_types = sorted({str(t) for t in ds.dtypes if "complex" in str(t)})
+    if complex_types:
+        raise ValueError(
+            f"{source} has complex-valued pixels ({', '.join(complex_types)}, e.g. SAR "
+            "single-look complex data); real-valued bands are needed: convert them first "
+            "(e.g. to amplitude)"
+        )
     if ds.crs is None:
         raise ValueError(
             f"{source} has no CRS (coordinate reference system), so its pixels cannot be "

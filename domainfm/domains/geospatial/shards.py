@@ -43,7 +43,7 @@ from domainfm.domains.geospatial.datamodule import RASTER_MASKING, raster_maskin
 from domainfm.domains.geospatial.raster_header import RasterInfo, raster_info
 from domainfm.domains.geospatial.raster_reader import RasterReader
 from domainfm.domains.geospatial.spectral_temporal import band_group_cube
-from domainfm.domains.geospatial.temporal_index import acquisition_date
+from domainfm.domains.geospatial.temporal_index import acquisition_date, check_date_pattern
 from domainfm.domains.geospatial.window_grid import window_starts
 from domainfm.domains.geospatial.windows import same_place_groups
 
@@ -85,7 +85,7 @@ class ChipPreparer:
         self.band_names = list(band_names) if band_names is not None else None
         self.min_valid = min_valid
         self.dtype = dtype
-        self.date_pattern = date_pattern
+        self.date_pattern = check_date_pattern(date_pattern)
 
     def settings(self) -> dict[str, Any]:
         return {

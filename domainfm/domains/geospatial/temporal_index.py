@@ -82,6 +82,29 @@ def _from_match(match: re.Match[str]) -> dt.datetime:
     )
 
 
+def check_date_pattern(pattern: str | None, *, what: str = "date_pattern") -> str | None:
+    """``pattern`` after checking it is a valid regular expression with the named groups
+    ``year``, ``month`` and ``day`` (``None`` passes).
+
+    Raises:
+        ValueError: ``"<what> '<pattern>' is not a valid regular expression: <why>"`` or
+            names the missing groups.
+    """
+    if pattern is None:
+        return None
+    try:
+        compiled = re.compile(pattern)
+    except (re.error, TypeError) as err:
+        raise ValueError(f"{what} {pattern!r} is not a valid regular expression: {err}") from err
+    missing = [g for g in ("year", "month", "day") if g not in compiled.groupindex]
+    if missing:
+        raise ValueError(
+            f"{what} {pattern!r} has no named group {', '.join(missing)}: a date regex needs "
+            "(?P<year>...), (?P<month>...) and (?P<day>...)"
+        )
+    return pattern
+
+
 def acquisition_date(path: str | Path, *, pattern: str | None = None) -> dt.datetime:
     """When ``path`` was acquired: from its tags, else its file name (see the module
     docstring); ``pattern`` (a regex with named groups) takes precedence over both.
@@ -90,6 +113,7 @@ def acquisition_date(path: str | Path, *, pattern: str | None = None) -> dt.date
         ValueError: naming the file when no date is found or the date is impossible.
     """
     source = Path(path)
+    check_date_pattern(pattern)
     try:
         if pattern is not None:
             match = re.search(pattern, source.name)
@@ -164,6 +188,7 @@ class SpatioTemporalIndex:
             raise ValueError(f"min_overlap={min_overlap!r}: must be in (0, 1]")
         if not files:
             raise ValueError("files is empty: pass at least one raster")
+        check_date_pattern(date_pattern)
         self.files = [Path(f) for f in files]
         self.infos = [raster_info(f, band_names=band_names) for f in self.files]
         self.dates = [acquisition_date(f, pattern=date_pattern) for f in self.files]

@@ -4,6 +4,12 @@ Written by the medical data modules into checkpoints and exports (``"input"``), 
 ``domainfm segment`` (sliding windows at the training spacing and intensity mapping) and by
 released checkpoints' input descriptions.
 
+Every field is checked when a contract is built (also when read back from a checkpoint, so a
+hand-edited or corrupt one is refused naming the file): ``spacing_mm`` one or three finite
+positive mm values (:func:`check_spacing`), ``hu_window`` two finite values, low < high
+(:func:`check_hu_window`), ``crop_size`` one or three sizes >= 1, ``channels`` a count >= 1
+or a non-empty list of names.
+
 Example::
 
     >>> c = VolumeContract(modality="ct", spacing_mm=1.5, crop_size=[96, 96, 96])
@@ -15,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -25,6 +32,66 @@ from domainfm.core.contract import CONTRACTS, InputContract
 
 PERCENTILES = (0.5, 99.5)
 """MRI intensity: each channel's 0.5–99.5 percentile range is mapped to [0, 1]."""
+
+
+def _number(value: Any) -> float:
+    """``value`` as a float; NaN for anything that is not one number (bools included)."""
+    if isinstance(value, bool) or (isinstance(value, Sequence) and not isinstance(value, str)):
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def check_spacing(value: Any, *, what: str = "spacing") -> tuple[float, float, float]:
+    """``value`` (one voxel size or three, mm) as three floats, after checking every one is
+    finite and positive.
+
+    Raises:
+        ValueError: ``"<what> must be one or three finite positive mm values, got ..."``.
+    """
+    items = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value]
+    values = [_number(v) for v in items] * (3 if len(items) == 1 else 1)
+    if len(values) != 3 or not all(math.isfinite(v) and v > 0 for v in values):
+        raise ValueError(f"{what} must be one or three finite positive mm values, got {value!r}")
+    return values[0], values[1], values[2]
+
+
+def check_hu_window(value: Any, *, what: str = "hu_window") -> tuple[float, float]:
+    """``value`` as ``(low, high)`` after checking both are finite and ``low < high``.
+
+    Raises:
+        ValueError: ``"<what> must be two finite values low < high, got ..."``.
+    """
+    items = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else []
+    values = [_number(v) for v in items]
+    if len(values) != 2 or not all(math.isfinite(v) for v in values) or values[0] >= values[1]:
+        raise ValueError(
+            f"{what} must be two finite values low < high (HU mapped to 0 and 1), got {value!r}"
+        )
+    return values[0], values[1]
+
+
+def _check_sizes(value: Any, what: str) -> None:
+    """``value``: ``None``, or one size or three, each an integer >= 1."""
+    if value is None:
+        return
+    items = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value]
+    ok = len(items) in (1, 3) and all(_number(v) >= 1 and _number(v).is_integer() for v in items)
+    if not ok:
+        raise ValueError(f"{what} must be one or three integer sizes >= 1, got {value!r}")
+
+
+def _check_channels(value: Any) -> None:
+    """``value``: a channel count >= 1 or a non-empty list of channel names."""
+    if isinstance(value, str) or not (
+        (isinstance(value, int) and not isinstance(value, bool) and value >= 1)
+        or (isinstance(value, Sequence) and value and all(isinstance(v, str) for v in value))
+    ):
+        raise ValueError(
+            f"channels must be a count >= 1 or a non-empty list of names, got {value!r}"
+        )
 
 
 def intensity_transform(
@@ -79,7 +146,12 @@ class VolumeContract(InputContract):
     def __post_init__(self) -> None:
         if self.modality not in ("ct", "mri"):
             raise ValueError(f"modality must be 'ct' or 'mri', got {self.modality!r}")
-        window = [float(v) for v in (self.hu_window or (-1000.0, 1000.0))]
+        check_spacing(self.spacing_mm, what="spacing_mm")
+        _check_sizes(self.crop_size, "crop_size")
+        _check_channels(self.channels)
+        if not isinstance(self.orientation, str):
+            raise ValueError(f"orientation must be axis codes like 'RAS', got {self.orientation!r}")
+        window = list(check_hu_window(self.hu_window or (-1000.0, 1000.0)))
         object.__setattr__(self, "hu_window", window)
         for name in ("spacing_mm", "crop_size"):  # JSON-like lists, so equal after a round trip
             value = getattr(self, name)
@@ -96,11 +168,7 @@ class VolumeContract(InputContract):
     @property
     def spacing(self) -> tuple[float, float, float]:
         """``spacing_mm`` as three values."""
-        s = self.spacing_mm
-        values = (float(s),) * 3 if isinstance(s, int | float) else tuple(float(v) for v in s)
-        if len(values) != 3:
-            raise ValueError(f"spacing_mm must have one value or three, got {s!r}")
-        return values[0], values[1], values[2]
+        return check_spacing(self.spacing_mm, what="spacing_mm")
 
     @property
     def window(self) -> tuple[float, float]:

@@ -15,6 +15,7 @@ Relative file paths are resolved against the example-data root (``$DOMAINFM_DATA
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -24,9 +25,13 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from domainfm.core.masking import DEFAULT_MASKING, MaskingSpec
 from domainfm.data.data_root import resolve_data_path
 from domainfm.data.datamodule import SeededDataModule
-from domainfm.domains.medical3d.contract import VolumeContract
+from domainfm.domains.medical3d.contract import VolumeContract, check_hu_window, check_spacing
 from domainfm.domains.medical3d.views import VolumeViews
-from domainfm.domains.medical3d.volume_types import Geometry, check_geometry_choice
+from domainfm.domains.medical3d.volume_types import (
+    Geometry,
+    VolumeSkippedWarning,
+    check_geometry_choice,
+)
 from domainfm.domains.medical3d.volumes import VolumeCropDataset, make_views
 
 
@@ -78,6 +83,8 @@ class VolumePretrainDataModule(SeededDataModule):
     ) -> None:
         super().__init__(batch_size=batch_size, **kwargs)
         self.geometry = check_geometry_choice(geometry)
+        check_spacing(spacing)  # a configuration error, not one per volume
+        check_hu_window(hu_window)
         self.files = list(files)
         self.val_files = list(val_files)
         self.hu_window = hu_window
@@ -93,18 +100,31 @@ class VolumePretrainDataModule(SeededDataModule):
         self.val_set: VolumeCropDataset | None = None
 
     def _dataset(self, files: Sequence[str]) -> VolumeCropDataset:
-        return VolumeCropDataset(
-            files=[resolve_data_path(f) for f in files],
-            spacing=self.spacing,
-            modality=self.modality,
-            hu_window=self.hu_window,
-            samples_per_volume=self.samples_per_volume,
-            views=self.views,
-            cache_dir=self.cache_dir,
-            strict=self.strict,
-            preprocess_workers=max(1, self.num_workers),
-            geometry=self.geometry,
-        )
+        """The dataset of ``files``. Its skip warnings are shown once it is built; when no
+        file loads they are dropped, since its one-line error lists every skipped file."""
+        failure: ValueError | None = None
+        with warnings.catch_warnings(record=True) as caught:
+            try:
+                dataset = VolumeCropDataset(
+                    files=[resolve_data_path(f) for f in files],
+                    spacing=self.spacing,
+                    modality=self.modality,
+                    hu_window=self.hu_window,
+                    samples_per_volume=self.samples_per_volume,
+                    views=self.views,
+                    cache_dir=self.cache_dir,
+                    strict=self.strict,
+                    preprocess_workers=max(1, self.num_workers),
+                    geometry=self.geometry,
+                )
+            except ValueError as err:
+                failure = err
+        for w in caught:  # outside the block: through the caller's filters and output
+            if failure is None or not issubclass(w.category, VolumeSkippedWarning):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+        if failure is not None:
+            raise failure
+        return dataset
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.train_set is None:

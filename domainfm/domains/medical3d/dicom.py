@@ -15,8 +15,10 @@ slice (its pixel data cut short, or the file ending before them), slices without
 ``PixelSpacing`` / ``ImagePositionPatient`` / ``ImageOrientationPatient`` or with the wrong
 number of values, non-finite values, zero or negative ``PixelSpacing``, orientation vectors
 that are not orthogonal unit vectors, colour slices, slices of different orientation, pixel
-spacing or size, duplicated positions and uneven slice gaps (missing slices) are each a
-``ValueError`` naming the folder and the slice. Nothing is guessed (no default spacing, no
+spacing or size, duplicated positions, uneven slice gaps (missing slices), and a
+``RescaleSlope`` of 0 or a ``RescaleSlope`` / ``RescaleIntercept`` that is not a finite
+number (an absent one means 1 / 0) are each a ``ValueError`` naming the folder and the
+slice. Nothing is guessed (no default spacing, no
 ``SliceThickness`` in place of positions).
 
 :func:`~domainfm.domains.medical3d.io.load_volume` and
@@ -106,10 +108,31 @@ def stack_slices(folder: Path, header: VolumeHeader, slices: list[Any]) -> np.nd
                 f"truncated or damaged, or compressed without a decoder installed): "
                 f"{type(err).__name__}: {err}"
             ) from err
-        slope = np.float32(ds.get("RescaleSlope", 1.0) or 1.0)
-        inter = np.float32(ds.get("RescaleIntercept", 0.0) or 0.0)
+        slope = _rescale(folder, ds, k, "RescaleSlope", 1.0)
+        inter = _rescale(folder, ds, k, "RescaleIntercept", 0.0)
         volume[:, :, k] = (pixels.astype(np.float32) * slope + inter).T
     return volume
+
+
+def _rescale(folder: Path, ds: Any, k: int, tag: str, default: float) -> np.float32:
+    """The value of ``tag`` (``RescaleSlope`` / ``RescaleIntercept``) of slice ``k``:
+    ``default`` when absent or empty; a value that is not a finite number, or a zero slope
+    (every voxel would be the intercept), is refused naming the slice and the tag."""
+    raw = ds.get(tag)
+    if raw is None or raw == "":
+        return np.float32(default)
+    name = Path(str(ds.filename)).name if getattr(ds, "filename", None) else f"slice {k}"
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not np.isfinite(value) or (tag == "RescaleSlope" and value == 0.0):
+        raise ValueError(
+            f"{folder}: slice {name} has {tag} {raw!s}: it must be a finite number"
+            f"{' other than 0' if tag == 'RescaleSlope' else ''} (the stored pixel values are "
+            "not turned into a guessed scale)"
+        )
+    return np.float32(value)
 
 
 def _read_slices(folder: Path, files: Sequence[Path], *, pixels: bool) -> list[Any]:

@@ -35,10 +35,12 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from domainfm.core.grid import to_ntuple
+from domainfm.domains.medical3d.contract import check_hu_window, check_spacing
 from domainfm.domains.medical3d.io import check_label_pair, load_volume
 from domainfm.domains.medical3d.preprocess import (
     RAS_LABELS,
     apply_volume_transform,
+    check_crop,
     check_resample,
     failure_naming,
     volume_transform,
@@ -110,6 +112,10 @@ class LabeledVolumeDataset(Dataset[dict[str, Tensor]]):
         if not 0.0 <= positive_fraction <= 1.0:
             raise ValueError(f"positive_fraction must be in [0, 1], got {positive_fraction}")
         self.crop_size = None if crop_size is None else to_ntuple(crop_size, 3, name="crop_size")
+        if self.crop_size is not None:  # absurd whatever the volume: before any file is read
+            check_crop(self.crop_size)
+        check_spacing(spacing)  # a configuration error: refused before any file is read
+        check_hu_window(hu_window)
         pixdim = (float(spacing),) * 3 if isinstance(spacing, int | float) else tuple(spacing)
         self.cases = [(_paths(img), Path(lab)) for img, lab in zip(images, labels, strict=True)]
         missing = [str(p) for img, lab in self.cases for p in (*img, lab) if not p.exists()]
@@ -197,14 +203,16 @@ def _preprocess_pair(
     transform = volume_transform(
         spacing=spacing, modality=modality, hu_window=hu_window, min_size=min_size, load=False
     )
-    image = apply_volume_transform(transform, image, spacing=spacing, source=first.path)
+    image = apply_volume_transform(
+        transform, image, spacing=spacing, source=first.path, min_size=min_size
+    )
     steps = [
         mt.Orientation(axcodes="RAS", labels=RAS_LABELS),
         mt.Spacing(pixdim=tuple(spacing), mode="nearest", dtype=np.float32),
     ]
     if min_size is not None:
         steps.append(mt.SpatialPad(spatial_size=tuple(min_size)))
-    check_resample(label_file, label.shape, label.affine, spacing, channels=1)
+    check_resample(label_file, label.shape, label.affine, spacing, channels=1, min_size=min_size)
     try:
         target = mt.Compose(steps)(label.to_metatensor())  # (1, D, H, W) on the image's grid
     except Exception as err:  # MONAI's RuntimeError("applying transform <repr>"), ...

@@ -20,6 +20,18 @@ set uses that one in every mode.
 float32 volume, so reading never holds a float64 (or on-disk type) copy of the whole volume;
 the scaling of one slab is computed in float64, as nibabel does, so the values are the same.
 
+**Integrity**: a ``.nii.gz`` is decoded by Python's ``gzip`` (whatever nibabel would use) and
+read to the end of the stream after the last slab (in :data:`READ_SLAB_BYTES` pieces, at most
+:data:`MAX_TRAILING_BYTES` after the voxels), so its CRC-32 and length trailer are checked:
+a damaged stream is an error naming the file ("damaged gzip stream: CRC check failed"), never
+silently wrong voxels. Reading the header alone (:func:`nifti_header`) does not decode the
+voxels, so it cannot see such damage; everything that loads voxels does.
+
+**Quiet**: nibabel logs the header fixes it makes on load (``pixdim[1,2,3] should be
+non-zero; setting 0 dims to 1``) and numpy warns about non-finite header arithmetic; both are
+silenced for our reads (:func:`quiet_nibabel`), because the checks here refuse such a file
+with one error naming it instead.
+
 **Modality hint**: NIfTI has no modality field, so a heuristic (:func:`nifti_modality`):
 integer-valued data (an integer on-disk type with integer scaling) with at least
 :data:`CT_AIR_FRACTION` of the voxels below :data:`CT_AIR_THRESHOLD` (air in Hounsfield units;
@@ -32,8 +44,13 @@ cannot be told apart from other images by value).
 
 from __future__ import annotations
 
+import gzip
+import io
+import logging
+import threading
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +76,10 @@ READ_SLAB_BYTES = 32 * 1024**2
 """Bytes of one decoded slab as float64 (its scaling), i.e. ``READ_SLAB_BYTES / 8`` voxels
 decoded at a time (at least one plane of the last axis)."""
 
+MAX_TRAILING_BYTES = 64 * 1024**2
+"""Most decompressed bytes a ``.nii.gz`` may hold after its voxels (read only to reach and
+check the gzip trailer); more is refused (a stream padded to decompress for ever)."""
+
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _F32_ULPS = 4 * float(np.finfo(np.float32).eps)
 
@@ -68,12 +89,45 @@ def is_nifti(path: Path) -> bool:
     return path.name.lower().endswith(_NIFTI_SUFFIXES)
 
 
+class _Quiet(threading.local):
+    """Per thread: how many :func:`quiet_nibabel` blocks are open."""
+
+    depth = 0
+
+
+_QUIET = _Quiet()
+
+
+def _loud(record: logging.LogRecord) -> bool:
+    """The filter on nibabel's logger: drop records inside :func:`quiet_nibabel`."""
+    return _QUIET.depth == 0
+
+
+@contextmanager
+def quiet_nibabel() -> Iterator[None]:
+    """Silence nibabel's log of the header fixes it makes and numpy's floating-point
+    warnings (e.g. ``invalid value encountered in dot`` for an infinite pixdim) in this
+    thread for the block: our own checks report the problem, naming the file."""
+    from nibabel import imageglobals
+
+    logger = imageglobals.logger
+    if _loud not in logger.filters:
+        logger.addFilter(_loud)
+    _QUIET.depth += 1
+    try:
+        with np.errstate(all="ignore"):
+            yield
+    finally:
+        _QUIET.depth -= 1
+
+
 def open_nifti(source: Path) -> Any:
     """The nibabel image of ``source`` (header read, voxels not yet)."""
     import nibabel as nib
 
     try:
-        return nib.load(str(source))
+        with quiet_nibabel():
+            return nib.load(str(source))
     except Exception as err:  # nibabel raises several types for unreadable files
         raise ValueError(
             f"could not read {source} as NIfTI: {type(err).__name__}: {err} "
@@ -86,6 +140,11 @@ def nifti_header(source: Path, image: Any, geometry: Geometry = "strict") -> Vol
     volume, its geometry (module docstring; ``geometry`` says which transform wins when the
     qform and sform disagree) and, for an uncompressed file, that the file holds all of its
     voxels."""
+    with quiet_nibabel():
+        return _nifti_header(source, image, geometry)
+
+
+def _nifti_header(source: Path, image: Any, geometry: Geometry) -> VolumeHeader:
     shape = tuple(int(n) for n in image.shape)
     _check_spatial_shape(source, shape)
     if source.name.lower().endswith(".nii"):  # uncompressed: a cut-off file is visible here
@@ -111,9 +170,12 @@ def nifti_header(source: Path, image: Any, geometry: Geometry = "strict") -> Vol
 
 def read_nifti_voxels(source: Path, image: Any, shape: tuple[int, int, int]) -> np.ndarray:
     """The voxels of ``image`` as a C-contiguous float32 ``shape`` array (scaling applied;
-    a 4th axis of size 1 dropped), decoded slab by slab (no whole-volume intermediate)."""
-    from nibabel.openers import ImageOpener
+    a 4th axis of size 1 dropped), decoded slab by slab (no whole-volume intermediate); a
+    ``.nii.gz`` is read to the end of its gzip stream, so its CRC and length are checked.
 
+    Raises:
+        ValueError: naming ``source``: truncated or corrupt data, a damaged gzip stream.
+    """
     proxy = image.dataobj  # nibabel's ArrayProxy: on-disk type, offset and scaling
     dtype = np.dtype(proxy.dtype)  # with its byte order
     slope, inter = float(proxy.slope), float(proxy.inter)
@@ -122,7 +184,7 @@ def read_nifti_voxels(source: Path, image: Any, shape: tuple[int, int, int]) -> 
     step = max(1, READ_SLAB_BYTES // max(1, plane * 8))
     volume = np.empty(shape, dtype=np.float32)
     try:
-        with ImageOpener(str(source)) as handle:
+        with _open_stream(source) as handle:
             handle.seek(int(proxy.offset))
             for k0 in range(0, nz, step):
                 k1 = min(nz, k0 + step)
@@ -132,12 +194,41 @@ def read_nifti_voxels(source: Path, image: Any, shape: tuple[int, int, int]) -> 
                     raise EOFError(f"the voxel data end after {k0} of {nz} planes")
                 slab = np.frombuffer(raw, dtype=dtype).reshape((nx, ny, k1 - k0), order="F")
                 volume[:, :, k0:k1] = _scaled(slab, slope, inter)
+            if isinstance(handle, gzip.GzipFile):
+                _drain(handle)
+    except gzip.BadGzipFile as err:  # CRC or length mismatch, bad member header
+        raise ValueError(
+            f"could not read {source} as NIfTI: damaged gzip stream: {err} (the file is corrupt)"
+        ) from err
     except (EOFError, OSError, zlib.error) as err:  # truncated or corrupt files
         raise ValueError(
             f"could not read {source} as NIfTI: {type(err).__name__}: {err} "
             "(the file is truncated or corrupt)"
         ) from err
     return volume
+
+
+def _open_stream(source: Path) -> io.BufferedIOBase:
+    """``source`` opened for reading its bytes: through Python's ``gzip`` (which checks the
+    CRC and length at the end of the stream) for a gzip file, as is otherwise."""
+    with open(source, "rb") as probe:
+        magic = probe.read(2)
+    if magic == b"\x1f\x8b":
+        return gzip.GzipFile(filename=str(source), mode="rb")
+    return open(source, "rb")
+
+
+def _drain(handle: gzip.GzipFile) -> None:
+    """Read ``handle`` to the end of its stream (so ``gzip`` checks every member's CRC and
+    length), refusing more than :data:`MAX_TRAILING_BYTES` after the voxels."""
+    trailing = 0
+    while chunk := handle.read(READ_SLAB_BYTES):
+        trailing += len(chunk)
+        if trailing > MAX_TRAILING_BYTES:
+            raise EOFError(
+                f"the gzip stream goes on for more than {MAX_TRAILING_BYTES} bytes after "
+                "the voxel data"
+            )
 
 
 def _scaled(slab: np.ndarray, slope: float, inter: float) -> np.ndarray:

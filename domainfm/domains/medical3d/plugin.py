@@ -13,7 +13,7 @@ import argparse
 
 from domainfm.core.contract import InputContract
 from domainfm.data.shards import Preparer
-from domainfm.domains.medical3d.contract import VolumeContract
+from domainfm.domains.medical3d.contract import VolumeContract, check_hu_window, check_spacing
 from domainfm.domains.medical3d.inference import segment_volume
 from domainfm.domains.medical3d.shards import VolumePreparer
 from domainfm.domains.plugin import DomainPlugin, SegmentRequest, register_domain
@@ -48,6 +48,8 @@ class Medical3DPlugin(DomainPlugin):
     def preparer(self, args: argparse.Namespace) -> Preparer:
         if len(args.spacing) not in (1, 3):
             raise ValueError(f"--spacing takes one value or three, got {args.spacing}")
+        check_spacing(args.spacing, what="--spacing")  # before any worker starts
+        check_hu_window(args.hu_window, what="--hu-window")
         return VolumePreparer(
             spacing=args.spacing[0] if len(args.spacing) == 1 else args.spacing,
             modality=args.modality,

@@ -10,7 +10,9 @@ in float32 (MONAI's default is float64, a whole-volume intermediate twice the si
 estimated first (:func:`resampled_shape`: each axis's extent over the target spacing) and
 refused above the per-allocation limit with the file's name
 (:func:`~domainfm.core.size_guard.check_allocation`), so absurd voxel sizes never reach
-MONAI; and a failure inside MONAI becomes one ``ValueError`` naming the file and the cause
+MONAI; so is the padding to a training crop larger than the volume (``min_size``), and a
+crop size that is absurd whatever the volume (:func:`check_crop`, before any file is read).
+A failure inside MONAI becomes one ``ValueError`` naming the file and the cause
 (:func:`failure_naming`) instead of MONAI's "applying transform <object repr>".
 
 Example::
@@ -102,12 +104,29 @@ def resampled_shape(
     return out[0], out[1], out[2]
 
 
+def check_crop(crop: Sequence[int], *, channels: int = 1, source: str | Path | None = None) -> None:
+    """Refuse a training crop whose ``channels`` float32 voxels alone exceed the
+    per-allocation limit (every sample is at least that large, whatever the volume)."""
+    sizes = [float(n) for n in crop]
+    check_allocation(
+        4.0 * channels * math.prod(sizes),
+        what=f"a training crop of {' x '.join(f'{n:.0f}' for n in sizes)} voxels",
+        source=source,
+    )
+
+
 def check_resample(
-    source: str | Path, shape: Sequence[int], affine: Any, spacing: Sequence[float], channels: int
+    source: str | Path,
+    shape: Sequence[int],
+    affine: Any,
+    spacing: Sequence[float],
+    channels: int,
+    min_size: Sequence[int] | None = None,
 ) -> tuple[float, float, float]:
     """:func:`resampled_shape`, after refusing a resampling whose largest allocation (the
     sampling grid, :data:`RESAMPLE_BYTES_PER_VOXEL`, or the ``channels`` float32 output)
-    exceeds the per-allocation limit, naming ``source``."""
+    exceeds the per-allocation limit, naming ``source``; with ``min_size``, likewise the
+    float32 volume padded to at least that size along each axis."""
     out = resampled_shape(shape, affine, spacing)
     voxels = out[0] * out[1] * out[2]
     nbytes = voxels * max(RESAMPLE_BYTES_PER_VOXEL, 4 * channels)
@@ -117,16 +136,33 @@ def check_resample(
         what=f"resampling to {tuple(float(v) for v in spacing)} mm spacing (a {grid} grid)",
         source=source,
     )
+    if min_size is not None:
+        padded = [max(n, float(m)) for n, m in zip(out, min_size, strict=True)]
+        check_allocation(
+            4.0 * channels * math.prod(padded),
+            what=(
+                f"padding the resampled {grid} grid to the training crop size "
+                f"({' x '.join(f'{n:.0f}' for n in padded)})"
+            ),
+            source=source,
+        )
     return out
 
 
 def apply_volume_transform(
-    transform: Callable[[Any], Any], image: Any, *, spacing: Sequence[float], source: str | Path
+    transform: Callable[[Any], Any],
+    image: Any,
+    *,
+    spacing: Sequence[float],
+    source: str | Path,
+    min_size: Sequence[int] | None = None,
 ) -> Any:
     """``transform(image)`` (a :func:`volume_transform` with ``load=False`` on a channel-first
-    ``MetaTensor``) after :func:`check_resample`; MONAI's errors become one ``ValueError``
-    naming ``source`` (:func:`failure_naming`)."""
-    check_resample(source, tuple(image.shape[1:]), image.affine, spacing, int(image.shape[0]))
+    ``MetaTensor``, padding to ``min_size`` when given) after :func:`check_resample`; MONAI's
+    errors become one ``ValueError`` naming ``source`` (:func:`failure_naming`)."""
+    check_resample(
+        source, tuple(image.shape[1:]), image.affine, spacing, int(image.shape[0]), min_size
+    )
     try:
         return transform(image)
     except Exception as err:  # MONAI's RuntimeError("applying transform <repr>"), torch's ...

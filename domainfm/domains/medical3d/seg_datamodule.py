@@ -29,7 +29,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 
 from domainfm.data.data_root import resolve_data_path
 from domainfm.data.datamodule import SeededDataModule
-from domainfm.domains.medical3d.contract import VolumeContract
+from domainfm.domains.medical3d.contract import VolumeContract, check_hu_window, check_spacing
 from domainfm.domains.medical3d.labeled_volumes import ImageSpec, LabeledVolumeDataset
 from domainfm.domains.medical3d.volume_types import Geometry, check_geometry_choice
 
@@ -79,6 +79,8 @@ class VolumeSegDataModule(SeededDataModule):
     ) -> None:
         super().__init__(batch_size=batch_size, **kwargs)
         self.geometry = check_geometry_choice(geometry)
+        check_spacing(spacing)  # a configuration error, not one per volume
+        check_hu_window(hu_window)
         self.images = [_resolve(i) for i in images]
         self.labels = [resolve_data_path(p) for p in labels]
         self.val_images = [_resolve(i) for i in val_images]

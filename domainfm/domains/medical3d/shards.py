@@ -37,7 +37,7 @@ import torch
 from domainfm.core.masking import DEFAULT_MASKING, MaskingSpec
 from domainfm.data.shards import source_key
 from domainfm.data.streaming import SampleMaker, ShardDataModule
-from domainfm.domains.medical3d.contract import VolumeContract
+from domainfm.domains.medical3d.contract import VolumeContract, check_hu_window, check_spacing
 from domainfm.domains.medical3d.index import find_volumes
 from domainfm.domains.medical3d.io import load_volume
 from domainfm.domains.medical3d.preprocess import apply_volume_transform, volume_transform
@@ -79,9 +79,9 @@ class VolumePreparer:
             raise ValueError(f"modality must be 'ct' or 'mri', got {modality!r}")
         if dtype not in ("float16", "float32"):
             raise ValueError(f"dtype must be 'float16' or 'float32', got {dtype!r}")
-        self.spacing = (float(spacing),) * 3 if isinstance(spacing, int | float) else tuple(spacing)
+        self.spacing = check_spacing(spacing)
         self.modality: Literal["ct", "mri"] = modality
-        self.hu_window = (float(hu_window[0]), float(hu_window[1]))
+        self.hu_window = check_hu_window(hu_window)
         self.dtype = dtype
         self.foreground_threshold = foreground_threshold
 

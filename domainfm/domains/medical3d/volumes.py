@@ -34,12 +34,20 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from domainfm.core.checkpoint_io import atomic_write
+from domainfm.domains.medical3d.contract import check_hu_window, check_spacing
 from domainfm.domains.medical3d.index import fingerprint
 from domainfm.domains.medical3d.io import VolumeSkippedWarning, load_volume
-from domainfm.domains.medical3d.preprocess import apply_volume_transform, volume_transform
+from domainfm.domains.medical3d.preprocess import (
+    apply_volume_transform,
+    check_crop,
+    volume_transform,
+)
 from domainfm.domains.medical3d.views import OverlappingCropPair, RandomCrop, VolumeViews
 from domainfm.domains.medical3d.volume_types import Geometry, check_geometry_choice
 
+LISTED_FAILURES = 5
+"""Failures spelled out in the one-line error when no volume could be loaded (the rest are
+counted)."""
 CACHE_FORMAT = 2
 """Part of every preprocessed-volume cache key: bump it when the preprocessing changes
 (2: resampling in float32)."""
@@ -91,7 +99,7 @@ def _preprocess(
             spacing=spacing, modality=modality, hu_window=hu_window, min_size=min_size, load=False
         )
         out = apply_volume_transform(  # MetaTensor (C, D, H, W)
-            transform, volume.to_metatensor(), spacing=spacing, source=path
+            transform, volume.to_metatensor(), spacing=spacing, source=path, min_size=min_size
         )
     except FileNotFoundError:
         raise
@@ -200,6 +208,9 @@ class VolumeCropDataset(Dataset[dict[str, Tensor]]):
         if modality not in ("ct", "mri"):
             raise ValueError(f"modality must be 'ct' or 'mri', got {modality!r}")
         self.views = make_views(views, crop_size=crop_size, max_shift=max_shift)
+        check_crop(self.views.min_size)  # absurd whatever the volume: before any file is read
+        check_spacing(spacing)  # a configuration error: refused before any file is read
+        check_hu_window(hu_window)
         pixdim = (float(spacing),) * 3 if isinstance(spacing, int | float) else tuple(spacing)
         paths = [Path(f) for f in files]
         missing = [str(f) for f in paths if not f.exists()]
@@ -234,8 +245,9 @@ class VolumeCropDataset(Dataset[dict[str, Tensor]]):
             self.files.append(path)
             self.volumes.append(volume)
         if not self.volumes:
-            listing = "\n".join(f"  {p}: {r}" for p, r in self.skipped)
-            raise ValueError(f"could not load any of the {len(paths)} volumes:\n{listing}")
+            raise ValueError(
+                f"could not load any of the {len(paths)} volumes: {failure_listing(self.skipped)}"
+            )
         self.foreground = [foreground_coords(v, foreground_threshold) for v in self.volumes]
         self.samples_per_volume = samples_per_volume
 
@@ -255,6 +267,17 @@ class VolumeCropDataset(Dataset[dict[str, Tensor]]):
         if seed is not None:
             sample["seed"] = torch.tensor(seed)
         return sample
+
+
+def failure_listing(failed: Sequence[tuple[str, str]], shown: int = LISTED_FAILURES) -> str:
+    """``"<path>: <reason>; <path>: <reason>; ... and N more"`` on one line (a reason that
+    names its path already is not prefixed again), the first ``shown`` failures."""
+    entries = []
+    for path, reason in failed[:shown]:
+        text = " ".join(reason.split())  # one line
+        entries.append(text if path in text else f"{path}: {text}")
+    more = len(failed) - len(entries)
+    return "; ".join(entries) + (f"; and {more} more" if more > 0 else "")
 
 
 def _preprocess_or_error(path: Path, **kwargs: Any) -> tuple[Tensor | None, ValueError | None]:
