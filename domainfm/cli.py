@@ -1,7 +1,8 @@
 """The ``domainfm`` command.
 
 * ``fit``, ``validate``, ``test``, ``predict``: Lightning's CLI over YAML configs in ``configs/``.
-* ``export CKPT OUT_DIR``: write ``model.safetensors`` + ``config.json`` for the backbone.
+* ``export CKPT OUT_DIR``: write ``model.safetensors`` + ``config.json`` for the backbone
+  (an existing export is refused unless ``--overwrite``).
 * ``inspect PATH``: print the config and the load report of an export or checkpoint; exits
   0 only when the load is clean.
 * ``segment CKPT INPUT OUTPUT``: segmentation with a fine-tuned checkpoint, by the domain
@@ -14,7 +15,9 @@
 
 The command names no domain: it dispatches through the domain plugins
 (:mod:`domainfm.domains.plugin`). Errors print one line and exit with status 2; ``--debug``
-shows the traceback instead.
+shows the traceback instead. Usage errors (a bad number included) are found when the command
+line is parsed, before any file is read. Warnings print as one line each, ``domainfm CMD:
+warning: ...``, and Lightning's information goes to stdout (:mod:`domainfm.core.cli_output`).
 
 Example::
 
@@ -30,13 +33,25 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
 import os
 import sys
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+
+from domainfm.core.cli_args import (
+    OneLineParser,
+    argument_type,
+    fraction,
+    non_negative_int,
+    positive_int,
+)
+from domainfm.core.cli_output import (
+    cli_warnings,
+    lightning_log_lines,
+    one_line,
+    quiet_foreign_warnings,
+)
 
 if TYPE_CHECKING:
     from domainfm.domains.plugin import Command, DomainPlugin
@@ -52,37 +67,6 @@ LIGHTNING_VERBS = {
 }
 
 
-FOREIGN_WARNINGS = (
-    r"LightningCLI's args parameter is intended to run from within Python",
-    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-    # a data module without validation data returns [] on purpose (Lightning's way to skip it)
-    r"Total length of `list` across ranks is zero",
-)
-"""Warnings of other packages about their own internals, which a user cannot act on."""
-
-
-LIGHTNING_CHATTER = (
-    "GPU available",
-    "TPU available",
-    "HPU available",
-    "💡 Tip",
-    "`Trainer.fit` stopped",
-    "Seed set to",
-)
-"""Lightning's info lines that every run prints (hardware, seed, advertisement, stop)."""
-
-
-def _drop_chatter(record: logging.LogRecord) -> bool:
-    """A logging filter keeping every record but :data:`LIGHTNING_CHATTER`."""
-    return not str(record.msg).startswith(LIGHTNING_CHATTER)
-
-
-def _quiet() -> None:
-    """Keep :data:`FOREIGN_WARNINGS` out of the output (other warnings still show)."""
-    for pattern in FOREIGN_WARNINGS:
-        warnings.filterwarnings("ignore", message=f".*{pattern}")
-
-
 def _device(name: str | None) -> str:
     import torch
 
@@ -90,16 +74,19 @@ def _device(name: str | None) -> str:
 
 
 def _export(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="domainfm export", description="Export a training checkpoint's backbone."
     )
     parser.add_argument("ckpt", help="Lightning .ckpt written by a domainfm module")
     parser.add_argument("out_dir", help="folder for model.safetensors + config.json")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the files of an existing export"
+    )
     args = parser.parse_args(argv)
     from domainfm.pretrained.export import CONFIG_NAME, WEIGHTS_NAME, export_checkpoint
     from domainfm.pretrained.load import load_backbone
 
-    out = export_checkpoint(args.ckpt, args.out_dir)
+    out = export_checkpoint(args.ckpt, args.out_dir, overwrite=args.overwrite)
     _, report = load_backbone(out)  # prove the export rebuilds cleanly
     print(
         f"domainfm export: wrote {out / WEIGHTS_NAME} and {out / CONFIG_NAME} "
@@ -109,7 +96,7 @@ def _export(argv: Sequence[str]) -> int:
 
 
 def _inspect(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="domainfm inspect",
         description="Print config and load report; exit 0 for a clean load, 1 for a load that "
         "is not clean (missing, unexpected or mismatched keys), 2 for input that is no "
@@ -141,7 +128,7 @@ def _inspect(argv: Sequence[str]) -> int:
 
 def _predict_parser(prog: str, description: str, ckpt: str, output: str) -> argparse.ArgumentParser:
     """The arguments ``segment`` and ``detect`` share (their dests are request fields)."""
-    parser = argparse.ArgumentParser(prog=f"domainfm {prog}", description=description)
+    parser = OneLineParser(prog=f"domainfm {prog}", description=description)
     parser.add_argument("ckpt", help=f"Lightning .ckpt of a {ckpt} run")
     parser.add_argument("input", help="input file or folder, in the model's domain format")
     parser.add_argument("output", help=f"output {output} (its format follows the domain)")
@@ -184,7 +171,7 @@ def _parse_with_domain_options(
     namespace and those options by name. Called with every installed domain before the
     checkpoint's is known (so ``--help`` lists them and the arguments read in any order),
     then with the checkpoint's alone (another domain's option is then a usage error)."""
-    full = argparse.ArgumentParser(
+    full = OneLineParser(
         prog=parser.prog,
         description=parser.description,
         parents=[parser],
@@ -207,11 +194,19 @@ def _segment(argv: Sequence[str]) -> int:
         "FinetuneModule segmentation",
         "label map",
     )
-    parser.add_argument("--overlap", type=float, default=0.5, help="window overlap [0, 1)")
     parser.add_argument(
-        "--sw-batch-size", dest="batch_size", type=int, default=2, help="windows per forward"
+        "--overlap", type=fraction(upper_open=True), default=0.5, help="window overlap [0, 1)"
     )
-    parser.add_argument("--roi-size", type=int, nargs="+", help="window size (default: crop)")
+    parser.add_argument(
+        "--sw-batch-size",
+        dest="batch_size",
+        type=positive_int,
+        default=2,
+        help="windows per forward",
+    )
+    parser.add_argument(
+        "--roi-size", type=positive_int, nargs="+", help="window size (default: crop)"
+    )
     from domainfm.domains.plugin import SegmentRequest, all_domains, recorded_domain
     from domainfm.tasks.finetune_module import load_finetuned
 
@@ -237,10 +232,16 @@ def _detect(argv: Sequence[str]) -> int:
         "DetectionModule",
         "boxes (.geojson for rasters)",
     )
-    parser.add_argument("--overlap", type=float, default=0.25, help="tile overlap [0, 1)")
-    parser.add_argument("--batch-size", type=int, default=4, help="tiles per forward")
-    parser.add_argument("--score-threshold", type=float, default=0.05, help="lowest score kept")
-    parser.add_argument("--nms-iou", type=float, default=0.5, help="merge IoU across tiles")
+    parser.add_argument(
+        "--overlap", type=fraction(upper_open=True), default=0.25, help="tile overlap [0, 1)"
+    )
+    parser.add_argument("--batch-size", type=positive_int, default=4, help="tiles per forward")
+    parser.add_argument(
+        "--score-threshold", type=fraction(), default=0.05, help="lowest score kept [0, 1]"
+    )
+    parser.add_argument(
+        "--nms-iou", type=fraction(), default=0.5, help="merge IoU across tiles [0, 1]"
+    )
     parser.add_argument("--wgs84", action="store_true", help="longitude/latitude output")
     args = parser.parse_args(argv)
     from domainfm.domains.plugin import DetectRequest, recorded_domain
@@ -256,10 +257,11 @@ def _detect(argv: Sequence[str]) -> int:
 
 def _prepare(argv: Sequence[str]) -> int:
     from domainfm.data.data_root import resolve_data_path
+    from domainfm.data.preparer import parse_chunk_bytes
     from domainfm.data.shards import prepare_shards
     from domainfm.domains.plugin import UnsupportedByDomain, all_domains
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="domainfm prepare",
         description=(
             "Validate and preprocess a folder of raw inputs once into streamable LitData "
@@ -272,8 +274,13 @@ def _prepare(argv: Sequence[str]) -> int:
         sub = domains.add_parser(plugin.name, help=plugin.summary, description=plugin.summary)
         sub.add_argument("src_dir", help="folder of raw inputs (searched recursively)")
         sub.add_argument("out_dir", help="prepared folder (created, or appended to)")
-        sub.add_argument("--num-workers", type=int, default=os.cpu_count() or 1)
-        sub.add_argument("--chunk-bytes", default="64MB", help="target shard size")
+        sub.add_argument("--num-workers", type=non_negative_int, default=os.cpu_count() or 1)
+        sub.add_argument(
+            "--chunk-bytes",
+            type=argument_type(parse_chunk_bytes, "size"),
+            default="64MB",
+            help="target shard size (bytes, or with a unit: 64MB, 1GB)",
+        )
         sub.add_argument("--dtype", choices=["float16", "float32"], help="stored dtype")
         plugin.add_prepare_arguments(sub)
         sub.set_defaults(plugin=plugin)
@@ -342,18 +349,32 @@ def _lightning(argv: list[str]) -> None:
 
     from domainfm.tasks.lightning_cli import DomainFMCLI
 
-    for name in ("lightning.pytorch", "lightning.fabric"):  # handlers are set on import
-        for handler in logging.getLogger(name).handlers:
-            handler.addFilter(_drop_chatter)
+    with lightning_log_lines(argv[0]):  # Lightning's handlers are set on its import
+        DomainFMCLI(
+            L.LightningModule,
+            L.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=argv,
+            save_config_kwargs={"overwrite": True},
+        )
 
-    DomainFMCLI(
-        L.LightningModule,
-        L.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=argv,
-        save_config_kwargs={"overwrite": True},
-    )
+
+ALLOC_FLAG = "--max-alloc-gb"
+"""The global option of every command: the size guard's per-allocation limit in GiB."""
+
+
+def _command_name(argv: Sequence[str]) -> str:
+    """The command of ``argv``: its first word after the global options."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == ALLOC_FLAG:
+            skip = True
+        elif not arg.startswith(f"{ALLOC_FLAG}="):
+            return arg
+    return "--help"
 
 
 def _take_alloc_limit(argv: list[str]) -> list[str]:
@@ -364,13 +385,34 @@ def _take_alloc_limit(argv: list[str]) -> list[str]:
     rest: list[str] = []
     args = iter(argv)
     for arg in args:
-        if arg == "--max-alloc-gb" or arg.startswith("--max-alloc-gb="):
-            value = arg.partition("=")[2] if "=" in arg else next(args, "")
+        if arg == ALLOC_FLAG or arg.startswith(f"{ALLOC_FLAG}="):
+            value = arg.partition("=")[2] if "=" in arg else next(args, None)
+            if value is None or not value.strip():
+                raise UsageError(f"{ALLOC_FLAG} needs a value: the limit in GiB, e.g. 16")
             os.environ[LIMIT_ENV] = value
-            allocation_limit()  # a bad value is a usage error now, not in the middle of a run
+            try:
+                allocation_limit()  # a bad value is a usage error now, not in a run
+            except ValueError:
+                raise UsageError(
+                    f"{ALLOC_FLAG} {value!r}: expected a positive number of GiB"
+                ) from None
         else:
             rest.append(arg)
     return rest
+
+
+class UsageError(ValueError):
+    """A command line that cannot be run (exit status 2, one line)."""
+
+
+def _error_text(err: BaseException) -> str:
+    """The one-line message of an error the CLI reports (a load report summarized)."""
+    if isinstance(err, RuntimeError):  # only a command that got to torch raises these
+        from domainfm.pretrained.report import CheckpointMismatchError
+
+        if isinstance(err, CheckpointMismatchError):
+            return err.report.summary()
+    return one_line(str(err)) or type(err).__name__
 
 
 def main(args: Sequence[str] | None = None) -> None:
@@ -378,50 +420,61 @@ def main(args: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if args is None else args)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
-    _quiet()
-    name = argv[0] if argv else "--help"
+    quiet_foreign_warnings()
+    name = _command_name(argv)
     try:
-        argv = _take_alloc_limit(argv)
-        name = argv[0] if argv else "--help"
-        if name in LIGHTNING_VERBS:
-            _lightning(argv)
-            return
-        commands = _commands()
-        if name in ("-h", "--help", "help"):
-            _print_help(commands)
-            sys.exit(0)
-        if name not in commands:
-            known = ", ".join([*LIGHTNING_VERBS, *commands])
-            raise ValueError(f"unknown command {name!r}; commands: {known}")
-        sys.exit(commands[name][1](argv[1:]))
+        with cli_warnings(name):
+            _run(argv)
     except (*USAGE_ERRORS, OSError) as err:
         if debug:
             raise
-        print(f"domainfm {name}: error: {err}", file=sys.stderr)
+        print(f"domainfm {name}: error: {_error_text(err)}", file=sys.stderr)
         sys.exit(2)
     except MemoryError as err:  # an allocation under the size guard's limit, yet too large
         if debug:
             raise
-        from domainfm.core.size_guard import allocation_limit, format_bytes
-
-        origin: BaseException = err
-        while origin.__cause__ is not None:  # re-raised from the original
-            origin = origin.__cause__
-        where, tb = "", origin.__traceback__
-        while tb is not None:  # the innermost domainfm function: what was being done
-            module = str(tb.tb_frame.f_globals.get("__name__", ""))
-            if module.startswith("domainfm"):
-                where = f" in {module}.{tb.tb_frame.f_code.co_name}"
-            tb = tb.tb_next
-        detail = f" ({str(err).strip().splitlines()[0]})" if str(err).strip() else ""
-        print(
-            f"domainfm {name}: error: ran out of memory{where}{detail}; this machine has less "
-            f"free memory than the size guard allows per allocation "
-            f"({format_bytes(allocation_limit())}): lower it with --max-alloc-gb N to have such "
-            "inputs refused up front with their size, or use a machine with more memory",
-            file=sys.stderr,
-        )
+        print(f"domainfm {name}: error: {_out_of_memory(err)}", file=sys.stderr)
         sys.exit(2)
+
+
+def _run(argv: list[str]) -> None:
+    """Run the command line ``argv`` (global options included); exits with its status."""
+    argv = _take_alloc_limit(argv)
+    name = argv[0] if argv else "--help"
+    if name in LIGHTNING_VERBS:
+        _lightning(argv)
+        return
+    commands = _commands()
+    if name in ("-h", "--help", "help"):
+        _print_help(commands)
+        sys.exit(0)
+    if name not in commands:
+        known = ", ".join([*LIGHTNING_VERBS, *commands])
+        raise UsageError(f"unknown command {name!r}; commands: {known}")
+    sys.exit(commands[name][1](argv[1:]))
+
+
+def _out_of_memory(err: MemoryError) -> str:
+    """What a ``MemoryError`` the size guard let through is reported as: where it happened
+    and how to have such inputs refused up front."""
+    from domainfm.core.size_guard import allocation_limit, format_bytes
+
+    origin: BaseException = err
+    while origin.__cause__ is not None:  # re-raised from the original
+        origin = origin.__cause__
+    where, tb = "", origin.__traceback__
+    while tb is not None:  # the innermost domainfm function: what was being done
+        module = str(tb.tb_frame.f_globals.get("__name__", ""))
+        if module.startswith("domainfm"):
+            where = f" in {module}.{tb.tb_frame.f_code.co_name}"
+        tb = tb.tb_next
+    detail = f" ({str(err).strip().splitlines()[0]})" if str(err).strip() else ""
+    return (
+        f"ran out of memory{where}{detail}; this machine has less free memory than the size "
+        f"guard allows per allocation ({format_bytes(allocation_limit())}): lower it with "
+        f"{ALLOC_FLAG} N to have such inputs refused up front with their size, or use a "
+        "machine with more memory"
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -227,6 +227,29 @@ def estimate_module_bytes(
     return module_bytes(model)
 
 
+def backbone_name(cls: object) -> str | None:
+    """The registry name of ``cls`` when it is a registered backbone class, else ``None``."""
+    for name in BACKBONES:
+        if BACKBONES.get(name) is cls:
+            return name
+    return None
+
+
+def check_module_size(
+    build: Callable[[], nn.Module], *, what: str, source: str | Path | None = None
+) -> None:
+    """Refuse, naming ``source``, a module whose estimated bytes (:func:`estimate_module_bytes`,
+    nothing allocated) pass the size guard's limit; a constructor that cannot run on the meta
+    device is not estimated (its real build reports its own errors).
+
+    Raises:
+        AllocationTooLarge: with the estimate, ``what`` and ``source``.
+    """
+    estimate = estimate_module_bytes(build, what=what, source=source)
+    if estimate is not None:
+        check_allocation(estimate, what=what, source=source)
+
+
 def build_backbone(
     architecture: str, kwargs: Mapping[str, Any], *, source: str = "the config"
 ) -> nn.Module:
@@ -250,10 +273,9 @@ def build_backbone(
             f"{source}: unknown backbone architecture {architecture!r}; known: {known}"
         )
     cls = BACKBONES.get(architecture)
-    what = f"the {architecture} backbone it describes"
-    estimate = estimate_module_bytes(lambda: cls(**kwargs), what=what, source=source)
-    if estimate is not None:
-        check_allocation(estimate, what=what, source=source)
+    check_module_size(
+        lambda: cls(**kwargs), what=f"the {architecture} backbone it describes", source=source
+    )
     try:
         model: nn.Module = cls(**kwargs)
     except MemoryError:

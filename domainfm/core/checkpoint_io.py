@@ -5,7 +5,9 @@
   half a file.
 * Reads never execute code: ``.safetensors`` through safetensors, everything else through
   ``torch.load(weights_only=True)``. A pickle that asks for anything beyond tensors and plain
-  containers is refused with :class:`UnsafeCheckpointError` naming the file.
+  containers is refused with :class:`UnsafeCheckpointError` naming the file, and so is a
+  sparse tensor (torch does not check its indices on load: a hostile one reads out of
+  bounds).
 * JSON documents beside the weights (export configs, dataset manifests) carry a ``"format"``
   and are read back with :func:`read_json_document`, which checks it.
 """
@@ -16,6 +18,7 @@ import argparse
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -61,8 +64,10 @@ def read_json_document(path: str | Path, version: Any, *, what: str) -> dict[str
     source = Path(path)
     try:
         data = json.loads(source.read_text())
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{source}: unreadable {what} ({err})") from err
+    except RecursionError as err:
+        raise ValueError(f"{source}: unreadable {what} (nested too deeply)") from err
     found = data.get("format") if isinstance(data, dict) else None
     if found != version:
         raise ValueError(
@@ -104,12 +109,15 @@ def safe_torch_load(path: str | Path) -> Any:
     ``"args"`` (DINO, MoCo, SSL4EO-S12); unpickling it only sets attributes, never runs code.
 
     Raises:
-        UnsafeCheckpointError: the pickle references code or objects outside the allowlist.
+        UnsafeCheckpointError: the pickle references code or objects outside the allowlist,
+            or holds a sparse tensor (its indices are not checked on load).
         ValueError: the file is not a torch checkpoint at all.
     """
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(str(path), map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
+            # torch warns when it rebuilds a sparse tensor: refused below, by name
+            warnings.filterwarnings("ignore", message="Sparse (invariant checks|CSR tensor)")
+            loaded = torch.load(str(path), map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
     except Exception as err:
@@ -126,6 +134,32 @@ def safe_torch_load(path: str | Path) -> Any:
         found = [line for line in lines if line.startswith("Unsupported")]
         cause = found[0] if found else (lines[-1] if lines else type(err).__name__)
         raise ValueError(f"{path} is not a readable torch checkpoint ({cause})") from err
+    sparse = _first_sparse(loaded)
+    if sparse is not None:
+        where = f"its entry {sparse}" if sparse else "it"
+        raise UnsafeCheckpointError(
+            f"refusing to load {path}: {where} is not a dense tensor but a sparse one, whose "
+            "indices torch does not check on load (a damaged or hostile one reads out of "
+            "bounds); domainfm checkpoints hold dense tensors only"
+        )
+    return loaded
+
+
+def _first_sparse(loaded: Any) -> str | None:
+    """Where the first tensor of ``loaded`` that is not dense (strided) sits, e.g.
+    ``['state_dict']['backbone.w']`` (``""``: ``loaded`` itself; ``None``: every tensor is
+    dense)."""
+    todo: list[tuple[str, Any]] = [("", loaded)]
+    while todo:
+        where, value = todo.pop()
+        if isinstance(value, Tensor):
+            if value.layout != torch.strided:
+                return where
+        elif isinstance(value, dict):
+            todo += [(f"{where}[{k!r}]", v) for k, v in value.items()]
+        elif isinstance(value, list | tuple):
+            todo += [(f"{where}[{i}]", v) for i, v in enumerate(value)]
+    return None
 
 
 def _is_pickle(path: str | Path) -> bool:

@@ -20,6 +20,8 @@ Example::
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 from typing import Literal
 
@@ -64,6 +66,44 @@ def _per_patch_linear(
         and proj.groups == 1
     )
     return proj if plain else None
+
+
+def check_vit_args(
+    *,
+    in_chans: int,
+    embed_dim: int,
+    depth: int,
+    num_heads: int,
+    mlp_ratio: float,
+    drop_path_rate: float,
+    norm_eps: float,
+) -> None:
+    """Refuse ViT sizes that cannot build a model, naming the argument (a config's typo
+    becomes one clear message instead of a ``ZeroDivisionError`` deep in a constructor).
+
+    Raises:
+        ValueError: ``in_chans``, ``embed_dim``, ``depth`` or ``num_heads`` not an integer
+            >= 1, ``embed_dim`` not divisible by ``num_heads``, ``mlp_ratio`` or ``norm_eps``
+            not a finite number > 0, ``drop_path_rate`` outside ``[0, 1)``.
+    """
+    for name, value in (
+        ("in_chans", in_chans),
+        ("embed_dim", embed_dim),
+        ("depth", depth),
+        ("num_heads", num_heads),
+    ):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {name}={value!r}")
+    if embed_dim % num_heads:
+        raise ValueError(
+            f"embed_dim={embed_dim} must be divisible by num_heads={num_heads} (each head "
+            "gets embed_dim / num_heads channels)"
+        )
+    for name, number in (("mlp_ratio", mlp_ratio), ("norm_eps", norm_eps)):
+        if not isinstance(number, numbers.Real) or not 0 < number < math.inf:
+            raise ValueError(f"{name} must be a finite number > 0, got {name}={number!r}")
+    if not isinstance(drop_path_rate, numbers.Real) or not 0 <= drop_path_rate < 1:
+        raise ValueError(f"drop_path_rate must be in [0, 1), got drop_path_rate={drop_path_rate!r}")
 
 
 @BACKBONES.register("vit_nd")
@@ -111,8 +151,15 @@ class VisionTransformerND(nn.Module):
         super().__init__()
         if spatial_dims not in (1, 2, 3):
             raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims}")
-        if embed_dim % num_heads:
-            raise ValueError(f"embed_dim={embed_dim} must be divisible by num_heads={num_heads}")
+        check_vit_args(
+            in_chans=in_chans,
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=num_heads,
+            mlp_ratio=mlp_ratio,
+            drop_path_rate=drop_path_rate,
+            norm_eps=norm_eps,
+        )
         if pos_embed not in ("sincos", "learned"):
             raise ValueError(f"pos_embed must be 'sincos' or 'learned', got {pos_embed!r}")
         if global_pool == "token" and not class_token:

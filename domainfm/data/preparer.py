@@ -4,17 +4,47 @@
   items of one source, the values entering the per-channel statistics);
 * :class:`SourceResult`: the outcome of one source, passed from a worker to the parent;
 * :class:`PrepareSummary`: the outcome of a run, with a human-readable :meth:`~PrepareSummary.
-  describe`.
+  describe`;
+* :func:`parse_chunk_bytes`: a shard size as LitData takes it (``--chunk-bytes``), checked
+  before any worker starts.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
+CHUNK_UNITS = {"tb": 1000**4, "gb": 1000**3, "mb": 1000**2, "kb": 1000, "b": 1}
+"""The size units of ``--chunk-bytes`` (LitData's, decimal; also without the ``b``)."""
+
+_SIZE = re.compile(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([a-z]*)\s*")
+
+
+def parse_chunk_bytes(text: str) -> str:
+    """A shard size such as ``64MB``, ``1.5GB`` or ``1000000`` (bytes), in the spelling
+    LitData's ``optimize(chunk_bytes=...)`` takes.
+
+    Raises:
+        ValueError: naming the value, when it is no size or not at least one byte.
+    """
+    found = _SIZE.fullmatch(text.lower())
+    unit = found.group(2) if found else ""
+    units = {**CHUNK_UNITS, **{k[0]: v for k, v in CHUNK_UNITS.items() if k != "b"}, "": 1}
+    if found is None or unit not in units:
+        raise ValueError(
+            f"{text!r} is not a size: give bytes or a number with a unit, e.g. 64MB "
+            f"(units: {', '.join(u.upper() for u in CHUNK_UNITS)})"
+        )
+    nbytes = float(found.group(1)) * units[unit]
+    if not (math.isfinite(nbytes) and nbytes >= 1):
+        raise ValueError(f"{text!r}: a shard holds at least one byte")
+    return text.strip() if unit else f"{int(nbytes)}b"
 
 
 @runtime_checkable

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 from typing import Any
 
@@ -102,14 +103,56 @@ def backbone_config(meta: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path) -> Path:
+def check_export_folder(
+    out_dir: str | Path, *, source: str | Path, overwrite: bool = False
+) -> Path:
+    """Refuse, before any work, an export folder that cannot or must not be written.
+
+    Refused (a ``ValueError`` naming the path): ``out_dir`` is ``source`` or an existing file;
+    it already holds an export's ``model.safetensors`` or ``config.json`` (unless
+    ``overwrite``); a parent is a file, or the nearest existing folder is not writable.
+
+    Returns:
+        ``out_dir`` as a ``Path``.
+    """
+    out = Path(out_dir)
+    if out.exists() and Path(source).exists() and out.samefile(source):
+        raise ValueError(f"{out}: the output folder is the checkpoint {source}")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: the output exists and is not a folder; give a folder path")
+    held = [name for name in (WEIGHTS_NAME, CONFIG_NAME) if (out / name).exists()]
+    if held and not overwrite:
+        raise ValueError(
+            f"{out}: the folder already holds an export ({', '.join(held)}); give another "
+            "folder, or --overwrite to replace it"
+        )
+    parent = out.absolute()
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{out}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{out}: the folder {parent} is not writable")
+    return out
+
+
+def export_checkpoint(
+    ckpt_path: str | Path, out_dir: str | Path, *, overwrite: bool = True
+) -> Path:
     """Write ``model.safetensors`` + ``config.json`` for the backbone in ``ckpt_path``.
+
+    Args:
+        ckpt_path: a Lightning ``.ckpt`` written by a domainfm module.
+        out_dir: the export folder (created).
+        overwrite: replace an export already in ``out_dir``; ``False`` refuses it before
+            reading the checkpoint (:func:`check_export_folder`, what ``domainfm export``
+            does without ``--overwrite``).
 
     Returns:
         The output folder.
     """
+    out = check_export_folder(out_dir, source=ckpt_path, overwrite=overwrite)
     meta, state = read_training_checkpoint(ckpt_path)
-    out = Path(out_dir)
     config = backbone_config(meta)
     save_safetensors(out / WEIGHTS_NAME, state, metadata={"format": FORMAT})
     atomic_write_json(out / CONFIG_NAME, config)

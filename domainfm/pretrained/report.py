@@ -111,6 +111,35 @@ class LoadReport:
         )
         return "\n".join(lines)
 
+    def summary(self, *, listed: int = 3, hint: str = "--debug prints the full load report") -> str:
+        """One line naming the source and what does not fit, e.g. ``last.ckpt: does not fit
+        this model: 1 missing (head.bias), 1 mismatched (cls_token: model (1, 1, 16) vs
+        checkpoint (3,)); --debug prints the full load report`` (at most ``listed`` keys of
+        each kind)."""
+
+        def some(items: list[str]) -> str:
+            more = f", … {len(items) - listed} more" if len(items) > listed else ""
+            return ", ".join(items[:listed]) + more
+
+        parts = [
+            f"{len(keys)} {kind} ({some(keys)})"
+            for kind, keys in (
+                ("missing", self.missing),
+                ("unexpected", self.unexpected),
+                (
+                    "mismatched",
+                    [
+                        f"{k}: model {tuple(m)} vs checkpoint {tuple(c)}"
+                        for k, m, c in self.mismatched
+                    ],
+                ),
+            )
+            if keys
+        ]
+        if not parts:
+            return f"{self.source}: fits this model ({len(self.loaded)} tensors)"
+        return f"{self.source}: does not fit this model: {', '.join(parts)}; {hint}"
+
     def check(self, allow_missing: Iterable[str] = ()) -> LoadReport:
         """Move missing keys matching ``allow_missing`` (fnmatch patterns) to allowed; raise
         :class:`CheckpointMismatchError` with the table if anything else is wrong."""
@@ -130,6 +159,26 @@ class LoadReport:
                 self,
             )
         return self
+
+
+def compare_state_dict(
+    model: nn.Module, state_dict: Mapping[str, Any], *, source: str = "state dict"
+) -> LoadReport:
+    """The report of loading ``state_dict`` into ``model`` strictly, without loading anything
+    (a value that is no tensor counts as mismatched)."""
+    report = LoadReport(source=source)
+    for key, target in model.state_dict().items():
+        value = state_dict.get(key)
+        if key not in state_dict:
+            report.missing.append(key)
+        elif isinstance(value, Tensor) and tuple(value.shape) == tuple(target.shape):
+            report.loaded.append(key)
+        else:
+            shape = tuple(value.shape) if isinstance(value, Tensor) else ()
+            report.mismatched.append((key, tuple(target.shape), shape))
+    own = model.state_dict()
+    report.unexpected = [str(k) for k in state_dict if k not in own]
+    return report
 
 
 def load_state_dict_with_report(

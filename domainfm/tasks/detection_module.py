@@ -46,7 +46,12 @@ from torch import Tensor, nn
 
 from domainfm.pretrained.report import load_state_dict_with_report
 from domainfm.tasks.heads.upernet import backbone_pyramid
-from domainfm.tasks.task_module import TaskModule, pretrained_backbone, read_task_checkpoint
+from domainfm.tasks.task_module import (
+    TaskModule,
+    module_from_recipe,
+    pretrained_backbone,
+    read_task_checkpoint,
+)
 
 
 class BackboneFPN(nn.Module):
@@ -254,6 +259,12 @@ def load_detector(path: str | Path) -> tuple[DetectionModule, dict[str, Any]]:
 
     ckpt, meta, recipe, backbone = read_task_checkpoint(path, "detect", "DetectionModule")
     kwargs = {k: v for k, v in recipe.items() if k not in ("num_classes", "lr")}
-    module = DetectionModule(backbone=backbone, num_classes=int(recipe["num_classes"]), **kwargs)
+    module = module_from_recipe(
+        path,
+        "DetectionModule",
+        lambda: DetectionModule(
+            backbone=backbone, num_classes=int(recipe["num_classes"]), **kwargs
+        ),
+    )
     load_state_dict_with_report(module, ckpt["state_dict"], source=str(path)).check()
     return module.eval(), meta

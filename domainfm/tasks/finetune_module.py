@@ -41,7 +41,12 @@ from domainfm.tasks.heads.seg_decoder import SegmentationDecoder
 from domainfm.tasks.heads.unet_decoder import UNetDecoder
 from domainfm.tasks.heads.upernet import UPerNetDecoder, backbone_pyramid
 from domainfm.tasks.param_groups import param_groups
-from domainfm.tasks.task_module import TaskModule, pretrained_backbone, read_task_checkpoint
+from domainfm.tasks.task_module import (
+    TaskModule,
+    module_from_recipe,
+    pretrained_backbone,
+    read_task_checkpoint,
+)
 
 
 class FinetuneModule(TaskModule):
@@ -305,14 +310,18 @@ def load_finetuned(path: str | Path) -> tuple[FinetuneModule, dict[str, Any]]:
     """
 
     ckpt, meta, recipe, backbone = read_task_checkpoint(path, "finetune", "FinetuneModule")
-    module = FinetuneModule(
-        backbone=backbone,
-        task=recipe["task"],
-        num_classes=int(recipe["num_classes"]),
-        mode=recipe.get("mode", "full"),
-        num_maps=int(recipe.get("num_maps", 4)),
-        decoder_dim=int(recipe.get("decoder_dim", 64)),
-        decoder=recipe.get("decoder", "auto"),
+    module = module_from_recipe(
+        path,
+        "FinetuneModule",
+        lambda: FinetuneModule(
+            backbone=backbone,
+            task=recipe["task"],
+            num_classes=int(recipe["num_classes"]),
+            mode=recipe.get("mode", "full"),
+            num_maps=int(recipe.get("num_maps", 4)),
+            decoder_dim=int(recipe.get("decoder_dim", 64)),
+            decoder=recipe.get("decoder", "auto"),
+        ),
     )
     load_state_dict_with_report(module, ckpt["state_dict"], source=str(path)).check()
     return module.eval(), meta

@@ -7,7 +7,9 @@ entry that lets them be rebuilt.
 * :class:`TaskModule`: AdamW + warmup-cosine over parameter groups, and the ``domainfm``
   checkpoint entry (:func:`checkpoint_metadata`: the backbone's architecture + kwargs, the
   data's input contract and the task's settings);
-* :func:`read_task_checkpoint`: that entry read back safely, with the backbone rebuilt.
+* :func:`read_task_checkpoint`: that entry read back safely, with the backbone rebuilt;
+* :func:`module_from_recipe`: the task module built from that entry, a recipe it refuses
+  reported naming the checkpoint.
 
 Example::
 
@@ -18,8 +20,9 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import lightning as L
 from torch import nn
@@ -108,10 +111,33 @@ def read_task_checkpoint(
             f"{path} is not a checkpoint written by {writer} (no domainfm {task} metadata); "
             f"pass the .ckpt of a `domainfm fit` run with {writer}"
         )
+    recorded = meta.get("backbone")
+    if not isinstance(recorded, dict):
+        raise ValueError(f"{path}: its domainfm metadata records no backbone")
     backbone = build_backbone(
-        meta["backbone"]["architecture"], meta["backbone"]["kwargs"], source=str(path)
+        recorded.get("architecture"),  # type: ignore[arg-type]  # checked by build_backbone
+        recorded.get("kwargs"),  # type: ignore[arg-type]
+        source=str(path),
     )
     return ckpt, meta, recipe, backbone
+
+
+M = TypeVar("M", bound=nn.Module)
+
+
+def module_from_recipe(path: str | Path, writer: str, build: Callable[[], M]) -> M:
+    """``build()`` (a task module from a checkpoint's recorded recipe); a recipe it refuses
+    or lacks a setting of is a ``ValueError`` naming the checkpoint (an edited or foreign
+    file, not a usage error of the caller)."""
+    try:
+        return build()
+    except (ValueError, TypeError, KeyError) as err:
+        cause = err.args[0] if isinstance(err, KeyError) and err.args else err
+        if isinstance(err, KeyError):
+            cause = f"no {cause!r} setting"
+        raise ValueError(
+            f"{path}: its recorded {writer} recipe cannot build the model: {cause}"
+        ) from err
 
 
 def pretrained_backbone(

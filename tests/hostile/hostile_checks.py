@@ -10,6 +10,9 @@ from pathlib import Path
 from hostile_spec import Case, Run, name_forms
 
 ERROR_LINE = re.compile(r"^domainfm [\w-]+: error: ")
+WARNING_LINE = re.compile(r"^domainfm [\w-]+: warning: ")
+"""The one other kind of line a failure may print on stderr: the CLI's own one-line warning
+(e.g. a logged skip of a bad file before the run gave up)."""
 TEMP_MARKERS = (".tmp", ".part", ".partial", ".temp")
 """Name fragments of temporary files that a finished run must not leave."""
 
@@ -51,10 +54,13 @@ def stderr_lines(stderr: str) -> list[str]:
 
 def _message_problems(case: Case, run: Run, outcome: Outcome) -> list[str]:
     problems = []
-    lines = stderr_lines(outcome.stderr)
+    lines = [line for line in stderr_lines(outcome.stderr) if not WARNING_LINE.match(line)]
     errors = [line for line in lines if ERROR_LINE.match(line)]
     if len(lines) != 1:
-        problems.append(f"stderr has {len(lines)} non-empty lines, expected one error line")
+        problems.append(
+            f"stderr has {len(lines)} non-empty lines besides 'domainfm CMD: warning: ...' "
+            "lines, expected one error line"
+        )
     if not errors:
         problems.append("no 'domainfm CMD: error: ...' line on stderr")
     # the message: from the (last) error line on (an error listing several files continues

@@ -6,6 +6,13 @@ from __future__ import annotations
 import argparse
 from collections.abc import Mapping, Sequence
 
+from domainfm.core.cli_args import (
+    OneLineParser,
+    fraction,
+    non_negative_float,
+    positive_float,
+    positive_int,
+)
 from domainfm.data.shards import Preparer
 from domainfm.domains.audio.contract import AudioContract
 from domainfm.domains.audio.events import event_f1, read_events_csv, write_events_csv
@@ -24,10 +31,14 @@ class AudioPlugin(DomainPlugin):
     contract = AudioContract
 
     def add_prepare_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--sample-rate", type=int, default=16000)
+        parser.add_argument("--sample-rate", type=positive_int, default=16000, help="Hz")
         parser.add_argument("--frontend", choices=["log_mel", "kaldi_fbank"], default="log_mel")
-        parser.add_argument("--segment-s", type=float, default=10.0, help="item length (s)")
-        parser.add_argument("--min-segment-s", type=float, default=0.5, help="shortest piece")
+        parser.add_argument(
+            "--segment-s", type=positive_float, default=10.0, help="item length (s)"
+        )
+        parser.add_argument(
+            "--min-segment-s", type=positive_float, default=0.5, help="shortest piece (s)"
+        )
         parser.add_argument("--features", choices=["wave", "frontend"], default="wave")
 
     def preparer(self, args: argparse.Namespace) -> Preparer:
@@ -47,7 +58,7 @@ class AudioPlugin(DomainPlugin):
 
 def sed_command(argv: Sequence[str]) -> int:
     """``domainfm sed CKPT OUT.csv FILES...``: events of a ``SoundEventModule`` checkpoint."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="domainfm sed",
         description=(
             "Sound event detection with a SoundEventModule checkpoint: audio files of any "
@@ -57,11 +68,15 @@ def sed_command(argv: Sequence[str]) -> int:
     parser.add_argument("ckpt", help="Lightning .ckpt of a SoundEventModule run")
     parser.add_argument("output", help="output CSV")
     parser.add_argument("files", nargs="+", help="audio files")
-    parser.add_argument("--threshold", type=float, default=0.5, help="activity threshold")
-    parser.add_argument("--min-gap", type=float, default=0.1, help="gaps closed (s)")
-    parser.add_argument("--min-duration", type=float, default=0.05, help="shortest event (s)")
+    parser.add_argument(
+        "--threshold", type=fraction(), default=0.5, help="activity threshold [0, 1]"
+    )
+    parser.add_argument("--min-gap", type=non_negative_float, default=0.1, help="gaps closed (s)")
+    parser.add_argument(
+        "--min-duration", type=non_negative_float, default=0.05, help="shortest event (s)"
+    )
     parser.add_argument("--reference", help="events CSV to score against (event F1)")
-    parser.add_argument("--collar", type=float, default=0.2, help="onset collar (s)")
+    parser.add_argument("--collar", type=non_negative_float, default=0.2, help="onset collar (s)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     args = parser.parse_args(argv)
     check_output(
