@@ -2,7 +2,9 @@
 
 * Writes go to a temporary file in the destination folder, are flushed and fsynced, then
   renamed over the target (``os.replace``): a crash leaves the old file or the new one, never
-  half a file.
+  half a file. The temporary file is hidden and named after the target and the writing
+  process (``.NAME.PID.XXXX.tmp``); one left by a killed writer (SIGKILL, power loss) is
+  removed by the next write of the same target.
 * Reads never execute code: ``.safetensors`` through safetensors, everything else through
   ``torch.load(weights_only=True)``. A pickle that asks for anything beyond tensors and plain
   containers is refused with :class:`UnsafeCheckpointError` naming the file, and so is a
@@ -15,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import tempfile
@@ -35,7 +38,9 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp_path)`` then atomically move the temporary file to ``path``."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    remove_stale_temps(target)
+    prefix = f".{target.name}.{os.getpid()}."
+    fd, tmp_name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -46,6 +51,29 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return target
+
+
+def remove_stale_temps(target: str | Path) -> list[Path]:
+    """Remove the temporary files of :func:`atomic_write` for ``target`` whose writing
+    process no longer runs (it was killed before it could clean up); returns them."""
+    target = Path(target)
+    removed = []
+    for tmp in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+        pid = tmp.name[len(target.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and not _running(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def atomic_write_json(path: str | Path, data: Any) -> Path:

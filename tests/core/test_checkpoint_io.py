@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,3 +57,28 @@ def test_read_json_document_checks_json_and_format(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(ValueError, match=r"bad\.json: unreadable test document"):
         read_json_document(tmp_path / "bad.json", 2, what="test document")
+
+
+def test_a_killed_writers_temp_file_is_removed_by_the_next_write(tmp_path: Path) -> None:
+    """SIGKILL leaves ``atomic_write``'s temporary file behind; the next write of the same
+    target removes it (its process is gone), never a live writer's or another target's."""
+    script = (
+        "import os, signal, sys\n"
+        "from domainfm.core.checkpoint_io import atomic_write\n"
+        "def write(tmp):\n"
+        "    tmp.write_bytes(b'half')\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "atomic_write(sys.argv[1], write)\n"
+    )
+    target = tmp_path / "out.nii.gz"
+    proc = subprocess.run([sys.executable, "-c", script, str(target)], check=False)
+    assert proc.returncode == -signal.SIGKILL
+    (left,) = tmp_path.glob(".out.nii.gz.*.tmp")
+    live = tmp_path / f".out.nii.gz.{os.getpid()}.abcd.tmp"  # a writer that still runs
+    live.write_bytes(b"")
+    other = tmp_path / ".other.tif.999999999.abcd.tmp"
+    other.write_bytes(b"")
+    atomic_write(target, lambda tmp: tmp.write_bytes(b"whole"))
+    assert target.read_bytes() == b"whole"
+    assert not left.exists()
+    assert live.exists() and other.exists()
