@@ -53,6 +53,18 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     return target
 
 
+def check_writable_folder(target: str | Path) -> None:
+    """Refuse ``target`` (an output file or folder, named in the error) when its nearest
+    existing parent is a file or not writable: checked before any computation."""
+    parent = Path(target).absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{target}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{target}: the folder {parent} is not writable")
+
+
 def remove_stale_temps(target: str | Path) -> list[Path]:
     """Remove the temporary files of :func:`atomic_write` for ``target`` whose writing
     process no longer runs (it was killed before it could clean up); returns them."""

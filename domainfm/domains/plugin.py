@@ -29,12 +29,12 @@ Example::
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from domainfm.core.checkpoint_io import check_writable_folder
 from domainfm.core.contract import InputContract, contract_from_dict
 from domainfm.core.plugins import discover_plugins, plugin_failures
 from domainfm.core.registry import Registry
@@ -179,13 +179,7 @@ def check_output(
         raise ValueError(f"{target}: the output exists; give another path or --overwrite")
     if suffixes and not target.name.lower().endswith(tuple(s.lower() for s in suffixes)):
         raise ValueError(f"{target}: unsupported output format; use one of {', '.join(suffixes)}")
-    parent = target.absolute().parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ValueError(f"{target}: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"{target}: the folder {parent} is not writable")
+    check_writable_folder(target)
     return target
 
 

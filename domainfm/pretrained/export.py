@@ -14,14 +14,18 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from domainfm._version import __version__
-from domainfm.core.checkpoint_io import atomic_write_json, safe_torch_load, save_safetensors
+from domainfm.core.checkpoint_io import (
+    atomic_write_json,
+    check_writable_folder,
+    safe_torch_load,
+    save_safetensors,
+)
 from domainfm.core.size_guard import check_allocation
 
 CONFIG_NAME = "config.json"
@@ -126,13 +130,7 @@ def check_export_folder(
             f"{out}: the folder already holds an export ({', '.join(held)}); give another "
             "folder, or --overwrite to replace it"
         )
-    parent = out.absolute()
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ValueError(f"{out}: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"{out}: the folder {parent} is not writable")
+    check_writable_folder(out / WEIGHTS_NAME)  # out itself may not exist yet
     return out
 
 
