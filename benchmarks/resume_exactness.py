@@ -102,18 +102,18 @@ def _run(cmd: list[str], root: Path, env: dict[str, str], kill_at: int | None) -
     """Run ``cmd``; with ``kill_at``, SIGKILL it once the checkpoint of that step exists.
     Returns the wall time."""
     start = time.perf_counter()
-    log = open(root / "run.log", "ab")
-    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=log)
-    if kill_at is None:
-        if proc.wait() != 0:
-            raise SystemExit(f"run failed, see {root / 'run.log'}")
-        return time.perf_counter() - start
-    while not any((root / "ckpt").glob(f"epoch=*-step={kill_at}.ckpt")):
-        if proc.poll() is not None:
-            raise SystemExit(f"run ended before step {kill_at}, see {root / 'run.log'}")
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    with open(root / "run.log", "ab") as log:
+        proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=log)
+        if kill_at is None:
+            if proc.wait() != 0:
+                raise SystemExit(f"run failed, see {root / 'run.log'}")
+            return time.perf_counter() - start
+        while not any((root / "ckpt").glob(f"epoch=*-step={kill_at}.ckpt")):
+            if proc.poll() is not None:
+                raise SystemExit(f"run ended before step {kill_at}, see {root / 'run.log'}")
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
     return time.perf_counter() - start
 
 
@@ -163,7 +163,9 @@ def _measure(path: str, workdir: Path, env: dict[str, str], seed: int, workers: 
     differing = sorted(s for s in got if got[s] != reference.get(s))
     final = torch.load(killed / "ckpt/last.ckpt", map_location="cpu", weights_only=True)
     expected = torch.load(full / "ckpt/last.ckpt", map_location="cpu", weights_only=True)
-    unequal = [k for k, v in expected["state_dict"].items() if not torch.equal(final["state_dict"][k], v)]
+    unequal = [
+        k for k, v in expected["state_dict"].items() if not torch.equal(final["state_dict"][k], v)
+    ]
     return {
         "path": path,
         "workers": workers,
@@ -177,7 +179,8 @@ def _measure(path: str, workdir: Path, env: dict[str, str], seed: int, workers: 
         "tensors_compared": len(expected["state_dict"]),
         "tensors_unequal": unequal,
         "epoch": [final["epoch"], expected["epoch"]],
-        "bit_identical": not (missing or differing or unequal) and final["epoch"] == expected["epoch"],
+        "bit_identical": not (missing or differing or unequal)
+        and final["epoch"] == expected["epoch"],
         "wall_s": {"uninterrupted": round(wall_full, 1), "killed_and_resumed": round(wall, 1)},
     }
 
@@ -198,7 +201,8 @@ def main(argv: list[str] | None = None) -> None:
             print(json.dumps(result), flush=True)
     ok = all(r["bit_identical"] for r in results)
     lines = [
-        f"resume exactness: quickstart killed (SIGKILL) once in each of epochs 0-3, seed {args.seed}",
+        "resume exactness: quickstart killed (SIGKILL) once in each of epochs 0-3, "
+        f"seed {args.seed}",
         f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
     ]
     for r in results:

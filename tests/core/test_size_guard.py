@@ -16,7 +16,9 @@ from domainfm.core.size_guard import (
 def test_default_and_raised_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(LIMIT_ENV, raising=False)
     check_allocation(1024**3, what="one GiB")
-    with pytest.raises(AllocationTooLarge, match=r"scan\.nii\.gz: the volume would need about 9\.0 GiB"):
+    with pytest.raises(
+        AllocationTooLarge, match=r"scan\.nii\.gz: the volume would need about 9\.0 GiB"
+    ):
         check_allocation(9 * 1024**3, what="the volume", source="scan.nii.gz")
     monkeypatch.setenv(LIMIT_ENV, "10")
     check_allocation(9 * 1024**3, what="the volume")
