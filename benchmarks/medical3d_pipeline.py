@@ -2,7 +2,7 @@
 
 Baseline ("plain MONAI"): ``monai.data.Dataset`` over ``[{"image": path}, ...]`` with
 ``Compose([LoadImaged, EnsureChannelFirstd, Orientationd("RAS"), Spacingd(spacing,
-"bilinear"), ScaleIntensityRanged(-1000, 1000 -> 0, 1, clip) | for MRI
+"bilinear", dtype=float32), ScaleIntensityRanged(-1000, 1000 -> 0, 1, clip) | for MRI
 ScaleIntensityRangePercentilesd(0.5, 99.5 -> 0, 1, clip, channel_wise), SpatialPadd(crop),
 RandSpatialCropSamplesd(crop, num_samples=K)])`` through a ``torch.utils.data.DataLoader``
 (batch 1 volume = K crops, ``list_data_collate``, MONAI's ``worker_init_fn``). Every item
@@ -114,7 +114,8 @@ def baseline_transform(modality: str, args: argparse.Namespace, *, crop: bool = 
         mt.LoadImaged(keys=k),
         mt.EnsureChannelFirstd(keys=k),
         mt.Orientationd(keys=k, axcodes="RAS"),
-        mt.Spacingd(keys=k, pixdim=pixdim, mode="bilinear"),
+        # float32 as ours (MONAI's default computes in float64)
+        mt.Spacingd(keys=k, pixdim=pixdim, mode="bilinear", dtype=torch.float32),
         intensity,
         mt.SpatialPadd(keys=k, spatial_size=size),
     ]

@@ -169,7 +169,7 @@ def test_prepare_fit_kill_resume(
     assert json.loads((shards / "manifest.json").read_text()) == manifest
 
     # fit on the shards, killed mid-epoch 1 and resumed, and resumed from the uninterrupted
-    # run's checkpoints on the last batch of epoch 0 and mid-epoch 2: identical to it
+    # run's checkpoint on the last batch of epoch 0: identical to it
     batch = int(spec["batch_size"])  # type: ignore[call-overload]
     steps_per_epoch = math.ceil(items / batch)
     max_steps = 2 * steps_per_epoch + 2  # into the third epoch
@@ -206,5 +206,5 @@ def test_prepare_fit_kill_resume(
         kill_after_step=kill_after,
         steps_per_epoch=steps_per_epoch,
         env=env,
-        resume_steps=(steps_per_epoch, 2 * steps_per_epoch + 1),
+        resume_steps=(steps_per_epoch,),
     )
