@@ -346,6 +346,7 @@ def _print_help(commands: dict[str, tuple[str, Command]]) -> None:
 
 def _lightning(argv: list[str]) -> None:
     import lightning as L
+    import torch.distributed
 
     from domainfm.tasks.lightning_cli import DomainFMCLI
 
@@ -358,6 +359,10 @@ def _lightning(argv: list[str]) -> None:
             args=argv,
             save_config_kwargs={"overwrite": True},
         )
+    # A process group left to interpreter shutdown can abort the process (SIGABRT, "terminate
+    # called without an active exception": gloo's worker threads outlive the interpreter).
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 ALLOC_FLAG = "--max-alloc-gb"

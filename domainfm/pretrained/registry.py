@@ -21,6 +21,7 @@ Domain plugins register their releases (Swin UNETR, SSL4EO, BYOL-A, ...) the sam
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,10 @@ class ReleasedCheckpoint:
         license: the weights' license.
         reference: where the weights are published (documentation only, never fetched).
         allow_missing: model keys the release does not provide by design.
+        drop: fnmatch patterns of keys of :attr:`map_keys`' output that belong to parts our
+            backbone does not have by design (pretraining heads, decoders, a key encoder):
+            left out before loading and listed in the report's ``dropped``. A key map
+            passes every other key through, so anything unforeseen is reported unexpected.
     """
 
     name: str
@@ -67,6 +72,7 @@ class ReleasedCheckpoint:
     license: str
     reference: str = ""
     allow_missing: tuple[str, ...] = field(default=())
+    drop: tuple[str, ...] = field(default=())
 
     @property
     def contract(self) -> InputContract:
@@ -87,6 +93,7 @@ def released_checkpoint(
     license: str,
     reference: str = "",
     allow_missing: Iterable[str] = (),
+    drop: Iterable[str] = (),
 ) -> Callable[[KeyMap], KeyMap]:
     """Decorator registering a key-mapping function as the released checkpoint ``name``."""
 
@@ -101,6 +108,7 @@ def released_checkpoint(
             license=license,
             reference=reference,
             allow_missing=tuple(allow_missing),
+            drop=tuple(drop),
         )
         RELEASED.register(name)(entry)
         return fn
@@ -118,6 +126,39 @@ def read_weights_file(path: str | Path) -> Any:
     if p.suffix == ".safetensors":
         return load_safetensors(p)[0]
     return safe_torch_load(p)
+
+
+def split_dropped(
+    state: Mapping[str, Tensor], patterns: Iterable[str]
+) -> tuple[dict[str, Tensor], list[str]]:
+    """``(kept, dropped keys)``: the keys of ``state`` matching any fnmatch pattern are
+    dropped (sorted, for the report)."""
+    pats = tuple(patterns)
+    kept: dict[str, Tensor] = {}
+    dropped: list[str] = []
+    for key, value in state.items():
+        if any(fnmatch.fnmatchcase(key, p) for p in pats):
+            dropped.append(key)
+        else:
+            kept[key] = value
+    return kept, sorted(dropped)
+
+
+def mapped_release_state(
+    entry: ReleasedCheckpoint, content: Any, *, path: str | Path
+) -> tuple[dict[str, Tensor], list[str]]:
+    """``(state for our backbone, dropped keys)`` of a release file's content.
+
+    Raises:
+        ValueError: naming the file when its content is not the release's layout.
+    """
+    try:
+        state = entry.map_keys(content)
+    except (KeyError, TypeError, AttributeError) as err:
+        raise ValueError(
+            f"{path} does not have the key layout of {entry.name!r} ({entry.source_layout}): {err}"
+        ) from err
+    return split_dropped(state, entry.drop)
 
 
 def load_released(
@@ -148,12 +189,7 @@ def load_released(
     if name not in RELEASED:
         discover_plugins()  # domain plugins register their releases on import
     entry = RELEASED.get(name)
-    try:
-        state = entry.map_keys(read_weights_file(path))
-    except (KeyError, TypeError, AttributeError) as err:
-        raise ValueError(
-            f"{path} does not have the key layout of {name!r} ({entry.source_layout}): {err}"
-        ) from err
+    state, dropped = mapped_release_state(entry, read_weights_file(path), path=path)
     kwargs = {**entry.kwargs, **(model_kwargs or {})}
     if channels is not None:
         kwargs["in_chans"] = len(channels)
@@ -173,6 +209,7 @@ def load_released(
         model, state, source=source, resample=pos_embed_resampler(entry.kwargs, model)
     )
     report.adapted = adapted
+    report.dropped = dropped
     report.check((*entry.allow_missing, *allow_missing))
     return model, report
 

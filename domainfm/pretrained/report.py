@@ -50,6 +50,9 @@ class LoadReport:
         allowed_missing: missing keys that matched an allowed pattern.
         adapted: ``(key, description)`` of tensors rewritten before loading (e.g. input
             channels mapped by band name), each loaded too.
+        dropped: checkpoint keys left out by name before loading because they belong to
+            parts the model does not have by design (a release's pretraining heads, a MoCo
+            key encoder, a classifier), never silently: they are listed here.
     """
 
     source: str
@@ -60,6 +63,7 @@ class LoadReport:
     resampled: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
     allowed_missing: list[str] = field(default_factory=list)
     adapted: list[tuple[str, str]] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -82,6 +86,7 @@ class LoadReport:
                 {"key": k, "checkpoint": list(c), "model": list(m)} for k, c, m in self.resampled
             ],
             "adapted": [{"key": k, "detail": d} for k, d in self.adapted],
+            "dropped": list(self.dropped),
         }
 
     def __str__(self) -> str:
@@ -103,11 +108,13 @@ class LoadReport:
         ]
         rows += [("adapted", k, d) for k, d in self.adapted]
         rows += [("allowed", k, "missing, allowed by pattern") for k in self.allowed_missing]
+        rows += [("dropped", k, "in checkpoint, not in model by design") for k in self.dropped]
         lines += [f"  {s:<12} {k:<56} {d}" for s, k, d in rows]
         lines.append(
             f"  {len(self.loaded)} loaded, {len(self.resampled)} resampled, "
             f"{len(self.missing)} missing, {len(self.allowed_missing)} allowed missing, "
-            f"{len(self.unexpected)} unexpected, {len(self.mismatched)} mismatched"
+            f"{len(self.unexpected)} unexpected, {len(self.mismatched)} mismatched, "
+            f"{len(self.dropped)} dropped by name"
         )
         return "\n".join(lines)
 
