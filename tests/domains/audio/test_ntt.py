@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from domainfm.domains.audio import AudioNTT2020
-from domainfm.domains.audio.released import byola_keys
+from domainfm.domains.audio.released.byola import byola_keys
 from domainfm.pretrained.registry import load_released
 from domainfm.pretrained.report import CheckpointMismatchError
 

@@ -1,0 +1,1 @@
+"""audiomae releases (being written)."""

@@ -1,0 +1,1 @@
+"""beats releases (being written)."""

@@ -1,0 +1,1 @@
+"""m2d releases (being written)."""

@@ -1,0 +1,1 @@
+"""ssast releases (being written)."""

@@ -1,0 +1,1 @@
+"""wav2vec2 releases (being written)."""

@@ -1,0 +1,1 @@
+"""clay releases (being written)."""

@@ -1,0 +1,1 @@
+"""croma releases (being written)."""

@@ -1,0 +1,1 @@
+"""dofa releases (being written)."""

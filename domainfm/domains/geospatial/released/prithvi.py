@@ -1,0 +1,1 @@
+"""prithvi releases (being written)."""

@@ -1,0 +1,1 @@
+"""satmae releases (being written)."""

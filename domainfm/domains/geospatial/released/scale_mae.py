@@ -1,0 +1,1 @@
+"""scale_mae releases (being written)."""

@@ -1,0 +1,1 @@
+"""softcon releases (being written)."""

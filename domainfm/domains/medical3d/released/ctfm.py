@@ -1,0 +1,1 @@
+"""ctfm releases (being written)."""

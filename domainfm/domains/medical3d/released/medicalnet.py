@@ -1,0 +1,1 @@
+"""medicalnet releases (being written)."""

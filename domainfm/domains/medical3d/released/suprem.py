@@ -1,0 +1,1 @@
+"""suprem releases (being written)."""

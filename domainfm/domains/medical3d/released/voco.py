@@ -1,0 +1,1 @@
+"""voco releases (being written)."""
