@@ -43,6 +43,26 @@ KeyMap = Callable[[Mapping[str, Any]], dict[str, Tensor]]
 
 
 @dataclass(frozen=True)
+class PretextHead:
+    """The pretext part a release ships besides its encoder (an MAE decoder), mapped onto one
+    of our objectives so that pretraining can continue from the release.
+
+    Attributes:
+        objective: objective registry name (``OBJECTIVES``), e.g. ``"mae"``.
+        kwargs: the objective's constructor kwargs for these weights (decoder sizes, ...).
+        map_keys: turns the loaded file content into the objective's state dict (the same
+            content :attr:`ReleasedCheckpoint.map_keys` reads).
+        drop: fnmatch patterns of mapped keys the objective does not have by design (a fixed
+            sin-cos table it recomputes), reported as dropped.
+    """
+
+    objective: str
+    kwargs: Mapping[str, Any]
+    map_keys: KeyMap
+    drop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ReleasedCheckpoint:
     """One released checkpoint's description.
 
@@ -61,6 +81,9 @@ class ReleasedCheckpoint:
             backbone does not have by design (pretraining heads, decoders, a key encoder):
             left out before loading and listed in the report's ``dropped``. A key map
             passes every other key through, so anything unforeseen is reported unexpected.
+        pretext: the release's own pretext head (decoder) mapped onto our objective, for
+            releases that ship one; ``None`` otherwise (continued pretraining starts the head
+            fresh, reported as such).
     """
 
     name: str
@@ -73,6 +96,7 @@ class ReleasedCheckpoint:
     reference: str = ""
     allow_missing: tuple[str, ...] = field(default=())
     drop: tuple[str, ...] = field(default=())
+    pretext: PretextHead | None = None
 
     @property
     def contract(self) -> InputContract:
@@ -94,6 +118,7 @@ def released_checkpoint(
     reference: str = "",
     allow_missing: Iterable[str] = (),
     drop: Iterable[str] = (),
+    pretext: PretextHead | None = None,
 ) -> Callable[[KeyMap], KeyMap]:
     """Decorator registering a key-mapping function as the released checkpoint ``name``."""
 
@@ -109,6 +134,7 @@ def released_checkpoint(
             reference=reference,
             allow_missing=tuple(allow_missing),
             drop=tuple(drop),
+            pretext=pretext,
         )
         RELEASED.register(name)(entry)
         return fn
