@@ -6,7 +6,11 @@
 * ``model.safetensors`` — the backbone's state dict;
 * ``config.json`` — architecture and constructor kwargs, domain, input contract (channels or
   band names, spacing / resolution / sample rate, normalization), patch size, provenance and
-  the training recipe.
+  the training recipe;
+* ``README.md`` — a Hugging Face model card (:mod:`domainfm.pretrained.model_card`) with the
+  input contract, provenance, licence and intended use, so the folder is a model repository
+  as is. A ``README.md`` that is not a domainfm card is never replaced (the card is then
+  skipped with a warning).
 
 :func:`domainfm.load_backbone` rebuilds the model from ``config.json`` alone.
 """
@@ -14,6 +18,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +26,14 @@ import torch
 
 from domainfm._version import __version__
 from domainfm.core.checkpoint_io import (
+    atomic_write,
     atomic_write_json,
     check_writable_folder,
     safe_torch_load,
     save_safetensors,
 )
 from domainfm.core.size_guard import check_allocation
+from domainfm.pretrained.model_card import MODEL_CARD_NAME, model_card
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -154,4 +161,21 @@ def export_checkpoint(
     config = backbone_config(meta)
     save_safetensors(out / WEIGHTS_NAME, state, metadata={"format": FORMAT})
     atomic_write_json(out / CONFIG_NAME, config)
+    write_model_card(out, config)
     return out
+
+
+def write_model_card(out: Path, config: dict[str, Any]) -> Path | None:
+    """Write the model card ``README.md`` into the export folder ``out``; a ``README.md``
+    there that domainfm did not write is kept (warning) and ``None`` returned."""
+    card = out / MODEL_CARD_NAME
+    if card.exists():
+        head = card.read_text(encoding="utf-8", errors="replace")[:200]
+        if "library_name: domainfm" not in head:
+            warnings.warn(
+                f"{card} exists and is not a domainfm model card: kept, no card written",
+                stacklevel=2,
+            )
+            return None
+    text = model_card(config)
+    return atomic_write(card, lambda tmp: tmp.write_text(text, encoding="utf-8"))

@@ -4,7 +4,10 @@ Accepted inputs:
 
 * an export folder with ``config.json`` + ``model.safetensors`` (from ``domainfm export``);
 * a ``config.json`` path inside such a folder;
-* a Lightning ``.ckpt`` written by a domainfm module (read with ``weights_only=True``).
+* a Lightning ``.ckpt`` written by a domainfm module (read with ``weights_only=True``);
+* a local Hugging Face cache folder of such an export: the snapshot folder, or the
+  ``models--ORG--NAME`` folder (its ``refs/main`` snapshot; :mod:`domainfm.pretrained.hf_cache`),
+  offline.
 
 The model is built from the recorded architecture and kwargs (``model_kwargs`` overrides
 some of them, e.g. a new ``grid_size``); learned positional tables are resampled to the new
@@ -38,6 +41,7 @@ from domainfm.pretrained.export import (
     backbone_config,
     read_training_checkpoint,
 )
+from domainfm.pretrained.hf_cache import resolve_snapshot
 from domainfm.pretrained.report import (
     CheckpointMismatchError,
     LoadReport,
@@ -80,7 +84,7 @@ def backbone_config_path(path_or_dir: str | Path) -> Path:
     path = Path(path_or_dir)
     if path.suffix == ".ckpt" or path.name == CONFIG_NAME:
         return path
-    return path / CONFIG_NAME
+    return resolve_snapshot(path) / CONFIG_NAME
 
 
 def read_backbone_source(path_or_dir: str | Path) -> tuple[dict[str, Any], dict[str, Tensor], str]:
@@ -95,6 +99,7 @@ def read_backbone_source(path_or_dir: str | Path) -> tuple[dict[str, Any], dict[
     path = Path(path_or_dir)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
+    path = resolve_snapshot(path)
     if path.is_file() and path.suffix == ".ckpt":
         meta, state = read_training_checkpoint(path)
         return backbone_config(meta), state, str(path)
