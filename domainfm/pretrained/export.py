@@ -111,6 +111,7 @@ def backbone_config(meta: dict[str, Any]) -> dict[str, Any]:
             "torch_version": torch.__version__,
         },
         "recipe": meta.get("recipe", {}),
+        **({"license": meta["license"]} if isinstance(meta.get("license"), str) else {}),
     }
 
 
