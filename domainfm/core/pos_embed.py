@@ -36,10 +36,18 @@ def sincos_1d(positions: Tensor, dim: int, temperature: float = 10000.0) -> Tens
     return torch.cat([angles.sin(), angles.cos()], dim=1).float()
 
 
-def sincos_pos_embed(grid_shape: Sequence[int], dim: int, temperature: float = 10000.0) -> Tensor:
+def sincos_pos_embed(
+    grid_shape: Sequence[int],
+    dim: int,
+    temperature: float = 10000.0,
+    *,
+    reverse_axes: bool = False,
+) -> Tensor:
     """Fixed sin-cos table for a grid, flattened in C order: ``(prod(grid_shape), dim)``.
 
     Each of the ``n`` axes gets ``2 * (dim // (2 n))`` channels; the remainder is zero.
+    ``reverse_axes`` gives the last axis the first channels (He et al.'s released MAE code
+    puts the column coordinate first in its 2D table); tokens stay in C order.
     """
     shape = tuple(int(s) for s in grid_shape)
     per_axis = 2 * (dim // (2 * len(shape)))
@@ -47,14 +55,18 @@ def sincos_pos_embed(grid_shape: Sequence[int], dim: int, temperature: float = 1
         raise ValueError(f"dim={dim} is too small for a {len(shape)}-D sin-cos embedding")
     coords = torch.meshgrid(*[torch.arange(s) for s in shape], indexing="ij")
     parts = [sincos_1d(c.reshape(-1), per_axis, temperature) for c in coords]
+    if reverse_axes:
+        parts = parts[::-1]
     table = torch.cat(parts, dim=1)  # (N, per_axis * ndim)
     return F.pad(table, (0, dim - table.shape[1]))
 
 
 @functools.lru_cache(maxsize=64)
-def cached_sincos_pos_embed(grid_shape: tuple[int, ...], dim: int) -> Tensor:
+def cached_sincos_pos_embed(
+    grid_shape: tuple[int, ...], dim: int, reverse_axes: bool = False
+) -> Tensor:
     """:func:`sincos_pos_embed` as ``(1, N, dim)``, computed once per grid (read-only)."""
-    return sincos_pos_embed(grid_shape, dim)[None]
+    return sincos_pos_embed(grid_shape, dim, reverse_axes=reverse_axes)[None]
 
 
 def resample_pos_embed(

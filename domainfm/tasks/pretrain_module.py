@@ -125,6 +125,8 @@ class PretrainModule(L.LightningModule):
                     objective.bind_backbone(backbone)  # sizes its heads from the backbone
                 except ValueError as err:
                     raise ValueError(f"objective {name!r}: {err}") from err
+            if isinstance(objective, MASKED):
+                _decoder_start(backbone, objective)  # refuses a decoder wanting absent tokens
             if isinstance(objective, (BatchObjective, *MASKED)):
                 continue  # brings its own heads (a masked objective: its decoder)
             self.projectors[name] = ProjectionHead(
@@ -152,8 +154,8 @@ class PretrainModule(L.LightningModule):
     def _masked(self, objective: nn.Module, batch: Mapping[str, Tensor]) -> Any:
         x, mask, keep_idx = batch["input"], batch["mask"], batch["keep_idx"]
         tokens, grid = self.backbone.forward_tokens(x, keep_idx)  # type: ignore[operator]
-        prefix = int(getattr(self.backbone, "num_prefix_tokens", 0))
-        return objective(tokens[:, prefix:], grid, keep_idx, mask, x)
+        start = _decoder_start(self.backbone, objective)
+        return objective(tokens[:, start:], grid, keep_idx, mask, x)
 
     def _two_view(self, name: str, objective: nn.Module, features: BatchFeatures) -> Any:
         projector = self.projectors[name]
@@ -333,8 +335,8 @@ class PretrainModule(L.LightningModule):
             )
         x, mask, keep_idx = batch["input"], batch["mask"], batch["keep_idx"]
         tokens, grid = self.backbone.forward_tokens(x, keep_idx)  # type: ignore[operator]
-        prefix = int(getattr(self.backbone, "num_prefix_tokens", 0))
-        pred = mae.reconstruct(tokens[:, prefix:], grid, keep_idx).float()  # (B, N, P*C)
+        start = _decoder_start(self.backbone, mae)
+        pred = mae.reconstruct(tokens[:, start:], grid, keep_idx).float()  # (B, N, P*C)
         pixels = patchify(x.float(), grid)  # (B, N, P*C)
         if mae.target.normalize:
             mean = pixels.mean(dim=-1, keepdim=True)
@@ -393,3 +395,15 @@ def _kwargs_or_empty(obj: object) -> dict[str, Any]:
         return dict(init_config(obj)["kwargs"])
     except TypeError:
         return {}
+
+
+def _decoder_start(backbone: nn.Module, objective: nn.Module) -> int:
+    """Index of the first encoder token a masked objective reads: after the prefix (class)
+    tokens, except the last ``decoder_prefix_tokens`` that its decoder takes too."""
+    prefix = int(getattr(backbone, "num_prefix_tokens", 0))
+    passed = int(getattr(objective, "decoder_prefix_tokens", 0))
+    if passed > prefix:
+        raise ValueError(
+            f"the objective's decoder takes {passed} prefix token(s), the backbone has {prefix}"
+        )
+    return prefix - passed

@@ -86,6 +86,13 @@ class MAE(SizedFromBackbone):
         target: per-token target; default normalized pixels.
         infonce_weight: weight of SSAST's discriminative InfoNCE over masked patches
             (0: plain MAE).
+        decoder_prefix_tokens: encoder prefix (class) tokens passed through the decoder with
+            a zero position, as He et al.'s released code does (1); the caller then passes
+            ``tokens`` as ``(B, decoder_prefix_tokens + K, D)``, prefix first. 0: patch
+            tokens only.
+        decoder_pos_reverse_axes: the decoder's sin-cos table with the last grid axis in the
+            first channels (He et al.'s released 2D table; a released decoder trained with it
+            needs it); tokens stay in C order.
 
     The decoder is built in the constructor when ``embed_dim``, ``in_chans`` and
     ``patch_size`` are all given, otherwise by :meth:`bind_backbone`; sizes given are
@@ -115,6 +122,8 @@ class MAE(SizedFromBackbone):
         target: MAETarget | None = None,
         decoder_qkv_bias: bool = True,
         infonce_weight: float = 0.0,
+        decoder_prefix_tokens: int = 0,
+        decoder_pos_reverse_axes: bool = False,
     ) -> None:
         super().__init__()
         if decoder_dim % decoder_heads:
@@ -135,6 +144,10 @@ class MAE(SizedFromBackbone):
         self.mlp_ratio = mlp_ratio
         self.decoder_qkv_bias = decoder_qkv_bias
         self.infonce_weight = float(infonce_weight)
+        if decoder_prefix_tokens < 0:
+            raise ValueError(f"decoder_prefix_tokens={decoder_prefix_tokens}: must be >= 0")
+        self.decoder_prefix_tokens = int(decoder_prefix_tokens)
+        self.decoder_pos_reverse_axes = bool(decoder_pos_reverse_axes)
         self.build_heads_if_sized()
 
     def build_heads(self) -> None:
@@ -165,7 +178,9 @@ class MAE(SizedFromBackbone):
                     nn.init.zeros_(m.bias)
 
     def _decoder_pos(self, grid: TokenGrid, ref: Tensor) -> Tensor:
-        table = cached_sincos_pos_embed(grid.shape, self.mask_token.shape[-1])  # (1, N, Dd)
+        table = cached_sincos_pos_embed(
+            grid.shape, self.mask_token.shape[-1], self.decoder_pos_reverse_axes
+        )  # (1, N, Dd)
         return table.to(device=ref.device, dtype=ref.dtype)
 
     def _check_grid(self, grid: TokenGrid) -> None:
@@ -176,22 +191,30 @@ class MAE(SizedFromBackbone):
             )
 
     def decode(self, tokens: Tensor, grid: TokenGrid, keep_idx: Tensor) -> Tensor:
-        """Visible tokens ``(B, K, D)`` → decoder features on the full grid ``(B, N, Dd)``."""
+        """Visible tokens ``(B, P + K, D)`` (``P = decoder_prefix_tokens``) → decoder features
+        on the full grid ``(B, N, Dd)``."""
         self._check_grid(grid)
-        if tokens.shape[:2] != keep_idx.shape:
+        prefix = self.decoder_prefix_tokens
+        if tokens.shape[0] != keep_idx.shape[0] or tokens.shape[1] != prefix + keep_idx.shape[1]:
+            expected = (
+                f"pass {prefix} prefix (class) token(s), then the visible patch tokens"
+                if prefix
+                else "pass patch tokens without prefix (class) tokens"
+            )
             raise ValueError(
                 f"tokens {tuple(tokens.shape)} and keep_idx {tuple(keep_idx.shape)} disagree; "
-                "pass patch tokens without prefix (class) tokens"
+                f"{expected}"
             )
-        visible = self.decoder_embed(tokens)  # (B, K, Dd)
+        embedded = self.decoder_embed(tokens)  # (B, P + K, Dd)
+        lead, visible = embedded[:, :prefix], embedded[:, prefix:]
         batch, _, dim = visible.shape
         full = self.mask_token.to(visible.dtype).expand(batch, grid.num_tokens, dim)
         index = keep_idx[..., None].expand(-1, -1, dim)
         full = full.scatter(1, index, visible)  # (B, N, Dd) with visible tokens in place
-        full = full + self._decoder_pos(grid, full)
+        full = torch.cat([lead, full + self._decoder_pos(grid, full)], dim=1)
         for block in self.decoder_blocks:
             full = block(full)
-        return self.decoder_norm(full)
+        return self.decoder_norm(full)[:, prefix:]
 
     def reconstruct(self, tokens: Tensor, grid: TokenGrid, keep_idx: Tensor) -> Tensor:
         """Predictions for every token, ``(B, N, T)`` (e.g. for a reconstruction preview)."""

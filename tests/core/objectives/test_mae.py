@@ -230,3 +230,54 @@ def test_size_missing_from_the_backbone_must_be_given() -> None:
     mae = MAE(in_chans=3, decoder_dim=8, decoder_heads=2)
     mae.bind_backbone(Tokens())
     assert mae.decoder_pred.out_features == 3 * 16
+
+
+def _released_mae_2d_table(grid: tuple[int, int], dim: int) -> torch.Tensor:
+    """He et al.'s released 2D sin-cos table (models_mae / util/pos_embed.py), written from
+    its description: ``meshgrid(w, h)`` so the first half of the channels encodes the column,
+    the second half the row; each half is ``[sin(p ω), cos(p ω)]`` with
+    ``ω_k = 1 / 10000^(k / (D/4))``."""
+    h, w = grid
+    rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    quarter = dim // 4
+    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)
+
+    def half(p: torch.Tensor) -> torch.Tensor:
+        angles = p.reshape(-1).double()[:, None] * omega[None]
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    return torch.cat([half(cols), half(rows)], dim=1).float()
+
+
+def test_decoder_with_class_token_and_released_table_matches_the_released_decoder() -> None:
+    """``decoder_prefix_tokens=1`` + ``decoder_pos_reverse_axes``: the decoder of He et al.'s
+    released code (class token through the decoder at a zero position, then dropped)."""
+    torch.manual_seed(0)
+    mae = MAE(
+        embed_dim=16,
+        in_chans=3,
+        patch_size=(4, 4),
+        decoder_dim=8,
+        decoder_depth=2,
+        decoder_heads=2,
+        decoder_prefix_tokens=1,
+        decoder_pos_reverse_axes=True,
+    ).eval()
+    grid = TokenGrid(shape=(2, 3), patch_size=(4, 4), axes=("h", "w"))
+    keep = torch.tensor([[4, 0, 2], [1, 5, 3]])
+    tokens = torch.randn(2, 1 + 3, 16)  # class token first
+    # the released decoder, step by step
+    x = mae.decoder_embed(tokens)
+    cls, vis = x[:, :1], x[:, 1:]
+    full = mae.mask_token.expand(2, 6, 8).clone()
+    for b in range(2):
+        full[b, keep[b]] = vis[b]
+    table = torch.cat([torch.zeros(1, 8), _released_mae_2d_table((2, 3), 8)])[None]
+    seq = torch.cat([cls, full], dim=1) + table
+    for block in mae.decoder_blocks:
+        seq = block(seq)
+    expected = mae.decoder_pred(mae.decoder_norm(seq))[:, 1:]
+    with torch.no_grad():
+        torch.testing.assert_close(mae.reconstruct(tokens, grid, keep), expected)
+    with pytest.raises(ValueError, match="1 prefix"):
+        mae.reconstruct(tokens[:, 1:], grid, keep)
