@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
+from functools import partial
 from typing import Literal
 
 import torch
@@ -126,7 +127,8 @@ class VisionTransformerND(nn.Module):
         global_pool: ``"token"`` (class token) or ``"avg"`` (mean of patch tokens) in ``forward``.
         drop_path_rate: stochastic depth, linearly increasing over blocks.
         axes: axis names, default ``("t",)``, ``("h", "w")`` or ``("d", "h", "w")``.
-        norm_eps: epsilon of the final LayerNorm (1e-6 as timm/MAE; MONAI's ViT uses 1e-5).
+        norm_eps: epsilon of every LayerNorm, in the blocks and the final one (1e-6 as timm's
+            and MAE's ViTs; MONAI's ViT uses 1e-5).
     """
 
     def __init__(
@@ -186,13 +188,13 @@ class VisionTransformerND(nn.Module):
                     "pos_embed='learned' needs grid_size (the token grid it is built for)"
                 )
             self.grid_size = to_ntuple(grid_size, spatial_dims, name="grid_size")
-            n = self.num_prefix_tokens + int(torch.tensor(self.grid_size).prod())
+            n = self.num_prefix_tokens + math.prod(self.grid_size)  # also on meta
             self.pos_embed: nn.Parameter | None = nn.Parameter(torch.zeros(1, n, embed_dim))
         else:
             self.grid_size = to_ntuple(grid_size or 1, spatial_dims, name="grid_size")
             self.pos_embed = None
 
-        rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        rates = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()  # also on meta
         self.blocks = nn.ModuleList(
             Block(
                 dim=embed_dim,
@@ -200,6 +202,7 @@ class VisionTransformerND(nn.Module):
                 mlp_ratio=mlp_ratio,
                 qkv_bias=qkv_bias,
                 drop_path=rate,
+                norm_layer=partial(nn.LayerNorm, eps=norm_eps),
             )
             for rate in rates
         )
