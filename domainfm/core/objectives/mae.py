@@ -51,6 +51,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -163,6 +164,7 @@ class MAE(SizedFromBackbone):
                 num_heads=self.decoder_heads,
                 mlp_ratio=self.mlp_ratio,
                 qkv_bias=self.decoder_qkv_bias,
+                norm_layer=partial(nn.LayerNorm, eps=1e-6),  # as MAE's released decoder
             )
             for _ in range(self.decoder_depth)
         )

@@ -28,7 +28,10 @@ Verified against sustainlab-group/SatMAE (commit e31c11f):
   :func:`~domainfm.core.patching.patchify` order).
 
 Pretext heads: the RGB file's MAE decoder maps onto :class:`~domainfm.core.objectives.mae.MAE`
-key for key (``decoder_pos_embed``, a fixed table we recompute, dropped). The group-channel
+key for key (``decoder_pos_embed``, a fixed table we recompute, dropped), with MAE's options
+for the released code's decoder: the class token passes through it
+(``decoder_prefix_tokens=1``) and its 2D sin-cos table puts the column coordinate first
+(``decoder_pos_reverse_axes``). The group-channel
 decoder does not: its positions are ``[2-D sin-cos (384) ‖ group code (128)]`` concatenated,
 it carries the class token through the decoder, and ``decoder_pred`` is one head per band
 group with ``|g| · p²`` outputs (256, 256, 128), where our MAE has one head over every
@@ -169,7 +172,14 @@ def _map_fmow_rgb_decoder(content: Any) -> dict[str, Tensor]:
     drop=("decoder_*", "mask_token"),
     pretext=PretextHead(
         objective="mae",
-        kwargs={"decoder_dim": 512, "decoder_depth": 8, "decoder_heads": 16, "mlp_ratio": 4.0},
+        kwargs={
+            "decoder_dim": 512,
+            "decoder_depth": 8,
+            "decoder_heads": 16,
+            "mlp_ratio": 4.0,
+            "decoder_prefix_tokens": 1,  # models_mae passes the class token through
+            "decoder_pos_reverse_axes": True,  # its 2D table: column coordinate first
+        },
         map_keys=_map_fmow_rgb_decoder,
         drop=("decoder_pos_embed",),
     ),
