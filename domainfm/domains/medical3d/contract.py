@@ -177,8 +177,25 @@ class VolumeContract(InputContract):
         return float(lo), float(hi)
 
     def intensity(self) -> Callable[[Any], Any]:
-        """The MONAI intensity transform of this contract (:func:`intensity_transform`)."""
-        return intensity_transform(self.modality, self.window)
+        """The MONAI intensity transform of this contract's ``normalization``:
+        ``hu_window`` / ``percentile`` (:func:`intensity_transform`), or ``zscore_nonzero``
+        (per-channel z-score over the non-zero voxels, zeros kept: MedicalNet's; its
+        training-time noise on zero voxels is not reproduced).
+
+        Raises:
+            ValueError: for a normalization type no transform implements (never guessed).
+        """
+        kind = (self.normalization or {}).get("type")
+        if kind in ("hu_window", "percentile"):
+            return intensity_transform(self.modality, self.window)
+        if kind == "zscore_nonzero":
+            from monai import transforms as mt
+
+            return mt.NormalizeIntensity(nonzero=True, channel_wise=True)
+        raise ValueError(
+            f"normalization type {kind!r} has no transform here; apply it before the model "
+            "(types: hu_window, percentile, zscore_nonzero)"
+        )
 
     def normalize(self, x: Tensor) -> Tensor:
         """``(C, *spatial)`` raw intensities (HU for CT) → the model's [0, 1] input."""

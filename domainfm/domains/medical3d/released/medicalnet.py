@@ -35,8 +35,8 @@ Verified against (code read, not run):
   z first) is cropped, resized with nearest-neighbour zoom to ``input_D × input_H ×
   input_W`` (``setting.py`` default 56 × 448 × 448), and normalized per volume: **z-score over
   the voxels > 0**, the voxels equal to 0 replaced by N(0, 1) noise. That is recorded as the
-  contract's ``normalization``; note that :meth:`VolumeContract.normalize` implements only
-  the HU window / percentile mappings, so apply the z-score yourself.
+  contract's ``normalization`` (``zscore_nonzero``), which :meth:`VolumeContract.normalize`
+  applies (zeros kept as zeros: the training-time noise is not reproduced).
 
 **Not verified**: the real files could not be downloaded here. MedicalNet was trained with
 PyTorch 0.4.1, which writes BatchNorm's ``num_batches_tracked``; if a file lacks those
