@@ -4,7 +4,8 @@
 * ``export CKPT OUT_DIR``: write ``model.safetensors`` + ``config.json`` for the backbone
   (an existing export is refused unless ``--overwrite``).
 * ``inspect PATH``: print the config and the load report of an export or checkpoint; exits
-  0 only when the load is clean.
+  0 only when the load is clean; a released weights file is identified by its key layout.
+* ``releases [--domain D] [--json]``: the registered released checkpoints.
 * ``segment CKPT INPUT OUTPUT``: segmentation with a fine-tuned checkpoint, by the domain
   whose input contract the checkpoint records (or ``--domain``).
 * ``detect CKPT INPUT OUTPUT``: object detection with a fine-tuned ``DetectionModule``.
@@ -100,15 +101,18 @@ def _inspect(argv: Sequence[str]) -> int:
         prog="domainfm inspect",
         description="Print config and load report; exit 0 for a clean load, 1 for a load that "
         "is not clean (missing, unexpected or mismatched keys), 2 for input that is no "
-        "readable export or checkpoint.",
+        "readable export or checkpoint; a released file: 0 exact fit, 1 near misses only.",
     )
-    parser.add_argument("path", help="export folder, its config.json, or a domainfm .ckpt")
+    parser.add_argument("path", help="export folder, config.json, .ckpt or released weights file")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
+    from domainfm.pretrained.identify import inspect_weights_file
     from domainfm.pretrained.load import inspect_backbone
 
-    try:
-        config, report = inspect_backbone(args.path)
+    try:  # a weights file without domainfm metadata is matched against the released layouts
+        found = inspect_weights_file(args.path, as_json=args.json)
+        if found is None:
+            config, report = inspect_backbone(args.path)
     except MemoryError:
         raise
     except Exception as err:  # every failure is bad input, named; --debug shows the cause
@@ -118,12 +122,21 @@ def _inspect(argv: Sequence[str]) -> int:
         if str(args.path) not in text:
             text = f"{args.path}: {text}"
         raise ValueError(text) from err
+    if found is not None:
+        print(found[0])
+        return found[1]
     if args.json:
         print(json.dumps({"config": config, "report": report.as_dict()}, indent=2, default=str))
     else:
         print(json.dumps(config, indent=2, default=str))
         print(report)
     return 0 if report.ok else 1
+
+
+def _releases(argv: Sequence[str]) -> int:
+    from domainfm.domains.release_table import releases_command
+
+    return releases_command(argv)
 
 
 def _predict_parser(prog: str, description: str, ckpt: str, output: str) -> argparse.ArgumentParser:
@@ -304,6 +317,7 @@ def _prepare(argv: Sequence[str]) -> int:
 BUILTIN: dict[str, tuple[str, Command]] = {
     "export": ("write a checkpoint's backbone as model.safetensors + config.json", _export),
     "inspect": ("print an export's or checkpoint's config and load report", _inspect),
+    "releases": ("list the registered released checkpoints", _releases),
     "segment": ("segment an input of any size with a fine-tuned checkpoint", _segment),
     "detect": ("detect objects in an input of any size with a detection checkpoint", _detect),
     "prepare": ("preprocess a folder of raw inputs once into streamable shards", _prepare),

@@ -202,7 +202,7 @@ class VisionTransformerND(nn.Module):
                 mlp_ratio=mlp_ratio,
                 qkv_bias=qkv_bias,
                 drop_path=rate,
-                norm_layer=partial(nn.LayerNorm, eps=norm_eps),
+                norm_layer=partial(nn.LayerNorm, eps=norm_eps),  # type: ignore[arg-type]
             )
             for rate in rates
         )

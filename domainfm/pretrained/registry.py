@@ -273,8 +273,10 @@ _IMAGENET = {
     },
     license="Apache-2.0 (timm); check the weights' own model card",
     reference="https://huggingface.co/timm/vit_small_patch16_224.augreg_in21k_ft_in1k",
+    drop=("head.*", "fc_norm.*"),
 )
 def _map_timm_vit(state: Mapping[str, Any]) -> dict[str, Tensor]:
-    """timm ViT keys are ours already; drop the classifier (and an identity fc_norm)."""
+    """timm ViT keys are ours already; the classifier (``head.*``, and ``fc_norm.*`` of
+    average-pooled variants) is dropped by name (``drop``)."""
     inner = state.get("state_dict", state.get("model", state))
-    return {k: v for k, v in inner.items() if not k.startswith(("head.", "fc_norm."))}
+    return dict(inner)

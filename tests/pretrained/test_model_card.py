@@ -88,5 +88,5 @@ def test_a_cache_ref_to_a_missing_snapshot_is_named(tmp_path: Path) -> None:
     out, _ = _export(tmp_path)
     repo = _hf_cache(tmp_path, out)
     (repo / "refs" / "main").write_text("feedbeef")
-    with pytest.raises(FileNotFoundError, match="feedbeef.*not in the cache"):
+    with pytest.raises(FileNotFoundError, match=r"feedbeef.*not in the cache"):
         resolve_snapshot(repo)

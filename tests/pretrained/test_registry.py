@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import timm
@@ -10,6 +12,19 @@ from safetensors.torch import save_file
 from domainfm.pretrained import RELEASED, CheckpointMismatchError, load_released
 
 
+def _timm_vit_file(device: str) -> tuple[Any, str]:
+    """``vit_small_patch16_224.safetensors`` as timm publishes it: the plain state dict,
+    classifier included (``head.*`` (1000, 384))."""
+    with torch.device(device):
+        state = timm.create_model("vit_small_patch16_224", pretrained=False).state_dict()
+    return state, ".safetensors"
+
+
+LAYOUT_FILES: dict[str, Callable[[str], tuple[Any, str]]] = {
+    "timm-vit-small-patch16-224": _timm_vit_file,
+}
+
+
 def test_timm_vit_release_loads_and_matches_timm(tmp_path: Path) -> None:
     """A state dict with the real timm ViT-S/16 layout (no download) loads strictly."""
     ref = timm.create_model("vit_small_patch16_224", pretrained=False).eval()
@@ -17,6 +32,7 @@ def test_timm_vit_release_loads_and_matches_timm(tmp_path: Path) -> None:
     save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(path))
     model, report = load_released("timm-vit-small-patch16-224", path)
     assert report.ok and not report.unexpected and len(report.loaded) == len(model.state_dict())
+    assert report.dropped == ["head.bias", "head.weight"]  # the classifier, by name
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         torch.testing.assert_close(model.eval().forward_tokens(x)[0], ref.forward_features(x))

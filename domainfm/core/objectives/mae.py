@@ -164,7 +164,8 @@ class MAE(SizedFromBackbone):
                 num_heads=self.decoder_heads,
                 mlp_ratio=self.mlp_ratio,
                 qkv_bias=self.decoder_qkv_bias,
-                norm_layer=partial(nn.LayerNorm, eps=1e-6),  # as MAE's released decoder
+                # eps 1e-6 as MAE's released decoder (timm types norm_layer as a class)
+                norm_layer=partial(nn.LayerNorm, eps=1e-6),  # type: ignore[arg-type]
             )
             for _ in range(self.decoder_depth)
         )

@@ -6,9 +6,11 @@ convs, ``(64, 1, 3, 3)`` then ``(64, 64, 3, 3)``), ``features.{1,5,9}.{weight,bi
 running_mean,running_var,num_batches_tracked}`` (BatchNorm), ``fc.0.{weight,bias}``
 (``(d, 512)``) and ``fc.3.{weight,bias}`` (``(d, d)``). BYOL-A's own loader also accepts a
 ``{"state_dict": ...}`` wrapper and keys with a prefix before ``features.``/``fc.`` (e.g.
-a training checkpoint's ``net.`` or ``online_encoder.net.``), keeping only those keys; so
-does this one. When several encoders are present (BYOL's online and target networks), the
-online one is taken; any other ambiguity is an error naming the prefixes.
+a training checkpoint's ``net.`` or ``online_encoder.net.``); so does this one. When several
+encoders are present (BYOL's online and target networks), the online one is taken; any other
+ambiguity is an error naming the prefixes. Nothing is left out silently: the training-only
+parts (``target_encoder``, ``projector``, ``predictor``) are dropped by name and listed in
+``report.dropped``; any other key is reported unexpected.
 
 The weights expect BYOL-A's log-mel (:class:`~domainfm.domains.audio.frontends.
 LogMelFrontend` defaults: 16 kHz, ``n_fft`` 1024, hop 160, 64 mels, 60–7800 Hz,
@@ -70,9 +72,8 @@ _REFERENCE = (
 _KEY = re.compile(r"(?:^|\.)((?:features|fc)\..*)$")
 
 
-def byola_keys(content: Any) -> dict[str, Tensor]:
-    """``features.*``/``fc.*`` of a BYOL-A file, unwrapped from ``state_dict`` and stripped of
-    any prefix (see the module docstring)."""
+def _split_byola(content: Any) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """``(encoder keys without prefix, every other key as it is)`` of a BYOL-A file."""
     state = content
     if isinstance(content, Mapping) and isinstance(content.get("state_dict"), Mapping):
         state = content["state_dict"]
@@ -81,21 +82,40 @@ def byola_keys(content: Any) -> dict[str, Tensor]:
     by_prefix: dict[str, dict[str, Tensor]] = {}
     for key, value in state.items():
         match = _KEY.search(key)
-        if match is None:
-            continue  # projector/predictor heads and other modules are not the encoder
-        prefix = key[: match.start(1)]
-        by_prefix.setdefault(prefix, {})[match.group(1)] = value
+        if match is not None:
+            by_prefix.setdefault(key[: match.start(1)], {})[match.group(1)] = value
     if not by_prefix:
         raise KeyError("no features.* / fc.* keys (not an AudioNTT2020 state dict)")
+    prefix = next(iter(by_prefix))
     if len(by_prefix) > 1:
         online = [p for p in by_prefix if "online" in p]
         if len(online) != 1:
             raise KeyError(
                 f"encoder keys under several prefixes {sorted(by_prefix)}; keep one encoder"
             )
-        return by_prefix[online[0]]
-    return next(iter(by_prefix.values()))
+        prefix = online[0]
+    chosen = {prefix + k for k in by_prefix[prefix]}
+    rest = {k: v for k, v in state.items() if k not in chosen}
+    return by_prefix[prefix], rest
 
+
+def byola_keys(content: Any) -> dict[str, Tensor]:
+    """``features.*``/``fc.*`` of a BYOL-A file, unwrapped from ``state_dict`` and stripped of
+    any prefix (see the module docstring): the encoder alone."""
+    return _split_byola(content)[0]
+
+
+def _map_byola(content: Any) -> dict[str, Tensor]:
+    """The registered key map: the encoder's keys (:func:`byola_keys`) plus every other key
+    of the file under its own name — a training checkpoint's target encoder, projector and
+    predictor are dropped by name (``drop``), anything else is reported unexpected."""
+    encoder, rest = _split_byola(content)
+    return {**encoder, **rest}
+
+
+BYOLA_TRAINING_PARTS = ("*target_encoder.*", "*projector.*", "*predictor.*")
+"""BYOL's training-only parts (byol-pytorch names): the EMA target encoder, the online
+projector and predictor; dropped by name when a training checkpoint is loaded."""
 
 for _d in (512, 1024, 2048):
     released_checkpoint(
@@ -106,4 +126,5 @@ for _d in (512, 1024, 2048):
         input=_BYOLA_INPUT,
         license=_LICENSE,
         reference=_REFERENCE.replace("{d}", str(_d)),
-    )(byola_keys)
+        drop=BYOLA_TRAINING_PARTS,
+    )(_map_byola)

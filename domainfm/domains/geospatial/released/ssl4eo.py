@@ -4,11 +4,12 @@ and :class:`~domainfm.core.vit.VisionTransformerND` (ViT-S/16).
 
 The weights are those of Wang et al. 2022, "SSL4EO-S12: a large-scale multi-modal,
 multi-temporal dataset for self-supervised learning in Earth observation" (arXiv:2211.07044):
-MoCo-v2 / DINO pretraining on 13-band Sentinel-2 Level-1C patches. Each entry is a key-mapping
-function registered with :func:`~domainfm.pretrained.registry.released_checkpoint`; files are
-local (never downloaded), read with ``weights_only=True``, and loaded strictly: known
-pretraining-only parts (classifier/projection heads, the MoCo key encoder and queue, the DINO
-head) are dropped by name; any other key is left in place so the load report names it.
+MoCo-v2 / DINO / MAE pretraining on 13-band Sentinel-2 Level-1C patches. Each entry is a
+key-mapping function registered with :func:`~domainfm.pretrained.registry.released_checkpoint`;
+files are local (never downloaded), read with ``weights_only=True``, and loaded strictly:
+known pretraining-only parts (classifier/projection heads, the MoCo key encoder and queue, the
+DINO head, the MAE decoder) are dropped by name (each entry's ``drop``, listed in
+``report.dropped``); any other key is left in place so the load report names it.
 
 Layouts, and where each was verified (reference code read, not run):
 
@@ -54,10 +55,40 @@ Layouts, and where each was verified (reference code read, not run):
   per-band mean/std in that file are used only with ``--normalize``). The same contract as
   TorchGeo's.
 
+* **Original MAE** ViT-S/16 (``B13_vits16_mae_ep99.pth``, "full ckpt" on
+  ``huggingface.co/wangyi111/SSL4EO-S12``): ``{"model", "optimizer", "epoch", "scaler",
+  "args"}`` — ``pretrain_ssl/models/mae/util/misc.py::save_model`` saves
+  ``model_without_ddp.state_dict()`` (no ``module.``) of ``models/mae/models_mae.py``
+  ``mae_vit_small_patch16_dec512d8b`` (``pretrain_mae_s2c.py --model mae_vit_small_patch16``,
+  ``scripts/pretrain/srun_train_mae_vits16_s2c.sh``: 13 bands, ``--norm_pix_loss``, mask
+  ratio 0.7, uint8 LMDB as above). Its encoder keys are timm's (``PatchEmbed``, ``Block`` with
+  ``qkv_bias``, LayerNorm eps 1e-6, ``cls_token``, ``norm``); ``pos_embed`` ``(1, 197, 384)``
+  is a fixed 2-D sin-cos table with a zero class row, **loaded as stored** (our ViT keeps it
+  as a learned table, so the numbers are the release's). The decoder (``decoder_embed``,
+  ``mask_token``, ``decoder_blocks.0..7`` timm ``Block`` 512 wide with 16 heads,
+  ``decoder_norm``, ``decoder_pred`` ``(16*16*13, 512)``) is dropped from the backbone by name
+  and is the entry's pretext head, mapped onto :class:`~domainfm.core.objectives.mae.MAE`:
+  the same key names; ``decoder_pos_embed`` (fixed sin-cos) is dropped because our decoder
+  computes its own positions; ``patchify`` orders a patch's values ``(p, q, c)``
+  (``einsum('nchpwq->nhwpqc')``), ours too (channels last), so ``decoder_pred`` rows are kept
+  in order. The upstream decoder carries the class token through its blocks at a zero
+  position and adds He et al.'s 2D table (column coordinate in the first half of the
+  channels): our ``MAE`` with ``decoder_prefix_tokens=1`` and ``decoder_pos_reverse_axes``
+  does the same, so the reconstruction is the release's (tested against the released
+  ``forward_decoder`` written out step by step).
+* **TorchGeo** ``ViTSmall16_Weights.SENTINEL2_ALL_MAE`` (``B13_vits16_mae_ep99_enc.pth``):
+  the encoder alone as a plain timm state dict (torchgeo's ``vit_small_patch16_224`` loads it
+  with ``strict=False`` allowing only ``norm.*``/``head.*`` to differ, for its
+  ``features_only`` mode); not downloaded, so whether ``norm.*`` is in the file was not seen:
+  a file without it is refused, naming the keys.
+
 Not verified here (no file was downloaded): the "backbone" variants linked from the
-SSL4EO-S12 README and the MAE / MoCo-v3 ViT checkpoints (not registered). The full DINO
+SSL4EO-S12 README and the MoCo-v3 ViT checkpoints (not registered). The full DINO and MAE
 checkpoints hold ``"args"``, an ``argparse.Namespace``; the ``weights_only=True`` reader
 allows exactly that class (attributes only, no code), so they load as released.
+
+Identical layouts: the TorchGeo MoCo and DINO ResNet-50 files have one layout (names and
+shapes), as have the three TorchGeo ViT-S/16 files: ``domainfm inspect`` names them together.
 
 Example::
 
@@ -82,7 +113,7 @@ from torch import Tensor
 from domainfm.domains.geospatial.contract import RasterContract
 from domainfm.domains.geospatial.raster_header import SENTINEL2_L1C_BANDS
 from domainfm.domains.geospatial.timm_cnn import TimmCNN, timm_to_backbone_keys
-from domainfm.pretrained.registry import RELEASED, released_checkpoint
+from domainfm.pretrained.registry import RELEASED, PretextHead, released_checkpoint
 
 S2_L1C_DN_INPUT = RasterContract(
     bands=list(SENTINEL2_L1C_BANDS),
@@ -149,91 +180,116 @@ def _unwrap(content: Any, key: str | None = None) -> Mapping[str, Tensor]:
 
 
 def _resnet50_keys(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """timm/torchvision ResNet-50 keys → ``timm_cnn`` keys (``fc.*`` dropped)."""
+    """timm/torchvision ResNet-50 keys → ``timm_cnn`` keys; the classifier ``fc.*`` passes
+    through under its own name (the entries drop it by name, reported)."""
     with torch.device("meta"):  # only the key names are needed
         target = TimmCNN(**RESNET50_S2)
-    return timm_to_backbone_keys(state, target)
+    head = {k: v for k, v in state.items() if k.startswith("fc.")}
+    body = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    return {**timm_to_backbone_keys(body, target), **head}
 
 
 @_resnet50_release(
     name="torchgeo-resnet50-sentinel2-all-moco",
     source_layout="TorchGeo ResNet50_Weights.SENTINEL2_ALL_MOCO: plain timm resnet50 state dict "
-    "(in_chans 13: conv1.weight (64, 13, 7, 7)), no fc.* (dropped if present)",
+    "(in_chans 13: conv1.weight (64, 13, 7, 7)), no fc.* (dropped by name if present)",
     input=_TG_INPUT,
     reference="https://hf.co/torchgeo/resnet50_sentinel2_all_moco "
     "(resnet50_sentinel2_all_moco-df8b932e.pth)",
+    drop=("fc.*",),
 )
 @_resnet50_release(
     name="torchgeo-resnet50-sentinel2-all-dino",
     source_layout="TorchGeo ResNet50_Weights.SENTINEL2_ALL_DINO: plain timm resnet50 state dict "
-    "(in_chans 13), no fc.* (dropped if present)",
+    "(in_chans 13), no fc.* (dropped by name if present)",
     input=_TG_INPUT,
     reference="https://hf.co/torchgeo/resnet50_sentinel2_all_dino "
     "(resnet50_sentinel2_all_dino-d6c330e9.pth)",
+    drop=("fc.*",),
 )
 def _map_torchgeo_resnet50(content: Any) -> dict[str, Tensor]:
     return _resnet50_keys(_unwrap(content))
+
+
+_TIMM_VIT_HEAD = ("head.*", "fc_norm.*")
+"""A timm ViT's classifier (and the identity ``fc_norm`` of token-pooled variants)."""
 
 
 @_vit_s16_release(
     name="torchgeo-vit-small-patch16-224-sentinel2-all-moco",
     source_layout="TorchGeo ViTSmall16_Weights.SENTINEL2_ALL_MOCO: plain timm "
     "vit_small_patch16_224 state dict (in_chans 13: patch_embed.proj.weight (384, 13, 16, 16), "
-    "pos_embed (1, 197, 384)), head.* dropped if present",
+    "pos_embed (1, 197, 384)), head.* dropped by name if present",
     input=_TG_INPUT,
     reference="https://hf.co/torchgeo/vit_small_patch16_224_sentinel2_all_moco",
+    drop=_TIMM_VIT_HEAD,
 )
 @_vit_s16_release(
     name="torchgeo-vit-small-patch16-224-sentinel2-all-dino",
     source_layout="TorchGeo ViTSmall16_Weights.SENTINEL2_ALL_DINO: plain timm "
-    "vit_small_patch16_224 state dict (in_chans 13), head.* dropped if present",
+    "vit_small_patch16_224 state dict (in_chans 13), head.* dropped by name if present",
     input=_TG_INPUT,
     reference="https://hf.co/torchgeo/vit_small_patch16_224_sentinel2_all_dino",
+    drop=_TIMM_VIT_HEAD,
+)
+@_vit_s16_release(
+    name="torchgeo-vit-small-patch16-224-sentinel2-all-mae",
+    source_layout="TorchGeo ViTSmall16_Weights.SENTINEL2_ALL_MAE (B13_vits16_mae_ep99_enc.pth): "
+    "the MAE encoder as a plain timm vit_small_patch16_224 state dict (in_chans 13), head.* "
+    "dropped by name if present",
+    input=_TG_INPUT,
+    reference="https://huggingface.co/wangyi111/SSL4EO-S12 (B13_vits16_mae_ep99_enc.pth)",
+    drop=_TIMM_VIT_HEAD,
 )
 def _map_torchgeo_vit(content: Any) -> dict[str, Tensor]:
-    state = _unwrap(content)
-    return {k: v for k, v in state.items() if not k.startswith(("head.", "fc_norm."))}
+    return dict(_unwrap(content))
 
 
-_MOCO_DROPPED = ("module.encoder_q.fc.", "module.encoder_k.")
-_MOCO_BUFFERS = {"module.queue", "module.queue_ptr"}
+_MOCO_Q = "module.encoder_q."
 
 
 @_resnet50_release(
     name="ssl4eo-s12-resnet50-moco",
     source_layout="SSL4EO-S12 B13_rn50_moco_0099_ckpt.pth: {'state_dict': "
     "{'module.encoder_q.<resnet key>'}}; encoder_q.fc (MLP head), encoder_k.*, queue, queue_ptr "
-    "dropped",
+    "dropped by name",
     input=_ORIG_INPUT,
     reference=f"{_SSL4EO} (README, MoCo ResNet50 full ckpt); {_PAPER}",
+    drop=(f"{_MOCO_Q}fc.*", "module.encoder_k.*", "module.queue", "module.queue_ptr"),
 )
 def _map_ssl4eo_moco_resnet50(content: Any) -> dict[str, Tensor]:
-    state = _unwrap(content, "state_dict")
-    kept: dict[str, Tensor] = {}
-    for key, value in state.items():
-        if key in _MOCO_BUFFERS or key.startswith(_MOCO_DROPPED):
-            continue
-        kept[key.removeprefix("module.encoder_q.")] = value  # other keys: reported
-    return _resnet50_keys(kept)
+    """``module.encoder_q.<resnet key>`` → ours; every other key (the query encoder's MLP
+    head, the key encoder, the queue) passes through under its own name, for ``drop``."""
+    encoder: dict[str, Tensor] = {}
+    rest: dict[str, Tensor] = {}
+    for key, value in _unwrap(content, "state_dict").items():
+        if key.startswith(_MOCO_Q) and not key.startswith(f"{_MOCO_Q}fc."):
+            encoder[key.removeprefix(_MOCO_Q)] = value
+        else:
+            rest[key] = value
+    return {**_resnet50_keys(encoder), **rest}
 
 
 def _dino_teacher_backbone(content: Any) -> dict[str, Tensor]:
-    """DINO teacher: ``[module.]backbone.<key>`` → ``<key>``; ``[module.]head.*`` dropped."""
-    out: dict[str, Tensor] = {}
-    for key, value in _unwrap(content, "teacher").items():
-        key = key.removeprefix("module.")
-        if key.startswith("head."):
-            continue  # DINOHead: head.mlp.*, head.last_layer.weight_{g,v}
-        out[key.removeprefix("backbone.")] = value  # anything else: reported
-    return out
+    """DINO teacher: ``[module.]backbone.<key>`` → ``<key>``; the ``DINOHead``
+    (``[module.]head.*``) stays ``head.*`` for the entries' ``drop``."""
+    return {
+        k.removeprefix("module.").removeprefix("backbone."): v
+        for k, v in _unwrap(content, "teacher").items()
+    }
+
+
+_DINO_HEAD = ("head.mlp.*", "head.last_layer.*")
+"""DINO's projection head (``DINOHead``: ``mlp.{0,2,4}``, weight-normed ``last_layer``)."""
 
 
 @_vit_s16_release(
     name="ssl4eo-s12-vit-small-patch16-dino",
     source_layout="SSL4EO-S12 B13_vits16_dino_0099_ckpt.pth: {'teacher': {'backbone.<vit key>', "
-    "'head.*' (DINOHead, dropped)}, 'student': {'module.backbone.*', ...}}; teacher read",
+    "'head.*' (DINOHead, dropped by name)}, 'student': {'module.backbone.*', ...}}; teacher read",
     input=_ORIG_INPUT,
     reference=f"{_SSL4EO} (README, DINO ViT-S/16 full ckpt); {_PAPER}",
+    drop=_DINO_HEAD,
 )
 def _map_ssl4eo_dino_vit(content: Any) -> dict[str, Tensor]:
     return _dino_teacher_backbone(content)
@@ -242,9 +298,63 @@ def _map_ssl4eo_dino_vit(content: Any) -> dict[str, Tensor]:
 @_resnet50_release(
     name="ssl4eo-s12-resnet50-dino",
     source_layout="SSL4EO-S12 B13_rn50_dino_0099_ckpt.pth: {'teacher': {'module.backbone."
-    "<resnet key>', 'module.head.*' (DINOHead, dropped)}, 'student': ...}; teacher read",
+    "<resnet key>', 'module.head.*' (DINOHead, dropped by name)}, 'student': ...}; teacher read",
     input=_ORIG_INPUT,
     reference=f"{_SSL4EO} (README, DINO ResNet50 full ckpt); {_PAPER}",
+    drop=_DINO_HEAD,
 )
 def _map_ssl4eo_dino_resnet50(content: Any) -> dict[str, Tensor]:
     return _resnet50_keys(_dino_teacher_backbone(content))
+
+
+SSL4EO_MAE_DECODER: dict[str, Any] = {
+    "decoder_dim": 512,
+    "decoder_depth": 8,
+    "decoder_heads": 16,
+    "mlp_ratio": 4.0,
+    "decoder_qkv_bias": True,
+    "decoder_prefix_tokens": 1,  # models_mae passes the class token through the decoder
+    "decoder_pos_reverse_axes": True,  # its 2D sin-cos table: column coordinate first
+}
+""":class:`~domainfm.core.objectives.mae.MAE` kwargs of the SSL4EO-S12 ViT-S/16 MAE decoder
+(``mae_vit_small_patch16_dec512d8b``: 512 wide, 8 blocks, 16 heads, MLP ratio 4, LayerNorm
+eps 1e-6; the class token goes through the decoder at a zero position, the table is He et
+al.'s)."""
+
+_MAE_DECODER_KEYS = ("decoder_embed.", "decoder_blocks.", "decoder_norm.", "decoder_pred.")
+
+
+def _mae_model(content: Any) -> Mapping[str, Tensor]:
+    return _unwrap(content, "model")
+
+
+def _map_ssl4eo_mae_decoder(content: Any) -> dict[str, Tensor]:
+    """The MAE decoder of the full checkpoint: its keys are our ``MAE`` objective's
+    (``decoder_embed``, ``mask_token``, ``decoder_blocks.N`` as timm ``Block``,
+    ``decoder_norm``, ``decoder_pred``); the fixed ``decoder_pos_embed`` comes along for the
+    head's ``drop``."""
+    return {
+        k: v
+        for k, v in _mae_model(content).items()
+        if k.startswith(_MAE_DECODER_KEYS) or k in ("mask_token", "decoder_pos_embed")
+    }
+
+
+@_vit_s16_release(
+    name="ssl4eo-s12-vit-small-patch16-mae",
+    source_layout="SSL4EO-S12 B13_vits16_mae_ep99.pth (full MAE checkpoint): {'model': "
+    "{<timm vit key> (pos_embed (1, 197, 384) fixed sin-cos, loaded as stored), "
+    "mask_token, decoder_* (MAE decoder, dropped by name; the pretext head)}, 'optimizer', "
+    "'epoch', 'scaler', 'args'}",
+    input=_ORIG_INPUT,
+    reference=f"{_SSL4EO} (README, MAE ViT-S/16 full ckpt); {_PAPER}",
+    drop=("decoder_*", "mask_token"),
+    pretext=PretextHead(
+        objective="mae",
+        kwargs=SSL4EO_MAE_DECODER,
+        map_keys=_map_ssl4eo_mae_decoder,
+        drop=("decoder_pos_embed",),
+    ),
+)
+def _map_ssl4eo_mae_vit(content: Any) -> dict[str, Tensor]:
+    return dict(_mae_model(content))

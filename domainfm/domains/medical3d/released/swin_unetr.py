@@ -2,11 +2,21 @@
 
 Each entry is a key-mapping function registered with
 :func:`~domainfm.pretrained.registry.released_checkpoint`; files are local, read with
-``weights_only=True``, and every key is reported (never a non-strict load). The layouts:
+``weights_only=True``, and every key is reported (never a non-strict load): parts beyond the
+encoder (SSL heads, decoders) are dropped by name (each entry's ``drop``, listed in
+``report.dropped``). The layouts:
 
 * ``model_swinvit.pt`` (Tang et al. 2022 self-supervised encoder, 5k CT): saved from DDP as
   ``{"state_dict": {"module.patch_embed.proj.weight", "module.layers1.0.blocks.0.mlp.fc1.weight",
-  "module.layers1.0.downsample.reduction.weight", ...}}`` (MONAI's ``SwinUNETR.load_from``).
+  "module.layers1.0.downsample.reduction.weight", ...}}``. MONAI's ``SwinUNETR.load_from``
+  (``monai/networks/nets/swin_unetr.py``) copies exactly these encoder keys by name and reads
+  nothing else, so it never shows what else the file holds. The file holds more:
+  ``module.norm.weight`` / ``module.norm.bias`` (the final LayerNorm of the original Swin
+  encoder, ``16 * 48 = 768`` wide, which MONAI's ``SwinTransformer`` does not have) —
+  Project-MONAI/research-contributions#150 ("two unexpected keys, norm.weight and norm.bias",
+  loading it into the pretraining ``SSLHead``) and #346 (fc1/fc2 vs linear1/linear2). Both are
+  dropped by name, and so are SSL heads (``module.rotation_*``, ``module.contrastive_*``,
+  ``module.conv.*``) should a copy carry them; anything else is reported unexpected.
 * the research pretraining script's checkpoints: ``{"state_dict": {"swin_vit.*" or
   "swinViT.*", plus the SSL heads "rotation_*", "contrastive_*", "conv.*"}}``.
 * ``ssl_pretrained_weights.pth`` (50k-volume CT pretraining; MONAI's ``filter_swinunetr``):
@@ -19,8 +29,8 @@ Each entry is a key-mapping function registered with
   ``vit.patch_embedding.position_embeddings`` (learned, no class token),
   ``vit.blocks.N.{norm1,attn.qkv,attn.out_proj,norm2,mlp.linear1,mlp.linear2}``, ``vit.norm``
   — mapped onto :class:`~domainfm.core.vit.VisionTransformerND` (timm block names); each
-  block's unused ``norm_cross_attn`` and the decoder keys (``encoder1..5``, ``decoder2..5``,
-  ``out``) are dropped.
+  block's unused ``norm_cross_attn`` and the decoder keys (``encoder1..4``, ``decoder2..5``,
+  ``out``) are dropped by name.
 """
 
 from __future__ import annotations
@@ -64,13 +74,18 @@ def _unwrap(content: Any, key: str) -> Mapping[str, Tensor]:
 
 
 def _rename(
-    state: Mapping[str, Tensor], prefix: str, fix: Callable[[str], str] = lambda k: k
+    state: Mapping[str, Tensor],
+    prefix: str,
+    fix: Callable[[str], str] = lambda k: k,
+    *,
+    keep: tuple[str, ...] = (),
 ) -> dict[str, Tensor]:
-    """``prefix + rest`` → ``swinViT. + fix(rest)`` with MLP names made MONAI's; other keys
-    are kept as they are (so the load report names them as unexpected)."""
+    """``prefix + rest`` → ``swinViT. + fix(rest)`` with MLP names made MONAI's; keys starting
+    with one of ``keep`` (pretraining parts, for the entry's ``drop``) and keys without
+    ``prefix`` are kept as they are (so the load report names anything unforeseen)."""
     out: dict[str, Tensor] = {}
     for key, value in state.items():
-        if key.startswith(prefix):
+        if key.startswith(prefix) and not key.startswith(keep):
             rest = fix(key[len(prefix) :]).replace("mlp.fc1.", "mlp.linear1.")
             out["swinViT." + rest.replace("mlp.fc2.", "mlp.linear2.")] = value
         else:
@@ -78,62 +93,92 @@ def _rename(
     return out
 
 
+_SSL_HEADS = ("rotation_pre.", "rotation_head.", "contrastive_pre.", "contrastive_head.", "conv.")
+"""The SSL heads of the research pretraining model (``SSLHead``: rotation, contrastive and
+reconstruction heads)."""
+_SSL_HEAD_PATTERNS = tuple(f"{h}*" for h in _SSL_HEADS)
+_SWINVIT_EXTRAS = tuple(f"module.{h}" for h in ("norm.", *_SSL_HEADS))
+
+
 @_swin_release(
     name="swin-unetr-ssl-model_swinvit",
-    source_layout="model_swinvit.pt: {'state_dict': {'module.<encoder key>'}}, MLP as fc1/fc2",
+    source_layout="model_swinvit.pt: {'state_dict': {'module.<encoder key>'}}, MLP as fc1/fc2; "
+    "module.norm.* (the original Swin's final LayerNorm, 16F wide) and any SSL head "
+    "(module.rotation_*, module.contrastive_*, module.conv.*) dropped by name",
     reference="https://github.com/Project-MONAI/research-contributions/tree/main/SwinUNETR/Pretrain",
+    drop=tuple(f"{k}*" for k in _SWINVIT_EXTRAS),
 )
 def _map_model_swinvit(content: Any) -> dict[str, Tensor]:
-    return _rename(_unwrap(content, "state_dict"), "module.")
-
-
-_SSL_HEADS = ("rotation_pre.", "rotation_head.", "contrastive_pre.", "contrastive_head.", "conv.")
+    return _rename(_unwrap(content, "state_dict"), "module.", keep=_SWINVIT_EXTRAS)
 
 
 @_swin_release(
     name="swin-unetr-ssl-pretrain-checkpoint",
     source_layout="pretraining script checkpoint: {'state_dict': {'swin_vit.*' | 'swinViT.*' | "
-    "'module.swinViT.*', SSL heads rotation_*/contrastive_*/conv.* (dropped)}}",
+    "'module.swinViT.*', SSL heads rotation_*/contrastive_*/conv.* (dropped by name)}}",
     reference="https://github.com/Project-MONAI/research-contributions/tree/main/SwinUNETR/Pretrain",
+    drop=_SSL_HEAD_PATTERNS,
 )
 def _map_pretrain_checkpoint(content: Any) -> dict[str, Tensor]:
     state = {k.removeprefix("module."): v for k, v in _unwrap(content, "state_dict").items()}
-    state = {k: v for k, v in state.items() if not k.startswith(_SSL_HEADS)}
     prefix = "swin_vit." if any(k.startswith("swin_vit.") for k in state) else "swinViT."
     return _rename(state, prefix)
 
 
-_DROPPED_50K = {
-    "encoder.mask_token",
-    "encoder.norm.weight",
-    "encoder.norm.bias",
-    "out.conv.conv.weight",
-    "out.conv.conv.bias",
-}
+_EXTRAS_50K = ("encoder.mask_token", "encoder.norm.", "out.")
+"""Parts of the 50k-volume pretraining model beyond the Swin encoder (the keys MONAI's
+``filter_swinunetr`` skips: ``encoder.mask_token``, ``encoder.norm.*``, ``out.conv.conv.*``)."""
 
 
 @_swin_release(
     name="swin-unetr-ssl-50k",
     source_layout="ssl_pretrained_weights.pth: {'model': {'encoder.layersN.0.0.*'}}, plus "
-    "encoder.mask_token / encoder.norm.* / out.conv.conv.* of the pretraining model (dropped)",
+    "encoder.mask_token / encoder.norm.* / out.conv.conv.* of the pretraining model (dropped "
+    "by name)",
     reference="https://github.com/Project-MONAI/MONAI-extra-test-data/releases/tag/0.8.1",
+    drop=("encoder.mask_token", "encoder.norm.*", "out.*"),
 )
 def _map_ssl_50k(content: Any) -> dict[str, Tensor]:
-    state = {k: v for k, v in _unwrap(content, "model").items() if k not in _DROPPED_50K}
     collapse = re.compile(r"^(layers[1-4]\.\d+)\.\d+\.")  # layersN.0.0.x -> layersN.0.x
-    return _rename(state, "encoder.", lambda k: collapse.sub(r"\1.", k))
+    return _rename(
+        _unwrap(content, "model"),
+        "encoder.",
+        lambda k: collapse.sub(r"\1.", k),
+        keep=_EXTRAS_50K,
+    )
+
+
+_SWIN_UNETR_DECODER = tuple(
+    f"{part}.*"
+    for part in (
+        *(f"encoder{i}" for i in (1, 2, 3, 4, 10)),
+        *(f"decoder{i}" for i in range(1, 6)),
+        "out",
+    )
+)
+"""MONAI ``SwinUNETR``'s segmentation decoder: residual encoder blocks ``encoder{1,2,3,4,10}``,
+up-sampling blocks ``decoder{1..5}`` and the output convolution ``out``."""
+
+
+def _plain_or_state_dict(content: Any) -> Mapping[str, Tensor]:
+    if not isinstance(content, Mapping):
+        raise TypeError(f"expected a state dict, found {type(content).__name__}")
+    inner = content.get("state_dict", content)
+    if not isinstance(inner, Mapping):
+        raise TypeError(f"expected a state dict, found {type(inner).__name__}")
+    return inner
 
 
 @_swin_release(
     name="monai-zoo-swin-unetr",
     source_layout="MONAI SwinUNETR state dict (bundle models/model.pt): 'swinViT.*' encoder keys "
-    "loaded; decoder keys (encoder1..10, decoder1..5, out) belong to the segmentation head",
+    "loaded; the decoder (encoder1..4, encoder10, decoder1..5, out) dropped by name",
     license="Apache-2.0 (MONAI model zoo; check the bundle's own license)",
     reference="https://github.com/Project-MONAI/model-zoo/tree/dev/models/swin_unetr_btcv_segmentation",
+    drop=_SWIN_UNETR_DECODER,
 )
 def _map_monai_zoo(content: Any) -> dict[str, Tensor]:
-    state = content.get("state_dict", content) if isinstance(content, Mapping) else content
-    return {k: v for k, v in state.items() if k.startswith("swinViT.")}
+    return dict(_plain_or_state_dict(content))
 
 
 _UNETR_VIT = {
@@ -158,6 +203,15 @@ _UNETR_NAMES = (
     (".mlp.linear1.", ".mlp.fc1."),
     (".mlp.linear2.", ".mlp.fc2."),
 )
+_UNETR_DECODER = tuple(
+    f"{part}.*"
+    for part in (
+        *(f"encoder{i}" for i in range(1, 5)),
+        *(f"decoder{i}" for i in range(2, 6)),
+        "out",
+    )
+)
+"""MONAI ``UNETR``'s decoder: ``encoder1..4``, ``decoder2..5``, ``out``."""
 
 
 @_ct_release(
@@ -165,20 +219,20 @@ _UNETR_NAMES = (
     architecture="vit_nd",
     kwargs=_UNETR_VIT,
     source_layout="MONAI UNETR state dict (optionally under 'state_dict', 'module.' prefixed): "
-    "'vit.*' encoder keys mapped to timm names; decoder keys and norm_cross_attn dropped",
+    "'vit.*' encoder keys mapped to timm names; the decoder (encoder1..4, decoder2..5, out) and "
+    "each block's unused norm_cross_attn dropped by name",
     reference="https://github.com/Project-MONAI/research-contributions/tree/main/UNETR/BTCV",
+    drop=(*_UNETR_DECODER, "blocks.*.norm_cross_attn.*"),
 )
 def _map_monai_unetr(content: Any) -> dict[str, Tensor]:
-    state = content.get("state_dict", content) if isinstance(content, Mapping) else content
     out: dict[str, Tensor] = {}
-    for key, value in state.items():
+    for key, value in _plain_or_state_dict(content).items():
         key = key.removeprefix("module.")
-        if not key.startswith("vit.") or ".norm_cross_attn." in key:
-            continue  # decoder (encoder1.., decoder.., out) or MONAI's unused cross-attn norm
-        key = key.removeprefix("vit.")
-        for old, new in _UNETR_NAMES:
-            key = key.replace(old, new)
-        out[key] = value
-    if not out:
+        if key.startswith("vit."):
+            key = key.removeprefix("vit.")
+            for old, new in _UNETR_NAMES:
+                key = key.replace(old, new)
+        out[key] = value  # decoder keys as they are, for drop; anything else reported
+    if not any(k.startswith("blocks.") for k in out):
         raise KeyError("no 'vit.*' keys: not a MONAI UNETR state dict")
     return out

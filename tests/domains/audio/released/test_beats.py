@@ -74,6 +74,10 @@ def _finetuned(device: str) -> tuple[Any, str]:
     return _file(device, finetuned=True), ".pt"
 
 
+IDENTICAL_LAYOUTS = (frozenset({"beats-iter3", "beats-iter3-plus-as2m"}),)
+"""Same architecture and key layout (iter3 and iter3+ differ only in training data): a file
+alone cannot tell them apart, so identification lists both."""
+
 LAYOUT_FILES: dict[str, Callable[[str], tuple[Any, str]]] = {
     "beats-iter3": _pretrained,
     "beats-iter3-plus-as2m": _pretrained,

@@ -97,6 +97,9 @@ def build_fairseq(builder: Callable[[], nn.Module], spec: dict[str, str], device
     return fairseq_file(torchaudio_base(builder, device), spec, device), ".pt"
 
 
+IDENTICAL_LAYOUTS = (frozenset({"hubert-base", "wav2vec2-base"}),)
+"""torchaudio's wav2vec 2.0 and HuBERT base models have the same keys and shapes."""
+
 LAYOUT_FILES: dict[str, Callable[[str], tuple[Any, str]]] = {
     "wav2vec2-base": partial(build_torchaudio, torchaudio.models.wav2vec2_base),
     "hubert-base": partial(build_torchaudio, torchaudio.models.hubert_base),

@@ -39,6 +39,12 @@ def _build(size: str) -> Callable[[str], tuple[Any, str]]:
     return build
 
 
+IDENTICAL_LAYOUTS = (
+    frozenset({"croma-base-s1", "croma-base-s2"}),
+    frozenset({"croma-large-s1", "croma-large-s2"}),
+)
+"""One CROMA file holds both modality encoders: each release reads its own from it."""
+
 LAYOUT_FILES: dict[str, Callable[[str], tuple[Any, str]]] = {
     name: _build(name.split("-")[1]) for name in NAMES
 }
