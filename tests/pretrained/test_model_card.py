@@ -72,9 +72,7 @@ def _hf_cache(tmp_path: Path, export: Path, *, ref: bool = True) -> Path:
 
 
 @pytest.mark.parametrize("ref", [True, False])
-def test_load_backbone_reads_a_hugging_face_cache_folder_offline(
-    tmp_path: Path, ref: bool
-) -> None:
+def test_load_backbone_reads_a_hugging_face_cache_folder_offline(tmp_path: Path, ref: bool) -> None:
     out, module = _export(tmp_path)
     repo = _hf_cache(tmp_path, out, ref=ref)
     for where in (repo, repo / "snapshots" / "0123abcd"):
