@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from domainfm.cli import main
+from domainfm.domains.release_table import markdown_release_table, release_rows
 
 BYOLA_TESTS = Path(__file__).parent / "domains/audio/released/test_byola.py"
 
@@ -91,3 +92,12 @@ def test_releases_json_and_domain_filter(capsys: pytest.CaptureFixture[str]) -> 
     assert out.splitlines()[0].split() == ["name", "domain", "architecture", "input"]
     code, _, err = _run(["releases", "--domain", "nope"], capsys)
     assert code == 2 and "invalid choice: 'nope'" in err
+
+
+def test_readme_table_lists_every_registered_release() -> None:
+    """The README's release table is ``domainfm releases --markdown``: regenerate it when a
+    release is added (this fails naming the rows that differ)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = markdown_release_table(release_rows()).splitlines()
+    missing = [row for row in table if row not in readme.splitlines()]
+    assert not missing, missing[:3]

@@ -127,8 +127,27 @@ def format_release_table(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def markdown_release_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The rows as a Markdown table (domain, release, architecture, input, licence), e.g. for
+    documentation; ``|`` in a cell is written as ``/``."""
+
+    def cell(value: Any) -> str:
+        return str(value or "-").replace("|", "/")
+
+    lines = [
+        "| domain | release | architecture | input contract | pretext head | licence |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {cell(r['domain'])} | `{r['name']}` | `{r['architecture']}` | "
+            f"{cell(r['input'])} | {cell(r['pretext'])} | {cell(r['license'])} |"
+        )
+    return "\n".join(lines)
+
+
 def releases_command(argv: Sequence[str]) -> int:
-    """``domainfm releases [--domain D] [--json]``."""
+    """``domainfm releases [--domain D] [--json | --markdown]``."""
     parser = OneLineParser(
         prog="domainfm releases",
         description="List the registered released checkpoints: architecture, input contract, "
@@ -139,8 +158,15 @@ def releases_command(argv: Sequence[str]) -> int:
         choices=[p.name for p in all_domains()],
         help="only the releases of this domain",
     )
-    parser.add_argument("--json", action="store_true", help="print the rows as JSON")
+    form = parser.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="print the rows as JSON")
+    form.add_argument("--markdown", action="store_true", help="print a Markdown table")
     args = parser.parse_args(argv)
     rows = release_rows(args.domain)
-    print(json.dumps(rows, indent=2, default=str) if args.json else format_release_table(rows))
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+    elif args.markdown:
+        print(markdown_release_table(rows))
+    else:
+        print(format_release_table(rows))
     return 0
