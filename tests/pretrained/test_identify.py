@@ -29,9 +29,10 @@ from domainfm.pretrained.identify import (
     best_matches,
     describe_identification,
     identify_release,
+    match_release,
     near_misses,
 )
-from domainfm.pretrained.registry import RELEASED
+from domainfm.pretrained.registry import RELEASED, split_dropped
 
 TESTS = Path(__file__).resolve().parents[1]
 LAYOUT_MODULES = sorted(
@@ -149,3 +150,40 @@ def test_unrelated_content_matches_nothing() -> None:
     assert all(m.score == 0 for m in matches)
     refused = [m for m in matches if m.report is None]
     assert refused and all(m.error for m in refused)  # each key map's refusal kept as text
+
+
+def _tensor_dicts(content: Any) -> list[dict[str, Any]]:
+    """The dicts of ``content`` (nested) that hold tensors, outermost first."""
+    found: list[dict[str, Any]] = []
+    if isinstance(content, dict):
+        if any(isinstance(v, torch.Tensor) for v in content.values()):
+            found.append(content)
+        for value in content.values():
+            found += _tensor_dicts(value)
+    return found
+
+
+@pytest.mark.parametrize("name", _releases())
+def test_a_renamed_key_is_named_never_loaded_silently(name: str) -> None:
+    """Every release: its own file with one weight it loads renamed fits no longer, and what
+    differs names that weight: missing, and the renamed key unexpected (a key map passes
+    unknown keys on), or the key map refuses the file."""
+    builders, _, _ = _collected()
+    if name not in builders:
+        pytest.skip(f"no LAYOUT_FILES builder for {name}")
+    entry = RELEASED.get(name)
+    content, suffix = builders[name]("meta")
+    mapped, _ = split_dropped(entry.map_keys(content), entry.drop)
+    used = {id(v) for v in mapped.values()}
+    target = next(
+        (d, k) for d in _tensor_dicts(content) for k, v in d.items() if id(v) in used and v.ndim > 1
+    )
+    holder, key = target
+    holder[f"{key}_renamed"] = holder.pop(key)
+    match = match_release(entry, content, source=f"{name}{suffix}")
+    assert not match.exact, f"{name}: a file without {key} still fits exactly"
+    if match.report is None:  # the key map refuses the file (loading raises, naming it)
+        assert match.error, name
+        return
+    renamed = [k for k in match.report.unexpected if k.endswith("_renamed")]
+    assert renamed and match.report.missing, match.differences(listed=1000)
