@@ -1,4 +1,6 @@
-"""Released Swin UNETR weights: their real key layouts, mapped onto :class:`SwinViT3D`.
+"""Released Swin UNETR weights: their real key layouts, mapped onto
+:class:`~domainfm.domains.medical3d.swin_legacy.SwinViT3DLegacy` (MONAI's Swin encoder with
+the patch merging of MONAI < 1.5, which every one of them was trained with; see below).
 
 Each entry is a key-mapping function registered with
 :func:`~domainfm.pretrained.registry.released_checkpoint`; files are local, read with
@@ -31,6 +33,41 @@ encoder (SSL heads, decoders) are dropped by name (each entry's ``drop``, listed
   — mapped onto :class:`~domainfm.core.vit.VisionTransformerND` (timm block names); each
   block's unused ``norm_cross_attn`` and the decoder keys (``encoder1..4``, ``decoder2..5``,
   ``out``) are dropped by name.
+
+Which MONAI trained each: MONAI 1.5 (MONAI#8285, first tagged in 1.5.0rc1, January 2025)
+changed the neighbour order of the 3D ``PatchMerging`` that ``SwinUNETR`` uses by default
+(``downsample="merging"``); the old order goes back to MONAI's first Swin UNETR (MONAI#4074,
+0.9.0). The same weights load into either without a key or shape difference, but compute other
+features from the second stage on, so each Swin entry states the order it was trained with:
+
+* ``swin-unetr-ssl-model_swinvit`` and ``swin-unetr-ssl-pretrain-checkpoint`` — old order.
+  The CVPR 2022 weights are linked from research-contributions ``SwinUNETR/BTCV/README.md``
+  since its first commit (2022-05-23) and from ``SwinUNETR/Pretrain/README.md``; the
+  pretraining script (``Pretrain/models/ssl_head.py``) builds MONAI's ``SwinTransformer`` and
+  ``Pretrain/requirements.txt`` pins MONAI from git at ``0.8.1+271.g07de215c`` (2022-05-27),
+  then ``a23c7f54`` (0.9.0rc3+6, since 2022-06-13); ``monai/networks/nets/swin_unetr.py`` at
+  both commits concatenates the old order, which MONAI < 1.5 kept on purpose for these weights
+  (MONAI#5106) and into which its ``SwinUNETR.load_from`` loads ``model_swinvit.pt``.
+* ``swin-unetr-ssl-50k`` — old order. ``ssl_pretrained_weights.pth`` (MONAI-extra-test-data
+  0.8.1) first appears in MONAI tutorials ``self_supervised_pretraining/swinunetr_pretrained``
+  (2023-05-06, fine-tuned there with MONAI 1.x's old-order ``SwinUNETR``); MONAI's
+  ``filter_swinunetr`` (MONAI 1.3) attributes it to Disruptive Autoencoders (Valanarasu et
+  al., arXiv:2307.16896). Their pretraining code (research-contributions
+  ``DAE/Pretrain_full_contrast``, ``requirements.txt`` ``monai==0.8.0``) has its own copy of
+  the encoder, ``models/swin_transformer_3d.py``, whose ``PatchMerging`` concatenates the same
+  old order; its ``models/simmim.py`` ``SwinTransformerSkipForSimMIM`` wraps each stage in
+  another ``ModuleList`` and adds ``mask_token``, which gives the file's
+  ``encoder.layersN.0.0.*`` and ``encoder.mask_token`` keys.
+* ``monai-zoo-swin-unetr`` — old order. The bundle's ``configs/train.json`` builds
+  ``SwinUNETR`` with the default merging; its weights were last retrained in bundle 0.4.7
+  (2023-04-21, "deterministic retrain", ``metadata.json`` ``monai_version`` 1.2.0rc4), earlier
+  ones in 0.1.0 (0.9.0rc1) and 0.3.6 (1.0.1); later versions only re-host the file (0.5.5,
+  2024-09-10: ``model_swin_unetr_btcv_segmentation_v1.pt``, ``monai_version`` 1.4.0).
+* ``monai-unetr`` — not affected: a plain ViT (convolutional patch embedding, no patch
+  merging; research-contributions ``UNETR/BTCV/requirements.txt``: ``monai==0.7.0``).
+
+A Swin UNETR trained with MONAI >= 1.5 has the same keys; it belongs in ``swin_vit_3d``
+(:class:`~domainfm.domains.medical3d.swin.SwinViT3D`), not in these entries.
 """
 
 from __future__ import annotations
@@ -42,6 +79,7 @@ from typing import Any
 
 from torch import Tensor
 
+from domainfm.domains.medical3d import swin_legacy  # noqa: F401  (registers the backbone)
 from domainfm.domains.medical3d.contract import VolumeContract
 from domainfm.pretrained.registry import released_checkpoint
 
@@ -62,7 +100,9 @@ _CT_INPUT = VolumeContract(
 )
 _LICENSE = "Apache-2.0 (Project-MONAI research-contributions / MONAI)"
 _ct_release = partial(released_checkpoint, input=_CT_INPUT, license=_LICENSE)
-_swin_release = partial(_ct_release, architecture="swin_vit_3d", kwargs=_SWIN_SSL)
+_SWIN_ARCHITECTURE = "swin_vit_3d_legacy"
+"""MONAI's Swin encoder with the patch merging of MONAI < 1.5 (see the module docstring)."""
+_swin_release = partial(_ct_release, architecture=_SWIN_ARCHITECTURE, kwargs=_SWIN_SSL)
 
 
 def _unwrap(content: Any, key: str) -> Mapping[str, Tensor]:

@@ -1,30 +1,57 @@
-"""Released Swin UNETR key layouts load strictly into SwinViT3D and match MONAI's encoder.
+"""Released Swin UNETR key layouts load strictly into SwinViT3DLegacy and match the encoder
+of MONAI's Swin UNETR as these weights were trained (MONAI < 1.5's patch merging).
 
 No file can be downloaded here: each test writes a checkpoint with the real layout (key
 names, nesting, prefixes and shapes) from MONAI's own Swin UNETR encoder, at a small
 ``feature_size`` (the key names do not depend on it), and loads it through the same code
-path a user's real file takes.
+path a user's real file takes. The reference is MONAI's ``SwinUNETR`` with the old merging
+restated (``tests/domains/medical3d/monai_merging.py``, loaded by path).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 import torch
 from monai.networks.nets import UNETR, SwinUNETR
+from monai.networks.nets.swin_unetr import PatchMergingV2
 
 import domainfm.domains.medical3d  # noqa: F401 - registers the releases
 from domainfm.core.backbone import build_backbone
+from domainfm.core.vit import VisionTransformerND
+from domainfm.domains.medical3d.swin import SwinViT3D
+from domainfm.domains.medical3d.swin_legacy import SwinViT3DLegacy
 from domainfm.pretrained import RELEASED, CheckpointMismatchError, load_released
 from domainfm.pretrained.identify import meta_parameters
 from domainfm.pretrained.registry import mapped_release_state
 from domainfm.pretrained.report import compare_state_dict
 
 SMALL = {"feature_size": 12}
+SWIN_RELEASES = (
+    "swin-unetr-ssl-model_swinvit",
+    "swin-unetr-ssl-pretrain-checkpoint",
+    "swin-unetr-ssl-50k",
+    "monai-zoo-swin-unetr",
+)
+
+
+def _load_helper(name: str) -> ModuleType:
+    """A helper module of tests/domains/medical3d, loaded by path (not imported)."""
+    path = Path(__file__).resolve().parents[1] / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"medical3d_swin_unetr_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+MonaiPre15PatchMerging = _load_helper("monai_merging").MonaiPre15PatchMerging
 
 
 def ssl_heads(dim: int) -> dict[str, tuple[int, ...]]:
@@ -46,8 +73,11 @@ SSL_HEADS = ssl_heads(192)  # feature_size 12
 
 @pytest.fixture(scope="module")
 def monai_model() -> SwinUNETR:
+    """MONAI's Swin UNETR as the releases were trained: MONAI < 1.5's patch merging."""
     torch.manual_seed(0)
-    return SwinUNETR(in_channels=1, out_channels=3, feature_size=12).eval()
+    return SwinUNETR(
+        in_channels=1, out_channels=3, feature_size=12, downsample=MonaiPre15PatchMerging
+    ).eval()
 
 
 def _encoder(model: SwinUNETR) -> dict[str, torch.Tensor]:
@@ -59,6 +89,7 @@ def _encoder(model: SwinUNETR) -> dict[str, torch.Tensor]:
 
 
 def _check_same_features(model: torch.nn.Module, monai_model: SwinUNETR) -> None:
+    assert isinstance(model, SwinViT3DLegacy)  # every Swin release: MONAI < 1.5's merging
     x = torch.randn(1, 1, 64, 64, 64)
     with torch.no_grad():
         ours = model.eval().forward_intermediates(x)
@@ -77,6 +108,49 @@ def test_model_swinvit_layout(tmp_path: Path, monai_model: SwinUNETR) -> None:
     )
     assert report.ok and len(report.loaded) == len(state)
     _check_same_features(model, monai_model)
+
+
+def test_swin_releases_build_the_pre_1_5_merging() -> None:
+    """Every Swin release was trained before MONAI 1.5 (see the module docstring of
+    released/swin_unetr.py); the ViT-based UNETR has no patch merging and is unaffected."""
+    for name in SWIN_RELEASES:
+        assert RELEASED.get(name).architecture == "swin_vit_3d_legacy", name
+    assert RELEASED.get("monai-unetr").architecture == "vit_nd"
+
+
+def test_current_monai_merging_computes_other_features(
+    tmp_path: Path, monai_model: SwinUNETR
+) -> None:
+    """Why the legacy backbone: the same released file in ``swin_vit_3d`` (MONAI >= 1.5's
+    merging) loads just as strictly but computes other features from the first merging on;
+    ``swin_vit_3d_legacy`` computes the features of the model the weights were trained in."""
+    state = {f"module.{k}": v for k, v in _encoder(monai_model).items()}
+    torch.save({"state_dict": state}, tmp_path / "model_swinvit.pt")
+    legacy, report = load_released(
+        "swin-unetr-ssl-model_swinvit", tmp_path / "model_swinvit.pt", model_kwargs=SMALL
+    )
+    assert report.ok and isinstance(legacy, SwinViT3DLegacy)
+    entry = RELEASED.get("swin-unetr-ssl-model_swinvit")
+    mapped, _ = mapped_release_state(entry, {"state_dict": state}, path="model_swinvit.pt")
+    current = build_backbone("swin_vit_3d", {**entry.kwargs, **SMALL})
+    assert type(current) is SwinViT3D
+    current.load_state_dict(mapped)  # strict: the same keys and shapes
+    x = torch.randn(1, 1, 32, 32, 32)
+    with torch.no_grad():
+        ref = monai_model.swinViT(x, normalize=True)
+        ours = legacy.eval().forward_intermediates(x)
+        new = current.eval().forward_intermediates(x)
+    for a, b in zip(ours, ref, strict=True):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(new[0], ref[0])  # the patch embedding: no merging yet
+    for i in range(1, len(ref)):
+        assert not torch.allclose(new[i], ref[i], atol=1e-3), i
+
+    monai_current = SwinUNETR(in_channels=1, out_channels=3, feature_size=12).eval()
+    monai_current.load_state_dict(monai_model.state_dict())
+    with torch.no_grad():  # the difference is MONAI's own: its current SwinUNETR agrees
+        for a, b in zip(new, monai_current.swinViT(x, normalize=True), strict=True):
+            torch.testing.assert_close(a, b)
 
 
 def test_pretraining_script_layout_drops_ssl_heads(tmp_path: Path, monai_model: SwinUNETR) -> None:
@@ -171,6 +245,7 @@ def test_monai_unetr_layout_matches_monai_vit(tmp_path: Path) -> None:
         mlp_dim=192,
         num_heads=4,
     ).eval()
+    assert not any(isinstance(m, PatchMergingV2) for m in unetr.modules())  # no merging
     state = unetr.state_dict()
     assert "vit.patch_embedding.patch_embeddings.weight" in state
     assert (
@@ -188,6 +263,7 @@ def test_monai_unetr_layout_matches_monai_vit(tmp_path: Path) -> None:
     assert "blocks.0.norm_cross_attn.weight" in report.dropped and "out.conv.conv.weight" in (
         report.dropped
     )
+    assert isinstance(model, VisionTransformerND)
     x = torch.randn(2, 1, 32, 32, 32)
     with torch.no_grad():
         ours, _ = model.eval().forward_tokens(x)
