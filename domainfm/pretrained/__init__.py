@@ -1,4 +1,5 @@
-"""Loading backbones with a report of every key; registry of released checkpoints."""
+"""Loading backbones (domainfm exports and checkpoints, released weights files identified by
+their layout) with a report of every key; registry of released checkpoints."""
 
 from domainfm.pretrained.load import load_backbone
 from domainfm.pretrained.registry import (

@@ -1,4 +1,5 @@
-"""``load_backbone``: rebuild a backbone from a domainfm export (or training checkpoint).
+"""``load_backbone``: rebuild a backbone from a domainfm export, training checkpoint or a
+released weights file.
 
 Accepted inputs:
 
@@ -7,17 +8,28 @@ Accepted inputs:
 * a Lightning ``.ckpt`` written by a domainfm module (read with ``weights_only=True``);
 * a local Hugging Face cache folder of such an export: the snapshot folder, or the
   ``models--ORG--NAME`` folder (its ``refs/main`` snapshot; :mod:`domainfm.pretrained.hf_cache`),
-  offline.
+  offline;
+* a released weights file as published (``.pt`` / ``.pth`` / ``.bin`` / ``.safetensors``, or
+  a ``.ckpt`` without domainfm metadata): the release is identified by the file's key layout
+  (:mod:`domainfm.pretrained.release_file`) and loaded with
+  :func:`~domainfm.pretrained.registry.load_released`; a file several releases fit exactly
+  is loaded only when they all load it the same way, otherwise ``released=NAME`` names it;
+  a file no release fits is refused naming the closest layouts.
 
 The model is built from the recorded architecture and kwargs (``model_kwargs`` overrides
 some of them, e.g. a new ``grid_size``); learned positional tables are resampled to the new
 grid and reported. Every key is accounted for in a :class:`~domainfm.pretrained.report.LoadReport`;
-anything missing, unexpected or mismatched raises unless allowed.
+anything missing, unexpected or mismatched raises unless allowed. The report also says what
+the weights are and expect: ``report.released`` (the release, ``None`` for an export),
+``report.candidates`` (every release the file fits exactly) and ``report.input`` (the input
+contract as JSON: the release's, or the export's; ``None`` when none is recorded).
 
 Example::
 
     >>> model, report = load_backbone("exports/ct_mae")
-    >>> print(report)
+    >>> model, report = load_backbone("AudioNTT2020-BYOLA-64x96d512.pth")
+    >>> report.released, report.input["frontend"]["architecture"]
+    ('byola-audiontt2020-d512', 'log_mel')
 """
 
 from __future__ import annotations
@@ -30,10 +42,9 @@ from torch import Tensor, nn
 
 from domainfm.core.backbone import build_backbone
 from domainfm.core.checkpoint_io import load_safetensors, read_json_document
-from domainfm.core.grid import to_ntuple
-from domainfm.core.pos_embed import resample_pos_embed
 from domainfm.core.size_guard import check_allocation
-from domainfm.pretrained.channels import NewChannelInit, adapt_input_channels
+from domainfm.pretrained.adapt import map_input_channels, pos_embed_resampler
+from domainfm.pretrained.channels import NewChannelInit
 from domainfm.pretrained.export import (
     CONFIG_NAME,
     FORMAT,
@@ -42,12 +53,23 @@ from domainfm.pretrained.export import (
     read_training_checkpoint,
 )
 from domainfm.pretrained.hf_cache import resolve_snapshot
+from domainfm.pretrained.registry import RELEASED, load_released
+from domainfm.pretrained.release_file import identify_for_loading, read_release_content
 from domainfm.pretrained.report import (
     CheckpointMismatchError,
     LoadReport,
-    Resampler,
     load_state_dict_with_report,
 )
+
+__all__ = [
+    "backbone_config_path",
+    "inspect_backbone",
+    "load_backbone",
+    "map_input_channels",
+    "pos_embed_resampler",
+    "read_backbone_source",
+    "read_weights_guarded",
+]
 
 
 def read_weights_guarded(path: Path) -> dict[str, Tensor]:
@@ -106,50 +128,6 @@ def read_backbone_source(path_or_dir: str | Path) -> tuple[dict[str, Any], dict[
     return _read_export(path)
 
 
-def pos_embed_resampler(old_kwargs: Mapping[str, Any], model: nn.Module) -> Resampler:
-    """Resample a learned ``pos_embed`` from the checkpoint's grid to the model's grid."""
-
-    def resample(key: str, value: Tensor, target: Tensor) -> Tensor | None:
-        if key != "pos_embed" or old_kwargs.get("grid_size") is None:
-            return None
-        new_grid = tuple(getattr(model, "grid_size", ()))
-        dims = int(old_kwargs.get("spatial_dims", len(new_grid)))
-        old_grid = to_ntuple(old_kwargs["grid_size"], dims, name="grid_size")
-        prefix = int(getattr(model, "num_prefix_tokens", 0))
-        if len(new_grid) != dims:
-            return None
-        return resample_pos_embed(value, new_grid, old_grid, num_prefix_tokens=prefix)
-
-    return resample
-
-
-def map_input_channels(
-    state: Mapping[str, Tensor],
-    model: nn.Module,
-    *,
-    recorded: Mapping[str, Any],
-    channels: Sequence[str],
-    new_channel_init: NewChannelInit,
-    source: str,
-) -> tuple[dict[str, Tensor], list[tuple[str, str]]]:
-    """``state`` with its input layer remapped from the recorded channel names
-    (``recorded["bands"]`` or ``["channels"]``) to ``channels`` for ``model``, and the
-    adaptations (:func:`~domainfm.pretrained.channels.adapt_input_channels`)."""
-    names = recorded.get("bands") or recorded.get("channels")
-    if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
-        raise ValueError(
-            f"{source} does not record its input channel names (input.bands / "
-            "input.channels), so channels cannot be mapped by name"
-        )
-    return adapt_input_channels(
-        state,
-        model.state_dict(),
-        source=list(names),
-        target=list(channels),
-        new_channel_init=new_channel_init,
-    )
-
-
 def load_backbone(
     path_or_dir: str | Path,
     allow_missing: Iterable[str] = (),
@@ -157,34 +135,80 @@ def load_backbone(
     model_kwargs: Mapping[str, Any] | None = None,
     channels: Sequence[str] | None = None,
     new_channel_init: NewChannelInit = "zeros",
+    released: str | None = None,
 ) -> tuple[nn.Module, LoadReport]:
     """Rebuild and load a backbone; returns ``(model, report)``.
 
     Args:
-        path_or_dir: export folder, its ``config.json``, or a domainfm ``.ckpt``.
+        path_or_dir: export folder, its ``config.json``, a domainfm ``.ckpt``, a Hugging
+            Face cache folder of an export, or a released weights file (identified by its
+            layout, see the module docstring).
         allow_missing: fnmatch patterns of model keys allowed to stay initialized.
-        model_kwargs: constructor kwargs overriding the recorded ones (e.g. ``grid_size``).
+        model_kwargs: constructor kwargs overriding the recorded ones (e.g. ``grid_size``;
+            for a release file given with ``released``, e.g. a smaller depth).
         channels: input channel (band) names of the new model when they differ from the
             checkpoint's (``config["input"]["bands"]`` or ``["channels"]``): the model gets
             ``in_chans=len(channels)`` and its input layer is mapped by name
             (:func:`~domainfm.pretrained.channels.adapt_input_channels`), reported as adapted.
         new_channel_init: how channels the checkpoint lacks start: ``"zeros"`` or ``"mean"``.
+        released: the registered release ``path_or_dir`` is a local file of; skips the
+            identification by layout (needed when several releases with different input
+            contracts or weights fit the file, or for a release file of another size).
+
+    Returns:
+        The model and its load report; ``report.released``, ``report.candidates`` and
+        ``report.input`` say which release the weights are (if any) and what input they
+        expect.
 
     Raises:
         CheckpointMismatchError: with the report table, if the load is not clean.
-        UnsafeCheckpointError: if a ``.ckpt`` would execute code when unpickled.
+        UnsafeCheckpointError: if a ``.ckpt`` or torch file would execute code when unpickled.
+        ValueError: naming the file: no registered release fits a released file exactly
+            (with the closest layouts), or several fit it and load it differently.
     """
+    options: dict[str, Any] = {
+        "allow_missing": allow_missing,
+        "model_kwargs": model_kwargs,
+        "channels": channels,
+        "new_channel_init": new_channel_init,
+    }
+    if released is not None:
+        return _load_release(released, path_or_dir, (released,), **options)
+    content = read_release_content(path_or_dir)
+    if content is not None:
+        found = identify_for_loading(content, source=str(path_or_dir))
+        del content  # the load reads the file itself
+        return _load_release(found.entry.name, path_or_dir, found.candidates, **options)
     config, state, source = read_backbone_source(path_or_dir)
     return _build_and_load(
-        config,
-        state,
-        source,
-        config_path=backbone_config_path(path_or_dir),
-        allow_missing=allow_missing,
+        config, state, source, config_path=backbone_config_path(path_or_dir), **options
+    )
+
+
+def _load_release(
+    name: str,
+    path: str | Path,
+    candidates: Sequence[str],
+    *,
+    allow_missing: Iterable[str] = (),
+    model_kwargs: Mapping[str, Any] | None = None,
+    channels: Sequence[str] | None = None,
+    new_channel_init: NewChannelInit = "zeros",
+) -> tuple[nn.Module, LoadReport]:
+    """:func:`~domainfm.pretrained.registry.load_released`, with the release, the releases
+    the file could be and the release's input contract in the report."""
+    model, report = load_released(
+        name,
+        path,
         model_kwargs=model_kwargs,
+        allow_missing=allow_missing,
         channels=channels,
         new_channel_init=new_channel_init,
     )
+    report.released = name
+    report.candidates = list(candidates)
+    report.input = dict(RELEASED.get(name).input)
+    return model, report
 
 
 def _build_and_load(
@@ -205,8 +229,8 @@ def _build_and_load(
     if channels is not None:
         kwargs["in_chans"] = len(channels)
     model = build_backbone(config["architecture"], kwargs, source=str(config_path))
+    recorded = config.get("input")
     if channels is not None:
-        recorded = config.get("input")
         state, adapted = map_input_channels(
             state,
             model,
@@ -219,6 +243,7 @@ def _build_and_load(
         model, state, source=source, resample=pos_embed_resampler(config["kwargs"], model)
     )
     report.adapted = adapted
+    report.input = dict(recorded) if isinstance(recorded, Mapping) and recorded else None
     report.check(allow_missing)
     return model, report
 

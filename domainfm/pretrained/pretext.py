@@ -29,7 +29,7 @@ from domainfm.core.backbone import build_backbone
 from domainfm.core.objectives.base import BackboneBound
 from domainfm.core.objectives.registry import OBJECTIVES
 from domainfm.core.plugins import discover_plugins
-from domainfm.pretrained.load import pos_embed_resampler
+from domainfm.pretrained.adapt import pos_embed_resampler
 from domainfm.pretrained.registry import (
     RELEASED,
     ReleasedCheckpoint,

@@ -35,8 +35,8 @@ from domainfm.core.contract import InputContract, contract_from_dict
 from domainfm.core.plugins import discover_plugins
 from domainfm.core.registry import Registry
 from domainfm.core.size_guard import check_allocation
+from domainfm.pretrained.adapt import map_input_channels, pos_embed_resampler
 from domainfm.pretrained.channels import NewChannelInit
-from domainfm.pretrained.load import map_input_channels, pos_embed_resampler
 from domainfm.pretrained.report import LoadReport, load_state_dict_with_report
 
 KeyMap = Callable[[Mapping[str, Any]], dict[str, Tensor]]

@@ -53,6 +53,15 @@ class LoadReport:
         dropped: checkpoint keys left out by name before loading because they belong to
             parts the model does not have by design (a release's pretraining heads, a MoCo
             key encoder, a classifier), never silently: they are listed here.
+        released: the registered release the weights were loaded as (a released file given
+            to :func:`~domainfm.pretrained.load.load_backbone` is identified by its layout);
+            ``None`` for a domainfm export or checkpoint.
+        candidates: every release the file fits exactly, :attr:`released` first: more than
+            one when several releases have the same layout and load it the same way (the same
+            architecture, kwargs, input contract and weights, e.g. the torchaudio files of
+            wav2vec 2.0 and HuBERT base), so the file cannot tell which one it is.
+        input: the input contract the weights expect, as JSON (the release's, or the one an
+            export or checkpoint records); ``None`` when none is known.
     """
 
     source: str
@@ -64,6 +73,9 @@ class LoadReport:
     allowed_missing: list[str] = field(default_factory=list)
     adapted: list[tuple[str, str]] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
+    released: str | None = None
+    candidates: list[str] = field(default_factory=list)
+    input: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -87,14 +99,19 @@ class LoadReport:
             ],
             "adapted": [{"key": k, "detail": d} for k, d in self.adapted],
             "dropped": list(self.dropped),
+            "released": self.released,
+            "candidates": list(self.candidates),
+            "input": self.input,
         }
 
     def __str__(self) -> str:
         status = "clean" if self.ok else "NOT clean"
-        lines = [
-            f"load report for {self.source}: {status}",
-            f"  {'status':<12} {'key':<56} detail",
-        ]
+        lines = [f"load report for {self.source}: {status}"]
+        if self.released is not None:
+            others = [c for c in self.candidates if c != self.released]
+            also = f" (its layout fits {', '.join(others)} too, loaded alike)" if others else ""
+            lines.append(f"  release: {self.released}{also}")
+        lines.append(f"  {'status':<12} {'key':<56} detail")
         rows: list[tuple[str, str, str]] = []
         rows += [("missing", k, "in model, not in checkpoint") for k in self.missing]
         rows += [("unexpected", k, "in checkpoint, not in model") for k in self.unexpected]

@@ -102,9 +102,11 @@ class DetectionModule(TaskModule):
     Args:
         backbone: a 2D domainfm backbone; may be omitted when ``pretrained`` names an export
             or checkpoint to rebuild from.
-        pretrained: weights to start from (a ``domainfm export`` folder or ``.ckpt``; with
-            ``released`` a local copy of a registered release); strict, report printed.
-        released: name of the registered release ``pretrained`` is a copy of.
+        pretrained: weights to start from (a ``domainfm export`` folder or ``.ckpt``, or a
+            local copy of a registered release, identified by its layout); strict, report
+            printed; their input contract is recorded when the data module records none.
+        released: name of the registered release ``pretrained`` is a copy of (when its
+            layout alone cannot tell).
         num_classes: classes including the background (class 0).
         image_size: side of the training windows in pixels (images are not rescaled).
         num_maps: ViT blocks read for the pyramid (at most 4).
@@ -144,7 +146,8 @@ class DetectionModule(TaskModule):
             raise ValueError(f"num_classes={num_classes}: must be >= 2 (background + objects)")
         if image_size < 1:
             raise ValueError(f"image_size={image_size}: must be >= 1")
-        backbone = pretrained_backbone(backbone, pretrained, released)
+        backbone, loaded = pretrained_backbone(backbone, pretrained, released)
+        self.record_pretrained(pretrained, loaded)  # its input contract, its release
         self.image_size = image_size
         self.backbone = backbone  # registered here: its keys are backbone.* (exportable)
         features = BackboneFPN(backbone, num_maps=num_maps, out_channels=fpn_dim)

@@ -57,10 +57,15 @@ class FinetuneModule(TaskModule):
             may be omitted when ``pretrained`` names an export or checkpoint to rebuild from.
         pretrained: weights to start from: a ``domainfm export`` folder or a domainfm
             ``.ckpt`` (rebuilt from its recorded config when ``backbone`` is omitted, else
-            loaded into ``backbone``), or with ``released`` a local copy of a registered
-            release. Every key must load (strict, with a printed report).
-        released: name of a registered release (:func:`domainfm.pretrained.load_released`)
-            that ``pretrained`` is a copy of.
+            loaded into ``backbone``), or a local copy of a registered release (``backbone``
+            omitted; the release is identified by the file's layout,
+            :func:`domainfm.load_backbone`). Every key must load (strict, with a printed
+            report). The input contract the weights expect (the release's or the export's)
+            is recorded in the checkpoint when the data module records none, and a release
+            is recorded as the checkpoint's provenance with its licence.
+        released: name of the registered release (:func:`domainfm.pretrained.load_released`)
+            ``pretrained`` is a copy of, when its layout alone cannot tell (several releases
+            with different contracts fit it) or it is of another size.
         task: ``"classification"`` or ``"segmentation"``.
         num_classes: number of classes (background included for segmentation).
         mode: ``"full"`` fine-tuning or ``"linear_probe"`` (frozen backbone; classification).
@@ -100,7 +105,8 @@ class FinetuneModule(TaskModule):
         decoder: Literal["auto", "upernet"] = "auto",
     ) -> None:
         super().__init__()
-        backbone = pretrained_backbone(backbone, pretrained, released)
+        backbone, loaded = pretrained_backbone(backbone, pretrained, released)
+        self.record_pretrained(pretrained, loaded)  # its input contract, its release
         if decoder not in ("auto", "upernet"):
             raise ValueError(f"decoder={decoder!r}: must be 'auto' or 'upernet'")
         self.head_kwargs = {

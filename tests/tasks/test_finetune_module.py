@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import nibabel as nib
@@ -10,7 +12,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from domainfm.core.vit import VisionTransformerND
-from domainfm.tasks.finetune_module import FinetuneModule
+from domainfm.domains.audio.ntt import AudioNTT2020
+from domainfm.pretrained.registry import RELEASED
+from domainfm.tasks.finetune_module import FinetuneModule, load_finetuned
+from domainfm.tasks.task_module import checkpoint_metadata
 
 CT = "medical/totalsegmentator_examples/ct_labeled/example_ct_sm.nii.gz"
 SEG = "medical/totalsegmentator_examples/ct_labeled/example_seg.nii.gz"
@@ -157,3 +162,64 @@ def test_multiscale_segmentation_uses_the_unet_decoder_and_fits_a_ct_crop(
     assert module.num_maps == len(backbone.feature_channels)
     losses = _fit_losses(module, x, y, steps=6)
     assert losses[-1] < 0.85 * losses[0], losses
+
+
+# -- a released file as pretrained weights ---------------------------------------------------
+
+BYOLA = "byola-audiontt2020-d512"
+
+
+def _byola_file(folder: Path) -> Path:
+    """BYOL-A's ``AudioNTT2020-BYOLA-64x96d512.pth`` as published (5 M parameters), random
+    weights."""
+    torch.manual_seed(0)
+    path = folder / "AudioNTT2020-BYOLA-64x96d512.pth"
+    torch.save(AudioNTT2020(n_mels=64, d=512).state_dict(), path)
+    return path
+
+
+def test_a_release_file_fine_tunes_with_its_contract_recorded(tmp_path: Path) -> None:
+    """``pretrained=`` a release file, no ``released=``: identified by its layout, loaded
+    strictly; with a data module recording no contract, the checkpoint records the release's
+    input contract, and the release (with its licence) as provenance."""
+    path = _byola_file(tmp_path)
+    module = FinetuneModule(pretrained=str(path), task="classification", num_classes=2)
+    assert isinstance(module.backbone, AudioNTT2020)
+    entry = RELEASED.get(BYOLA)
+    assert module.pretrained_input == dict(entry.input)
+    torch.manual_seed(1)
+    data = [{"input": torch.randn(1, 64, 96), "label": torch.tensor(i % 2)} for i in range(4)]
+    trainer = _trainer(1)
+    trainer.fit(module, train_dataloaders=DataLoader(data, batch_size=2))  # type: ignore[arg-type]
+    ckpt = tmp_path / "finetuned.ckpt"
+    trainer.save_checkpoint(ckpt)
+    restored, meta = load_finetuned(ckpt)
+    assert meta["input"] == json.loads(json.dumps(dict(entry.input)))
+    origin = meta["provenance"]["initialized_from"]
+    assert (origin["released"], origin["candidates"], origin["file"]) == (BYOLA, [BYOLA], str(path))
+    assert meta["license"] == entry.license
+    for key, value in module.backbone.state_dict().items():
+        torch.testing.assert_close(restored.backbone.state_dict()[key], value)
+
+
+def test_the_data_modules_contract_wins_over_the_releases() -> None:
+    recorded = {"kind": "audio", "sample_rate": 8000}
+    trainer = SimpleNamespace(datamodule=SimpleNamespace(input_contract=lambda: recorded))
+    meta = checkpoint_metadata(
+        AudioNTT2020(n_mels=64, d=16),
+        trainer,  # type: ignore[arg-type]
+        {},
+        default_input={"kind": "audio", "sample_rate": 16000},
+    )
+    assert meta["input"] == recorded and "provenance" not in meta
+
+
+def test_a_release_file_builds_its_own_backbone(tmp_path: Path) -> None:
+    path = _byola_file(tmp_path)
+    with pytest.raises(ValueError, match="released weights build their own backbone"):
+        FinetuneModule(
+            backbone=AudioNTT2020(n_mels=64, d=512),
+            pretrained=str(path),
+            task="classification",
+            num_classes=2,
+        )

@@ -69,7 +69,7 @@ class SoundEventModule(L.LightningModule):
         super().__init__()
         from torchmetrics.classification import MultilabelF1Score
 
-        self.backbone = pretrained_backbone(backbone, pretrained, None)
+        self.backbone, _ = pretrained_backbone(backbone, pretrained, None)
         width = int(getattr(self.backbone, "embed_dim"))  # noqa: B009 - part of the contract
         self.head = nn.Linear(width, num_classes)
         self.num_classes = num_classes
