@@ -9,7 +9,9 @@
 
 :func:`resolve_snapshot` turns such a ``models--ORG--NAME`` folder into its snapshot folder
 (the revision ``refs/main`` names, or the only snapshot there is); any other path is returned
-unchanged. Nothing is downloaded and no network is touched: the files must be in the cache.
+unchanged. :func:`weights_in_folder` goes one step further for a release's own repository (a
+snapshot of e.g. ``ibm-nasa-geospatial/Prithvi-EO-1.0-100M``, no domainfm export): its one
+weights file. Nothing is downloaded and no network is touched: the files must be in the cache.
 
 Example::
 
@@ -19,7 +21,11 @@ Example::
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+from domainfm.pretrained.export import CONFIG_NAME, FORMAT
+from domainfm.pretrained.release_file import RELEASE_SUFFIXES
 
 CACHE_PREFIX = "models--"
 
@@ -65,3 +71,38 @@ def resolve_snapshot(path: str | Path, *, revision: str = "main") -> Path:
         f"{folder}: no refs/{revision} and {len(found)} snapshots ({names}); give the snapshot "
         "folder itself"
     )
+
+
+def _is_domainfm_config(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("format") == FORMAT
+
+
+def weights_in_folder(path: str | Path) -> Path:
+    """The file to load from ``path``: a Hugging Face cache folder resolved to its snapshot;
+    a folder that is no domainfm export (no ``config.json`` in domainfm's format) but holds
+    exactly one weights file (``.pt``, ``.pth``, ``.bin``, ``.safetensors``) → that file;
+    anything else unchanged.
+
+    Raises:
+        ValueError: naming the folder when it is no domainfm export and holds several weights
+            files (which one is meant cannot be guessed).
+    """
+    folder = resolve_snapshot(path)
+    if not folder.is_dir() or _is_domainfm_config(folder / CONFIG_NAME):
+        return folder
+    found = sorted(
+        p for p in folder.iterdir() if p.suffix in RELEASE_SUFFIXES and not p.name.startswith(".")
+    )
+    if len(found) == 1:
+        return found[0]
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found)
+        raise ValueError(
+            f"{folder}: no domainfm export, and {len(found)} weights files ({names}); give the "
+            "file to load"
+        )
+    return folder

@@ -52,7 +52,7 @@ from domainfm.pretrained.export import (
     backbone_config,
     read_training_checkpoint,
 )
-from domainfm.pretrained.hf_cache import resolve_snapshot
+from domainfm.pretrained.hf_cache import resolve_snapshot, weights_in_folder
 from domainfm.pretrained.registry import RELEASED, load_released
 from domainfm.pretrained.release_file import identify_for_loading, read_release_content
 from domainfm.pretrained.report import (
@@ -172,6 +172,7 @@ def load_backbone(
         "channels": channels,
         "new_channel_init": new_channel_init,
     }
+    path_or_dir = weights_in_folder(path_or_dir)  # a release's own repository snapshot
     if released is not None:
         return _load_release(released, path_or_dir, (released,), **options)
     content = read_release_content(path_or_dir)

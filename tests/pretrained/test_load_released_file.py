@@ -258,3 +258,27 @@ def test_torchgeo_and_softcon_resnet50_files_are_ambiguous() -> None:
     for name in module.IDENTICAL_LAYOUTS[0]:
         assert name in text
     assert "input contract" in text and "released=NAME" in text
+
+
+def test_a_hugging_face_snapshot_of_a_release_repository_loads_offline(tmp_path: Path) -> None:
+    """A release's own repository in the Hugging Face cache (its weights file and its own,
+    non-domainfm config.json, as symlinks into blobs/): the one weights file is identified."""
+    repo = tmp_path / "hub" / "models--nttcslab--byol-a"
+    snap = repo / "snapshots" / "c0ffee"
+    blobs = repo / "blobs"
+    snap.mkdir(parents=True)
+    blobs.mkdir()
+    weights = byola_file(blobs)
+    (blobs / "config-blob").write_text('{"n_mels": 64, "feature_d": 512}')
+    (snap / "AudioNTT2020-BYOLA-64x96d512.pth").symlink_to(weights)
+    (snap / "config.json").symlink_to(blobs / "config-blob")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("c0ffee")
+    model, report = load_backbone(repo)
+    assert report.released == BYOLA and report.ok
+    reference, _ = load_released(BYOLA, weights)
+    for key, value in reference.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[key], value)
+    (snap / "other.safetensors").symlink_to(weights)
+    with pytest.raises(ValueError, match=r"2 weights files .*give the file"):
+        load_backbone(repo)
