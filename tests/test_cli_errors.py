@@ -9,6 +9,7 @@ import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from runpy import run_path
 
 import pytest
 import torch
@@ -28,12 +29,7 @@ class _Payload:
         return (print, ("PAYLOAD RAN",))
 
 
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    out = capsys.readouterr()
-    code = info.value.code
-    return (code if isinstance(code, int) else 0), out.out, out.err
+_run = run_path(str(Path(__file__).with_name("cli_run.py")))["run_cli"]
 
 
 def _edit_config(export: Path, change: Callable[[dict[str, object]], object]) -> None:

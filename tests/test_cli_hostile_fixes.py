@@ -11,12 +11,12 @@ import logging
 import shutil
 import warnings
 from pathlib import Path
+from runpy import run_path
 from typing import Any
 
 import pytest
 import torch
 
-from domainfm.cli import main
 from domainfm.core.checkpoint_io import (
     UnsafeCheckpointError,
     read_json_document,
@@ -56,12 +56,7 @@ data:
 """
 
 
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    out = capsys.readouterr()
-    code = info.value.code
-    return (code if isinstance(code, int) else 0), out.out, out.err
+_run = run_path(str(Path(__file__).with_name("cli_run.py")))["run_cli"]
 
 
 def _one_error_line(err: str, command: str) -> str:

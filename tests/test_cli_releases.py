@@ -6,11 +6,11 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
+from runpy import run_path
 
 import pytest
 import torch
 
-from domainfm.cli import main
 from domainfm.domains.release_table import markdown_release_table, release_rows
 
 BYOLA_TESTS = Path(__file__).parent / "domains/audio/released/test_byola.py"
@@ -26,12 +26,7 @@ def _byola_file(d: int) -> dict[str, torch.Tensor]:
     return state
 
 
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    out = capsys.readouterr()
-    code = info.value.code
-    return (code if isinstance(code, int) else 0), out.out, out.err
+_run = run_path(str(Path(__file__).with_name("cli_run.py")))["run_cli"]
 
 
 @pytest.mark.parametrize("suffix", [".pth", ".ckpt"])  # a .ckpt without domainfm metadata too

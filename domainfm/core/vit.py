@@ -24,7 +24,7 @@ import math
 import numbers
 from collections.abc import Sequence
 from functools import partial
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from domainfm.core.backbone import BACKBONES, backbone_grid
+from domainfm.core.block_selection import select_blocks
 from domainfm.core.grid import DEFAULT_AXES, TokenGrid, to_ntuple
 from domainfm.core.patch_embed import ConvPatchEmbed, build_patch_embed
 from domainfm.core.patching import patchify_at
@@ -105,6 +106,35 @@ def check_vit_args(
             raise ValueError(f"{name} must be a finite number > 0, got {name}={number!r}")
     if not isinstance(drop_path_rate, numbers.Real) or not 0 <= drop_path_rate < 1:
         raise ValueError(f"drop_path_rate must be in [0, 1), got drop_path_rate={drop_path_rate!r}")
+
+
+def vit_blocks(
+    *,
+    dim: int,
+    depth: int,
+    num_heads: int,
+    mlp_ratio: float,
+    qkv_bias: bool,
+    drop_path_rate: float,
+    norm_eps: float,
+    **block_kwargs: Any,
+) -> nn.ModuleList:
+    r"""``depth`` timm ``Block``\ s with ``LayerNorm(eps=norm_eps)`` and stochastic depth rising
+    linearly from 0 to ``drop_path_rate``; ``block_kwargs`` go to every block (e.g.
+    ``proj_bias``, ``mlp_layer``)."""
+    rates = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()  # also on meta
+    return nn.ModuleList(
+        Block(
+            dim=dim,
+            num_heads=num_heads,
+            mlp_ratio=mlp_ratio,
+            qkv_bias=qkv_bias,
+            drop_path=rate,
+            norm_layer=partial(nn.LayerNorm, eps=norm_eps),  # type: ignore[arg-type]
+            **block_kwargs,
+        )
+        for rate in rates
+    )
 
 
 @BACKBONES.register("vit_nd")
@@ -194,17 +224,14 @@ class VisionTransformerND(nn.Module):
             self.grid_size = to_ntuple(grid_size or 1, spatial_dims, name="grid_size")
             self.pos_embed = None
 
-        rates = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()  # also on meta
-        self.blocks = nn.ModuleList(
-            Block(
-                dim=embed_dim,
-                num_heads=num_heads,
-                mlp_ratio=mlp_ratio,
-                qkv_bias=qkv_bias,
-                drop_path=rate,
-                norm_layer=partial(nn.LayerNorm, eps=norm_eps),  # type: ignore[arg-type]
-            )
-            for rate in rates
+        self.blocks = vit_blocks(
+            dim=embed_dim,
+            depth=depth,
+            num_heads=num_heads,
+            mlp_ratio=mlp_ratio,
+            qkv_bias=qkv_bias,
+            drop_path_rate=drop_path_rate,
+            norm_eps=norm_eps,
         )
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
         self._init_weights()
@@ -331,12 +358,7 @@ class VisionTransformerND(nn.Module):
             norm: apply the final LayerNorm to each returned map.
         """
         grid = self._check_input(x)
-        depth = len(self.blocks)
-        wanted = list(range(depth - indices, depth)) if isinstance(indices, int) else list(indices)
-        bad = [i for i in wanted if not -depth <= i < depth]
-        if bad:
-            raise ValueError(f"indices {bad} out of range for depth {depth}")
-        wanted = sorted({i % depth for i in wanted})
+        wanted = select_blocks(indices, len(self.blocks))
         tokens = self._embed(x, grid, None)
         maps = []
         for i, block in enumerate(self.blocks[: wanted[-1] + 1]):

@@ -58,6 +58,7 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
 from domainfm.core.backbone import BACKBONES
+from domainfm.core.block_selection import select_blocks
 from domainfm.core.grid import TokenGrid
 
 BEATS_ITER3_ARCH: dict[str, Any] = {
@@ -401,12 +402,7 @@ class BEATsEncoder(nn.Module):
     ) -> list[Tensor]:
         """Feature maps ``(B, D, F', T')`` after the selected layers (last ``n`` if int);
         ``norm`` applies the closing layer norm of pre-LN models (post-LN layers end normed)."""
-        depth = len(self.encoder.layers)
-        wanted = list(range(depth - indices, depth)) if isinstance(indices, int) else list(indices)
-        bad = [i for i in wanted if not -depth <= i < depth]
-        if bad:
-            raise ValueError(f"indices {bad} out of range for depth {depth}")
-        wanted = sorted({i % depth for i in wanted})
+        wanted = select_blocks(indices, len(self.encoder.layers))
         outs, grid = self._layers_out(x, wanted[-1])
         maps = []
         for i in wanted:

@@ -148,7 +148,13 @@ class LogMelFrontend(Frontend):
         f_min, f_max: mel range (Hz).
         mean, std: scalar normalization (``None``: un-normalized log-mel).
         eps: added before the log.
+
+    Subclasses (registered variants) set :attr:`mel_scale` and :attr:`mel_norm`, the
+    torchaudio ``MelSpectrogram`` filter options (BYOL-A's: HTK scale, no normalization).
     """
+
+    mel_scale: str = "htk"
+    mel_norm: str | None = None
 
     def __init__(
         self,
@@ -178,6 +184,8 @@ class LogMelFrontend(Frontend):
             n_mels=n_mels,
             f_min=f_min,
             f_max=f_max,
+            norm=self.mel_norm,
+            mel_scale=self.mel_scale,
         )
 
     @property
@@ -208,9 +216,16 @@ class KaldiFbankFrontend(Frontend):
         num_mel_bins: mel bins ``F``.
         frame_length_ms, frame_shift_ms: window and hop (ms).
         mean, std: normalization ``(x - mean) / (2 std)`` (AST's); ``None``: raw fbank.
+
+    Subclasses (registered variants) set the Kaldi options below (AST's: Hanning window, HTK
+    compatibility, the waveform's mean removed, no scaling).
     """
 
     norm_scale = 2.0  # AST normalizes by twice the std
+    window_type: str = "hanning"
+    htk_compat: bool = True
+    remove_waveform_mean: bool = True
+    waveform_scale: float = 1.0  # the waveform is multiplied by this before the fbank
 
     def __init__(
         self,
@@ -235,12 +250,16 @@ class KaldiFbankFrontend(Frontend):
     def _one(self, waveform: Tensor) -> Tensor:
         from torchaudio.compliance.kaldi import fbank
 
+        if self.remove_waveform_mean:
+            waveform = waveform - waveform.mean()
+        if self.waveform_scale != 1.0:
+            waveform = waveform * self.waveform_scale
         feats = fbank(
-            (waveform - waveform.mean())[None],
-            htk_compat=True,
+            waveform[None],
+            htk_compat=self.htk_compat,
             sample_frequency=self.sample_rate,
             use_energy=False,
-            window_type="hanning",
+            window_type=self.window_type,
             num_mel_bins=self.n_bins,
             dither=0.0,
             frame_length=self.frame_length_ms,

@@ -2,7 +2,8 @@
 
 Each is a registered variant of a base front end in :mod:`~domainfm.domains.audio.frontends`
 (recorded in checkpoints and exports like them), reproducing a release's own feature
-extraction exactly:
+extraction exactly: the variant sets the base's filter options (class attributes) and its own
+defaults; the feature computation is the base's:
 
 * :class:`BEATsFbankFrontend` (``"beats_fbank"``) — BEATs (Chen et al. 2022,
   arXiv:2212.09058; microsoft/unilm ``beats/BEATs.py``, ``BEATs.preprocess``): the waveform
@@ -34,9 +35,6 @@ Example::
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
-
 from domainfm.domains.audio.frontends import (
     FLOAT32_EPS,
     FRONTENDS,
@@ -56,12 +54,14 @@ INT16_SCALE = 2.0**15
 class BEATsFbankFrontend(KaldiFbankFrontend):
     """BEATs' Kaldi fbank (see the module docstring); ``(..., N)`` → ``(..., F, T)``.
 
-    Args:
-        sample_rate: input rate (Hz); BEATs uses 16000.
-        num_mel_bins: mel bins ``F`` (128).
-        frame_length_ms, frame_shift_ms: window and hop (ms).
-        mean, std: normalization ``(x - mean) / (2 std)``; ``None``: raw fbank.
+    Arguments as :class:`~domainfm.domains.audio.frontends.KaldiFbankFrontend`'s, with BEATs'
+    statistics as the default normalization ``(x - mean) / (2 std)``.
     """
+
+    window_type = "povey"
+    htk_compat = False
+    remove_waveform_mean = False
+    waveform_scale = INT16_SCALE
 
     def __init__(
         self,
@@ -82,37 +82,17 @@ class BEATsFbankFrontend(KaldiFbankFrontend):
             std=std,
         )
 
-    def _one(self, waveform: Tensor) -> Tensor:
-        from torchaudio.compliance.kaldi import fbank
-
-        feats = fbank(
-            waveform[None] * INT16_SCALE,
-            sample_frequency=self.sample_rate,
-            num_mel_bins=self.n_bins,
-            frame_length=self.frame_length_ms,
-            frame_shift=self.frame_shift_ms,
-            dither=0.0,
-            window_type="povey",
-            htk_compat=False,
-            use_energy=False,
-        )  # (T, F)
-        return feats.T  # (F, T)
-
 
 @FRONTENDS.register("log_mel_slaney")
 class SlaneyLogMelFrontend(LogMelFrontend):
     """M2D's log-mel: Slaney mel scale and area-normalized filters (see the module docstring).
 
-    Args:
-        sample_rate: input rate (Hz).
-        n_fft: FFT size.
-        win_length: window length (samples).
-        hop_length: hop (samples); 160 at 16 kHz is 10 ms.
-        n_mels: mel bins ``F``.
-        f_min, f_max: mel range (Hz).
-        mean, std: scalar normalization (``None``: un-normalized log-mel).
-        eps: added before the log.
+    Arguments as :class:`~domainfm.domains.audio.frontends.LogMelFrontend`'s, with M2D's
+    defaults (400-sample FFT and window, 80 mels from 50 to 8000 Hz).
     """
+
+    mel_scale = "slaney"
+    mel_norm = "slaney"
 
     def __init__(
         self,
@@ -139,21 +119,4 @@ class SlaneyLogMelFrontend(LogMelFrontend):
             mean=mean,
             std=std,
             eps=eps,
-        )
-        import torchaudio
-
-        self.mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate=sample_rate,
-            n_fft=n_fft,
-            win_length=win_length,
-            hop_length=hop_length,
-            n_mels=n_mels,
-            f_min=f_min,
-            f_max=f_max,
-            window_fn=torch.hann_window,
-            center=True,
-            pad_mode="reflect",
-            power=2.0,
-            norm="slaney",
-            mel_scale="slaney",
         )

@@ -46,6 +46,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from domainfm.core.backbone import BACKBONES
+from domainfm.core.block_selection import select_blocks
 from domainfm.core.grid import TokenGrid
 
 BASE_CONV_LAYERS: list[tuple[int, int, int]] = (
@@ -201,12 +202,7 @@ class Wav2Vec2Encoder(nn.Module):
         end in their own LayerNorm, and ``norm`` leaves them unchanged.
         """
         self._check(x)
-        depth = len(self.encoder.transformer.layers)
-        wanted = list(range(depth - indices, depth)) if isinstance(indices, int) else list(indices)
-        bad = [i for i in wanted if not -depth <= i < depth]
-        if bad:
-            raise ValueError(f"indices {bad} out of range for depth {depth}")
-        wanted = sorted({i % depth for i in wanted})
+        wanted = select_blocks(indices, len(self.encoder.transformer.layers))
         outs = self.encoder.extract_features(self._features(x), None, wanted[-1] + 1)
         layer_norm_first = bool(self.encoder.transformer.layer_norm_first)
         maps = []

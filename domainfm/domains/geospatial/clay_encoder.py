@@ -52,19 +52,17 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import partial
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from timm.layers import Mlp
-from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
 from domainfm.core.backbone import BACKBONES
 from domainfm.core.grid import TokenGrid
-from domainfm.core.vit import VisionTransformerND
+from domainfm.core.vit import VisionTransformerND, vit_blocks
 
 METADATA_DIM = 8
 """Channels of each patch token carrying ``[time (4) ‖ latlon (4)]``."""
@@ -251,19 +249,16 @@ class ClayEncoder(VisionTransformerND):
             wave_dim=wave_dim,
             num_latent_tokens=num_latent_tokens,
         )
-        rates = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()  # also on meta
-        self.blocks = nn.ModuleList(
-            Block(
-                dim=embed_dim,
-                num_heads=num_heads,
-                mlp_ratio=mlp_ratio,
-                qkv_bias=False,
-                proj_bias=False,
-                drop_path=rate,
-                norm_layer=cast(type[nn.Module], partial(nn.LayerNorm, eps=1e-5)),
-                mlp_layer=cast(type[nn.Module], _biased_mlp),
-            )
-            for rate in rates
+        self.blocks = vit_blocks(
+            dim=embed_dim,
+            depth=depth,
+            num_heads=num_heads,
+            mlp_ratio=mlp_ratio,
+            qkv_bias=False,
+            drop_path_rate=drop_path_rate,
+            norm_eps=1e-5,
+            proj_bias=False,
+            mlp_layer=_biased_mlp,
         )
 
     def _patch_pos_embed(self, grid: TokenGrid, ref: Tensor) -> Tensor:

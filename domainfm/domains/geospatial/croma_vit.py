@@ -43,6 +43,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from domainfm.core.backbone import BACKBONES, backbone_grid
+from domainfm.core.block_selection import select_blocks
 from domainfm.core.grid import TokenGrid
 
 
@@ -193,13 +194,10 @@ class CROMAEncoder(nn.Module):
     ) -> list[Tensor]:
         """Feature maps ``(B, D, H/8, W/8)`` after the selected blocks (last ``n`` if int);
         ``norm`` applies ``norm_out`` to each."""
-        depth = len(self.transformer.layers)
-        wanted = list(range(depth - indices, depth)) if isinstance(indices, int) else list(indices)
-        if not wanted or any(not -depth <= i < depth for i in wanted):
-            raise ValueError(f"indices {indices} out of range for depth {depth}")
+        wanted = select_blocks(indices, len(self.transformer.layers))
         tokens, grid = self._embed(x)
         bias = alibi_2d_bias((grid.shape[0], grid.shape[1]), self.num_heads, device=x.device)[None]
-        outs = self._blocks(tokens, bias, sorted({i % depth for i in wanted}))[:-1]
+        outs = self._blocks(tokens, bias, wanted)[:-1]
         if norm:
             outs = [self.transformer.norm_out(t) for t in outs]
         return [t.transpose(1, 2).reshape(x.shape[0], self.embed_dim, *grid.shape) for t in outs]

@@ -42,6 +42,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 from domainfm.core.backbone import BACKBONES, backbone_grid
+from domainfm.core.block_selection import select_blocks
 from domainfm.core.grid import TokenGrid
 
 
@@ -159,13 +160,9 @@ class TimmViT(VisionTransformer):
         """Feature maps ``(B, D, H/p, W/p)`` after the selected blocks (last ``n`` if int),
         timm's ``forward_intermediates`` (``norm``: the final norm applied to each)."""
         grid = self._check_input(x)
-        depth = len(self.blocks)
-        wanted = list(range(depth - indices, depth)) if isinstance(indices, int) else list(indices)
-        if not wanted or any(not -depth <= i < depth for i in wanted):
-            raise ValueError(f"indices {indices} out of range for depth {depth}")
+        wanted = select_blocks(indices, len(self.blocks))
         tokens = self._embed_tokens(x)
         maps: list[Tensor] = []
-        wanted = sorted({i % depth for i in wanted})
         for i, block in enumerate(list(self.blocks)[: wanted[-1] + 1]):
             tokens = block(tokens)
             if i in wanted:

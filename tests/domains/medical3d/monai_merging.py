@@ -5,16 +5,22 @@ Swin UNETR weights trained before MONAI 1.5 are compared with MONAI's own ``Swin
 ``SwinTransformer`` built with ``downsample=MonaiPre15PatchMerging``. Restated from
 ``PatchMerging.forward`` in ``monai/networks/nets/swin_unetr.py`` of MONAI 1.4.0 (the parent of
 MONAI#8285, which changed the order in 1.5): neighbours x0..x7 with x5 == x2 and x6 == x3.
-A test module loads this file with ``importlib.util.spec_from_file_location`` and builds e.g.
-``SwinUNETR(in_channels=1, out_channels=3, downsample=MonaiPre15PatchMerging)``.
+SuPreM's ``backbone/swinunetr.py`` (MONAI 0.9's) and VoCo's MONAI 1.3.0 merge the same way.
+A test module loads this file by path (``runpy.run_path`` or ``importlib``) and builds e.g.
+``SwinUNETR(in_channels=1, out_channels=3, downsample=MonaiPre15PatchMerging)``; on the meta
+device inside :class:`CpuValues`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from monai.networks.nets.swin_unetr import PatchMerging
 from torch import Tensor
+from torch.overrides import TorchFunctionMode
 
 
 class MonaiPre15PatchMerging(PatchMerging):
@@ -34,3 +40,20 @@ class MonaiPre15PatchMerging(PatchMerging):
         x7 = x[:, 1::2, 1::2, 1::2, :]
         out: Tensor = self.reduction(self.norm(torch.cat([x0, x1, x2, x3, x4, x5, x6, x7], -1)))
         return out
+
+
+class CpuValues(TorchFunctionMode):
+    """``torch.linspace`` on the CPU inside ``torch.device("meta")``: MONAI's Swin reads its
+    drop-path rates with ``.item()``."""
+
+    def __torch_function__(
+        self,
+        func: Callable[..., Any],
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> Any:
+        kw = dict(kwargs or {})
+        if func is torch.linspace:
+            kw["device"] = "cpu"
+        return func(*args, **kw)

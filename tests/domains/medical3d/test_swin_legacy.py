@@ -7,9 +7,8 @@ path); everything is shrunk (``feature_size=12``, 32³ inputs).
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-from types import ModuleType
+from runpy import run_path
 
 import pytest
 import torch
@@ -23,18 +22,8 @@ from domainfm.domains.medical3d.swin_legacy import (
     SwinViT3DLegacy,
 )
 
-
-def _load_helper(name: str) -> ModuleType:
-    """A helper module of tests/domains/medical3d, loaded by path (not imported)."""
-    path = Path(__file__).resolve().parent / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"medical3d_swin_legacy_{name}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-MonaiPre15PatchMerging = _load_helper("monai_merging").MonaiPre15PatchMerging
+_MERGING = run_path(str(Path(__file__).with_name("monai_merging.py")))
+MonaiPre15PatchMerging = _MERGING["MonaiPre15PatchMerging"]
 
 
 def test_legacy_offsets_repeat_two_neighbours() -> None:

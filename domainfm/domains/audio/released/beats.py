@@ -56,20 +56,10 @@ from domainfm.domains.audio.release_frontends import (
 from domainfm.pretrained.registry import released_checkpoint
 
 BEATS_CONFIG_DEFAULTS: dict[str, Any] = {
+    **BEATS_ITER3_ARCH,  # the sizes; BEATsConfig() differs from iter3 in these fields:
     "input_patch_size": -1,
-    "embed_dim": 512,
-    "conv_bias": False,
-    "encoder_layers": 12,
-    "encoder_embed_dim": 768,
-    "encoder_ffn_embed_dim": 3072,
-    "encoder_attention_heads": 12,
-    "activation_fn": "gelu",
-    "layer_norm_first": False,
     "deep_norm": False,
-    "conv_pos": 128,
-    "conv_pos_groups": 16,
     "relative_position_embedding": False,
-    "num_buckets": 320,
     "max_distance": 1280,
     "gru_rel_pos": False,
     "finetuned_model": False,
@@ -140,33 +130,25 @@ _LAYOUT = (
     "encoder.layer_norm.*{extra}; cfg checked against the release's architecture"
 )
 
-released_checkpoint(
-    name="beats-iter3",
-    architecture="beats",
-    kwargs=BEATS_ITER3_ARCH,
-    source_layout=_LAYOUT.format(extra=""),
-    input=BEATS_INPUT,
-    license=_LICENSE,
-    reference=f"{_README} (BEATs_iter3.pt, pre-trained on AudioSet-2M, iteration 3)",
-)(beats_key_map(BEATS_ITER3_ARCH, finetuned=False))
-
-released_checkpoint(
-    name="beats-iter3-plus-as2m",
-    architecture="beats",
-    kwargs=BEATS_ITER3_ARCH,
-    source_layout=_LAYOUT.format(extra=""),
-    input=BEATS_INPUT,
-    license=_LICENSE,
-    reference=f"{_README} (BEATs_iter3_plus_AS2M.pt, iteration 3+ with the AS2M tokenizer)",
-)(beats_key_map(BEATS_ITER3_ARCH, finetuned=False))
-
-released_checkpoint(
-    name="beats-iter3-as2m-finetuned",
-    architecture="beats",
-    kwargs=BEATS_ITER3_ARCH,
-    source_layout=_LAYOUT.format(extra=", predictor.* (AudioSet classifier, dropped)"),
-    input=BEATS_INPUT,
-    license=_LICENSE,
-    reference=f"{_README} (BEATs_iter3_finetuned_on_AS2M_cpt{{1,2}}.pt)",
-    drop=("predictor.*",),
-)(beats_key_map(BEATS_ITER3_ARCH, finetuned=True))
+# (name, file, fine-tuned): iter3 and iter3+ share the architecture and the key layout
+for _name, _file, _finetuned in (
+    ("beats-iter3", "BEATs_iter3.pt, pre-trained on AudioSet-2M, iteration 3", False),
+    (
+        "beats-iter3-plus-as2m",
+        "BEATs_iter3_plus_AS2M.pt, iteration 3+ with the AS2M tokenizer",
+        False,
+    ),
+    ("beats-iter3-as2m-finetuned", "BEATs_iter3_finetuned_on_AS2M_cpt{1,2}.pt", True),
+):
+    released_checkpoint(
+        name=_name,
+        architecture="beats",
+        kwargs=BEATS_ITER3_ARCH,
+        source_layout=_LAYOUT.format(
+            extra=", predictor.* (AudioSet classifier, dropped)" if _finetuned else ""
+        ),
+        input=BEATS_INPUT,
+        license=_LICENSE,
+        reference=f"{_README} ({_file})",
+        drop=("predictor.*",) if _finetuned else (),
+    )(beats_key_map(BEATS_ITER3_ARCH, finetuned=_finetuned))

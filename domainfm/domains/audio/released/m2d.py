@@ -49,28 +49,15 @@ from torch import Tensor
 
 from domainfm.domains.audio.contract import AudioContract
 from domainfm.domains.audio.release_frontends import SlaneyLogMelFrontend
+from domainfm.domains.audio.released.audiomae import AUDIOMAE_VIT_B
 from domainfm.pretrained.registry import released_checkpoint
 
 M2D_NORM_STATS = (-7.1, 4.2)
 """``norm_stats`` of the 2022 M2D models (the runtime's default when a file has none)."""
 
-M2D_VIT_B_80X608: dict[str, Any] = {
-    "in_chans": 1,
-    "spatial_dims": 2,
-    "patch_size": 16,
-    "embed_dim": 768,
-    "depth": 12,
-    "num_heads": 12,
-    "mlp_ratio": 4.0,
-    "qkv_bias": True,
-    "class_token": True,
-    "pos_embed": "learned",
-    "grid_size": [5, 38],
-    "global_pool": "avg",
-    "axes": ["f", "t"],
-    "norm_eps": 1e-6,
-}
-"""``vit_nd`` kwargs of M2D ViT-B/16 on 80 × 608 log-mel."""
+M2D_VIT_B_80X608: dict[str, Any] = {**AUDIOMAE_VIT_B, "grid_size": [5, 38]}
+"""``vit_nd`` kwargs of M2D ViT-B/16 on 80 × 608 log-mel: AudioMAE's ViT-B/16 over (mel,
+time) (a timm ViT, 1 channel, mean of the patch tokens) on a 5 × 38 grid."""
 
 M2D_INPUT = AudioContract.of(
     SlaneyLogMelFrontend(mean=M2D_NORM_STATS[0], std=M2D_NORM_STATS[1]),

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 from torch import Tensor
@@ -181,50 +182,38 @@ _TA_LAYOUT = (
     "weight_v | parametrizations.weight.original0/1}, encoder.transformer.layers.0-11.*, "
     "encoder.transformer.layer_norm.*"
 )
-_BASE = dict(WAV2VEC2_BASE_CONFIG)
-released_checkpoint(
-    name="wav2vec2-base",
+_release = partial(
+    released_checkpoint,
     architecture="wav2vec2",
-    kwargs=_BASE,
-    source_layout=f"{_TA_LAYOUT} (wav2vec2_fairseq_base_ls960.pth); aux.* dropped",
+    kwargs=dict(WAV2VEC2_BASE_CONFIG),
     input=WAVEFORM_16K_INPUT,
     license=_LICENSE,
-    reference=f"{_TORCHAUDIO}wav2vec2_fairseq_base_ls960.pth (torchaudio.pipelines.WAV2VEC2_BASE)",
-    drop=("aux.*",),
-)(torchaudio_wav2vec2_keys)
-released_checkpoint(
-    name="hubert-base",
-    architecture="wav2vec2",
-    kwargs=_BASE,
-    source_layout=f"{_TA_LAYOUT} (hubert_fairseq_base_ls960.pth); aux.* dropped",
-    input=WAVEFORM_16K_INPUT,
-    license=_LICENSE,
-    reference=f"{_TORCHAUDIO}hubert_fairseq_base_ls960.pth (torchaudio.pipelines.HUBERT_BASE)",
-    drop=("aux.*",),
-)(torchaudio_wav2vec2_keys)
-released_checkpoint(
+)
+for _name, _file, _pipeline in (
+    ("wav2vec2-base", "wav2vec2_fairseq_base_ls960.pth", "WAV2VEC2_BASE"),
+    ("hubert-base", "hubert_fairseq_base_ls960.pth", "HUBERT_BASE"),
+):
+    _release(
+        name=_name,
+        source_layout=f"{_TA_LAYOUT} ({_file}); aux.* dropped",
+        reference=f"{_TORCHAUDIO}{_file} (torchaudio.pipelines.{_pipeline})",
+        drop=("aux.*",),
+    )(torchaudio_wav2vec2_keys)
+_release(
     name="wav2vec2-base-fairseq",
-    architecture="wav2vec2",
-    kwargs=_BASE,
     source_layout="fairseq wav2vec_small.pt: {'args', 'model': {feature_extractor.conv_layers."
     "N.0.weight, ...0.2.*, post_extract_proj.*, layer_norm.*, encoder.pos_conv.0.{bias, "
     "weight_g, weight_v}, encoder.layers.0-11.*, encoder.layer_norm.*, quantizer.{vars, "
     "weight_proj.*}, project_q.*, final_proj.*, mask_emb}, ...}; quantizer/projections dropped",
-    input=WAVEFORM_16K_INPUT,
-    license=_LICENSE,
     reference=f"{_FAIRSEQ}fairseq/wav2vec/wav2vec_small.pt (fairseq examples/wav2vec)",
     drop=("quantizer.*", "project_q.*", "final_proj.*", "mask_emb"),
 )(fairseq_wav2vec2_keys)
-released_checkpoint(
+_release(
     name="hubert-base-fairseq",
-    architecture="wav2vec2",
-    kwargs=_BASE,
     source_layout="fairseq hubert_base_ls960.pt: {'cfg', 'model': {feature_extractor.*, "
     "post_extract_proj.*, layer_norm.*, encoder.pos_conv.0.*, encoder.layers.0-11.*, "
     "encoder.layer_norm.*, final_proj.*, label_embs_concat, mask_emb}, ...}; "
     "final_proj/label_embs_concat/mask_emb dropped",
-    input=WAVEFORM_16K_INPUT,
-    license=_LICENSE,
     reference=f"{_FAIRSEQ}hubert/hubert_base_ls960.pt (fairseq examples/hubert)",
     drop=("final_proj.*", "label_embs_concat", "mask_emb", "target_glu.*"),
 )(fairseq_wav2vec2_keys)

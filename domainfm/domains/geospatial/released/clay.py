@@ -158,25 +158,33 @@ _SOURCE = (
 )
 
 
-@released_checkpoint(
-    name="clay-v1-base",
-    architecture="clay_encoder",
-    kwargs=CLAY_V1_BASE,
-    source_layout=_SOURCE.format(v="v1 (clay_mae_base, dim 768, patch 8)", out=8 * 8 * 768),
-    input=_V1_INPUT,
-    license="OpenRAIL-M (Clay model weights, LICENSE-MODEL.md); code Apache-2.0",
-    reference="https://huggingface.co/made-with-clay/Clay/blob/main/clay-v1-base.ckpt",
-    drop=_DROP,
-)
-@released_checkpoint(
-    name="clay-v1.5-large",
-    architecture="clay_encoder",
-    kwargs=CLAY_V15_LARGE,
-    source_layout=_SOURCE.format(v="v1.5 (clay_mae_large, dim 1024, patch 8)", out=8 * 8 * 1024),
-    input=_V15_INPUT,
-    license="Apache-2.0 (Clay v1.5 code and weights)",
-    reference="https://huggingface.co/made-with-clay/Clay/resolve/main/v1.5/clay-v1.5.ckpt",
-    drop=_DROP,
-)
-def _map_clay_encoder(content: Any) -> dict[str, Tensor]:
-    return _map_clay(content)
+# (name, kwargs, Clay version (model), input, license, weights)
+for _name, _kwargs, _version, _input, _license, _weights in (
+    (
+        "clay-v1-base",
+        CLAY_V1_BASE,
+        "v1 (clay_mae_base",
+        _V1_INPUT,
+        "OpenRAIL-M (Clay model weights, LICENSE-MODEL.md); code Apache-2.0",
+        "blob/main/clay-v1-base.ckpt",
+    ),
+    (
+        "clay-v1.5-large",
+        CLAY_V15_LARGE,
+        "v1.5 (clay_mae_large",
+        _V15_INPUT,
+        "Apache-2.0 (Clay v1.5 code and weights)",
+        "resolve/main/v1.5/clay-v1.5.ckpt",
+    ),
+):
+    _dim = _kwargs["embed_dim"]
+    released_checkpoint(
+        name=_name,
+        architecture="clay_encoder",
+        kwargs=_kwargs,
+        source_layout=_SOURCE.format(v=f"{_version}, dim {_dim}, patch 8)", out=8 * 8 * _dim),
+        input=_input,
+        license=_license,
+        reference=f"https://huggingface.co/made-with-clay/Clay/{_weights}",
+        drop=_DROP,
+    )(_map_clay)

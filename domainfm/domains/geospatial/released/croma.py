@@ -95,49 +95,33 @@ def _drop_others(encoder: str) -> tuple[str, ...]:
     return tuple(f"{g}.*" for g in _GROUPS if g != encoder)
 
 
-@_release(
-    name="croma-base-s2",
-    kwargs={"in_chans": 12, "embed_dim": 768, "depth": 12, "num_heads": 16, "patch_size": 8},
-    source_layout=_LAYOUT.format(size="Base", size_l="base", enc="s2_encoder"),
-    input=CROMA_S2_INPUT,
-    reference=_BASE_URL + _REF,
-    drop=_drop_others("s2_encoder"),
-)
-def _map_croma_base_s2(content: Any) -> dict[str, Tensor]:
-    return _croma_keys(content, "s2_encoder")
+def _register_croma(size: str, encoder: str, embed_dim: int, depth: int) -> None:
+    """Register ``croma-{size}-{s1|s2}``: ``encoder`` of CROMA_{size}.pt, the rest dropped."""
+    optical = encoder == "s2_encoder"  # Sentinel-2 (12 bands); else Sentinel-1 (2)
+
+    @_release(
+        name=f"croma-{size}-{encoder[:2]}",
+        kwargs={
+            "in_chans": 12 if optical else 2,
+            "embed_dim": embed_dim,
+            "depth": depth,
+            "num_heads": 16,
+            "patch_size": 8,
+        },
+        source_layout=_LAYOUT.format(size=size.capitalize(), size_l=size, enc=encoder),
+        input=CROMA_S2_INPUT if optical else CROMA_S1_INPUT,
+        reference=(_BASE_URL if size == "base" else _LARGE_URL) + _REF,
+        drop=_drop_others(encoder),
+    )
+    def _map(content: Any) -> dict[str, Tensor]:
+        return _croma_keys(content, encoder)
 
 
-@_release(
-    name="croma-base-s1",
-    kwargs={"in_chans": 2, "embed_dim": 768, "depth": 6, "num_heads": 16, "patch_size": 8},
-    source_layout=_LAYOUT.format(size="Base", size_l="base", enc="s1_encoder"),
-    input=CROMA_S1_INPUT,
-    reference=_BASE_URL + _REF,
-    drop=_drop_others("s1_encoder"),
-)
-def _map_croma_base_s1(content: Any) -> dict[str, Tensor]:
-    return _croma_keys(content, "s1_encoder")
-
-
-@_release(
-    name="croma-large-s2",
-    kwargs={"in_chans": 12, "embed_dim": 1024, "depth": 24, "num_heads": 16, "patch_size": 8},
-    source_layout=_LAYOUT.format(size="Large", size_l="large", enc="s2_encoder"),
-    input=CROMA_S2_INPUT,
-    reference=_LARGE_URL + _REF,
-    drop=_drop_others("s2_encoder"),
-)
-def _map_croma_large_s2(content: Any) -> dict[str, Tensor]:
-    return _croma_keys(content, "s2_encoder")
-
-
-@_release(
-    name="croma-large-s1",
-    kwargs={"in_chans": 2, "embed_dim": 1024, "depth": 12, "num_heads": 16, "patch_size": 8},
-    source_layout=_LAYOUT.format(size="Large", size_l="large", enc="s1_encoder"),
-    input=CROMA_S1_INPUT,
-    reference=_LARGE_URL + _REF,
-    drop=_drop_others("s1_encoder"),
-)
-def _map_croma_large_s1(content: Any) -> dict[str, Tensor]:
-    return _croma_keys(content, "s1_encoder")
+# (size, encoder, width, depth): the S1 encoders are half as deep as the S2 ones
+for _size, _encoder, _dim, _depth in (
+    ("base", "s2_encoder", 768, 12),
+    ("base", "s1_encoder", 768, 6),
+    ("large", "s2_encoder", 1024, 24),
+    ("large", "s1_encoder", 1024, 12),
+):
+    _register_croma(_size, _encoder, _dim, _depth)

@@ -196,38 +196,6 @@ def _v2_layout(tl: bool) -> str:
     )
 
 
-@_prithvi_release(
-    name="prithvi-eo-2.0-300m",
-    kwargs=V2_300M,
-    source_layout=_v2_layout(False),
-    input=_V2_INPUT(tl=False),
-    reference=f"{_HF}/Prithvi-EO-2.0-300M (Prithvi_EO_V2_300M.pt)",
-    drop=_DECODER_V2,
-)
-@_prithvi_release(
-    name="prithvi-eo-2.0-300m-tl",
-    kwargs={**V2_300M, **TL},
-    source_layout=_v2_layout(True),
-    input=_V2_INPUT(tl=True),
-    reference=f"{_HF}/Prithvi-EO-2.0-300M-TL (Prithvi_EO_V2_300M_TL.pt)",
-    drop=_DECODER_V2,
-)
-@_prithvi_release(
-    name="prithvi-eo-2.0-600m",
-    kwargs=V2_600M,
-    source_layout=_v2_layout(False),
-    input=_V2_INPUT(tl=False),
-    reference=f"{_HF}/Prithvi-EO-2.0-600M (Prithvi_EO_V2_600M.pt)",
-    drop=_DECODER_V2,
-)
-@_prithvi_release(
-    name="prithvi-eo-2.0-600m-tl",
-    kwargs={**V2_600M, **TL},
-    source_layout=_v2_layout(True),
-    input=_V2_INPUT(tl=True),
-    reference=f"{_HF}/Prithvi-EO-2.0-600M-TL (Prithvi_EO_V2_600M_TL.pt)",
-    drop=_DECODER_V2,
-)
 def _map_prithvi_v2(content: Any) -> dict[str, Tensor]:
     """``encoder.<key>`` → ``<key>``; ``decoder.*`` kept (dropped by name); other keys pass
     through for the report. A flat (1.0) file is refused by name."""
@@ -236,3 +204,16 @@ def _map_prithvi_v2(content: Any) -> dict[str, Tensor]:
         found = list(state)[:4]
         raise KeyError(f"expected PrithviMAE keys encoder.* / decoder.*, found {found}")
     return {key.removeprefix("encoder."): value for key, value in state.items()}
+
+
+for _size, _arch in (("300M", V2_300M), ("600M", V2_600M)):
+    for _tl in (False, True):
+        _variant = f"Prithvi-EO-2.0-{_size}" + ("-TL" if _tl else "")
+        _prithvi_release(
+            name=_variant.lower(),
+            kwargs={**_arch, **TL} if _tl else _arch,
+            source_layout=_v2_layout(_tl),
+            input=_V2_INPUT(tl=_tl),
+            reference=f"{_HF}/{_variant} (Prithvi_EO_V2_{_size}{'_TL' if _tl else ''}.pt)",
+            drop=_DECODER_V2,
+        )(_map_prithvi_v2)

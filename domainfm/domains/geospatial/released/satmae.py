@@ -135,6 +135,12 @@ def satmae_model_state(content: Any) -> Mapping[str, Tensor]:
     return state
 
 
+def _map_fmow_rgb_decoder(content: Any) -> dict[str, Tensor]:
+    """The MAE decoder of the fMoW RGB file, under :class:`MAE`'s names (the same)."""
+    state = satmae_model_state(content)
+    return {k: v for k, v in state.items() if k.startswith(("decoder_", "mask_token"))}
+
+
 @released_checkpoint(
     name="satmae-group-channel-vit-l",
     architecture="satmae_group_channel_vit",
@@ -148,17 +154,6 @@ def satmae_model_state(content: Any) -> Mapping[str, Tensor]:
     reference="https://zenodo.org/record/7338613/files/pretrain-vit-large-e199.pth; " + _PAPER,
     drop=("decoder_*", "mask_token"),
 )
-def _map_satmae_group_channel(content: Any) -> dict[str, Tensor]:
-    """The encoder keys are ours already; the decoder passes through to ``drop``."""
-    return dict(satmae_model_state(content))
-
-
-def _map_fmow_rgb_decoder(content: Any) -> dict[str, Tensor]:
-    """The MAE decoder of the fMoW RGB file, under :class:`MAE`'s names (the same)."""
-    state = satmae_model_state(content)
-    return {k: v for k, v in state.items() if k.startswith(("decoder_", "mask_token"))}
-
-
 @released_checkpoint(
     name="satmae-fmow-rgb-vit-l",
     architecture="vit_nd",
@@ -184,6 +179,7 @@ def _map_fmow_rgb_decoder(content: Any) -> dict[str, Tensor]:
         drop=("decoder_pos_embed",),
     ),
 )
-def _map_satmae_fmow_rgb(content: Any) -> dict[str, Tensor]:
-    """Plain MAE ViT keys are ours already; the decoder passes through to ``drop``."""
+def _map_satmae(content: Any) -> dict[str, Tensor]:
+    """The encoder keys (plain MAE ViT or group-channel ViT) are ours already; the decoder
+    passes through to ``drop``."""
     return dict(satmae_model_state(content))

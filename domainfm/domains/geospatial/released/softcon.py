@@ -114,29 +114,22 @@ def _rn50_keys(content: Any, in_chans: int) -> dict[str, Tensor]:
     return timm_to_backbone_keys(_state(content), target)
 
 
-@released_checkpoint(
-    name="softcon-rn50-s2",
-    architecture="timm_cnn",
-    kwargs={"model_name": "resnet50", "in_chans": 13},
-    source_layout="SoftCon B13_rn50_softcon.pth: torchvision resnet50 state dict, conv1.weight "
-    "(64, 13, 7, 7), no fc.* (dropped if present)",
-    input=SOFTCON_S2_INPUT,
-    license=_LICENSE,
-    reference=f"{_HF} (B13_rn50_softcon.pth); {_PAPER}",
-)
-def _map_rn50_s2(content: Any) -> dict[str, Tensor]:
-    return _rn50_keys(content, 13)
+def _rn50_release(bands: int) -> None:
+    file = f"B{bands}_rn50_softcon.pth"
+
+    @released_checkpoint(
+        name=f"softcon-rn50-{'s1' if bands == 2 else 's2'}",
+        architecture="timm_cnn",
+        kwargs={"model_name": "resnet50", "in_chans": bands},
+        source_layout=f"SoftCon {file}: torchvision resnet50 state dict, conv1.weight "
+        f"(64, {bands}, 7, 7), no fc.* (dropped if present)",
+        input=SOFTCON_S1_INPUT if bands == 2 else SOFTCON_S2_INPUT,
+        license=_LICENSE,
+        reference=f"{_HF} ({file}); {_PAPER}",
+    )
+    def _map(content: Any) -> dict[str, Tensor]:
+        return _rn50_keys(content, bands)
 
 
-@released_checkpoint(
-    name="softcon-rn50-s1",
-    architecture="timm_cnn",
-    kwargs={"model_name": "resnet50", "in_chans": 2},
-    source_layout="SoftCon B2_rn50_softcon.pth: torchvision resnet50 state dict, conv1.weight "
-    "(64, 2, 7, 7), no fc.* (dropped if present)",
-    input=SOFTCON_S1_INPUT,
-    license=_LICENSE,
-    reference=f"{_HF} (B2_rn50_softcon.pth); {_PAPER}",
-)
-def _map_rn50_s1(content: Any) -> dict[str, Tensor]:
-    return _rn50_keys(content, 2)
+_rn50_release(13)
+_rn50_release(2)

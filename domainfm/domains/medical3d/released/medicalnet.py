@@ -51,12 +51,12 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from torch import Tensor
 
 from domainfm.domains.medical3d.contract import VolumeContract
+from domainfm.domains.medical3d.released.nesting import unwrap
 from domainfm.domains.medical3d.resnet3d import ResNet3D  # noqa: F401  (registers resnet_3d)
 from domainfm.pretrained.registry import released_checkpoint
 
@@ -105,10 +105,7 @@ def medicalnet_kwargs(depth: int) -> dict[str, Any]:
 def _map_medicalnet(content: Any) -> dict[str, Tensor]:
     """``{"state_dict": {"module.<trunk key>"}}`` → ``encoder.<trunk key>``; every key passes
     (a ``conv_seg.*`` head is dropped by the entry's pattern)."""
-    if not isinstance(content, Mapping) or "state_dict" not in content:
-        keys = list(content)[:5] if isinstance(content, Mapping) else type(content).__name__
-        raise KeyError(f"expected a dict with 'state_dict', found {keys}")
-    state: Mapping[str, Tensor] = content["state_dict"]
+    state = unwrap(content, "state_dict")
     return {"encoder." + key.removeprefix("module."): value for key, value in state.items()}
 
 

@@ -41,6 +41,7 @@ from torch import Tensor
 
 from domainfm.domains.medical3d import swin_legacy  # noqa: F401  (registers the backbone)
 from domainfm.domains.medical3d.contract import VolumeContract
+from domainfm.domains.medical3d.released.nesting import unwrap
 from domainfm.pretrained.registry import released_checkpoint
 
 SUPREM_INPUT = VolumeContract(
@@ -60,10 +61,7 @@ _release = partial(
 
 def _net(content: Any) -> Mapping[str, Tensor]:
     """The ``net`` state dict of a SuPreM checkpoint."""
-    if not isinstance(content, Mapping) or "net" not in content:
-        keys = list(content)[:5] if isinstance(content, Mapping) else type(content).__name__
-        raise KeyError(f"expected a checkpoint dict with 'net', found {keys}")
-    inner: Mapping[str, Tensor] = content["net"]
+    inner = unwrap(content, "net")
     if not isinstance(inner, Mapping):
         raise TypeError(f"expected 'net' to be a dict, found {type(inner).__name__}")
     return inner

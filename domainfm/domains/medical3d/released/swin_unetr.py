@@ -81,6 +81,7 @@ from torch import Tensor
 
 from domainfm.domains.medical3d import swin_legacy  # noqa: F401  (registers the backbone)
 from domainfm.domains.medical3d.contract import VolumeContract
+from domainfm.domains.medical3d.released.nesting import unwrap
 from domainfm.pretrained.registry import released_checkpoint
 
 _SWIN_SSL = {
@@ -103,14 +104,6 @@ _ct_release = partial(released_checkpoint, input=_CT_INPUT, license=_LICENSE)
 _SWIN_ARCHITECTURE = "swin_vit_3d_legacy"
 """MONAI's Swin encoder with the patch merging of MONAI < 1.5 (see the module docstring)."""
 _swin_release = partial(_ct_release, architecture=_SWIN_ARCHITECTURE, kwargs=_SWIN_SSL)
-
-
-def _unwrap(content: Any, key: str) -> Mapping[str, Tensor]:
-    if not isinstance(content, Mapping) or key not in content:
-        keys = list(content)[:5] if isinstance(content, Mapping) else type(content).__name__
-        raise KeyError(f"expected a dict with {key!r}, found {keys}")
-    inner: Mapping[str, Tensor] = content[key]
-    return inner
 
 
 def _rename(
@@ -149,7 +142,7 @@ _SWINVIT_EXTRAS = tuple(f"module.{h}" for h in ("norm.", *_SSL_HEADS))
     drop=tuple(f"{k}*" for k in _SWINVIT_EXTRAS),
 )
 def _map_model_swinvit(content: Any) -> dict[str, Tensor]:
-    return _rename(_unwrap(content, "state_dict"), "module.", keep=_SWINVIT_EXTRAS)
+    return _rename(unwrap(content, "state_dict"), "module.", keep=_SWINVIT_EXTRAS)
 
 
 @_swin_release(
@@ -160,7 +153,7 @@ def _map_model_swinvit(content: Any) -> dict[str, Tensor]:
     drop=_SSL_HEAD_PATTERNS,
 )
 def _map_pretrain_checkpoint(content: Any) -> dict[str, Tensor]:
-    state = {k.removeprefix("module."): v for k, v in _unwrap(content, "state_dict").items()}
+    state = {k.removeprefix("module."): v for k, v in unwrap(content, "state_dict").items()}
     prefix = "swin_vit." if any(k.startswith("swin_vit.") for k in state) else "swinViT."
     return _rename(state, prefix)
 
@@ -181,7 +174,7 @@ _EXTRAS_50K = ("encoder.mask_token", "encoder.norm.", "out.")
 def _map_ssl_50k(content: Any) -> dict[str, Tensor]:
     collapse = re.compile(r"^(layers[1-4]\.\d+)\.\d+\.")  # layersN.0.0.x -> layersN.0.x
     return _rename(
-        _unwrap(content, "model"),
+        unwrap(content, "model"),
         "encoder.",
         lambda k: collapse.sub(r"\1.", k),
         keep=_EXTRAS_50K,

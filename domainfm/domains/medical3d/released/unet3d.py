@@ -44,12 +44,14 @@ Layouts, and where each was verified (code read, not run):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from torch import Tensor
 
 from domainfm.domains.medical3d.contract import VolumeContract
+from domainfm.domains.medical3d.released import suprem
+from domainfm.domains.medical3d.released.nesting import unwrap
 from domainfm.domains.medical3d.unet3d import UNet3DEncoder  # noqa: F401  (registers it)
 from domainfm.pretrained.registry import released_checkpoint
 
@@ -73,26 +75,12 @@ GENESIS_INPUT = VolumeContract(
 )
 """Models Genesis' input: HU [-1000, 1000] → [0, 1], 64 × 64 × 32 cubes."""
 
-SUPREM_INPUT = VolumeContract(
-    channels=["CT"],
-    modality="ct",
-    spacing_mm=[1.5, 1.5, 1.5],
-    hu_window=[-175.0, 250.0],
-    crop_size=[96, 96, 96],
-    extra={"roi_size": [96, 96, 96]},
-)
-"""SuPreM's input: RAS, 1.5 mm, HU [-175, 250] → [0, 1], 96³ crops."""
+SUPREM_INPUT = replace(suprem.SUPREM_INPUT, extra={"roi_size": [96, 96, 96]})
+"""SuPreM's input (:data:`~domainfm.domains.medical3d.released.suprem.SUPREM_INPUT`: RAS,
+1.5 mm, HU [-175, 250] → [0, 1], 96³ crops) with its sliding-window ROI."""
 
 UP_PATH = ("up_tr256.*", "up_tr128.*", "up_tr64.*")
 """The U-Net's up path (decoder), not part of the encoder."""
-
-
-def _unwrap(content: Any, key: str) -> Mapping[str, Tensor]:
-    if not isinstance(content, Mapping) or key not in content:
-        keys = list(content)[:5] if isinstance(content, Mapping) else type(content).__name__
-        raise KeyError(f"expected a dict with {key!r}, found {keys}")
-    inner: Mapping[str, Tensor] = content[key]
-    return inner
 
 
 @released_checkpoint(
@@ -109,7 +97,7 @@ def _unwrap(content: Any, key: str) -> Mapping[str, Tensor]:
 )
 def _map_models_genesis(content: Any) -> dict[str, Tensor]:
     """``module.<UNet3D key>`` → ``<UNet3D key>`` (the encoder's names are ours)."""
-    return {k.removeprefix("module."): v for k, v in _unwrap(content, "state_dict").items()}
+    return {k.removeprefix("module."): v for k, v in unwrap(content, "state_dict").items()}
 
 
 _SUPREM_HEADS = (
@@ -138,7 +126,7 @@ _SUPREM_HEADS = (
 def _map_suprem_unet(content: Any) -> dict[str, Tensor]:
     """``module.backbone.<UNet3D key>`` → ``<UNet3D key>``; other keys lose ``module.``."""
     out: dict[str, Tensor] = {}
-    for key, value in _unwrap(content, "net").items():
+    for key, value in unwrap(content, "net").items():
         key = key.removeprefix("module.")
         out[key.removeprefix("backbone.")] = value
     return out

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from runpy import run_path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -15,10 +17,10 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 import domainfm.domains.audio  # noqa: F401 - registers the releases
-from domainfm.core.vit import VisionTransformerND
-from domainfm.domains.audio.released.audiomae import AUDIOMAE_VIT_B
-from domainfm.pretrained.registry import RELEASED, load_released, mapped_release_state
-from domainfm.pretrained.report import CheckpointMismatchError, compare_state_dict
+from domainfm.pretrained.registry import RELEASED, load_released
+from domainfm.pretrained.report import CheckpointMismatchError
+
+released_files = SimpleNamespace(**run_path(str(Path(__file__).parents[3] / "released_files.py")))
 
 NAME = "audiomae-vit-b-as2m-pretrained"
 SMALL = {"embed_dim": 32, "depth": 2, "num_heads": 2}  # the release's 8 x 64 grid
@@ -26,46 +28,13 @@ SMALL = {"embed_dim": 32, "depth": 2, "num_heads": 2}  # the release's 8 x 64 gr
 
 def encoder_shapes(dim: int, depth: int, tokens: int) -> dict[str, tuple[int, ...]]:
     """``models_mae.MaskedAutoencoderViT`` encoder keys and shapes (timm ViT, 1 channel)."""
-    shapes: dict[str, tuple[int, ...]] = {
-        "cls_token": (1, 1, dim),
-        "pos_embed": (1, 1 + tokens, dim),
-        "patch_embed.proj.weight": (dim, 1, 16, 16),
-        "patch_embed.proj.bias": (dim,),
-        "norm.weight": (dim,),
-        "norm.bias": (dim,),
-    }
-    for i in range(depth):
-        block = {
-            "norm1.weight": (dim,),
-            "norm1.bias": (dim,),
-            "attn.qkv.weight": (3 * dim, dim),
-            "attn.qkv.bias": (3 * dim,),
-            "attn.proj.weight": (dim, dim),
-            "attn.proj.bias": (dim,),
-            "norm2.weight": (dim,),
-            "norm2.bias": (dim,),
-            "mlp.fc1.weight": (4 * dim, dim),
-            "mlp.fc1.bias": (4 * dim,),
-            "mlp.fc2.weight": (dim, 4 * dim),
-            "mlp.fc2.bias": (dim,),
-        }
-        shapes.update({f"blocks.{i}.{k}": s for k, s in block.items()})
-    return shapes
+    return released_files.vit_encoder_shapes(dim, depth, 1 + tokens, (1, 16, 16))
 
 
 def decoder_shapes(dim: int, tokens: int, dec: int = 512, depth: int = 16, heads: int = 16):
     """The ``decoder_mode=1`` decoder: 16 ``timm_patch`` Swin blocks (meta MLP 2 → 384 →
     heads), decoder_pred over a 16×16 patch."""
-    shapes: dict[str, tuple[int, ...]] = {
-        "decoder_embed.weight": (dec, dim),
-        "decoder_embed.bias": (dec,),
-        "mask_token": (1, 1, dec),
-        "decoder_pos_embed": (1, 1 + tokens, dec),
-        "decoder_norm.weight": (dec,),
-        "decoder_norm.bias": (dec,),
-        "decoder_pred.weight": (256, dec),
-        "decoder_pred.bias": (256,),
-    }
+    shapes = released_files.mae_decoder_shapes(dim, dec, 1 + tokens, 256)
     for i in range(depth):
         block = {
             "attn.tau": (heads,),
@@ -112,11 +81,8 @@ LAYOUT_FILES: dict[str, Callable[[str], tuple[Any, str]]] = {NAME: build_release
 def test_full_size_layout_loads_strictly_with_the_decoder_dropped() -> None:
     entry = RELEASED.get(NAME)
     content, _ = build_release("meta")
-    state, dropped = mapped_release_state(entry, content, path="pretrained.pth")
-    with torch.device("meta"):
-        model = VisionTransformerND(**AUDIOMAE_VIT_B)
+    model, state, dropped, report = released_files.full_size_report(NAME, content, "pretrained.pth")
     assert model.pos_embed is not None and model.pos_embed.is_meta
-    report = compare_state_dict(model, state)
     assert report.ok and not report.unexpected and len(report.loaded) == len(state)
     assert set(dropped) == set(decoder_shapes(768, 512))
     assert len(dropped) == 8 + 16 * 17

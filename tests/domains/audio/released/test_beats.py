@@ -9,6 +9,8 @@ import importlib.util
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from runpy import run_path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -16,11 +18,12 @@ import torch
 from torch import Tensor
 
 import domainfm.domains.audio  # noqa: F401 - registers the releases
-from domainfm.core.backbone import build_backbone
 from domainfm.domains.audio.beats_encoder import BEATS_ITER3_ARCH
 from domainfm.domains.audio.release_frontends import BEATsFbankFrontend
-from domainfm.pretrained.registry import RELEASED, load_released, mapped_release_state
-from domainfm.pretrained.report import CheckpointMismatchError, compare_state_dict
+from domainfm.pretrained.registry import RELEASED, load_released
+from domainfm.pretrained.report import CheckpointMismatchError
+
+released_files = SimpleNamespace(**run_path(str(Path(__file__).parents[3] / "released_files.py")))
 
 
 def _load_sibling(name: str) -> Any:
@@ -89,10 +92,7 @@ LAYOUT_FILES: dict[str, Callable[[str], tuple[Any, str]]] = {
 def test_full_size_layout_maps_strictly(name: str) -> None:
     entry = RELEASED.get(name)
     content, suffix = LAYOUT_FILES[name]("meta")
-    state, dropped = mapped_release_state(entry, content, path=f"file{suffix}")
-    with torch.device("meta"):
-        model = build_backbone(entry.architecture, entry.kwargs)
-    report = compare_state_dict(model, state)
+    _, _, dropped, report = released_files.full_size_report(name, content, f"file{suffix}")
     assert report.ok and not report.unexpected and not report.missing, report
     assert len(report.loaded) == len(content["model"]) - len(dropped) == 250
     assert dropped == (["predictor.bias", "predictor.weight"] if "finetuned" in name else [])

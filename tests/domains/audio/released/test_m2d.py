@@ -10,6 +10,8 @@ import argparse
 import math
 from collections.abc import Callable
 from pathlib import Path
+from runpy import run_path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -18,68 +20,31 @@ import torch
 from torch import Tensor
 
 import domainfm.domains.audio  # noqa: F401 - registers the releases
-from domainfm.core.backbone import build_backbone
 from domainfm.domains.audio.released.m2d import M2D_VIT_B_80X608
 from domainfm.pretrained.registry import RELEASED, load_released, mapped_release_state
 from domainfm.pretrained.report import CheckpointMismatchError, compare_state_dict
 
+released_files = SimpleNamespace(**run_path(str(Path(__file__).parents[3] / "released_files.py")))
+
 NAME = "m2d-vit-b-80x608"
 SMALL = {"embed_dim": 64, "depth": 2, "num_heads": 4, "grid_size": [2, 4]}  # 32 x 64 input
-
-
-def _block_shapes(prefix: str, d: int, hidden: int) -> dict[str, tuple[int, ...]]:
-    """timm Block keys (norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2)."""
-    return {
-        f"{prefix}.norm1.weight": (d,),
-        f"{prefix}.norm1.bias": (d,),
-        f"{prefix}.attn.qkv.weight": (3 * d, d),
-        f"{prefix}.attn.qkv.bias": (3 * d,),
-        f"{prefix}.attn.proj.weight": (d, d),
-        f"{prefix}.attn.proj.bias": (d,),
-        f"{prefix}.norm2.weight": (d,),
-        f"{prefix}.norm2.bias": (d,),
-        f"{prefix}.mlp.fc1.weight": (hidden, d),
-        f"{prefix}.mlp.fc1.bias": (hidden,),
-        f"{prefix}.mlp.fc2.weight": (d, hidden),
-        f"{prefix}.mlp.fc2.bias": (d,),
-    }
 
 
 def pretraining_shapes(
     d: int = 768, depth: int = 12, dec: int = 512, tokens: int = 191
 ) -> dict[str, tuple[int, ...]]:
     """M2DViT's keys beyond the encoder (m2d_vit_base: decoder 512 x 8 blocks, target encoder)."""
-    shapes: dict[str, tuple[int, ...]] = {
-        "mask_token": (1, 1, dec),
-        "decoder_embed.weight": (dec, d),
-        "decoder_embed.bias": (dec,),
-        "decoder_pos_embed": (1, tokens, dec),
-        "decoder_norm.weight": (dec,),
-        "decoder_norm.bias": (dec,),
-        "decoder_pred.weight": (d, dec),
-        "decoder_pred.bias": (d,),
-        "target_norm.weight": (d,),
-        "target_norm.bias": (d,),
-    }
+    shapes = released_files.mae_decoder_shapes(d, dec, tokens, d)  # predicts target features
+    shapes.update({"target_norm.weight": (d,), "target_norm.bias": (d,)})
     for i in range(8):
-        shapes.update(_block_shapes(f"decoder_blocks.{i}", dec, 4 * dec))
+        shapes.update(released_files.timm_block_shapes(f"decoder_blocks.{i}.", dec))
     for i in range(depth):
-        shapes.update(_block_shapes(f"target_blocks.{i}", d, 4 * d))
+        shapes.update(released_files.timm_block_shapes(f"target_blocks.{i}.", d))
     return shapes
 
 
 def encoder_shapes(d: int = 768, depth: int = 12, tokens: int = 191) -> dict[str, tuple[int, ...]]:
-    shapes: dict[str, tuple[int, ...]] = {
-        "cls_token": (1, 1, d),
-        "pos_embed": (1, tokens, d),
-        "patch_embed.proj.weight": (d, 1, 16, 16),
-        "patch_embed.proj.bias": (d,),
-        "norm.weight": (d,),
-        "norm.bias": (d,),
-    }
-    for i in range(depth):
-        shapes.update(_block_shapes(f"blocks.{i}", d, 4 * d))
-    return shapes
+    return released_files.vit_encoder_shapes(d, depth, tokens, (1, 16, 16))
 
 
 def _tensors(shapes: dict[str, tuple[int, ...]], device: str) -> dict[str, Tensor]:
@@ -108,10 +73,9 @@ LAYOUT_FILES: dict[str, Callable[[str], tuple[Any, str]]] = {NAME: full_checkpoi
 def test_full_size_checkpoint_maps_strictly() -> None:
     entry = RELEASED.get(NAME)
     content, _ = full_checkpoint("meta")
-    state, dropped = mapped_release_state(entry, content, path="checkpoint-300.pth")
-    with torch.device("meta"):
-        model = build_backbone(entry.architecture, entry.kwargs)
-    report = compare_state_dict(model, state)
+    model, state, dropped, report = released_files.full_size_report(
+        NAME, content, "checkpoint-300.pth"
+    )
     assert report.ok and not report.unexpected and not report.missing, report
     assert sorted(report.loaded) == sorted(encoder_shapes())
     assert dropped == sorted(pretraining_shapes())

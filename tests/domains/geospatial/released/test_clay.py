@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from pathlib import Path
+from runpy import run_path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -21,8 +23,10 @@ from torch import Tensor, nn
 import domainfm.domains.geospatial  # noqa: F401 - registers the releases
 from domainfm.core.backbone import build_backbone
 from domainfm.domains.geospatial.released.clay import CLAY_S2_WAVELENGTHS_UM, CLAY_V1_BASE
-from domainfm.pretrained.registry import RELEASED, load_released, mapped_release_state
-from domainfm.pretrained.report import CheckpointMismatchError, compare_state_dict
+from domainfm.pretrained.registry import RELEASED, load_released
+from domainfm.pretrained.report import CheckpointMismatchError
+
+released_files = SimpleNamespace(**run_path(str(Path(__file__).parents[3] / "released_files.py")))
 
 V1, V15 = "clay-v1-base", "clay-v1.5-large"
 # (encoder dim, depth, heads; decoder dim, depth, heads; teacher) per release (Clay's code)
@@ -108,10 +112,7 @@ LAYOUT_FILES: dict[str, Callable[[str], tuple[Any, str]]] = {
 def test_full_size_layout_maps_strictly(name: str) -> None:
     entry = RELEASED.get(name)
     content, suffix = LAYOUT_FILES[name]("meta")
-    mapped, dropped = mapped_release_state(entry, content, path=f"{name}{suffix}")
-    with torch.device("meta"):
-        model = build_backbone(entry.architecture, entry.kwargs)
-    report = compare_state_dict(model, mapped)
+    _, mapped, dropped, report = released_files.full_size_report(name, content, name + suffix)
     assert report.ok and not report.unexpected and not report.mismatched, report
     assert dropped == sorted(k for k in content["state_dict"] if not k.startswith("model.encoder."))
     assert any(k.startswith("model.teacher.") for k in dropped)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from runpy import run_path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -31,6 +33,8 @@ from domainfm.domains.geospatial.released.prithvi import (
 )
 from domainfm.pretrained.registry import RELEASED, load_released, mapped_release_state
 from domainfm.pretrained.report import CheckpointMismatchError, compare_state_dict
+
+released_files = SimpleNamespace(**run_path(str(Path(__file__).parents[3] / "released_files.py")))
 
 V1 = "prithvi-eo-1.0-100m"
 V2 = (
@@ -53,25 +57,6 @@ DECODER = {"dim": 512, "depth": 8}
 SMALL_MODEL = {"embed_dim": 64, "depth": 2, "num_heads": 4}
 
 
-def _block_shapes(prefix: str, dim: int) -> dict[str, tuple[int, ...]]:
-    """timm ``Block(dim, heads, 4.0, qkv_bias=True)`` parameters."""
-    shapes = {
-        "norm1.weight": (dim,),
-        "norm1.bias": (dim,),
-        "attn.qkv.weight": (3 * dim, dim),
-        "attn.qkv.bias": (3 * dim,),
-        "attn.proj.weight": (dim, dim),
-        "attn.proj.bias": (dim,),
-        "norm2.weight": (dim,),
-        "norm2.bias": (dim,),
-        "mlp.fc1.weight": (4 * dim, dim),
-        "mlp.fc1.bias": (4 * dim,),
-        "mlp.fc2.weight": (dim, 4 * dim),
-        "mlp.fc2.bias": (dim,),
-    }
-    return {prefix + k: v for k, v in shapes.items()}
-
-
 def upstream_shapes(
     name: str, *, dim: int, depth: int, dec_dim: int, dec_depth: int, img: int = 224
 ) -> dict[str, tuple[int, ...]]:
@@ -79,28 +64,10 @@ def upstream_shapes(
     cfg = FULL[name]
     p, frames, tl = cfg["p"], cfg["frames"], cfg["tl"]
     tokens = frames * (img // p) ** 2
-    enc: dict[str, tuple[int, ...]] = {
-        "cls_token": (1, 1, dim),
-        "pos_embed": (1, 1 + tokens, dim),
-        "patch_embed.proj.weight": (dim, 6, 1, p, p),
-        "patch_embed.proj.bias": (dim,),
-        "norm.weight": (dim,),
-        "norm.bias": (dim,),
-    }
-    for i in range(depth):
-        enc.update(_block_shapes(f"blocks.{i}.", dim))
-    dec: dict[str, tuple[int, ...]] = {
-        "decoder_embed.weight": (dec_dim, dim),
-        "decoder_embed.bias": (dec_dim,),
-        "mask_token": (1, 1, dec_dim),
-        "decoder_pos_embed": (1, 1 + tokens, dec_dim),
-        "decoder_norm.weight": (dec_dim,),
-        "decoder_norm.bias": (dec_dim,),
-        "decoder_pred.weight": (p * p * 6, dec_dim),
-        "decoder_pred.bias": (p * p * 6,),
-    }
+    enc = released_files.vit_encoder_shapes(dim, depth, 1 + tokens, (6, 1, p, p))
+    dec = released_files.mae_decoder_shapes(dim, dec_dim, 1 + tokens, p * p * 6)
     for i in range(dec_depth):
-        dec.update(_block_shapes(f"decoder_blocks.{i}.", dec_dim))
+        dec.update(released_files.timm_block_shapes(f"decoder_blocks.{i}.", dec_dim))
     if tl:
         enc.update({"temporal_embed_enc.scale": (1,), "location_embed_enc.scale": (1,)})
         dec.update({"temporal_embed_dec.scale": (1,), "location_embed_dec.scale": (1,)})

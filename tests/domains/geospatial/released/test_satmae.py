@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
+from runpy import run_path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -29,13 +31,10 @@ from domainfm.domains.geospatial.released.satmae import (
     VIT_L16_RGB,
 )
 from domainfm.domains.geospatial.spectral_temporal import SATMAE_S2_GROUPS
-from domainfm.pretrained.registry import (
-    RELEASED,
-    load_released,
-    mapped_release_state,
-    split_dropped,
-)
+from domainfm.pretrained.registry import RELEASED, load_released, split_dropped
 from domainfm.pretrained.report import CheckpointMismatchError, compare_state_dict
+
+released_files = SimpleNamespace(**run_path(str(Path(__file__).parents[3] / "released_files.py")))
 
 GROUP = "satmae-group-channel-vit-l"
 RGB = "satmae-fmow-rgb-vit-l"
@@ -109,12 +108,8 @@ LAYOUT_FILES: dict[str, Callable[[str], tuple[Any, str]]] = {
 
 @pytest.mark.parametrize("name", [GROUP, RGB])
 def test_full_size_layout_maps_strictly(name: str) -> None:
-    entry = RELEASED.get(name)
     content, suffix = LAYOUT_FILES[name]("meta")
-    mapped, dropped = mapped_release_state(entry, content, path=f"{name}{suffix}")
-    with torch.device("meta"):
-        model = build_backbone(entry.architecture, entry.kwargs)
-    report = compare_state_dict(model, mapped)
+    _, mapped, dropped, report = released_files.full_size_report(name, content, name + suffix)
     assert report.ok and not report.unexpected and not report.mismatched, report
     assert dropped and all(k.startswith(("decoder_", "mask_token")) for k in dropped)
     assert len(dropped) == sum(k.startswith(("decoder", "mask")) for k in content["model"])

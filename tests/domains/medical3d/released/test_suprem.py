@@ -10,17 +10,15 @@ numbers against MONAI's ``SwinUNETR`` (with SuPreM's patch-merging order) and ``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
+from runpy import run_path
 from typing import Any
 
 import pytest
 import torch
-import torch.nn.functional as F
 from monai.networks.nets import SegResNet, SwinUNETR
-from monai.networks.nets.swin_unetr import PatchMerging
 from torch import Tensor
-from torch.overrides import TorchFunctionMode
 
 from domainfm.domains.medical3d.cnn import SegResNetEncoder3D
 from domainfm.domains.medical3d.released.suprem import segresnet_to_encoder
@@ -29,44 +27,14 @@ from domainfm.pretrained import CheckpointMismatchError, load_released
 from domainfm.pretrained.registry import RELEASED, mapped_release_state
 from domainfm.pretrained.report import compare_state_dict
 
+_MERGING = run_path(str(Path(__file__).parents[1] / "monai_merging.py"))
+CpuValues = _MERGING["CpuValues"]
+
 NUM_CLASS = 25  # AbdomenAtlas 1.1 classes; only the dropped heads depend on it
 
 
-class CpuValues(TorchFunctionMode):
-    """``torch.linspace`` on the CPU inside ``torch.device("meta")``: MONAI's Swin reads its
-    drop-path rates with ``.item()``."""
-
-    def __torch_function__(
-        self,
-        func: Callable[..., Any],
-        types: Any,
-        args: tuple[Any, ...] = (),
-        kwargs: Mapping[str, Any] | None = None,
-    ) -> Any:
-        kw = dict(kwargs or {})
-        if func is torch.linspace:
-            kw["device"] = "cpu"
-        return func(*args, **kw)
-
-
-class SuPreMPatchMerging(PatchMerging):
-    """The 3D ``PatchMerging.forward`` of SuPreM's ``backbone/swinunetr.py`` (MONAI 0.9's),
-    restated: neighbours x0..x7 with x5 == x2 and x6 == x3."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        _, d, h, w, _ = x.shape
-        if (h % 2 == 1) or (w % 2 == 1) or (d % 2 == 1):
-            x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2, 0, d % 2))
-        x0 = x[:, 0::2, 0::2, 0::2, :]
-        x1 = x[:, 1::2, 0::2, 0::2, :]
-        x2 = x[:, 0::2, 1::2, 0::2, :]
-        x3 = x[:, 0::2, 0::2, 1::2, :]
-        x4 = x[:, 1::2, 0::2, 1::2, :]
-        x5 = x[:, 0::2, 1::2, 0::2, :]
-        x6 = x[:, 0::2, 0::2, 1::2, :]
-        x7 = x[:, 1::2, 1::2, 1::2, :]
-        out: Tensor = self.reduction(self.norm(torch.cat([x0, x1, x2, x3, x4, x5, x6, x7], -1)))
-        return out
+# SuPreM's ``backbone/swinunetr.py`` (MONAI 0.9's) merges as MONAI < 1.5 does
+SuPreMPatchMerging = _MERGING["MonaiPre15PatchMerging"]
 
 
 def build_swin_unetr(device: str, **kwargs: Any) -> SwinUNETR:

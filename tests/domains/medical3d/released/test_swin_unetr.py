@@ -10,11 +10,10 @@ restated (``tests/domains/medical3d/monai_merging.py``, loaded by path).
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
+from runpy import run_path
 from typing import Any
 
 import pytest
@@ -41,17 +40,8 @@ SWIN_RELEASES = (
 )
 
 
-def _load_helper(name: str) -> ModuleType:
-    """A helper module of tests/domains/medical3d, loaded by path (not imported)."""
-    path = Path(__file__).resolve().parents[1] / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"medical3d_swin_unetr_{name}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-MonaiPre15PatchMerging = _load_helper("monai_merging").MonaiPre15PatchMerging
+_MERGING = run_path(str(Path(__file__).parents[1] / "monai_merging.py"))
+MonaiPre15PatchMerging = _MERGING["MonaiPre15PatchMerging"]
 
 
 def ssl_heads(dim: int) -> dict[str, tuple[int, ...]]:
