@@ -176,13 +176,13 @@ def _shape_model(architecture: str, kwargs_json: str) -> nn.Module:
             return build_backbone(architecture, kwargs, source=source)
 
 
-def _copy_containers(content: Any) -> Any:
+def copy_containers(content: Any) -> Any:
     """``content`` with its dicts and lists copied (tensors shared), so that no key map can
     change what the next one reads."""
     if isinstance(content, Mapping):
-        return {k: _copy_containers(v) for k, v in content.items()}
+        return {k: copy_containers(v) for k, v in content.items()}
     if isinstance(content, list):
-        return [_copy_containers(v) for v in content]
+        return [copy_containers(v) for v in content]
     return content
 
 
@@ -194,7 +194,7 @@ def _error_text(err: BaseException) -> str:
 def match_release(entry: ReleasedCheckpoint, content: Any, *, source: str) -> ReleaseMatch:
     """How ``entry`` fits ``content`` (see the module docstring)."""
     try:
-        state = entry.map_keys(_copy_containers(content))
+        state = entry.map_keys(copy_containers(content))
         if not isinstance(state, Mapping):
             raise TypeError(f"the key map gave a {type(state).__name__}, not a state dict")
         kept, dropped = split_dropped(state, entry.drop)
@@ -289,9 +289,10 @@ def describe_identification(matches: Sequence[ReleaseMatch], *, source: str) -> 
     return f"{source}: no registered release layout is close ({len(matches)} compared)"
 
 
-def _peek_checkpoint(path: Path) -> Any | None:
-    """A ``.ckpt``'s content memory-mapped (tensors not read) with the safe loader's
-    allowlist, or ``None`` when it cannot be read that way (the domainfm reader then reports
+def peek_torch_file(path: str | Path) -> Any | None:
+    """A torch file's content memory-mapped (tensors not read) with the safe loader's
+    allowlist, or ``None`` when it cannot be read that way (not a zip-format torch file,
+    damaged, or refused: :func:`~domainfm.pretrained.registry.read_weights_file` then says
     why)."""
     try:
         with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
@@ -317,7 +318,7 @@ def inspect_weights_file(path: str | Path, *, as_json: bool = False) -> tuple[st
     if not p.is_file() or p.name == CONFIG_NAME:
         return None
     if p.suffix == ".ckpt":  # Lightning's suffix: a domainfm checkpoint, or a release's file
-        content = _peek_checkpoint(p)
+        content = peek_torch_file(p)
         if content is None or (isinstance(content, Mapping) and CKPT_KEY in content):
             return None
     else:

@@ -29,9 +29,7 @@ Example::
 
 from __future__ import annotations
 
-import argparse
 import json
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,8 +42,10 @@ from domainfm.pretrained.export import CKPT_KEY, CONFIG_NAME
 from domainfm.pretrained.identify import (
     ReleaseMatch,
     best_matches,
+    copy_containers,
     identify_release,
     near_misses,
+    peek_torch_file,
 )
 from domainfm.pretrained.registry import (
     RELEASED,
@@ -71,21 +71,6 @@ class IdentifiedRelease:
 
     entry: ReleasedCheckpoint
     candidates: tuple[str, ...]
-
-
-def peek_torch_file(path: str | Path) -> Any | None:
-    """A torch file's content memory-mapped (tensors not read) with the safe loader's
-    allowlist, or ``None`` when it cannot be read that way (not a zip-format torch file,
-    damaged, or refused: :func:`~domainfm.pretrained.registry.read_weights_file` then says
-    why)."""
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-    except MemoryError:
-        raise
-    except Exception:
-        return None
 
 
 def _all_dense(content: Any) -> bool:
@@ -128,16 +113,6 @@ def read_release_content(path: str | Path) -> Any | None:
     return content
 
 
-def _copy_containers(content: Any) -> Any:
-    """``content`` with its dicts and lists copied (tensors shared): no key map changes what
-    the next one reads."""
-    if isinstance(content, Mapping):
-        return {k: _copy_containers(v) for k, v in content.items()}
-    if isinstance(content, list):
-        return [_copy_containers(v) for v in content]
-    return content
-
-
 def _same_tensor(a: Any, b: Any) -> bool:
     if a is b:
         return True
@@ -155,7 +130,7 @@ def _same_tensor(a: Any, b: Any) -> bool:
 
 
 def _load_state(entry: ReleasedCheckpoint, content: Any) -> dict[str, Tensor]:
-    kept, _ = split_dropped(entry.map_keys(_copy_containers(content)), entry.drop)
+    kept, _ = split_dropped(entry.map_keys(copy_containers(content)), entry.drop)
     return kept
 
 
