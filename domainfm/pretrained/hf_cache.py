@@ -76,7 +76,7 @@ def resolve_snapshot(path: str | Path, *, revision: str = "main") -> Path:
 def _is_domainfm_config(path: Path) -> bool:
     try:
         data = json.loads(path.read_text(encoding="utf-8", errors="replace"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # the export reader names what is wrong
         return False
     return isinstance(data, dict) and data.get("format") == FORMAT
 
