@@ -104,7 +104,7 @@ def m2d_keys(content: Any) -> dict[str, Tensor]:
     if isinstance(stats, Tensor) and not stats.is_meta:
         values = [float(v) for v in stats.flatten()]
         if len(values) != 2 or not all(
-            math.isclose(a, b, rel_tol=1e-5) for a, b in zip(values, M2D_NORM_STATS, strict=False)
+            math.isclose(a, b, rel_tol=1e-5) for a, b in zip(values, M2D_NORM_STATS, strict=True)
         ):
             raise KeyError(
                 f"norm_stats {values} differ from this release's {list(M2D_NORM_STATS)}: "
