@@ -162,7 +162,7 @@ def meta_parameters() -> Iterator[None]:
         nn.Module.register_parameter = register  # type: ignore[method-assign]
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=512)  # above the number of registered layouts: a scan never thrashes it
 def _shape_model(architecture: str, kwargs_json: str) -> nn.Module:
     """The architecture built without allocating its weights (cached: only names and shapes
     are read)."""

@@ -54,7 +54,9 @@ Example::
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 import timm
@@ -186,11 +188,9 @@ def timm_to_backbone_keys(state: Mapping[str, Tensor], backbone: TimmCNN) -> dic
     ``backbone`` only lends its key names, so one built on the meta device will do
     (``with torch.device("meta"): TimmCNN(...)``), as the released-checkpoint mappings do.
     """
-    with torch.device("meta"):  # key names only: nothing allocated, nothing initialized
-        plain = _create_features(
-            backbone.model_name, backbone.in_chans, None, backbone.timm_kwargs, features_only=False
-        )
-    plain_keys = set(plain.state_dict())
+    plain_keys = _plain_keys(
+        backbone.model_name, backbone.in_chans, json.dumps(backbone.timm_kwargs, sort_keys=True)
+    )
     rename: dict[str, str] = {}  # plain key -> our key
     for key in backbone.state_dict():
         own = key.removeprefix(PREFIX)
@@ -206,7 +206,18 @@ def timm_to_backbone_keys(state: Mapping[str, Tensor], backbone: TimmCNN) -> dic
     return out
 
 
-def _plain_name(key: str, plain_keys: set[str]) -> str | None:
+@lru_cache(maxsize=32)
+def _plain_keys(model_name: str, in_chans: int, timm_kwargs_json: str) -> frozenset[str]:
+    """The state-dict keys of the plain timm model (built once per configuration on the meta
+    device: key names only, nothing allocated or initialized)."""
+    with torch.device("meta"):
+        plain = _create_features(
+            model_name, in_chans, None, json.loads(timm_kwargs_json), features_only=False
+        )
+    return frozenset(plain.state_dict())
+
+
+def _plain_name(key: str, plain_keys: frozenset[str]) -> str | None:
     """The plain-model key of a feature-extractor key (``stages_0.x`` → ``stages.0.x``)."""
     if key in plain_keys:
         return key

@@ -29,6 +29,7 @@ dinov2``; ``torchgeo/models/resnet.py``: ``ResNet50_Weights.SENTINEL{2_ALL,1_GRD
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import cache
 from typing import Any
 
 import torch
@@ -108,10 +109,15 @@ _vit_release("softcon-vit-b14-s1", "b", 2, _DINOV2_B)
 _vit_release("softcon-vit-s14-s1", "s", 2, _DINOV2_S)
 
 
+@cache
+def _meta_rn50(in_chans: int) -> TimmCNN:
+    """The ResNet-50 backbone on the meta device (built once: it only lends key names)."""
+    with torch.device("meta"):
+        return TimmCNN(model_name="resnet50", in_chans=in_chans)
+
+
 def _rn50_keys(content: Any, in_chans: int) -> dict[str, Tensor]:
-    with torch.device("meta"):  # key names only
-        target = TimmCNN(model_name="resnet50", in_chans=in_chans)
-    return timm_to_backbone_keys(_state(content), target)
+    return timm_to_backbone_keys(_state(content), _meta_rn50(in_chans))
 
 
 def _rn50_release(bands: int) -> None:

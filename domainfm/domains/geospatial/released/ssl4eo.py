@@ -104,7 +104,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from functools import partial
+from functools import cache, partial
 from typing import Any
 
 import torch
@@ -179,11 +179,18 @@ def _unwrap(content: Any, key: str | None = None) -> Mapping[str, Tensor]:
     return inner
 
 
+@cache
+def _meta_resnet50() -> TimmCNN:
+    """The 13-band ResNet-50 backbone on the meta device (built once: it only lends its key
+    names)."""
+    with torch.device("meta"):
+        return TimmCNN(**RESNET50_S2)
+
+
 def _resnet50_keys(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """timm/torchvision ResNet-50 keys → ``timm_cnn`` keys; the classifier ``fc.*`` passes
     through under its own name (the entries drop it by name, reported)."""
-    with torch.device("meta"):  # only the key names are needed
-        target = TimmCNN(**RESNET50_S2)
+    target = _meta_resnet50()
     head = {k: v for k, v in state.items() if k.startswith("fc.")}
     body = {k: v for k, v in state.items() if not k.startswith("fc.")}
     return {**timm_to_backbone_keys(body, target), **head}
