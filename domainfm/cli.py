@@ -12,6 +12,8 @@
 * ``prepare DOMAIN SRC_DIR OUT_DIR``: validate and preprocess raw inputs once into LitData
   shards + ``manifest.json`` (bad inputs listed by name and reason; re-runs are no-ops; new
   files are appended), streamed by the domains' streaming data modules.
+* ``benchmark --task SPEC --backbone ... --out DIR``: compare backbones on a labeled task
+  (linear probe, kNN, few-label fine-tuning; label fractions; seeds; paired statistics).
 * the installed domains' own subcommands (``domainfm --help`` lists them).
 
 The command names no domain: it dispatches through the domain plugins
@@ -42,9 +44,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from domainfm.core.cli_args import (
     OneLineParser,
-    argument_type,
     fraction,
-    non_negative_int,
     positive_int,
 )
 from domainfm.core.cli_output import (
@@ -139,9 +139,14 @@ def _releases(argv: Sequence[str]) -> int:
     return releases_command(argv)
 
 
-def _predict_parser(prog: str, description: str, ckpt: str, output: str) -> argparse.ArgumentParser:
+def _predict_parser(
+    prog: str, description: str, ckpt: str, output: str, *, overlap: float, unit: str
+) -> argparse.ArgumentParser:
     """The arguments ``segment`` and ``detect`` share (their dests are request fields)."""
     parser = OneLineParser(prog=f"domainfm {prog}", description=description)
+    parser.add_argument(
+        "--overlap", type=fraction(upper_open=True), default=overlap, help=f"{unit} overlap [0, 1)"
+    )
     parser.add_argument("ckpt", help=f"Lightning .ckpt of a {ckpt} run")
     parser.add_argument("input", help="input file or folder, in the model's domain format")
     parser.add_argument("output", help=f"output {output} (its format follows the domain)")
@@ -206,9 +211,8 @@ def _segment(argv: Sequence[str]) -> int:
         "transform).",
         "FinetuneModule segmentation",
         "label map",
-    )
-    parser.add_argument(
-        "--overlap", type=fraction(upper_open=True), default=0.5, help="window overlap [0, 1)"
+        overlap=0.5,
+        unit="window",
     )
     parser.add_argument(
         "--sw-batch-size",
@@ -244,9 +248,8 @@ def _detect(argv: Sequence[str]) -> int:
         "its CRS.",
         "DetectionModule",
         "boxes (.geojson for rasters)",
-    )
-    parser.add_argument(
-        "--overlap", type=fraction(upper_open=True), default=0.25, help="tile overlap [0, 1)"
+        overlap=0.25,
+        unit="tile",
     )
     parser.add_argument("--batch-size", type=positive_int, default=4, help="tiles per forward")
     parser.add_argument(
@@ -269,49 +272,15 @@ def _detect(argv: Sequence[str]) -> int:
 
 
 def _prepare(argv: Sequence[str]) -> int:
-    from domainfm.data.data_root import resolve_data_path
-    from domainfm.data.preparer import parse_chunk_bytes
-    from domainfm.data.shards import prepare_shards
-    from domainfm.domains.plugin import UnsupportedByDomain, all_domains
+    from domainfm.domains.prepare_command import prepare_command
 
-    parser = OneLineParser(
-        prog="domainfm prepare",
-        description=(
-            "Validate and preprocess a folder of raw inputs once into streamable LitData "
-            "shards with a manifest (counts, shapes, statistics, source checksums). Bad "
-            "inputs are skipped and listed; re-running is a no-op; new files are appended."
-        ),
-    )
-    domains = parser.add_subparsers(dest="domain", required=True, metavar="DOMAIN")
-    for plugin in all_domains():
-        sub = domains.add_parser(plugin.name, help=plugin.summary, description=plugin.summary)
-        sub.add_argument("src_dir", help="folder of raw inputs (searched recursively)")
-        sub.add_argument("out_dir", help="prepared folder (created, or appended to)")
-        sub.add_argument("--num-workers", type=non_negative_int, default=os.cpu_count() or 1)
-        sub.add_argument(
-            "--chunk-bytes",
-            type=argument_type(parse_chunk_bytes, "size"),
-            default="64MB",
-            help="target shard size (bytes, or with a unit: 64MB, 1GB)",
-        )
-        sub.add_argument("--dtype", choices=["float16", "float32"], help="stored dtype")
-        plugin.add_prepare_arguments(sub)
-        sub.set_defaults(plugin=plugin)
-    args = parser.parse_args(argv)
-    try:
-        preparer = args.plugin.preparer(args)
-    except UnsupportedByDomain as err:
-        parser.error(str(err))
-    summary = prepare_shards(
-        preparer,
-        resolve_data_path(args.src_dir),
-        args.out_dir,
-        num_workers=args.num_workers,
-        chunk_bytes=args.chunk_bytes,
-        progress=True,
-    )
-    print(f"domainfm prepare: {summary.describe()}")
-    return 0
+    return prepare_command(argv)
+
+
+def _benchmark(argv: Sequence[str]) -> int:
+    from domainfm.domains.benchmark_command import benchmark_command
+
+    return benchmark_command(argv)
 
 
 BUILTIN: dict[str, tuple[str, Command]] = {
@@ -321,6 +290,7 @@ BUILTIN: dict[str, tuple[str, Command]] = {
     "segment": ("segment an input of any size with a fine-tuned checkpoint", _segment),
     "detect": ("detect objects in an input of any size with a detection checkpoint", _detect),
     "prepare": ("preprocess a folder of raw inputs once into streamable shards", _prepare),
+    "benchmark": ("compare backbones on a labeled task: probes, fine-tuning, seeds", _benchmark),
 }
 
 

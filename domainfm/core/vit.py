@@ -21,7 +21,6 @@ Example::
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 from functools import partial
 from typing import Any, Literal
@@ -36,9 +35,12 @@ from torch.utils.checkpoint import checkpoint
 from domainfm.core.backbone import BACKBONES, backbone_grid
 from domainfm.core.block_selection import select_blocks
 from domainfm.core.grid import DEFAULT_AXES, TokenGrid, to_ntuple
+from domainfm.core.kept_tokens import check_keep_idx, gather_kept
 from domainfm.core.patch_embed import ConvPatchEmbed, build_patch_embed
 from domainfm.core.patching import patchify_at
 from domainfm.core.pos_embed import cached_sincos_pos_embed, resample_pos_embed
+from domainfm.core.token_encoder import TokenEncoder
+from domainfm.core.vit_size import ViTSize, check_count
 
 
 def _per_patch_linear(
@@ -70,67 +72,20 @@ def _per_patch_linear(
     return proj if plain else None
 
 
-def check_vit_args(
-    *,
-    in_chans: int,
-    embed_dim: int,
-    depth: int,
-    num_heads: int,
-    mlp_ratio: float,
-    drop_path_rate: float,
-    norm_eps: float,
-) -> None:
-    """Refuse ViT sizes that cannot build a model, naming the argument (a config's typo
-    becomes one clear message instead of a ``ZeroDivisionError`` deep in a constructor).
-
-    Raises:
-        ValueError: ``in_chans``, ``embed_dim``, ``depth`` or ``num_heads`` not an integer
-            >= 1, ``embed_dim`` not divisible by ``num_heads``, ``mlp_ratio`` or ``norm_eps``
-            not a finite number > 0, ``drop_path_rate`` outside ``[0, 1)``.
-    """
-    for name, value in (
-        ("in_chans", in_chans),
-        ("embed_dim", embed_dim),
-        ("depth", depth),
-        ("num_heads", num_heads),
-    ):
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {name}={value!r}")
-    if embed_dim % num_heads:
-        raise ValueError(
-            f"embed_dim={embed_dim} must be divisible by num_heads={num_heads} (each head "
-            "gets embed_dim / num_heads channels)"
-        )
-    for name, number in (("mlp_ratio", mlp_ratio), ("norm_eps", norm_eps)):
-        if not isinstance(number, numbers.Real) or not 0 < number < math.inf:
-            raise ValueError(f"{name} must be a finite number > 0, got {name}={number!r}")
-    if not isinstance(drop_path_rate, numbers.Real) or not 0 <= drop_path_rate < 1:
-        raise ValueError(f"drop_path_rate must be in [0, 1), got drop_path_rate={drop_path_rate!r}")
-
-
-def vit_blocks(
-    *,
-    dim: int,
-    depth: int,
-    num_heads: int,
-    mlp_ratio: float,
-    qkv_bias: bool,
-    drop_path_rate: float,
-    norm_eps: float,
-    **block_kwargs: Any,
-) -> nn.ModuleList:
-    r"""``depth`` timm ``Block``\ s with ``LayerNorm(eps=norm_eps)`` and stochastic depth rising
-    linearly from 0 to ``drop_path_rate``; ``block_kwargs`` go to every block (e.g.
-    ``proj_bias``, ``mlp_layer``)."""
-    rates = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()  # also on meta
+def vit_blocks(size: ViTSize, **block_kwargs: Any) -> nn.ModuleList:
+    r"""``size.depth`` timm ``Block``\ s with ``LayerNorm(eps=size.norm_eps)`` and stochastic
+    depth rising linearly from 0 to ``size.drop_path_rate``; ``block_kwargs`` go to every
+    block (e.g. ``proj_bias``, ``mlp_layer``)."""
+    # on the CPU also when the model is built on the meta device
+    rates = torch.linspace(0, size.drop_path_rate, size.depth, device="cpu").tolist()
     return nn.ModuleList(
         Block(
-            dim=dim,
-            num_heads=num_heads,
-            mlp_ratio=mlp_ratio,
-            qkv_bias=qkv_bias,
+            dim=size.embed_dim,
+            num_heads=size.num_heads,
+            mlp_ratio=size.mlp_ratio,
+            qkv_bias=size.qkv_bias,
             drop_path=rate,
-            norm_layer=partial(nn.LayerNorm, eps=norm_eps),  # type: ignore[arg-type]
+            norm_layer=partial(nn.LayerNorm, eps=size.norm_eps),  # type: ignore[arg-type]
             **block_kwargs,
         )
         for rate in rates
@@ -138,7 +93,7 @@ def vit_blocks(
 
 
 @BACKBONES.register("vit_nd")
-class VisionTransformerND(nn.Module):
+class VisionTransformerND(TokenEncoder):
     """ViT encoder over an N-D token grid (implements :class:`~domainfm.core.backbone.Backbone`).
 
     Args:
@@ -183,15 +138,8 @@ class VisionTransformerND(nn.Module):
         super().__init__()
         if spatial_dims not in (1, 2, 3):
             raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims}")
-        check_vit_args(
-            in_chans=in_chans,
-            embed_dim=embed_dim,
-            depth=depth,
-            num_heads=num_heads,
-            mlp_ratio=mlp_ratio,
-            drop_path_rate=drop_path_rate,
-            norm_eps=norm_eps,
-        )
+        check_count("in_chans", in_chans)
+        size = ViTSize.from_arguments(locals())
         if pos_embed not in ("sincos", "learned"):
             raise ValueError(f"pos_embed must be 'sincos' or 'learned', got {pos_embed!r}")
         if global_pool == "token" and not class_token:
@@ -224,15 +172,7 @@ class VisionTransformerND(nn.Module):
             self.grid_size = to_ntuple(grid_size or 1, spatial_dims, name="grid_size")
             self.pos_embed = None
 
-        self.blocks = vit_blocks(
-            dim=embed_dim,
-            depth=depth,
-            num_heads=num_heads,
-            mlp_ratio=mlp_ratio,
-            qkv_bias=qkv_bias,
-            drop_path_rate=drop_path_rate,
-            norm_eps=norm_eps,
-        )
+        self.blocks = vit_blocks(size)
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
         self._init_weights()
 
@@ -294,15 +234,16 @@ class VisionTransformerND(nn.Module):
             tokens = self.patch_embed(x)  # (B, N, D)
             tokens = tokens + self._patch_pos_embed(grid, tokens)
         else:
-            if keep_idx.ndim != 2 or keep_idx.shape[0] != x.shape[0]:
-                raise ValueError(
-                    f"keep_idx must be (B={x.shape[0]}, K), got shape {tuple(keep_idx.shape)}"
-                )
+            check_keep_idx(keep_idx, x.shape[0])
             tokens = self._embed_kept(x, grid, keep_idx.to(x.device))  # (B, K, D)
-        prefix = self._prefix(x.shape[0])
-        if prefix is not None:
-            tokens = torch.cat([prefix.to(tokens.dtype), tokens], dim=1)  # (B, P + K, D)
-        return tokens
+        return self._prepend_prefix(tokens)
+
+    def _prepend_prefix(self, tokens: Tensor) -> Tensor:
+        """Patch tokens ``(B, K, D)`` after the prefix tokens, ``(B, P + K, D)``."""
+        prefix = self._prefix(tokens.shape[0])
+        if prefix is None:
+            return tokens
+        return torch.cat([prefix.to(tokens.dtype), tokens], dim=1)
 
     def _embed_kept(self, x: Tensor, grid: TokenGrid, keep_idx: Tensor) -> Tensor:
         """Embedded, positioned tokens at ``keep_idx`` only, ``(B, K, D)``.
@@ -314,9 +255,7 @@ class VisionTransformerND(nn.Module):
         """
         proj = _per_patch_linear(self.patch_embed, self.patch_size)
         if proj is None:
-            tokens = self.patch_embed(x)  # (B, N, D)
-            index = keep_idx[..., None].expand(-1, -1, tokens.shape[-1])
-            tokens = torch.gather(tokens, 1, index)  # (B, K, D)
+            tokens = gather_kept(self.patch_embed(x), keep_idx)  # (B, K, D)
         else:
             weight = proj.weight.reshape(proj.weight.shape[0], -1)  # (D, C * prod(patch))
             tokens = F.linear(
@@ -375,8 +314,3 @@ class VisionTransformerND(nn.Module):
         if self.global_pool == "token":
             return tokens[:, 0]
         return tokens[:, self.num_prefix_tokens :].mean(dim=1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Pooled embedding ``(B, D)`` (class token or mean of patch tokens)."""
-        tokens, _ = self.forward_tokens(x)
-        return self.pool_tokens(tokens)

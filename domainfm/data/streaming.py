@@ -29,6 +29,7 @@ import hashlib
 import os
 import warnings
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -100,16 +101,11 @@ class StreamingSamples(StreamingDataset):
         location = str(shards)
         if "://" not in location:
             read_manifest(location)  # a clear error for a folder `domainfm prepare` did not write
-        kwargs: dict[str, Any] = {}
-        if max_cache_size is not None:
-            kwargs["max_cache_size"] = max_cache_size
+        cache: dict[str, Any] = {"cache_dir": cache_dir}
+        if max_cache_size is not None:  # LitData's default budget otherwise
+            cache["max_cache_size"] = max_cache_size
         super().__init__(
-            input_dir=location,
-            cache_dir=cache_dir,
-            shuffle=shuffle,
-            drop_last=drop_last,
-            seed=seed,
-            **kwargs,
+            input_dir=location, shuffle=shuffle, drop_last=drop_last, seed=seed, **cache
         )
         self.sample_maker = sample_maker
         self.skipped = 0
@@ -238,8 +234,10 @@ class ShardDataModule(SeededDataModule):
         self.shards = shards
         self.manifest_path = manifest
         self.val_shards = val_shards
-        self.cache_dir = cache_dir
-        self.max_cache_size = max_cache_size
+        self.streamed = partial(
+            StreamingSamples, cache_dir=cache_dir, max_cache_size=max_cache_size
+        )
+        """:class:`StreamingSamples` of a prepared folder through this module's cache."""
         self.manifest: dict[str, Any] = {}
         self.train_set: StreamingSamples | None = None
         self.val_set: StreamingSamples | None = None
@@ -265,13 +263,8 @@ class ShardDataModule(SeededDataModule):
             )
         if not self.manifest:
             self.manifest = manifest
-        return StreamingSamples(
-            shards=shards,
-            sample_maker=self.sample_maker(manifest),
-            seed=self.seed,
-            shuffle=shuffle,
-            cache_dir=self.cache_dir,
-            max_cache_size=self.max_cache_size,
+        return self.streamed(
+            shards=shards, sample_maker=self.sample_maker(manifest), seed=self.seed, shuffle=shuffle
         )
 
     def setup(self, stage: str) -> None:

@@ -39,6 +39,7 @@ from domainfm.core.contract import InputContract, contract_from_dict
 from domainfm.core.plugins import discover_plugins, plugin_failures
 from domainfm.core.registry import Registry
 from domainfm.data.shards import Preparer
+from domainfm.tasks.benchmark.hooks import DomainBenchmark
 from domainfm.tasks.detection_module import DetectionModule
 from domainfm.tasks.finetune_module import FinetuneModule
 
@@ -117,6 +118,9 @@ class DomainPlugin:
     """Output file endings ``segment`` writes (checked before any computation)."""
     detect_suffixes: ClassVar[tuple[str, ...]] = ()
     """Output file endings ``detect`` writes."""
+    benchmark: ClassVar[DomainBenchmark | None] = None
+    """The domain's ``domainfm benchmark`` hooks (its task formats, features, fine-tuning,
+    adaptation; :class:`~domainfm.tasks.benchmark.hooks.DomainBenchmark`), if it has any."""
 
     def add_prepare_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Add the domain's ``domainfm prepare DOMAIN`` options (none by default)."""

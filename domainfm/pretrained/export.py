@@ -159,7 +159,29 @@ def export_checkpoint(
     """
     out = check_export_folder(out_dir, source=ckpt_path, overwrite=overwrite)
     meta, state = read_training_checkpoint(ckpt_path)
+    return _write_export(out, state, backbone_config(meta))
+
+
+def export_backbone(
+    model: torch.nn.Module,
+    out_dir: str | Path,
+    *,
+    meta: dict[str, Any],
+    overwrite: bool = False,
+) -> Path:
+    """Write an in-memory backbone as an export folder (what :func:`export_checkpoint` writes
+    for a checkpoint): ``meta`` holds ``backbone`` (``architecture``, ``kwargs``) and,
+    optionally, ``domain``, ``input``, ``provenance``, ``recipe`` and ``license``.
+
+    Returns:
+        The output folder.
+    """
+    out = check_export_folder(out_dir, source=out_dir, overwrite=overwrite)
     config = backbone_config(meta)
+    return _write_export(out, model.state_dict(), config)
+
+
+def _write_export(out: Path, state: dict[str, torch.Tensor], config: dict[str, Any]) -> Path:
     save_safetensors(out / WEIGHTS_NAME, state, metadata={"format": FORMAT})
     atomic_write_json(out / CONFIG_NAME, config)
     write_model_card(out, config)

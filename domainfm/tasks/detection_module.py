@@ -124,6 +124,8 @@ class DetectionModule(TaskModule):
         self,
         *,
         backbone: nn.Module | None = None,
+        pretrained: str | None = None,
+        released: str | None = None,
         num_classes: int,
         image_size: int,
         num_maps: int = 4,
@@ -134,8 +136,6 @@ class DetectionModule(TaskModule):
         lr: float = 1e-3,
         weight_decay: float = 0.05,
         warmup_steps: int = 0,
-        pretrained: str | None = None,
-        released: str | None = None,
     ) -> None:
         super().__init__()
         from torchvision.models.detection import FasterRCNN

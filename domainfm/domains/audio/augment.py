@@ -221,10 +221,26 @@ class RandomResizeCrop:
         return out[0]
 
 
-class _MixupMemoryState:
-    """The saved state of a view maker: its mixup memory's keys (exact resume)."""
+class _MixupViews:
+    """Base of the two-view makers: each view is the input mixed with the memory (when the
+    maker has a mixup) and then augmented by the maker (:meth:`augment`); the saved state is
+    the mixup memory's keys (exact resume)."""
 
     mixup: MixupBYOLA | None
+
+    def augment(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        """One view of the mixed input ``x`` ``(C, F, T)``."""
+        raise NotImplementedError
+
+    def __call__(
+        self, x: Tensor, generator: torch.Generator, key: MemoryKey | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """The two views of ``x`` (remembered under ``key`` by the mixup)."""
+        views = []
+        for _ in range(2):
+            v = self.mixup(x, generator, key) if self.mixup is not None else x
+            views.append(self.augment(v, generator))
+        return views[0], views[1]
 
     def state_dict(self) -> dict[str, Any]:
         """The mixup memory's keys (:meth:`MixupBYOLA.state_dict`; empty without mixup)."""
@@ -236,7 +252,7 @@ class _MixupMemoryState:
             self.mixup.load_state_dict(state, recompute)
 
 
-class BYOLAViews(_MixupMemoryState):
+class BYOLAViews(_MixupViews):
     """Two BYOL-A views of a pre-normalized log-mel ``(C, F, T)``.
 
     Args:
@@ -259,18 +275,12 @@ class BYOLAViews(_MixupMemoryState):
             virtual_crop_scale=virtual_crop_scale, freq_scale=freq_scale, time_scale=time_scale
         )
 
-    def __call__(
-        self, x: Tensor, generator: torch.Generator, key: MemoryKey | None = None
-    ) -> tuple[Tensor, Tensor]:
-        """The two views of ``x`` (remembered under ``key`` by the mixup)."""
-        views = []
-        for _ in range(2):
-            v = self.mixup(x, generator, key) if self.mixup is not None else x
-            views.append(self.crop(v, generator))
-        return views[0], views[1]
+    def augment(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        """The random resize crop of ``x``."""
+        return self.crop(x, generator)
 
 
-class FrameAlignedViews(_MixupMemoryState):
+class FrameAlignedViews(_MixupViews):
     """Two time-aligned views of a ``(C, F, T)`` log-mel (see the module docstring).
 
     Args:
@@ -298,16 +308,10 @@ class FrameAlignedViews(_MixupMemoryState):
         )
         self.mask = SpecAugment(freq_mask=freq_mask, time_mask=0) if freq_mask > 0 else None
 
-    def __call__(
-        self, x: Tensor, generator: torch.Generator, key: MemoryKey | None = None
-    ) -> tuple[Tensor, Tensor]:
-        """The two views of ``x`` (remembered under ``key`` by the mixup)."""
-        views = []
-        for _ in range(2):
-            v = self.mixup(x, generator, key) if self.mixup is not None else x
-            v = self.crop(v, generator)  # time_scale 1 and no time canvas: frames stay put
-            views.append(self.mask(v, generator) if self.mask is not None else v)
-        return views[0], views[1]
+    def augment(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        """The frequency-only crop of ``x``, then the frequency masking."""
+        v = self.crop(x, generator)  # time_scale 1 and no time canvas: frames stay put
+        return self.mask(v, generator) if self.mask is not None else v
 
 
 def normalize_batch(x: Tensor, eps: float = float(torch.finfo(torch.float32).eps)) -> Tensor:

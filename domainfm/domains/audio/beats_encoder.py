@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -59,7 +60,10 @@ from torch.nn.utils.parametrizations import weight_norm
 
 from domainfm.core.backbone import BACKBONES
 from domainfm.core.block_selection import select_blocks
+from domainfm.core.constructor_arguments import ConstructorConfig
 from domainfm.core.grid import TokenGrid
+from domainfm.core.kept_tokens import gather_kept
+from domainfm.core.token_encoder import TokenEncoder
 
 BEATS_ITER3_ARCH: dict[str, Any] = {
     "input_patch_size": 16,
@@ -81,6 +85,63 @@ BEATS_ITER3_ARCH: dict[str, Any] = {
 }
 """The architecture fields of the BEATs iter3 / iter3+ checkpoints' ``cfg`` (every one is a
 constructor argument of :class:`BEATsEncoder` under the same name)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class BEATsArch(ConstructorConfig):
+    """The architecture fields of a BEATs ``cfg``, checked (a :class:`BEATsEncoder` takes
+    each as a keyword argument and builds one of these; its Transformer reads it).
+
+    Attributes:
+        input_patch_size: patch side ``p`` over (time, mel) of the fbank.
+        embed_dim: patch-embedding width.
+        conv_bias: bias on the patch embedding.
+        encoder_layers: Transformer layers.
+        encoder_embed_dim: token width ``D``.
+        encoder_ffn_embed_dim: hidden width of the feed-forward blocks.
+        encoder_attention_heads: attention heads.
+        activation_fn: feed-forward activation (``"gelu"``, exact erf form).
+        layer_norm_first: pre-LN layers (else post-LN).
+        deep_norm: DeepNorm residual scale ``(2 * layers) ** 0.25`` in post-LN layers.
+        conv_pos: kernel of the convolutional position embedding.
+        conv_pos_groups: its groups.
+        relative_position_embedding: add the bucketed relative position bias.
+        num_buckets: relative position buckets (both directions).
+        max_distance: distance where the log buckets end.
+        gru_rel_pos: gate the bias per query (``grep_linear``, ``grep_a``).
+
+    Raises:
+        ValueError: another activation than GELU, ``deep_norm`` with ``layer_norm_first``,
+            or heads that do not divide ``encoder_embed_dim``.
+    """
+
+    input_patch_size: int
+    embed_dim: int
+    conv_bias: bool
+    encoder_layers: int
+    encoder_embed_dim: int
+    encoder_ffn_embed_dim: int
+    encoder_attention_heads: int
+    activation_fn: str
+    layer_norm_first: bool
+    deep_norm: bool
+    conv_pos: int
+    conv_pos_groups: int
+    relative_position_embedding: bool
+    num_buckets: int
+    max_distance: int
+    gru_rel_pos: bool
+
+    def __post_init__(self) -> None:
+        if self.activation_fn != "gelu":
+            raise ValueError(f"activation_fn={self.activation_fn!r}: only 'gelu' is implemented")
+        if self.deep_norm and self.layer_norm_first:
+            raise ValueError("deep_norm and layer_norm_first exclude each other (as in BEATs)")
+        if self.encoder_embed_dim % self.encoder_attention_heads:
+            raise ValueError(
+                f"encoder_embed_dim={self.encoder_embed_dim} must be divisible by "
+                f"encoder_attention_heads={self.encoder_attention_heads}"
+            )
 
 
 def relative_position_buckets(
@@ -197,43 +258,29 @@ class BEATsLayer(nn.Module):
 class BEATsTransformer(nn.Module):
     """BEATs' ``TransformerEncoder``: conv position embedding, layers, layer norm."""
 
-    def __init__(
-        self,
-        *,
-        dim: int,
-        ffn_dim: int,
-        num_heads: int,
-        layers: int,
-        layer_norm_first: bool,
-        deep_norm: bool,
-        conv_pos: int,
-        conv_pos_groups: int,
-        relative_position_embedding: bool,
-        num_buckets: int,
-        max_distance: int,
-        gru_rel_pos: bool,
-    ) -> None:
+    def __init__(self, arch: BEATsArch) -> None:
         super().__init__()
-        conv = nn.Conv1d(dim, dim, conv_pos, padding=conv_pos // 2, groups=conv_pos_groups)
+        dim, heads, kernel = arch.encoder_embed_dim, arch.encoder_attention_heads, arch.conv_pos
+        conv = nn.Conv1d(dim, dim, kernel, padding=kernel // 2, groups=arch.conv_pos_groups)
         self.pos_conv = nn.Sequential(weight_norm(conv, name="weight", dim=2))
-        self.conv_pos = conv_pos
-        self.num_buckets, self.max_distance = num_buckets, max_distance
-        shared = nn.Embedding(num_buckets, num_heads) if relative_position_embedding else None
-        alpha = (2.0 * layers) ** 0.25 if deep_norm else 1.0
+        self.conv_pos = kernel
+        self.num_buckets, self.max_distance = arch.num_buckets, arch.max_distance
+        shared = nn.Embedding(arch.num_buckets, heads) if arch.relative_position_embedding else None
+        alpha = (2.0 * arch.encoder_layers) ** 0.25 if arch.deep_norm else 1.0
         self.layers = nn.ModuleList(
             BEATsLayer(
                 dim,
-                ffn_dim,
-                num_heads,
-                layer_norm_first=layer_norm_first,
+                arch.encoder_ffn_embed_dim,
+                heads,
+                layer_norm_first=arch.layer_norm_first,
                 deep_norm_alpha=alpha,
                 relative_attention_bias=shared,
-                gru_rel_pos=gru_rel_pos,
+                gru_rel_pos=arch.gru_rel_pos,
             )
-            for _ in range(layers)
+            for _ in range(arch.encoder_layers)
         )
         self.layer_norm = nn.LayerNorm(dim)
-        self.layer_norm_first = layer_norm_first
+        self.layer_norm_first = arch.layer_norm_first
 
     def position_bias(self, length: int, device: torch.device) -> Tensor | None:
         """Per-head bias ``(H, N, N)`` of a length-``N`` sequence (``None`` without it)."""
@@ -257,30 +304,14 @@ class BEATsTransformer(nn.Module):
 
 
 @BACKBONES.register("beats")
-class BEATsEncoder(nn.Module):
+class BEATsEncoder(TokenEncoder):
     """BEATs encoder (see the module docstring; implements
     :class:`~domainfm.core.backbone.Backbone`).
 
     Every architecture argument is required and named as in a BEATs checkpoint's ``cfg``
     (:data:`BEATS_ITER3_ARCH` holds the iter3 values): a model is never built from defaults.
 
-    Args:
-        input_patch_size: patch side ``p`` over (time, mel) of the fbank.
-        embed_dim: patch-embedding width.
-        conv_bias: bias on the patch embedding.
-        encoder_layers: Transformer layers.
-        encoder_embed_dim: token width ``D``.
-        encoder_ffn_embed_dim: hidden width of the feed-forward blocks.
-        encoder_attention_heads: attention heads.
-        activation_fn: feed-forward activation (``"gelu"``, exact erf form).
-        layer_norm_first: pre-LN layers (else post-LN).
-        deep_norm: DeepNorm residual scale ``(2 * layers) ** 0.25`` in post-LN layers.
-        conv_pos: kernel of the convolutional position embedding.
-        conv_pos_groups: its groups.
-        relative_position_embedding: add the bucketed relative position bias.
-        num_buckets: relative position buckets (both directions).
-        max_distance: distance where the log buckets end.
-        gru_rel_pos: gate the bias per query (``grep_linear``, ``grep_a``).
+    Args: the fields of :class:`BEATsArch`, under the same names.
     """
 
     def __init__(
@@ -304,15 +335,7 @@ class BEATsEncoder(nn.Module):
         gru_rel_pos: bool,
     ) -> None:
         super().__init__()
-        if activation_fn != "gelu":
-            raise ValueError(f"activation_fn={activation_fn!r}: only 'gelu' is implemented")
-        if deep_norm and layer_norm_first:
-            raise ValueError("deep_norm and layer_norm_first exclude each other (as in BEATs)")
-        if encoder_embed_dim % encoder_attention_heads:
-            raise ValueError(
-                f"encoder_embed_dim={encoder_embed_dim} must be divisible by "
-                f"encoder_attention_heads={encoder_attention_heads}"
-            )
+        arch = BEATsArch.from_arguments(locals())
         self.patch_size = (input_patch_size, input_patch_size)
         self.embed_dim = encoder_embed_dim
         self.num_prefix_tokens = 0
@@ -324,20 +347,7 @@ class BEATsEncoder(nn.Module):
         self.post_extract_proj = (
             nn.Linear(embed_dim, encoder_embed_dim) if embed_dim != encoder_embed_dim else None
         )
-        self.encoder = BEATsTransformer(
-            dim=encoder_embed_dim,
-            ffn_dim=encoder_ffn_embed_dim,
-            num_heads=encoder_attention_heads,
-            layers=encoder_layers,
-            layer_norm_first=layer_norm_first,
-            deep_norm=deep_norm,
-            conv_pos=conv_pos,
-            conv_pos_groups=conv_pos_groups,
-            relative_position_embedding=relative_position_embedding,
-            num_buckets=num_buckets,
-            max_distance=max_distance,
-            gru_rel_pos=gru_rel_pos,
-        )
+        self.encoder = BEATsTransformer(arch)
 
     def token_grid(self, input_shape: Sequence[int]) -> TokenGrid:
         """``(F // p, T // p)`` tokens, axes ``("f", "t")``; trailing frames or bins that do
@@ -393,8 +403,7 @@ class BEATsEncoder(nn.Module):
         outs, grid = self._layers_out(x, len(self.encoder.layers) - 1)
         tokens = self._grid_order(self._final_norm(outs[-1]), grid)
         if keep_idx is not None:
-            index = keep_idx.to(tokens.device)[..., None].expand(-1, -1, tokens.shape[-1])
-            tokens = torch.gather(tokens, 1, index)
+            tokens = gather_kept(tokens, keep_idx)
         return tokens, grid
 
     def forward_intermediates(
@@ -410,12 +419,3 @@ class BEATsEncoder(nn.Module):
             tokens = self._grid_order(tokens, grid)
             maps.append(tokens.transpose(1, 2).reshape(x.shape[0], self.embed_dim, *grid.shape))
         return maps
-
-    def pool_tokens(self, tokens: Tensor) -> Tensor:
-        """``forward_tokens`` output → mean over tokens ``(B, D)``."""
-        return tokens.mean(dim=1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Pooled embedding ``(B, D)``: the mean of the final tokens."""
-        tokens, _ = self.forward_tokens(x)
-        return self.pool_tokens(tokens)

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -133,11 +134,16 @@ class AudioPretrainDataModule(SeededDataModule):
         self.patterns = list(files)
         self.frontend = frontend if frontend is not None else LogMelFrontend()
         self.frames = frames
-        self.views = views
-        self.specaugment = specaugment
         self.stats_cache = stats_cache
         self.index_cache = index_cache
-        self.samples_per_epoch = samples_per_epoch
+        self.segments = partial(
+            AudioSegmentDataset,
+            frames=frames,
+            views=views,
+            samples_per_epoch=samples_per_epoch,
+            specaugment=specaugment,
+        )
+        """The segments of the indexed files (built by :meth:`setup`), with these settings."""
         self.collate = segment_collate(views, masking)
         self.skipped: list[tuple[str, str]] = []
         self.train_set: AudioSegmentDataset | None = None
@@ -149,15 +155,7 @@ class AudioPretrainDataModule(SeededDataModule):
         paths = [i.path for i in infos]
         checks = FileChecks(paths)
         self.frontend = with_file_stats(self.frontend, paths, self.stats_cache, checks)
-        self.train_set = AudioSegmentDataset(
-            infos=infos,
-            frontend=self.frontend,
-            frames=self.frames,
-            views=self.views,
-            samples_per_epoch=self.samples_per_epoch,
-            specaugment=self.specaugment,
-            checks=checks,
-        )
+        self.train_set = self.segments(infos=infos, frontend=self.frontend, checks=checks)
 
     @property
     def skipped_files(self) -> list[tuple[str, str]]:
@@ -217,6 +215,9 @@ class AudioClipDataModule(SeededDataModule):
         **kwargs: ``num_workers``, ``seed`` (of the training order and cuts): see
             :class:`~domainfm.data.datamodule.SeededDataModule`.
     """
+
+    dataset_type: Callable[..., Dataset[Any]] = AudioClipDataset
+    """The dataset of a split's clips (built by :meth:`_dataset`)."""
 
     def __init__(
         self,
@@ -321,16 +322,21 @@ class AudioClipDataModule(SeededDataModule):
     def _dataset(
         self, files: list[str], labels: list[int], *, train: bool, checks: FileChecks
     ) -> Dataset[Any]:
-        """The training or validation dataset of ``files`` labeled ``labels``."""
-        return AudioClipDataset(
+        """The training or validation dataset (:attr:`dataset_type`) of ``files`` labeled
+        ``labels``."""
+        return self.dataset_type(
             files=files,
             labels=labels,
             frontend=self.frontend,
             frames=self.frames,
-            train=train,
-            specaugment=self.specaugment if train else None,
             checks=checks,
+            **self._split_options(train),
         )
+
+    def _split_options(self, train: bool) -> dict[str, Any]:
+        """The dataset's other arguments for the training (or the validation) split:
+        SpecAugment for training clips only."""
+        return {"train": train, "specaugment": self.specaugment if train else None}
 
     @property
     def num_classes(self) -> int:
@@ -370,6 +376,8 @@ class SoundEventDataModule(AudioClipDataModule):
         val_sequences: validation sequences.
     """
 
+    dataset_type = EventSequenceDataset
+
     def __init__(
         self,
         *,
@@ -384,16 +392,10 @@ class SoundEventDataModule(AudioClipDataModule):
         self.sequences_per_epoch = sequences_per_epoch
         self.val_sequences = val_sequences
 
-    def _dataset(
-        self, files: list[str], labels: list[int], *, train: bool, checks: FileChecks
-    ) -> Dataset[Any]:
-        return EventSequenceDataset(
-            files=files,
-            labels=labels,
-            num_classes=self.num_classes,
-            frontend=self.frontend,
-            frames=self.frames,
-            max_events=self.max_events,
-            length=self.sequences_per_epoch if train else self.val_sequences,
-            checks=checks,
-        )
+    def _split_options(self, train: bool) -> dict[str, Any]:
+        """The sequences' other arguments: an epoch's or the validation set's count."""
+        return {
+            "num_classes": self.num_classes,
+            "max_events": self.max_events,
+            "length": self.sequences_per_epoch if train else self.val_sequences,
+        }

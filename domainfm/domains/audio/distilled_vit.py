@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from domainfm.core.backbone import BACKBONES
+from domainfm.core.constructor_arguments import constructor_arguments
 from domainfm.core.vit import VisionTransformerND
 
 
@@ -79,23 +80,7 @@ class DistilledVisionTransformerND(VisionTransformerND):
     ) -> None:
         if global_pool not in ("token", "avg"):
             raise ValueError(f"global_pool must be 'token' or 'avg', got {global_pool!r}")
-        super().__init__(
-            in_chans=in_chans,
-            spatial_dims=spatial_dims,
-            patch_size=patch_size,
-            embed_dim=embed_dim,
-            depth=depth,
-            num_heads=num_heads,
-            mlp_ratio=mlp_ratio,
-            qkv_bias=qkv_bias,
-            class_token=True,
-            pos_embed=pos_embed,
-            grid_size=grid_size,
-            global_pool=global_pool,
-            drop_path_rate=drop_path_rate,
-            axes=axes,
-            norm_eps=norm_eps,
-        )
+        super().__init__(**constructor_arguments(locals()), class_token=True)
         self.num_prefix_tokens = 2
         self.dist_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         nn.init.normal_(self.dist_token, std=0.02)

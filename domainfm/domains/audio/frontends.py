@@ -42,10 +42,12 @@ Example::
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -61,6 +63,8 @@ AUDIOSET_FBANK_MEAN = -4.2677393
 """AST's AudioSet mean of the Kaldi fbank features."""
 AUDIOSET_FBANK_STD = 4.5689974
 """AST's AudioSet standard deviation of the Kaldi fbank features."""
+
+FrontendT = TypeVar("FrontendT", bound="type[Frontend]")
 
 
 class Frontend(nn.Module):
@@ -133,6 +137,43 @@ class Frontend(nn.Module):
     def num_samples(self, frames: int) -> int:
         """The fewest samples giving ``frames`` frames."""
         raise NotImplementedError
+
+
+def variant_defaults(**defaults: Any) -> Callable[[FrontendT], FrontendT]:
+    """Class decorator of a front-end variant whose constructor is its base's with other
+    defaults for the arguments named in ``defaults``.
+
+    The variant's ``__init__`` takes the base's arguments (typed as the base's) and carries
+    the new defaults in its signature, so that registering it (``@FRONTENDS.register``,
+    applied after this decorator) records them as an ``__init__`` of its own would.
+
+    Raises:
+        TypeError: a name in ``defaults`` is not an argument of the base's constructor.
+    """
+
+    def decorate(cls: FrontendT) -> FrontendT:
+        base_init = cls.__init__
+        signature = inspect.signature(base_init)
+        unknown = sorted(set(defaults) - set(signature.parameters))
+        if unknown:
+            raise TypeError(f"{cls.__name__}: its base takes no argument(s) {unknown}")
+        variant_signature = signature.replace(
+            parameters=[
+                p.replace(default=defaults.get(p.name, p.default))
+                for p in signature.parameters.values()
+            ]
+        )
+
+        @functools.wraps(base_init)  # the base's annotations and documentation
+        def __init__(self: Frontend, **kwargs: Any) -> None:
+            base_init(self, **{**defaults, **kwargs})
+
+        __init__.__signature__ = variant_signature  # type: ignore[attr-defined]
+        __init__.__qualname__ = f"{cls.__qualname__}.__init__"
+        cls.__init__ = __init__  # type: ignore[method-assign]
+        return cls
+
+    return decorate
 
 
 @FRONTENDS.register("log_mel")

@@ -4,7 +4,7 @@ command (sound event detection over files of any length, CSV out)."""
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from domainfm.core.cli_args import (
     OneLineParser,
@@ -14,6 +14,7 @@ from domainfm.core.cli_args import (
     positive_int,
 )
 from domainfm.data.shards import Preparer
+from domainfm.domains.audio.benchmark_hooks import AudioBenchmark
 from domainfm.domains.audio.contract import AudioContract
 from domainfm.domains.audio.events import event_f1, read_events_csv, write_events_csv
 from domainfm.domains.audio.frontends import build_frontend
@@ -29,6 +30,7 @@ class AudioPlugin(DomainPlugin):
     name = "audio"
     summary = "recordings and labeled clips (WAV, FLAC, OGG …)"
     contract = AudioContract
+    benchmark = AudioBenchmark()  # domainfm benchmark: its task formats and hooks
 
     def add_prepare_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--sample-rate", type=positive_int, default=16000, help="Hz")
@@ -56,25 +58,28 @@ class AudioPlugin(DomainPlugin):
         return {"sed": ("sound event detection: audio files in, an events CSV out", sed_command)}
 
 
+_SED_DESCRIPTION = (
+    "Sound event detection with a SoundEventModule checkpoint: audio files of any length in, "
+    "a CSV of file,onset,offset,label (seconds) out."
+)
+
+_DETECTION_OPTIONS: dict[str, tuple[Callable[[str], float], float, str]] = {
+    "threshold": (fraction(), 0.5, "activity threshold [0, 1]"),
+    "min_gap": (non_negative_float, 0.1, "gaps closed (s)"),
+    "min_duration": (non_negative_float, 0.05, "shortest event (s)"),
+}
+"""``domainfm sed``'s options passed to :func:`~domainfm.domains.audio.sed_module.
+detect_events` (its keyword → the option's type, default and help)."""
+
+
 def sed_command(argv: Sequence[str]) -> int:
     """``domainfm sed CKPT OUT.csv FILES...``: events of a ``SoundEventModule`` checkpoint."""
-    parser = OneLineParser(
-        prog="domainfm sed",
-        description=(
-            "Sound event detection with a SoundEventModule checkpoint: audio files of any "
-            "length in, a CSV of file,onset,offset,label (seconds) out."
-        ),
-    )
+    parser = OneLineParser(prog="domainfm sed", description=_SED_DESCRIPTION)
     parser.add_argument("ckpt", help="Lightning .ckpt of a SoundEventModule run")
     parser.add_argument("output", help="output CSV")
     parser.add_argument("files", nargs="+", help="audio files")
-    parser.add_argument(
-        "--threshold", type=fraction(), default=0.5, help="activity threshold [0, 1]"
-    )
-    parser.add_argument("--min-gap", type=non_negative_float, default=0.1, help="gaps closed (s)")
-    parser.add_argument(
-        "--min-duration", type=non_negative_float, default=0.05, help="shortest event (s)"
-    )
+    for name, (kind, default, text) in _DETECTION_OPTIONS.items():
+        parser.add_argument("--" + name.replace("_", "-"), type=kind, default=default, help=text)
     parser.add_argument("--reference", help="events CSV to score against (event F1)")
     parser.add_argument("--collar", type=non_negative_float, default=0.2, help="onset collar (s)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -84,14 +89,8 @@ def sed_command(argv: Sequence[str]) -> int:
     )
     reference = read_events_csv(args.reference) if args.reference else None  # fail early
     module, meta = load_sound_event_model(args.ckpt)
-    events = detect_events(
-        module,
-        meta,
-        args.files,
-        threshold=args.threshold,
-        min_gap=args.min_gap,
-        min_duration=args.min_duration,
-    )
+    detection = {name: getattr(args, name) for name in _DETECTION_OPTIONS}
+    events = detect_events(module, meta, args.files, **detection)
     out = write_events_csv(args.output, events)
     score = ""
     if reference is not None:

@@ -3,7 +3,8 @@
 Each is a registered variant of a base front end in :mod:`~domainfm.domains.audio.frontends`
 (recorded in checkpoints and exports like them), reproducing a release's own feature
 extraction exactly: the variant sets the base's filter options (class attributes) and its own
-defaults; the feature computation is the base's:
+defaults (:func:`~domainfm.domains.audio.frontends.variant_defaults`); the feature
+computation is the base's:
 
 * :class:`BEATsFbankFrontend` (``"beats_fbank"``) — BEATs (Chen et al. 2022,
   arXiv:2212.09058; microsoft/unilm ``beats/BEATs.py``, ``BEATs.preprocess``): the waveform
@@ -36,10 +37,10 @@ Example::
 from __future__ import annotations
 
 from domainfm.domains.audio.frontends import (
-    FLOAT32_EPS,
     FRONTENDS,
     KaldiFbankFrontend,
     LogMelFrontend,
+    variant_defaults,
 )
 
 BEATS_FBANK_MEAN = 15.41663
@@ -51,6 +52,7 @@ INT16_SCALE = 2.0**15
 
 
 @FRONTENDS.register("beats_fbank")
+@variant_defaults(mean=BEATS_FBANK_MEAN, std=BEATS_FBANK_STD)
 class BEATsFbankFrontend(KaldiFbankFrontend):
     """BEATs' Kaldi fbank (see the module docstring); ``(..., N)`` → ``(..., F, T)``.
 
@@ -63,27 +65,9 @@ class BEATsFbankFrontend(KaldiFbankFrontend):
     remove_waveform_mean = False
     waveform_scale = INT16_SCALE
 
-    def __init__(
-        self,
-        *,
-        sample_rate: int = 16000,
-        num_mel_bins: int = 128,
-        frame_length_ms: float = 25.0,
-        frame_shift_ms: float = 10.0,
-        mean: float | None = BEATS_FBANK_MEAN,
-        std: float | None = BEATS_FBANK_STD,
-    ) -> None:
-        super().__init__(
-            sample_rate=sample_rate,
-            num_mel_bins=num_mel_bins,
-            frame_length_ms=frame_length_ms,
-            frame_shift_ms=frame_shift_ms,
-            mean=mean,
-            std=std,
-        )
-
 
 @FRONTENDS.register("log_mel_slaney")
+@variant_defaults(n_fft=400, win_length=400, n_mels=80, f_min=50.0, f_max=8000.0)
 class SlaneyLogMelFrontend(LogMelFrontend):
     """M2D's log-mel: Slaney mel scale and area-normalized filters (see the module docstring).
 
@@ -93,30 +77,3 @@ class SlaneyLogMelFrontend(LogMelFrontend):
 
     mel_scale = "slaney"
     mel_norm = "slaney"
-
-    def __init__(
-        self,
-        *,
-        sample_rate: int = 16000,
-        n_fft: int = 400,
-        win_length: int = 400,
-        hop_length: int = 160,
-        n_mels: int = 80,
-        f_min: float = 50.0,
-        f_max: float = 8000.0,
-        mean: float | None = None,
-        std: float | None = None,
-        eps: float = FLOAT32_EPS,
-    ) -> None:
-        super().__init__(
-            sample_rate=sample_rate,
-            n_fft=n_fft,
-            win_length=win_length,
-            hop_length=hop_length,
-            n_mels=n_mels,
-            f_min=f_min,
-            f_max=f_max,
-            mean=mean,
-            std=std,
-            eps=eps,
-        )

@@ -182,15 +182,10 @@ class StreamingAudioDataModule(ShardDataModule):
     statistics come from the manifest.
 
     Args:
-        frames: segment length in frames.
-        views: ``"single"`` (MAE masks), ``"byola"`` or ``"frame_aligned"``.
-        masking: the MAE masks (``views="single"``): the backbone's patch size ``(F, T)``,
-            the ratio (``"random"`` masking).
-        specaugment: time/frequency masking of ``"input"``.
-        batch_size: segments per batch.
-        **kwargs: ``shards``, ``val_shards``, ``cache_dir``, ``max_cache_size``,
-            ``manifest``, ``num_workers``, ``seed``: see
-            :class:`~domainfm.data.streaming.ShardDataModule`.
+        frames, views, masking, specaugment, batch_size: as
+            :class:`~domainfm.domains.audio.AudioPretrainDataModule`'s.
+        **kwargs: the prepared folders, their cache and the loader settings:
+            :class:`~domainfm.data.streaming.ShardDataModule`'s arguments.
     """
 
     domain = "audio"

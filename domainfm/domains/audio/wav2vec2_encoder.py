@@ -43,11 +43,12 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from domainfm.core.backbone import BACKBONES
 from domainfm.core.block_selection import select_blocks
 from domainfm.core.grid import TokenGrid
+from domainfm.core.token_encoder import TokenEncoder
 
 BASE_CONV_LAYERS: list[tuple[int, int, int]] = (
     [(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2
@@ -76,7 +77,7 @@ pipelines (identical; ``aux_num_out`` None)."""
 
 
 @BACKBONES.register("wav2vec2")
-class Wav2Vec2Encoder(nn.Module):
+class Wav2Vec2Encoder(TokenEncoder):
     """torchaudio's wav2vec 2.0 / HuBERT encoder as a domainfm backbone (see the module
     docstring).
 
@@ -212,12 +213,3 @@ class Wav2Vec2Encoder(nn.Module):
                 out = self.encoder.transformer.layer_norm(out)
             maps.append(out.transpose(1, 2))
         return maps
-
-    def pool_tokens(self, tokens: Tensor) -> Tensor:
-        """``(B, T, D)`` → ``(B, D)``: mean over frames."""
-        return tokens.mean(dim=1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Mean over frames of the last layer, ``(B, D)``."""
-        tokens, _ = self.forward_tokens(x)
-        return self.pool_tokens(tokens)

@@ -62,7 +62,10 @@ from torch import Tensor, nn
 
 from domainfm.core.backbone import BACKBONES
 from domainfm.core.grid import TokenGrid
+from domainfm.core.kept_tokens import gather_kept
 from domainfm.core.vit import VisionTransformerND, vit_blocks
+from domainfm.core.vit_size import ViTSize
+from domainfm.domains.geospatial.residual_mlp import ResidualMLP
 
 METADATA_DIM = 8
 """Channels of each patch token carrying ``[time (4) ‖ latlon (4)]``."""
@@ -90,17 +93,11 @@ def gsd_pos_table(h: int, w: int, dim: int, gsd: float, temperature: float = 100
     return torch.cat([xs.sin(), xs.cos(), ys.sin(), ys.cos()], dim=1).float()
 
 
-class ResidualGeluMLP(nn.Module):
+class ResidualGeluMLP(ResidualMLP):
     """``x + gelu(l2(gelu(l1(x))))`` (Clay's ``FCBlock``)."""
 
     def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.l1 = nn.Linear(dim, dim)
-        self.l2 = nn.Linear(dim, dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        out: Tensor = x + F.gelu(self.l2(F.gelu(self.l1(x))))
-        return out
+        super().__init__(dim, activation=F.gelu, layer_names=("l1", "l2"))
 
 
 class WaveWeightGenerator(nn.Module):
@@ -226,20 +223,13 @@ class ClayEncoder(VisionTransformerND):
                 f"embed_dim={embed_dim} must leave a multiple of 4 channels besides the "
                 f"{METADATA_DIM} metadata channels, and gsd_m={gsd_m} must be > 0"
             )
+        size = ViTSize.from_arguments(locals(), qkv_bias=False, norm_eps=1e-5)
         super().__init__(
             in_chans=len(waves),
             spatial_dims=2,
             patch_size=patch_size,
-            embed_dim=embed_dim,
-            depth=depth,
-            num_heads=num_heads,
-            mlp_ratio=mlp_ratio,
-            qkv_bias=False,
-            class_token=True,
-            pos_embed="sincos",
+            **size.kwargs(),
             global_pool=global_pool,
-            drop_path_rate=drop_path_rate,
-            norm_eps=1e-5,
         )
         self.wavelengths_um = waves
         self.gsd_m = float(gsd_m)
@@ -249,17 +239,7 @@ class ClayEncoder(VisionTransformerND):
             wave_dim=wave_dim,
             num_latent_tokens=num_latent_tokens,
         )
-        self.blocks = vit_blocks(
-            dim=embed_dim,
-            depth=depth,
-            num_heads=num_heads,
-            mlp_ratio=mlp_ratio,
-            qkv_bias=False,
-            drop_path_rate=drop_path_rate,
-            norm_eps=1e-5,
-            proj_bias=False,
-            mlp_layer=_biased_mlp,
-        )
+        self.blocks = vit_blocks(size, proj_bias=False, mlp_layer=_biased_mlp)
 
     def _patch_pos_embed(self, grid: TokenGrid, ref: Tensor) -> Tensor:
         """The GSD-scaled table with zero metadata, ``(1, N, D)``."""
@@ -291,15 +271,8 @@ class ClayEncoder(VisionTransformerND):
             )
         tokens = tokens + codes
         if keep_idx is not None:
-            if keep_idx.ndim != 2 or keep_idx.shape[0] != x.shape[0]:
-                raise ValueError(
-                    f"keep_idx must be (B={x.shape[0]}, K), got shape {tuple(keep_idx.shape)}"
-                )
-            index = keep_idx.to(x.device)[..., None].expand(-1, -1, tokens.shape[-1])
-            tokens = torch.gather(tokens, 1, index)
-        prefix = self._prefix(x.shape[0])
-        assert prefix is not None
-        return torch.cat([prefix.to(tokens.dtype), tokens], dim=1)
+            tokens = gather_kept(tokens, keep_idx)
+        return self._prepend_prefix(tokens)
 
     @staticmethod
     def _metadata(x: Tensor, time: Tensor | None, latlon: Tensor | None) -> Tensor | None:

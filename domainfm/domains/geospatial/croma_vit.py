@@ -45,6 +45,8 @@ from torch import Tensor, nn
 from domainfm.core.backbone import BACKBONES, backbone_grid
 from domainfm.core.block_selection import select_blocks
 from domainfm.core.grid import TokenGrid
+from domainfm.core.kept_tokens import gather_kept
+from domainfm.core.token_encoder import TokenEncoder
 
 
 def alibi_slopes(num_heads: int) -> Tensor:
@@ -114,7 +116,7 @@ class CROMATransformer(nn.Module):
 
 
 @BACKBONES.register("croma_vit")
-class CROMAEncoder(nn.Module):
+class CROMAEncoder(TokenEncoder):
     """CROMA radar or optical encoder (implements :class:`~domainfm.core.backbone.Backbone`).
 
     Args:
@@ -176,12 +178,8 @@ class CROMAEncoder(nn.Module):
             None
         ]  # (1, h, N, N)
         if keep_idx is not None:
-            if keep_idx.ndim != 2 or keep_idx.shape[0] != x.shape[0]:
-                raise ValueError(
-                    f"keep_idx must be (B={x.shape[0]}, K), got shape {tuple(keep_idx.shape)}"
-                )
+            tokens = gather_kept(tokens, keep_idx)
             idx = keep_idx.to(x.device)
-            tokens = torch.gather(tokens, 1, idx[..., None].expand(-1, -1, tokens.shape[-1]))
             rows = bias[0][:, idx].permute(1, 0, 2, 3)  # (B, h, K, N)
             bias = torch.gather(
                 rows, 3, idx[:, None, None, :].expand(-1, rows.shape[1], idx.shape[1], -1)
@@ -201,11 +199,3 @@ class CROMAEncoder(nn.Module):
         if norm:
             outs = [self.transformer.norm_out(t) for t in outs]
         return [t.transpose(1, 2).reshape(x.shape[0], self.embed_dim, *grid.shape) for t in outs]
-
-    def pool_tokens(self, tokens: Tensor) -> Tensor:
-        """Mean of the tokens ``(B, D)``."""
-        return tokens.mean(dim=1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Global average of the encoded tokens ``(B, D)``."""
-        return self.pool_tokens(self.forward_tokens(x)[0])

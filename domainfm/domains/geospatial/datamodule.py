@@ -110,17 +110,20 @@ class RasterPretrainDataModule(RasterDataModule):
     ) -> None:
         super().__init__(**kwargs)
         self.patterns = list(files)
-        self.views = views
-        self.samples_per_epoch = samples_per_epoch
-        self.sampling: Literal["random", "grid"] = sampling
-        self.stride = stride
-        self.min_valid = min_valid
-        self.time_steps = time_steps
-        self.places: Literal["grid", "footprint"] = places
-        self.reproject = reproject
-        self.date_pattern = check_date_pattern(date_pattern)
-        self.geo_clusters = geo_clusters
         self.band_groups = [list(g) for g in band_groups] if band_groups is not None else None
+        self.window_options: dict[str, Any] = {  # how RasterWindowDataset draws samples
+            "samples_per_epoch": samples_per_epoch,
+            "views": views,
+            "min_valid": min_valid,
+            "sampling": sampling,
+            "stride": stride,
+            "time_steps": time_steps,
+            "band_groups": self.band_groups,
+            "places": places,
+            "reproject": reproject,
+            "date_pattern": check_date_pattern(date_pattern),
+            "geo_clusters": geo_clusters,
+        }
         self.collate = raster_masking_collate(
             masking=masking, time_steps=time_steps, band_groups=band_groups
         )
@@ -136,17 +139,7 @@ class RasterPretrainDataModule(RasterDataModule):
             bands=self.bands,
             band_names=self.band_names,
             stats=self.compute_stats(files),
-            samples_per_epoch=self.samples_per_epoch,
-            views=self.views,
-            min_valid=self.min_valid,
-            sampling=self.sampling,
-            stride=self.stride,
-            time_steps=self.time_steps,
-            band_groups=self.band_groups,
-            places=self.places,
-            reproject=self.reproject,
-            date_pattern=self.date_pattern,
-            geo_clusters=self.geo_clusters,
+            **self.window_options,
         )
 
     def input_contract(self) -> RasterContract:
@@ -157,7 +150,7 @@ class RasterPretrainDataModule(RasterDataModule):
             extra={
                 "crs": str(info.crs) if info is not None else None,
                 "resolution": list(info.res) if info is not None else None,
-                "time_steps": self.time_steps,
+                "time_steps": self.window_options["time_steps"],
                 "band_groups": self.band_groups,
             },
         )

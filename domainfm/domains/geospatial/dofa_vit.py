@@ -52,6 +52,8 @@ from torch import Tensor, nn
 
 from domainfm.core.backbone import BACKBONES
 from domainfm.core.grid import TokenGrid
+from domainfm.core.vit_size import ViTSize
+from domainfm.domains.geospatial.residual_mlp import ResidualMLP
 from domainfm.domains.geospatial.timm_vit import TimmViT
 
 
@@ -64,17 +66,11 @@ def wavelength_code(wavelengths_um: Tensor, dim: int) -> Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=1)
 
 
-class FCResLayer(nn.Module):
+class FCResLayer(ResidualMLP):
     """``x + relu(w2(relu(w1(x))))`` (keys ``w1``, ``w2``)."""
 
     def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.w1 = nn.Linear(dim, dim)
-        self.w2 = nn.Linear(dim, dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        out: Tensor = x + F.relu(self.w2(F.relu(self.w1(x))))
-        return out
+        super().__init__(dim, activation=F.relu, layer_names=("w1", "w2"))
 
 
 class WeightGenerator(nn.Module):
@@ -198,17 +194,14 @@ class DOFAViT(TimmViT):
                 f"in_chans={in_chans} but {len(waves)} wavelengths_um: DOFA needs one "
                 "wavelength per input band (model_kwargs={'wavelengths_um': [...]})"
             )
+        size = ViTSize.from_arguments(locals(), qkv_bias=True, norm_eps=1e-6)
         super().__init__(
             in_chans=len(waves),
             img_size=img_size,
             patch_size=patch_size,
-            embed_dim=embed_dim,
-            depth=depth,
-            num_heads=num_heads,
-            mlp_ratio=mlp_ratio,
+            **size.kwargs(),
             global_pool="avg",
             final_norm=False,
-            drop_path_rate=drop_path_rate,
         )
         self.patch_embed = WavelengthPatchEmbed(
             wavelengths_um=waves, patch_size=patch_size, embed_dim=embed_dim, img_size=img_size

@@ -8,10 +8,12 @@ from typing import Any
 
 from domainfm.core.contract import InputContract
 from domainfm.data.shards import Preparer
+from domainfm.domains.geospatial.benchmark_hooks import GeospatialBenchmark
 from domainfm.domains.geospatial.contract import RasterContract
+from domainfm.domains.geospatial.raster_header import RASTER_SUFFIXES
 from domainfm.domains.geospatial.shards import ChipPreparer
 from domainfm.domains.geospatial.temporal_index import check_date_pattern
-from domainfm.domains.geospatial.tiled_detection import detect_raster
+from domainfm.domains.geospatial.tiled_detection import GEOJSON_SUFFIXES, detect_raster
 from domainfm.domains.geospatial.tiled_inference import predict_raster
 from domainfm.domains.plugin import DetectRequest, DomainPlugin, SegmentRequest, register_domain
 from domainfm.tasks.detection_module import DetectionModule
@@ -25,8 +27,9 @@ class GeospatialPlugin(DomainPlugin):
     name = "geospatial"
     summary = "multispectral rasters and time series (GeoTIFF)"
     contract = RasterContract
-    segment_suffixes = (".tif", ".tiff")
-    detect_suffixes = (".geojson", ".json")
+    segment_suffixes = RASTER_SUFFIXES  # GeoTIFF in, GeoTIFF out
+    detect_suffixes = GEOJSON_SUFFIXES
+    benchmark = GeospatialBenchmark()  # domainfm benchmark: its task formats and hooks
 
     def add_prepare_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--chip-size", type=int, default=64)

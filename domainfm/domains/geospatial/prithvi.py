@@ -67,6 +67,7 @@ from domainfm.core.backbone import BACKBONES
 from domainfm.core.grid import TokenGrid, to_ntuple
 from domainfm.core.pos_embed import sincos_1d
 from domainfm.core.vit import VisionTransformerND
+from domainfm.core.vit_size import ViTSize
 
 COORDS_ENCODINGS = ("time", "location")
 """The optional coordinate embeddings of Prithvi-EO-2.0 (``coords_encoding`` entries)."""
@@ -202,21 +203,14 @@ class PrithviViT(VisionTransformerND):
             raise ValueError(
                 f"the temporal embedding needs a tubelet of 1 frame, got patch_size {patch}"
             )
+        size = ViTSize.from_arguments(locals(), qkv_bias=True)
         super().__init__(
             in_chans=in_chans,
             spatial_dims=3,
             patch_size=patch,
-            embed_dim=embed_dim,
-            depth=depth,
-            num_heads=num_heads,
-            mlp_ratio=mlp_ratio,
-            qkv_bias=True,
-            class_token=True,
-            pos_embed="sincos",
+            **size.kwargs(),
             global_pool=global_pool,
-            drop_path_rate=drop_path_rate,
             axes=PRITHVI_AXES,
-            norm_eps=norm_eps,
         )
         for module in self.blocks.modules():  # timm's Block defaults to eps 1e-6
             if isinstance(module, nn.LayerNorm):

@@ -44,11 +44,11 @@ from domainfm.domains.geospatial.raster_header import (
 from domainfm.domains.geospatial.raster_read import (
     GDAL_ERRORS,
     WINDOW_ATOL,
-    Raster,
+    BandRead,
     WindowLike,
-    merge_validity,
     read_bands,
 )
+from domainfm.domains.geospatial.window_source import WindowSource
 
 GRID_ATOL_PIXELS = 1e-3
 """Largest difference between two grids' origins, in pixels, that still counts as equal."""
@@ -105,7 +105,7 @@ def check_same_grid(infos: Sequence[RasterInfo], *, same_extent: bool = True) ->
 
 
 @dataclass(frozen=True, eq=False)
-class AlignedRasters:
+class AlignedRasters(WindowSource[int]):
     """Rasters on one pixel lattice (made by :func:`open_aligned`); picklable, no open handles.
 
     Every file keeps its own grid (``grids[i]``: its footprint on the lattice), all sharing
@@ -130,21 +130,14 @@ class AlignedRasters:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def read(
-        self,
-        index: int,
-        window: WindowLike | None = None,
-        bands: BandsLike = None,
-        *,
-        fill: float = 0.0,
-        boundless: bool = False,
-        require_valid: bool = True,
-    ) -> Raster:
-        """Read a window of file ``index`` on its grid ``grids[index]`` (arguments as in
-        :func:`~domainfm.domains.geospatial.raster_read.read_raster`). Files not already on
-        the lattice are warped on the fly through a :class:`~rasterio.vrt.WarpedVRT` (only
-        the window is computed)."""
-        info, grid = self.infos[index], self.grids[index]
+    def read_bands(
+        self, file: int, window: WindowLike | None, bands: BandsLike, *, boundless: bool
+    ) -> tuple[Path, BandRead]:
+        """A window of file number ``file`` on its grid ``grids[file]`` (read with
+        :meth:`~domainfm.domains.geospatial.window_source.WindowSource.read`). Files not
+        already on the lattice are warped on the fly through a
+        :class:`~rasterio.vrt.WarpedVRT` (only the window is computed)."""
+        info, grid = self.infos[file], self.grids[file]
         target = None if grids_equal(info.grid, grid) else grid
         read = read_bands(
             info.path,
@@ -155,7 +148,7 @@ class AlignedRasters:
             grid=target,
             resampling=self.resampling,
         )
-        return merge_validity(info.path, read, fill=fill, require_valid=require_valid)
+        return info.path, read
 
     def window_for(self, index: int, bounds: tuple[float, float, float, float]) -> Window:
         """The pixel window of file ``index`` that covers ``(left, bottom, right, top)`` (in

@@ -245,27 +245,14 @@ def read_bands(
         from rasterio.vrt import WarpedVRT
 
         alpha = ds.nodata is None  # no nodata value: an alpha band marks warped-in pixels
+        # the grid's crs, transform, width and height: the warp's target, the header's fields
+        target = {f.name: getattr(grid, f.name) for f in dataclasses.fields(grid)}
         try:
-            vrt = WarpedVRT(
-                ds,
-                crs=grid.crs,
-                transform=grid.transform,
-                width=grid.width,
-                height=grid.height,
-                resampling=resampling,
-                add_alpha=alpha,
-            )
+            vrt = WarpedVRT(ds, resampling=resampling, add_alpha=alpha, **target)
         except GDAL_ERRORS as err:
             gdal_failed(source, f"could not reproject to {crs_name(grid.crs)}", err)
         with vrt:
-            warped = dataclasses.replace(  # the file's bands on the grid
-                info,
-                width=grid.width,
-                height=grid.height,
-                crs=grid.crs,
-                transform=grid.transform,
-                res=grid.res,
-            )
+            warped = dataclasses.replace(info, res=grid.res, **target)  # its bands on the grid
             return read_dataset_window(
                 source, vrt, warped, window, indexes, names, boundless, vrt.count if alpha else None
             )

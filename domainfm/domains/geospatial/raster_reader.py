@@ -36,15 +36,11 @@ from domainfm.domains.geospatial.raster_header import (
     open_dataset,
     resolve_bands,
 )
-from domainfm.domains.geospatial.raster_read import (
-    Raster,
-    WindowLike,
-    merge_validity,
-    read_dataset_window,
-)
+from domainfm.domains.geospatial.raster_read import BandRead, WindowLike, read_dataset_window
+from domainfm.domains.geospatial.window_source import WindowSource
 
 
-class RasterReader:
+class RasterReader(WindowSource[str | Path]):
     """Reads windows of rasters through cached handles (see the module docstring).
 
     Args:
@@ -88,25 +84,21 @@ class RasterReader:
         """The header of ``path`` (from its cached handle)."""
         return self._handle(existing_raster(path))[1]
 
-    def read(
-        self,
-        path: str | Path,
-        window: WindowLike | None = None,
-        bands: BandsLike = None,
-        *,
-        fill: float = 0.0,
-        boundless: bool = False,
-        require_valid: bool = True,
-    ) -> Raster:
-        """A window of ``path``, as :func:`~domainfm.domains.geospatial.raster_read.read_raster`."""
-        source = Path(path)
+    def read_bands(
+        self, file: str | Path, window: WindowLike | None, bands: BandsLike, *, boundless: bool
+    ) -> tuple[Path, BandRead]:
+        """A window of ``file`` through its cached handle (read with
+        :meth:`~domainfm.domains.geospatial.window_source.WindowSource.read`, as
+        :func:`~domainfm.domains.geospatial.raster_read.read_raster`)."""
+        source = Path(file)
         if source not in self._handles:
             source = existing_raster(source)
         ds, info = self._handle(source)
         indexes = resolve_bands(info, bands)
         names = tuple(info.band_names[i - 1] for i in indexes)
-        read = read_dataset_window(source, ds, info, window, indexes, names, boundless, None)
-        return merge_validity(source, read, fill=fill, require_valid=require_valid)
+        return source, read_dataset_window(
+            source, ds, info, window, indexes, names, boundless, None
+        )
 
     def close(self) -> None:
         """Close every cached handle of this process."""

@@ -49,8 +49,10 @@ from torch import Tensor, nn
 
 from domainfm.core.backbone import BACKBONES
 from domainfm.core.grid import TokenGrid
+from domainfm.core.kept_tokens import gather_kept
 from domainfm.core.pos_embed import resample_pos_embed, sincos_1d, sincos_pos_embed
 from domainfm.core.vit import VisionTransformerND
+from domainfm.core.vit_size import ViTSize
 
 GROUP_AXES = ("g", "h", "w")
 """Axis names of the token grid: band group, rows, columns."""
@@ -113,21 +115,15 @@ class GroupChannelViT(VisionTransformerND):
                 f"channel_embed={channel_embed} must be even, below embed_dim={embed_dim}, and "
                 "leave a multiple of 4 channels for the 2-D position table"
             )
+        size = ViTSize.from_arguments(locals())
         super().__init__(
             in_chans=sum(len(g) for g in groups),
             spatial_dims=2,
             patch_size=patch_size,
-            embed_dim=embed_dim,
-            depth=depth,
-            num_heads=num_heads,
-            mlp_ratio=mlp_ratio,
-            qkv_bias=qkv_bias,
-            class_token=True,
+            **size.kwargs(),
             pos_embed="learned",
             grid_size=grid_size,
             global_pool=global_pool,
-            drop_path_rate=drop_path_rate,
-            norm_eps=norm_eps,
         )
         self.channel_groups = groups
         self.spatial_patch = self.patch_size  # (p, p)
@@ -206,12 +202,5 @@ class GroupChannelViT(VisionTransformerND):
         tokens = torch.stack(per_group, dim=1).flatten(1, 2)  # (B, G*L, D), group-major
         tokens = tokens + self._patch_pos_embed(grid, tokens)
         if keep_idx is not None:
-            if keep_idx.ndim != 2 or keep_idx.shape[0] != x.shape[0]:
-                raise ValueError(
-                    f"keep_idx must be (B={x.shape[0]}, K), got shape {tuple(keep_idx.shape)}"
-                )
-            index = keep_idx.to(x.device)[..., None].expand(-1, -1, tokens.shape[-1])
-            tokens = torch.gather(tokens, 1, index)  # (B, K, D)
-        prefix = self._prefix(x.shape[0])
-        assert prefix is not None
-        return torch.cat([prefix.to(tokens.dtype), tokens], dim=1)
+            tokens = gather_kept(tokens, keep_idx)  # (B, K, D)
+        return self._prepend_prefix(tokens)

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from domainfm.core.backbone import BACKBONES
+from domainfm.core.vit_size import ViTSize
 from domainfm.domains.geospatial.timm_vit import TimmViT
 
 
@@ -81,17 +82,14 @@ class ScaleMAEViT(TimmViT):
     ) -> None:
         if not gsd_ratio > 0:
             raise ValueError(f"gsd_ratio must be > 0, got {gsd_ratio}")
+        size = ViTSize.from_arguments(locals(), qkv_bias=True, norm_eps=1e-6)
         super().__init__(
             in_chans=in_chans,
             img_size=img_size,
             patch_size=patch_size,
-            embed_dim=embed_dim,
-            depth=depth,
-            num_heads=num_heads,
-            mlp_ratio=mlp_ratio,
+            **size.kwargs(),
             pos_embed="none",
             global_pool=global_pool,
-            drop_path_rate=drop_path_rate,
         )
         self.gsd_ratio = float(gsd_ratio)
 

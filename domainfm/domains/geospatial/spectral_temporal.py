@@ -58,6 +58,7 @@ from domainfm.core.grid import TokenGrid
 from domainfm.core.patching import patchify
 from domainfm.core.pos_embed import cached_sincos_pos_embed, sincos_1d
 from domainfm.core.vit import VisionTransformerND
+from domainfm.core.vit_size import ViTSize
 
 SATMAE_S2_GROUPS: tuple[tuple[str, ...], ...] = (
     ("B02", "B03", "B04", "B08"),
@@ -179,21 +180,15 @@ class SpectralTemporalViT(VisionTransformerND):
                 f"band_groups {[list(g) for g in band_groups]} do not match "
                 f"num_groups={num_groups} and group_size={group_size}"
             )
+        size = ViTSize.from_arguments(locals())
         super().__init__(
             in_chans=group_size,
             spatial_dims=3,
             patch_size=(1, patch_size, patch_size),
-            embed_dim=embed_dim,
-            depth=depth,
-            num_heads=num_heads,
-            mlp_ratio=mlp_ratio,
-            qkv_bias=qkv_bias,
+            **size.kwargs(),
             class_token=class_token,
-            pos_embed="sincos",
             global_pool=global_pool,
-            drop_path_rate=drop_path_rate,
             axes=CUBE_AXES,
-            norm_eps=norm_eps,
         )
         self.num_groups = num_groups
         self.band_groups = [list(g) for g in band_groups] if band_groups is not None else None

@@ -36,16 +36,19 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from domainfm.domains.geospatial.boxes import write_boxes_geojson
-from domainfm.domains.geospatial.raster_header import BandsLike, open_raster
-from domainfm.domains.geospatial.stats import BandStats
+from domainfm.domains.geospatial.raster_header import open_raster
 from domainfm.domains.geospatial.tile_setup import TileSetup
+from domainfm.domains.geospatial.tiling_args import TilingArgs, check_tiling
+
+GEOJSON_SUFFIXES = (".geojson", ".json")
+"""The endings of the GeoJSON files :func:`detect_raster` writes."""
 
 
 def owned_span(starts: Sequence[int], index: int, tile: int, size: int) -> tuple[float, float]:
@@ -68,22 +71,13 @@ def detect_raster(
     src: str | Path,
     dst: str | Path,
     *,
-    tile: int = 256,
-    overlap: float = 0.25,
-    bands: BandsLike = None,
-    band_names: Sequence[str] | None = None,
-    mean: Sequence[float] | Tensor | np.ndarray | None = None,
-    std: Sequence[float] | Tensor | np.ndarray | None = None,
-    stats: BandStats | None = None,
-    batch_size: int = 4,
     score_threshold: float = 0.0,
     nms_iou: float = 0.5,
     class_names: Sequence[str] | None = None,
     wgs84: bool = False,
-    device: str | torch.device | None = None,
     progress: bool = False,
     report: dict[str, Any] | None = None,
-    gdal_cache_mb: int = 64,
+    **tiling: Unpack[TilingArgs],
 ) -> Path:
     """Detect objects over all of ``src`` tile by tile and write them as GeoJSON (see the
     module docstring).
@@ -94,9 +88,6 @@ def detect_raster(
             ``nn.Module`` is put in eval mode for the call and must be on ``device``.
         src: input raster.
         dst: output ``.geojson`` (written atomically).
-        tile, overlap, bands, band_names, mean, std, stats, batch_size, device,
-        gdal_cache_mb: as in :func:`~domainfm.domains.geospatial.tiled_inference.
-            predict_raster`.
         score_threshold: boxes scoring below are dropped (on top of the model's own).
         nms_iou: IoU above which boxes of one class are merged across tiles.
         class_names: names by class id (0: background), written as ``class_name``.
@@ -105,6 +96,9 @@ def detect_raster(
         report: filled with ``tiles``, ``tile_grid``, ``stride``, ``raw_boxes`` (all the
             model returned), ``owned_boxes`` (after ownership and validity) and ``boxes``
             (written).
+        **tiling: ``tile``, ``overlap``, ``bands``, ``band_names``, ``mean``, ``std``,
+            ``stats``, ``batch_size``, ``device``, ``gdal_cache_mb``: see
+            :class:`~domainfm.domains.geospatial.tiling_args.TilingArgs`.
 
     Returns:
         ``dst`` as a :class:`~pathlib.Path`.
@@ -118,25 +112,11 @@ def detect_raster(
     """
     from torchvision.ops import batched_nms
 
-    if Path(dst).suffix.lower() not in (".geojson", ".json"):
+    if Path(dst).suffix.lower() not in GEOJSON_SUFFIXES:
         raise ValueError(f"dst={str(dst)!r}: detections are written as GeoJSON (.geojson)")
     if not 0.0 < float(nms_iou) <= 1.0:
         raise ValueError(f"nms_iou={nms_iou!r}: must be in (0, 1]")
-    setup = TileSetup.check(
-        model,
-        src,
-        dst,
-        tile=tile,
-        overlap=overlap,
-        batch_size=batch_size,
-        gdal_cache_mb=gdal_cache_mb,
-        bands=bands,
-        band_names=band_names,
-        mean=mean,
-        std=std,
-        stats=stats,
-        device=device,
-    )
+    setup = check_tiling(model, src, dst, tiling)
     info, size = setup.info, setup.tile
     rows, cols = setup.tile_starts()  # lazy: O(1) memory
     total = len(rows) * len(cols)
@@ -158,7 +138,7 @@ def detect_raster(
                 shifted = boxes[keep] + torch.tensor([col, row, col, row], dtype=torch.float32)
                 kept.append((shifted, scores[keep], out["labels"].detach().cpu().long()[keep]))
             if progress:
-                done = min((number + 1) * batch_size, total)
+                done = min((number + 1) * setup.batch_size, total)
                 print(f"{setup.source.name}: tiles {done}/{total}", file=sys.stderr)
     boxes = torch.cat([k[0] for k in kept]) if kept else torch.zeros(0, 4)
     scores = torch.cat([k[1] for k in kept]) if kept else torch.zeros(0)

@@ -69,9 +69,8 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Unpack
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -84,9 +83,9 @@ from domainfm.domains.geospatial.geotiff_writer import (
     create_prediction_geotiff,
     prediction_finisher,
 )
-from domainfm.domains.geospatial.raster_header import BandsLike, open_raster
-from domainfm.domains.geospatial.stats import BandStats
+from domainfm.domains.geospatial.raster_header import open_raster
 from domainfm.domains.geospatial.tile_setup import TileSetup
+from domainfm.domains.geospatial.tiling_args import TilingArgs, check_tiling
 
 
 def blend_window(tile: int, blend: Literal["hann", "constant"]) -> Tensor:
@@ -105,22 +104,13 @@ def predict_raster(
     src: str | Path,
     dst: str | Path,
     *,
-    tile: int = 256,
-    overlap: float = 0.25,
-    bands: BandsLike = None,
-    band_names: Sequence[str] | None = None,
-    mean: Sequence[float] | Tensor | np.ndarray | None = None,
-    std: Sequence[float] | Tensor | np.ndarray | None = None,
-    stats: BandStats | None = None,
-    batch_size: int = 4,
     blend: Literal["hann", "constant"] = "hann",
     output: Literal["labels", "probabilities"] = "labels",
     class_names: Sequence[str] | None = None,
-    device: str | torch.device | None = None,
     progress: bool = False,
     compress: str | None = "deflate",
     report: dict[str, Any] | None = None,
-    gdal_cache_mb: int = 64,
+    **tiling: Unpack[TilingArgs],
 ) -> Path:
     """Predict every pixel of ``src`` tile by tile and write the result as a GeoTIFF on its
     grid (see the module docstring).
@@ -131,20 +121,10 @@ def predict_raster(
             ``device``.
         src: input raster (GeoTIFF or anything GDAL reads).
         dst: output GeoTIFF (written atomically; its folder is created).
-        tile: tile side in pixels (the model's training window size).
-        overlap: fraction of a tile shared with the next one, in ``[0, 1)``.
-        bands: bands fed to the model, in order (1-based indices or names, as in
-            :func:`~domainfm.domains.geospatial.raster_read.read_raster`); ``None``: every band.
-        band_names: names of the file's bands (e.g. ``SENTINEL2_L1C_BANDS``).
-        mean, std: per selected band, length ``C``: normalization ``(x - mean) / std``.
-        stats: band statistics to take ``mean``/``std`` from, by band name (instead of
-            ``mean``/``std``).
-        batch_size: tiles per forward pass (tiles of consecutive rows share batches).
         blend: ``"hann"`` (seamless taper) or ``"constant"`` weights of overlapping tiles.
         output: ``"labels"`` (argmax, one band) or ``"probabilities"`` (softmax, K bands).
         class_names: ``K`` names, written as band descriptions (probabilities) or tags
             (labels).
-        device: where the tiles go (default: the model's device, else CPU).
         progress: print progress over rows of tiles (a tqdm bar when tqdm is installed).
         compress: GeoTIFF compression (``"deflate"``, ``"lzw"``, ``"zstd"``, ... or
             ``None``).
@@ -152,7 +132,9 @@ def predict_raster(
             tiles), ``batches``, ``stride``, ``accumulator_shape`` (``(K, rows, W)``, rows
             at most ``tile``), ``max_buffered_rows`` (finished rows waiting for a whole block
             row), ``num_classes``, ``dtype``, ``nodata``.
-        gdal_cache_mb: GDAL block cache for the call, in MiB (``GDAL_CACHEMAX``).
+        **tiling: ``tile``, ``overlap``, ``bands``, ``band_names``, ``mean``, ``std``,
+            ``stats``, ``batch_size`` (tiles of consecutive rows share batches), ``device``,
+            ``gdal_cache_mb``: see :class:`~domainfm.domains.geospatial.tiling_args.TilingArgs`.
 
     Returns:
         ``dst`` as a :class:`~pathlib.Path`.
@@ -172,21 +154,7 @@ def predict_raster(
         raise ValueError(f"blend={blend!r}: must be 'hann' or 'constant'")
     if output not in ("labels", "probabilities"):
         raise ValueError(f"output={output!r}: must be 'labels' or 'probabilities'")
-    setup = TileSetup.check(
-        model,
-        src,
-        dst,
-        tile=tile,
-        overlap=overlap,
-        batch_size=batch_size,
-        gdal_cache_mb=gdal_cache_mb,
-        bands=bands,
-        band_names=band_names,
-        mean=mean,
-        std=std,
-        stats=stats,
-        device=device,
-    )
+    setup = check_tiling(model, src, dst, tiling)
     check_allocation(
         float(setup.tile) ** 2 * 8,
         what=f"the {setup.tile} x {setup.tile} blend window (float64)",

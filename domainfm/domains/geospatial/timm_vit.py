@@ -34,16 +34,21 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import partial
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from timm.models.vision_transformer import VisionTransformer
-from torch import Tensor, nn
+from torch import Tensor
 
 from domainfm.core.backbone import BACKBONES, backbone_grid
 from domainfm.core.block_selection import select_blocks
 from domainfm.core.grid import TokenGrid
+from domainfm.core.kept_tokens import gather_kept
+from domainfm.core.vit_size import ViTSize
+
+HEADLESS_ANY_SIZE: dict[str, Any] = {"num_classes": 0, "fc_norm": False, "dynamic_img_size": True}
+"""The ``VisionTransformer`` settings of every :class:`TimmViT`: no classifier head nor its
+norm, and inputs of any size (the position table resampled per input)."""
 
 
 @BACKBONES.register("timm_vit")
@@ -90,25 +95,18 @@ class TimmViT(VisionTransformer):
         norm_eps: float = 1e-6,
         drop_path_rate: float = 0.0,
     ) -> None:
+        size = ViTSize.from_arguments(locals())
         super().__init__(
             img_size=img_size,
             patch_size=patch_size,
             in_chans=in_chans,
-            num_classes=0,
             global_pool=global_pool,
-            embed_dim=embed_dim,
-            depth=depth,
-            num_heads=num_heads,
-            mlp_ratio=mlp_ratio,
-            qkv_bias=qkv_bias,
+            **size.timm_kwargs(),
             init_values=init_values,
             class_token=class_token,
             pos_embed=pos_embed,
             final_norm=final_norm,
-            fc_norm=False,
-            dynamic_img_size=True,
-            drop_path_rate=drop_path_rate,
-            norm_layer=partial(nn.LayerNorm, eps=norm_eps),
+            **HEADLESS_ANY_SIZE,
         )
         self.in_chans = in_chans
         self.spatial_dims = 2
@@ -141,15 +139,10 @@ class TimmViT(VisionTransformer):
         grid = self._check_input(x)
         tokens = self._embed_tokens(x)
         if keep_idx is not None:
-            if keep_idx.ndim != 2 or keep_idx.shape[0] != x.shape[0]:
-                raise ValueError(
-                    f"keep_idx must be (B={x.shape[0]}, K), got shape {tuple(keep_idx.shape)}"
-                )
             prefix, patches = tokens.split(
                 [self.num_prefix_tokens, tokens.shape[1] - self.num_prefix_tokens], dim=1
             )
-            index = keep_idx.to(x.device)[..., None].expand(-1, -1, tokens.shape[-1])
-            tokens = torch.cat([prefix, torch.gather(patches, 1, index)], dim=1)
+            tokens = torch.cat([prefix, gather_kept(patches, keep_idx)], dim=1)
         for block in self.blocks:
             tokens = block(tokens)
         return self.norm(tokens), grid

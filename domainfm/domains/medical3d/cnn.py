@@ -36,13 +36,14 @@ from typing import Any
 from torch import Tensor
 
 from domainfm.core.backbone import BACKBONES
-from domainfm.core.multiscale import MultiScaleBackbone
+from domainfm.core.objectives.base import require_at_least
+from domainfm.domains.medical3d.volume_backbone import VolumeBackbone
 
 NormOrAct = str | tuple[str, dict[str, Any]]
 
 
 @BACKBONES.register("segresnet_encoder_3d")
-class SegResNetEncoder3D(MultiScaleBackbone):
+class SegResNetEncoder3D(VolumeBackbone):
     """MONAI ``SegResEncoder`` as a domainfm multi-scale backbone.
 
     Args:
@@ -61,8 +62,6 @@ class SegResNetEncoder3D(MultiScaleBackbone):
         >>> load_state_dict_with_report(cnn, state).check()
     """
 
-    spatial_dims = 3
-
     def __init__(
         self,
         *,
@@ -75,29 +74,26 @@ class SegResNetEncoder3D(MultiScaleBackbone):
         super().__init__()
         from monai.networks.nets.segresnet_ds import SegResEncoder
 
-        if in_chans < 1:
-            raise ValueError(f"in_chans must be >= 1, got in_chans={in_chans}")
-        if init_filters < 1:
-            raise ValueError(f"init_filters must be >= 1, got init_filters={init_filters}")
+        require_at_least(1, in_chans=in_chans, init_filters=init_filters)
         blocks = tuple(int(b) for b in blocks_down)
         if not blocks or any(b < 1 for b in blocks):
             raise ValueError(
                 f"blocks_down must be a non-empty sequence of positive ints, got {blocks_down}"
             )
+        levels = range(len(blocks))
+        self.declare_maps(
+            in_chans=in_chans,
+            channels=(init_filters * 2**i for i in levels),
+            strides=(2**i for i in levels),
+        )
         self.encoder = SegResEncoder(
-            spatial_dims=3,
+            spatial_dims=self.spatial_dims,
             init_filters=init_filters,
-            in_channels=in_chans,
+            in_channels=self.in_chans,
             act=act,
             norm=norm,
             blocks_down=blocks,
         )
-        levels = len(blocks)
-        self.in_chans = in_chans
-        self.feature_channels: tuple[int, ...] = tuple(init_filters * 2**i for i in range(levels))
-        self.feature_strides: tuple[int, ...] = tuple(2**i for i in range(levels))
-        self.embed_dim = self.feature_channels[-1]
-        self.patch_size = (self.feature_strides[-1],) * 3
 
     def stage_maps(self, x: Tensor, norm: bool) -> list[Tensor]:
         """One map per level; ``norm`` is ignored (MONAI's encoder has no final norm: each

@@ -17,37 +17,28 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_info
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from domainfm.core.masking import DEFAULT_MASKING, MaskingSpec
 from domainfm.data.data_root import resolve_data_path
-from domainfm.data.datamodule import SeededDataModule
-from domainfm.domains.medical3d.contract import VolumeContract, check_hu_window, check_spacing
+from domainfm.domains.medical3d.contract import VolumeContract
 from domainfm.domains.medical3d.views import VolumeViews
-from domainfm.domains.medical3d.volume_types import (
-    Geometry,
-    VolumeSkippedWarning,
-    check_geometry_choice,
-)
+from domainfm.domains.medical3d.volume_datamodule import VolumeDataModule
+from domainfm.domains.medical3d.volume_types import VolumeSkippedWarning
 from domainfm.domains.medical3d.volumes import VolumeCropDataset, make_views
 
 
-class VolumePretrainDataModule(SeededDataModule):
+class VolumePretrainDataModule(VolumeDataModule):
     """Random crops of volumes with a token mask drawn per batch in the loader workers.
 
     Args:
         files: volume paths (absolute, or relative to the example-data root).
         val_files: volumes for validation/test/predict crops (optional).
-        crop_size: crop size in voxels.
-        spacing: target spacing in mm.
-        modality: ``"ct"`` or ``"mri"``.
-        hu_window: HU range mapped to [0, 1] for CT.
         masking: the MAE masks: the backbone's patch size, the ratio, ``"random"`` or
             ``"block"``.
-        samples_per_volume: crops per volume per epoch.
         views: the view maker of each recipe (a
             :class:`~domainfm.domains.medical3d.views.VolumeViews`, e.g. VoCo crops), or the
             shorthands 1 (a random crop) and 2 (a pair of overlapping crops, for two-view
@@ -55,12 +46,9 @@ class VolumePretrainDataModule(SeededDataModule):
         cache_dir: folder caching preprocessed volumes across runs (a second run starts
             without re-reading and resampling; keyed by file and preprocessing settings).
         strict: stop at the first unreadable volume instead of skipping and counting it.
-        geometry: which transform places the voxels of a NIfTI file whose qform and sform
-            disagree: ``"strict"`` (default) skips such a file as bad, ``"sform"`` /
-            ``"qform"`` assume that one (see :func:`~domainfm.domains.medical3d.load_volume`).
-        batch_size: crops per batch.
-        **kwargs: ``num_workers``, ``seed`` (of the crop order, crop positions and masks):
-            see :class:`~domainfm.data.datamodule.SeededDataModule`.
+        **kwargs: ``crop_size``, ``spacing``, ``modality``, ``hu_window``,
+            ``samples_per_volume``, ``geometry``, ``batch_size``, ``num_workers``, ``seed``:
+            see :class:`~domainfm.domains.medical3d.volume_datamodule.VolumeDataModule`.
     """
 
     def __init__(
@@ -68,31 +56,16 @@ class VolumePretrainDataModule(SeededDataModule):
         *,
         files: Sequence[str],
         val_files: Sequence[str] = (),
-        crop_size: int | Sequence[int] = 64,
-        spacing: float | Sequence[float] = 3.0,
-        modality: Literal["ct", "mri"] = "ct",
-        hu_window: tuple[float, float] = (-1000.0, 1000.0),
         masking: MaskingSpec = DEFAULT_MASKING,
-        samples_per_volume: int = 8,
         views: int | VolumeViews = 1,
         cache_dir: str | None = None,
         strict: bool = False,
-        geometry: Geometry = "strict",
-        batch_size: int = 2,
         **kwargs: Any,
     ) -> None:
-        super().__init__(batch_size=batch_size, **kwargs)
-        self.geometry = check_geometry_choice(geometry)
-        check_spacing(spacing)  # a configuration error, not one per volume
-        check_hu_window(hu_window)
+        super().__init__(**kwargs)
         self.files = list(files)
         self.val_files = list(val_files)
-        self.hu_window = hu_window
-        self.crop_size = crop_size
-        self.spacing = spacing
-        self.modality: Literal["ct", "mri"] = modality
-        self.samples_per_volume = samples_per_volume
-        self.views = make_views(views, crop_size=crop_size)
+        self.views = make_views(views, crop_size=self.crop_size)
         self.cache_dir = cache_dir
         self.strict = strict
         self.collate = masking.collate(kinds=("random", "block"))
@@ -107,15 +80,12 @@ class VolumePretrainDataModule(SeededDataModule):
             try:
                 dataset = VolumeCropDataset(
                     files=[resolve_data_path(f) for f in files],
-                    spacing=self.spacing,
-                    modality=self.modality,
-                    hu_window=self.hu_window,
                     samples_per_volume=self.samples_per_volume,
                     views=self.views,
                     cache_dir=self.cache_dir,
                     strict=self.strict,
                     preprocess_workers=max(1, self.num_workers),
-                    geometry=self.geometry,
+                    **self.preprocessing.as_kwargs(),
                 )
             except ValueError as err:
                 failure = err
@@ -154,10 +124,11 @@ class VolumePretrainDataModule(SeededDataModule):
 
     def input_contract(self) -> VolumeContract:
         """What a model trained on this data expects as input (stored in exports)."""
+        settings = self.preprocessing
         return VolumeContract(
             channels=["image"],
-            modality=self.modality,
-            spacing_mm=self.spacing,
+            modality=settings.modality,
+            spacing_mm=settings.spacing,
             crop_size=list(self.views.crop_size),
-            hu_window=list(self.hu_window),
+            hu_window=list(settings.hu_window),
         )

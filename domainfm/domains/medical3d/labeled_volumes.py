@@ -35,10 +35,10 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from domainfm.core.grid import to_ntuple
-from domainfm.domains.medical3d.contract import check_hu_window, check_spacing
 from domainfm.domains.medical3d.io import check_label_pair, load_volume
 from domainfm.domains.medical3d.preprocess import (
     RAS_LABELS,
+    VolumePreprocessing,
     apply_volume_transform,
     check_crop,
     check_resample,
@@ -46,7 +46,7 @@ from domainfm.domains.medical3d.preprocess import (
     volume_transform,
 )
 from domainfm.domains.medical3d.views import crop_start, take_crop
-from domainfm.domains.medical3d.volume_types import Geometry, check_geometry_choice
+from domainfm.domains.medical3d.volume_types import Geometry
 
 ImageSpec = str | Path | Sequence[str | Path]
 
@@ -101,7 +101,6 @@ class LabeledVolumeDataset(Dataset[dict[str, Tensor]]):
         positive_fraction: float = 0.5,
         geometry: Geometry = "strict",
     ) -> None:
-        check_geometry_choice(geometry)
         if not images:
             raise ValueError("images is empty: pass at least one labeled case")
         if len(images) != len(labels):
@@ -111,12 +110,12 @@ class LabeledVolumeDataset(Dataset[dict[str, Tensor]]):
             )
         if not 0.0 <= positive_fraction <= 1.0:
             raise ValueError(f"positive_fraction must be in [0, 1], got {positive_fraction}")
+        settings = VolumePreprocessing(  # a configuration error: refused before any file is read
+            spacing=spacing, modality=modality, hu_window=hu_window, geometry=geometry
+        )
         self.crop_size = None if crop_size is None else to_ntuple(crop_size, 3, name="crop_size")
         if self.crop_size is not None:  # absurd whatever the volume: before any file is read
             check_crop(self.crop_size)
-        check_spacing(spacing)  # a configuration error: refused before any file is read
-        check_hu_window(hu_window)
-        pixdim = (float(spacing),) * 3 if isinstance(spacing, int | float) else tuple(spacing)
         self.cases = [(_paths(img), Path(lab)) for img, lab in zip(images, labels, strict=True)]
         missing = [str(p) for img, lab in self.cases for p in (*img, lab) if not p.exists()]
         if missing:
@@ -125,13 +124,7 @@ class LabeledVolumeDataset(Dataset[dict[str, Tensor]]):
         self.labels: list[Tensor] = []
         for image_files, label_file in self.cases:
             image, label = _preprocess_pair(
-                image_files,
-                label_file,
-                spacing=pixdim,
-                modality=modality,
-                hu_window=hu_window,
-                min_size=self.crop_size,
-                geometry=geometry,
+                image_files, label_file, min_size=self.crop_size, **settings.as_kwargs()
             )
             self.volumes.append(image)
             self.labels.append(remap_labels(label, label_map))

@@ -13,6 +13,7 @@ import argparse
 
 from domainfm.core.contract import InputContract
 from domainfm.data.shards import Preparer
+from domainfm.domains.medical3d.benchmark_hooks import VolumeBenchmark
 from domainfm.domains.medical3d.contract import VolumeContract, check_hu_window, check_spacing
 from domainfm.domains.medical3d.inference import segment_volume
 from domainfm.domains.medical3d.shards import VolumePreparer
@@ -37,6 +38,7 @@ class Medical3DPlugin(DomainPlugin):
     name = "medical3d"
     summary = "CT/MRI volumes: NIfTI files and DICOM series"
     contract = VolumeContract
+    benchmark = VolumeBenchmark()  # domainfm benchmark: its task formats and hooks
     segment_suffixes = (".nii.gz", ".nii")
 
     def add_prepare_arguments(self, parser: argparse.ArgumentParser) -> None:

@@ -15,6 +15,9 @@ crop size that is absurd whatever the volume (:func:`check_crop`, before any fil
 A failure inside MONAI becomes one ``ValueError`` naming the file and the cause
 (:func:`failure_naming`) instead of MONAI's "applying transform <object repr>".
 
+:class:`VolumePreprocessing` holds the settings a dataset preprocesses all its volumes with,
+checked once when it is built (a configuration error, before any file is read).
+
 Example::
 
     >>> transform = volume_transform(spacing=(3.0, 3.0, 3.0), modality="ct")
@@ -27,20 +30,66 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from domainfm.core.size_guard import check_allocation
-from domainfm.domains.medical3d.contract import intensity_transform
-from domainfm.domains.medical3d.volume_types import voxel_spacing
+from domainfm.domains.medical3d.contract import (
+    check_hu_window,
+    check_spacing,
+    intensity_transform,
+)
+from domainfm.domains.medical3d.volume_types import Geometry, check_geometry_choice, voxel_spacing
 
 RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
 
 RESAMPLE_BYTES_PER_VOXEL = 16
 """The largest single allocation of MONAI's resampling, per output voxel: its sampling grid
 of 4 homogeneous float32 coordinates (measured; the output itself is 4 bytes per channel)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class VolumePreprocessing:
+    """The settings every volume of a dataset is preprocessed with, checked when built.
+
+    Attributes:
+        spacing: target voxel spacing in mm (one value or three).
+        modality: ``"ct"`` (HU window) or ``"mri"`` (percentile scaling).
+        hu_window: HU range mapped to [0, 1] for CT.
+        geometry: which transform places the voxels of a NIfTI file whose qform and sform
+            disagree: ``"strict"`` refuses such a file, ``"sform"`` / ``"qform"`` assume that
+            one (see :func:`~domainfm.domains.medical3d.io.load_volume`).
+
+    Raises:
+        ValueError: naming the first setting that is invalid.
+    """
+
+    spacing: float | Sequence[float] = 3.0
+    modality: Literal["ct", "mri"] = "ct"
+    hu_window: tuple[float, float] = (-1000.0, 1000.0)
+    geometry: Geometry = "strict"
+
+    def __post_init__(self) -> None:
+        check_geometry_choice(self.geometry)
+        if self.modality not in ("ct", "mri"):
+            raise ValueError(f"modality must be 'ct' or 'mri', got {self.modality!r}")
+        check_spacing(self.spacing)
+        check_hu_window(self.hu_window)
+
+    def as_kwargs(self) -> dict[str, Any]:
+        """The settings as keyword arguments of the functions that preprocess a file, the
+        spacing as three values."""
+        spacing = self.spacing
+        pixdim = (float(spacing),) * 3 if isinstance(spacing, int | float) else tuple(spacing)
+        return {
+            "spacing": pixdim,
+            "modality": self.modality,
+            "hu_window": self.hu_window,
+            "geometry": self.geometry,
+        }
 
 
 def volume_transform(

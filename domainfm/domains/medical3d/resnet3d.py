@@ -59,7 +59,8 @@ from typing import Any, Literal
 from torch import Tensor, nn
 
 from domainfm.core.backbone import BACKBONES
-from domainfm.core.multiscale import MultiScaleBackbone
+from domainfm.core.objectives.base import require_at_least
+from domainfm.domains.medical3d.volume_backbone import VolumeBackbone
 
 DEPTHS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
     10: ("basic", (1, 1, 1, 1)),
@@ -99,7 +100,7 @@ def dilate_layer(layer: nn.Sequential, dilation: int) -> None:
 
 
 @BACKBONES.register("resnet_3d")
-class ResNet3D(MultiScaleBackbone):
+class ResNet3D(VolumeBackbone):
     """MONAI ``ResNet`` (MedicalNet layout) as a domainfm multi-scale backbone.
 
     Args:
@@ -121,8 +122,6 @@ class ResNet3D(MultiScaleBackbone):
         >>> load_state_dict_with_report(net, state).check()
     """
 
-    spatial_dims = 3
-
     def __init__(
         self,
         *,
@@ -143,49 +142,37 @@ class ResNet3D(MultiScaleBackbone):
             raise ValueError(f"depth must be one of {sorted(DEPTHS)}, got depth={depth}")
         if shortcut_type not in ("A", "B"):
             raise ValueError(f"shortcut_type must be 'A' or 'B', got {shortcut_type!r}")
-        if in_chans < 1:
-            raise ValueError(f"in_chans must be >= 1, got in_chans={in_chans}")
-        if conv1_t_size < 1 or conv1_t_stride < 1:
-            raise ValueError(
-                "conv1_t_size and conv1_t_stride must be >= 1, got "
-                f"conv1_t_size={conv1_t_size}, conv1_t_stride={conv1_t_stride}"
-            )
+        require_at_least(
+            1, in_chans=in_chans, conv1_t_size=conv1_t_size, conv1_t_stride=conv1_t_stride
+        )
         widths = [int(c * widen_factor) for c in get_inplanes()]
         if min(widths) < 1:
             raise ValueError(f"widen_factor={widen_factor} leaves a layer without channels")
         block, layers = DEPTHS[depth]
+        expansion = 1 if block == "basic" else 4
+        first = conv1_t_stride * (1 if no_max_pool else 2)  # after the stem and its max pool
+        deep = 1 if dilated else 2  # layer3 and layer4's stride
+        self.declare_maps(
+            in_chans=in_chans,
+            channels=(widths[0], *(c * expansion for c in widths)),
+            strides=(conv1_t_stride, first, first * 2, first * 2 * deep, first * 2 * deep**2),
+        )
         self.encoder = ResNet(
             block=block,
             layers=list(layers),
-            block_inplanes=get_inplanes(),
-            spatial_dims=3,
-            n_input_channels=in_chans,
+            block_inplanes=widths,  # widened here: MONAI's widen_factor left at 1
+            spatial_dims=self.spatial_dims,
+            n_input_channels=self.in_chans,
             conv1_t_size=conv1_t_size,
             conv1_t_stride=conv1_t_stride,
             no_max_pool=no_max_pool,
             shortcut_type=shortcut_type,
-            widen_factor=widen_factor,
             feed_forward=False,
             bias_downsample=bias_downsample,
         )
         if dilated:
             dilate_layer(self.encoder.layer3, MEDICALNET_DILATION[0])
             dilate_layer(self.encoder.layer4, MEDICALNET_DILATION[1])
-        expansion = 1 if block == "basic" else 4
-        stem = conv1_t_stride
-        first = stem * (1 if no_max_pool else 2)
-        deep = 1 if dilated else 2
-        self.in_chans = in_chans
-        self.feature_channels: tuple[int, ...] = (widths[0], *(c * expansion for c in widths))
-        self.feature_strides: tuple[int, ...] = (
-            stem,
-            first,
-            first * 2,
-            first * 2 * deep,
-            first * 2 * deep * deep,
-        )
-        self.embed_dim = self.feature_channels[-1]
-        self.patch_size = (self.feature_strides[-1],) * 3
 
     def stage_maps(self, x: Tensor, norm: bool) -> list[Tensor]:
         """Stem (before the max pool) and ``layer1..4`` maps; ``norm`` is ignored (a ResNet

@@ -23,18 +23,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from domainfm.data.data_root import resolve_data_path
-from domainfm.data.datamodule import SeededDataModule
-from domainfm.domains.medical3d.contract import VolumeContract, check_hu_window, check_spacing
+from domainfm.domains.medical3d.contract import VolumeContract
 from domainfm.domains.medical3d.labeled_volumes import ImageSpec, LabeledVolumeDataset
-from domainfm.domains.medical3d.volume_types import Geometry, check_geometry_choice
+from domainfm.domains.medical3d.volume_datamodule import VolumeDataModule
 
 
-class VolumeSegDataModule(SeededDataModule):
+class VolumeSegDataModule(VolumeDataModule):
     """Labeled volumes: seeded foreground-aware crops for training, whole volumes for validation.
 
     Args:
@@ -44,18 +43,10 @@ class VolumeSegDataModule(SeededDataModule):
         val_labels: their label maps.
         label_map: raw label value → class id (others → background 0); ``None``: raw values.
         class_names: names of the classes (background first), recorded in checkpoints.
-        crop_size: training crop size in voxels.
-        spacing: target spacing in mm.
-        modality: ``"ct"`` or ``"mri"``.
-        hu_window: HU range mapped to [0, 1] for CT.
-        samples_per_volume: training crops per case per epoch.
         positive_fraction: probability that a training crop is centred on a labeled voxel.
-        geometry: which transform places the voxels of a NIfTI file whose qform and sform
-            disagree: ``"strict"`` (default) refuses such a file, ``"sform"`` / ``"qform"``
-            assume that one (see :func:`~domainfm.domains.medical3d.load_volume`).
-        batch_size: training crops per batch.
-        **kwargs: ``num_workers``, ``seed`` (of crop order and positions): see
-            :class:`~domainfm.data.datamodule.SeededDataModule`.
+        **kwargs: ``crop_size``, ``spacing``, ``modality``, ``hu_window``,
+            ``samples_per_volume``, ``geometry``, ``batch_size``, ``num_workers``, ``seed``:
+            see :class:`~domainfm.domains.medical3d.volume_datamodule.VolumeDataModule`.
     """
 
     def __init__(
@@ -67,31 +58,16 @@ class VolumeSegDataModule(SeededDataModule):
         val_labels: Sequence[str] = (),
         label_map: Mapping[int, int] | None = None,
         class_names: Sequence[str] | None = None,
-        crop_size: int | Sequence[int] = 64,
-        spacing: float | Sequence[float] = 3.0,
-        modality: Literal["ct", "mri"] = "ct",
-        hu_window: tuple[float, float] = (-1000.0, 1000.0),
-        samples_per_volume: int = 8,
         positive_fraction: float = 0.5,
-        geometry: Geometry = "strict",
-        batch_size: int = 2,
         **kwargs: Any,
     ) -> None:
-        super().__init__(batch_size=batch_size, **kwargs)
-        self.geometry = check_geometry_choice(geometry)
-        check_spacing(spacing)  # a configuration error, not one per volume
-        check_hu_window(hu_window)
+        super().__init__(**kwargs)
         self.images = [_resolve(i) for i in images]
         self.labels = [resolve_data_path(p) for p in labels]
         self.val_images = [_resolve(i) for i in val_images]
         self.val_labels = [resolve_data_path(p) for p in val_labels]
         self.label_map = dict(label_map) if label_map is not None else None
         self.class_names = list(class_names) if class_names is not None else None
-        self.crop_size = crop_size
-        self.spacing = spacing
-        self.modality: Literal["ct", "mri"] = modality
-        self.hu_window = hu_window
-        self.samples_per_volume = samples_per_volume
         self.positive_fraction = positive_fraction
         self.train_set: LabeledVolumeDataset | None = None
         self.val_set: LabeledVolumeDataset | None = None
@@ -103,13 +79,10 @@ class VolumeSegDataModule(SeededDataModule):
             images=images,
             labels=labels,
             crop_size=None if whole else self.crop_size,
-            spacing=self.spacing,
-            modality=self.modality,
-            hu_window=self.hu_window,
             label_map=self.label_map,
             samples_per_volume=self.samples_per_volume,
             positive_fraction=self.positive_fraction,
-            geometry=self.geometry,
+            **self.preprocessing.as_kwargs(),
         )
 
     def setup(self, stage: str) -> None:
@@ -132,12 +105,13 @@ class VolumeSegDataModule(SeededDataModule):
     def input_contract(self) -> VolumeContract:
         """Preprocessing a model trained on this data expects (stored in checkpoints and
         used by ``domainfm segment``)."""
+        settings = self.preprocessing
         return VolumeContract(
             channels=len(self.images[0]) if self.images else 1,
-            modality=self.modality,
-            spacing_mm=self.spacing,
+            modality=settings.modality,
+            spacing_mm=settings.spacing,
             crop_size=self.crop_size,
-            hu_window=list(self.hu_window),
+            hu_window=list(settings.hu_window),
             class_names=self.class_names,
             extra={"label_map": self.label_map},
         )

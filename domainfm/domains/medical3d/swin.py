@@ -26,15 +26,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from domainfm.core.backbone import BACKBONES
 from domainfm.core.grid import to_ntuple
-from domainfm.core.multiscale import MultiScaleBackbone
+from domainfm.domains.medical3d.volume_backbone import VolumeBackbone
 
 
 @BACKBONES.register("swin_vit_3d")
-class SwinViT3D(MultiScaleBackbone):
+class SwinViT3D(VolumeBackbone):
     """MONAI Swin Transformer encoder as a domainfm backbone.
 
     Args:
@@ -47,8 +47,10 @@ class SwinViT3D(MultiScaleBackbone):
         use_v2: Swin UNETR v2 (extra residual conv blocks per stage).
     """
 
-    spatial_dims = 3
     no_token_dropping = "windowed attention needs the full grid"
+    patch_merging: str | type[nn.Module] = "merging"
+    """The patch merging of every stage: MONAI's ``downsample`` argument (its name, or a
+    module class built as ``cls(dim=..., norm_layer=..., spatial_dims=...)``)."""
 
     def __init__(
         self,
@@ -76,17 +78,16 @@ class SwinViT3D(MultiScaleBackbone):
             depths=tuple(depths),
             num_heads=tuple(num_heads),
             use_v2=use_v2,
+            downsample=self.patch_merging,
         )
-        self.in_chans = in_chans
         self.normalize = normalize
-        self.embed_dim = feature_size * 2 ** len(depths)
-        self.patch_size = (2 ** (len(depths) + 1),) * 3
-        # per map of forward_intermediates(x, indices=len(feature_channels)), shallow -> deep:
-        # patch embedding (F, /2), then one map per stage (2F, /4) ... (16F, /32)
-        self.feature_channels: tuple[int, ...] = tuple(
-            feature_size * 2**i for i in range(len(depths) + 1)
+        # the patch embedding (F, /2), then one map per stage (2F, /4) ... (16F, /32)
+        maps = range(len(depths) + 1)
+        self.declare_maps(
+            in_chans=in_chans,
+            channels=(feature_size * 2**i for i in maps),
+            strides=(2 ** (i + 1) for i in maps),
         )
-        self.feature_strides: tuple[int, ...] = tuple(2 ** (i + 1) for i in range(len(depths) + 1))
 
     def stage_maps(self, x: Tensor, norm: bool) -> list[Tensor]:
         """The patch embedding's map, then one per stage (layer-normalized with

@@ -28,8 +28,6 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -57,13 +55,19 @@ class LegacyPatchMerging(nn.Module):
 
     Args:
         dim: channels ``C`` of the input.
+        norm_layer: the norm's class (MONAI passes it when it builds a stage).
+        spatial_dims: 3 (MONAI passes it; the old order is defined for 3D only).
     """
 
-    def __init__(self, dim: int) -> None:
+    def __init__(
+        self, dim: int, norm_layer: type[nn.Module] = nn.LayerNorm, spatial_dims: int = 3
+    ) -> None:
         super().__init__()
+        if spatial_dims != 3:
+            raise ValueError(f"LegacyPatchMerging is 3D only, got spatial_dims={spatial_dims}")
         self.dim = dim
         self.reduction = nn.Linear(8 * dim, 2 * dim, bias=False)
-        self.norm = nn.LayerNorm(8 * dim)
+        self.norm = norm_layer(8 * dim)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 5:
@@ -79,43 +83,8 @@ class LegacyPatchMerging(nn.Module):
 @BACKBONES.register("swin_vit_3d_legacy")
 class SwinViT3DLegacy(SwinViT3D):
     """:class:`~domainfm.domains.medical3d.swin.SwinViT3D` whose four patch-merging layers
-    use the order of MONAI < 1.5 (:class:`LegacyPatchMerging`); same arguments, keys and
-    shapes.
-
-    Args:
-        in_chans: input channels.
-        feature_size: channels of the first stage.
-        depths: blocks per stage.
-        num_heads: attention heads per stage.
-        window_size: attention window per axis.
-        normalize: layer-normalize the returned maps (as ``SwinUNETR`` does).
-        use_v2: Swin UNETR v2 (extra residual conv blocks per stage, ``layersNc``).
+    use the order of MONAI < 1.5 (:class:`LegacyPatchMerging`, built by MONAI in place of its
+    own, so the initialization is the same); same arguments, keys and shapes.
     """
 
-    def __init__(
-        self,
-        *,
-        in_chans: int,
-        feature_size: int = 48,
-        depths: Sequence[int] = (2, 2, 2, 2),
-        num_heads: Sequence[int] = (3, 6, 12, 24),
-        window_size: int | Sequence[int] = 7,
-        normalize: bool = True,
-        use_v2: bool = False,
-    ) -> None:
-        super().__init__(
-            in_chans=in_chans,
-            feature_size=feature_size,
-            depths=depths,
-            num_heads=num_heads,
-            window_size=window_size,
-            normalize=normalize,
-            use_v2=use_v2,
-        )
-        for i in range(len(depths)):
-            stage = getattr(self.swinViT, f"layers{i + 1}")[0]
-            old = stage.downsample
-            if isinstance(old, nn.Module):
-                new = LegacyPatchMerging(feature_size * 2**i)
-                new.load_state_dict(old.state_dict())  # keep the initialization
-                stage.downsample = new
+    patch_merging = LegacyPatchMerging

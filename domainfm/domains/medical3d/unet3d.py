@@ -46,7 +46,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from domainfm.core.backbone import BACKBONES
-from domainfm.core.multiscale import MultiScaleBackbone
+from domainfm.core.objectives.base import require_at_least
+from domainfm.domains.medical3d.volume_backbone import VolumeBackbone
 
 Activation = Literal["relu", "prelu", "elu"]
 
@@ -124,7 +125,7 @@ class DownLevel3d(nn.Module):
 
 
 @BACKBONES.register("unet3d_encoder")
-class UNet3DEncoder(MultiScaleBackbone):
+class UNet3DEncoder(VolumeBackbone):
     """The Models Genesis / SuPreM 3D U-Net encoder as a domainfm multi-scale backbone.
 
     Args:
@@ -142,8 +143,6 @@ class UNet3DEncoder(MultiScaleBackbone):
         >>> load_state_dict_with_report(net, state).check()
     """
 
-    spatial_dims = 3
-
     def __init__(
         self,
         *,
@@ -153,10 +152,7 @@ class UNet3DEncoder(MultiScaleBackbone):
         batch_stats_in_eval: bool = True,
     ) -> None:
         super().__init__()
-        if in_chans < 1:
-            raise ValueError(f"in_chans must be >= 1, got in_chans={in_chans}")
-        if base_channels < 1:
-            raise ValueError(f"base_channels must be >= 1, got base_channels={base_channels}")
+        require_at_least(1, in_chans=in_chans, base_channels=base_channels)
         kw = {"act": act, "batch_stats_in_eval": batch_stats_in_eval}
         previous = in_chans
         for level, name in enumerate(LEVEL_NAMES):
@@ -164,13 +160,11 @@ class UNet3DEncoder(MultiScaleBackbone):
             self.add_module(name, DownLevel3d(previous, width, **kw))  # type: ignore[arg-type]
             previous = 2 * width
         self.pool = nn.MaxPool3d(2)
-        self.in_chans = in_chans
-        self.feature_channels: tuple[int, ...] = tuple(
-            2 * base_channels * 2**level for level in range(len(LEVEL_NAMES))
+        self.declare_maps(
+            in_chans=in_chans,
+            channels=(2 * base_channels * 2**level for level in range(len(LEVEL_NAMES))),
+            strides=(2**level for level in range(len(LEVEL_NAMES))),  # a max pool per level
         )
-        self.feature_strides: tuple[int, ...] = (1, 2, 4, 8)
-        self.embed_dim = self.feature_channels[-1]
-        self.patch_size = (8, 8, 8)
 
     def stage_maps(self, x: Tensor, norm: bool) -> list[Tensor]:
         """Each level's map before its max pool; ``norm`` is ignored (every level ends in

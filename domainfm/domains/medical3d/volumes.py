@@ -34,16 +34,16 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from domainfm.core.checkpoint_io import atomic_write
-from domainfm.domains.medical3d.contract import check_hu_window, check_spacing
 from domainfm.domains.medical3d.index import fingerprint
 from domainfm.domains.medical3d.io import VolumeSkippedWarning, load_volume
 from domainfm.domains.medical3d.preprocess import (
+    VolumePreprocessing,
     apply_volume_transform,
     check_crop,
     volume_transform,
 )
 from domainfm.domains.medical3d.views import OverlappingCropPair, RandomCrop, VolumeViews
-from domainfm.domains.medical3d.volume_types import Geometry, check_geometry_choice
+from domainfm.domains.medical3d.volume_types import Geometry
 
 LISTED_FAILURES = 5
 """Failures spelled out in the one-line error when no volume could be loaded (the rest are
@@ -202,16 +202,13 @@ class VolumeCropDataset(Dataset[dict[str, Tensor]]):
         preprocess_workers: int = 1,
         geometry: Geometry = "strict",
     ) -> None:
-        check_geometry_choice(geometry)
         if not files:
             raise ValueError("files is empty: pass at least one volume")
-        if modality not in ("ct", "mri"):
-            raise ValueError(f"modality must be 'ct' or 'mri', got {modality!r}")
+        settings = VolumePreprocessing(  # a configuration error: refused before any file is read
+            spacing=spacing, modality=modality, hu_window=hu_window, geometry=geometry
+        )
         self.views = make_views(views, crop_size=crop_size, max_shift=max_shift)
         check_crop(self.views.min_size)  # absurd whatever the volume: before any file is read
-        check_spacing(spacing)  # a configuration error: refused before any file is read
-        check_hu_window(hu_window)
-        pixdim = (float(spacing),) * 3 if isinstance(spacing, int | float) else tuple(spacing)
         paths = [Path(f) for f in files]
         missing = [str(f) for f in paths if not f.exists()]
         if missing:
@@ -222,12 +219,9 @@ class VolumeCropDataset(Dataset[dict[str, Tensor]]):
         self.skipped: list[tuple[str, str]] = []
         prepare = partial(
             _preprocess_or_error,
-            spacing=pixdim,
-            modality=modality,
-            hu_window=hu_window,
             min_size=self.views.min_size,
             cache_dir=cache,
-            geometry=geometry,
+            **settings.as_kwargs(),
         )
         with ThreadPoolExecutor(max_workers=max(1, preprocess_workers)) as pool:
             results = list(pool.map(prepare, paths))  # in file order

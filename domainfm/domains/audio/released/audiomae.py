@@ -57,7 +57,6 @@ License: CC BY-NC 4.0 (the repository's LICENSE, which covers the released weigh
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -65,6 +64,7 @@ from einops import rearrange
 from torch import Tensor
 
 from domainfm.core.registry import init_config
+from domainfm.core.state_nesting import nested_state
 from domainfm.domains.audio.contract import AudioContract
 from domainfm.domains.audio.frontends import KaldiFbankFrontend
 from domainfm.pretrained.registry import released_checkpoint
@@ -108,22 +108,11 @@ AUDIOSET_FBANK_INPUT = AudioContract(
 _DROP = ("decoder_*", "mask_token")
 
 
-def _unwrap_model(content: Any) -> Mapping[str, Tensor]:
-    if not isinstance(content, Mapping):
-        raise TypeError(f"expected a dict, found {type(content).__name__}")
-    if "model" not in content:
-        raise KeyError(f"expected a checkpoint with 'model', found keys {list(content)[:6]}")
-    inner = content["model"]
-    if not isinstance(inner, Mapping):
-        raise TypeError(f"expected a state dict under 'model', found {type(inner).__name__}")
-    return inner
-
-
 def audiomae_encoder_keys(content: Any) -> dict[str, Tensor]:
     """``checkpoint["model"]`` of AudioMAE → ``vit_nd`` keys over (mel, time): the patch
     kernel transposed, the position rows reordered (t, f) → (f, t); every other key passes
     through (the decoder is dropped by the registry's patterns)."""
-    state = dict(_unwrap_model(content))
+    state = dict(nested_state(content, "model"))
     for key in ("patch_embed.proj.weight", "pos_embed"):
         if key not in state:
             raise KeyError(f"no {key!r}: not an AudioMAE ViT state dict")

@@ -53,12 +53,12 @@ License: MIT (fairseq; torchaudio redistributes the weights under the same licen
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
 from torch import Tensor
 
+from domainfm.core.state_nesting import flat_state, nested_state
 from domainfm.domains.audio.contract import AudioContract
 from domainfm.domains.audio.wav2vec2_encoder import WAV2VEC2_BASE_CONFIG  # registers wav2vec2
 from domainfm.domains.audio.waveform_frontend import WaveformFrontend
@@ -99,16 +99,15 @@ def _current_weight_norm(key: str) -> str:
 def torchaudio_wav2vec2_keys(content: Any) -> dict[str, Tensor]:
     """A torchaudio ``Wav2Vec2Model`` state dict → ours (the same names; old weight-norm
     names renamed). Every other key passes through (``aux.*`` is dropped by pattern)."""
-    if not isinstance(content, Mapping):
-        raise TypeError(f"expected a state dict, found {type(content).__name__}")
-    if "model" in content:
+    state = flat_state(content)
+    if "model" in state:
         raise KeyError("a fairseq checkpoint ({'model': ...}): use the '-fairseq' entry")
-    if not any(str(k).startswith("feature_extractor.conv_layers.") for k in content):
+    if not any(str(k).startswith("feature_extractor.conv_layers.") for k in state):
         raise KeyError(
             f"no 'feature_extractor.conv_layers.*' keys (not a torchaudio Wav2Vec2Model "
-            f"state dict); found {list(content)[:4]}"
+            f"state dict); found {list(state)[:4]}"
         )
-    return {_current_weight_norm(str(k)): v for k, v in content.items()}
+    return {_current_weight_norm(str(k)): v for k, v in state.items()}
 
 
 _FAIRSEQ_RENAMES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
@@ -166,13 +165,7 @@ def _fairseq_key(key: str) -> str:
 
 def fairseq_wav2vec2_keys(content: Any) -> dict[str, Tensor]:
     """``checkpoint["model"]`` of a fairseq wav2vec 2.0 / HuBERT file → our keys."""
-    if not isinstance(content, Mapping):
-        raise TypeError(f"expected a dict, found {type(content).__name__}")
-    if "model" not in content:
-        raise KeyError(f"expected a fairseq checkpoint with 'model', found {list(content)[:4]}")
-    state = content["model"]
-    if not isinstance(state, Mapping):
-        raise TypeError(f"expected a state dict under 'model', found {type(state).__name__}")
+    state = nested_state(content, "model")
     return {_fairseq_key(str(k)): v for k, v in state.items()}
 
 
@@ -199,21 +192,26 @@ for _name, _file, _pipeline in (
         reference=f"{_TORCHAUDIO}{_file} (torchaudio.pipelines.{_pipeline})",
         drop=("aux.*",),
     )(torchaudio_wav2vec2_keys)
-_release(
-    name="wav2vec2-base-fairseq",
-    source_layout="fairseq wav2vec_small.pt: {'args', 'model': {feature_extractor.conv_layers."
-    "N.0.weight, ...0.2.*, post_extract_proj.*, layer_norm.*, encoder.pos_conv.0.{bias, "
-    "weight_g, weight_v}, encoder.layers.0-11.*, encoder.layer_norm.*, quantizer.{vars, "
-    "weight_proj.*}, project_q.*, final_proj.*, mask_emb}, ...}; quantizer/projections dropped",
-    reference=f"{_FAIRSEQ}fairseq/wav2vec/wav2vec_small.pt (fairseq examples/wav2vec)",
-    drop=("quantizer.*", "project_q.*", "final_proj.*", "mask_emb"),
-)(fairseq_wav2vec2_keys)
-_release(
-    name="hubert-base-fairseq",
-    source_layout="fairseq hubert_base_ls960.pt: {'cfg', 'model': {feature_extractor.*, "
-    "post_extract_proj.*, layer_norm.*, encoder.pos_conv.0.*, encoder.layers.0-11.*, "
-    "encoder.layer_norm.*, final_proj.*, label_embs_concat, mask_emb}, ...}; "
-    "final_proj/label_embs_concat/mask_emb dropped",
-    reference=f"{_FAIRSEQ}hubert/hubert_base_ls960.pt (fairseq examples/hubert)",
-    drop=("final_proj.*", "label_embs_concat", "mask_emb", "target_glu.*"),
-)(fairseq_wav2vec2_keys)
+for _name, _layout, _reference, _drop in (
+    (
+        "wav2vec2-base-fairseq",
+        "fairseq wav2vec_small.pt: {'args', 'model': {feature_extractor.conv_layers."
+        "N.0.weight, ...0.2.*, post_extract_proj.*, layer_norm.*, encoder.pos_conv.0.{bias, "
+        "weight_g, weight_v}, encoder.layers.0-11.*, encoder.layer_norm.*, quantizer.{vars, "
+        "weight_proj.*}, project_q.*, final_proj.*, mask_emb}, ...}; quantizer/projections dropped",
+        f"{_FAIRSEQ}fairseq/wav2vec/wav2vec_small.pt (fairseq examples/wav2vec)",
+        ("quantizer.*", "project_q.*", "final_proj.*", "mask_emb"),
+    ),
+    (
+        "hubert-base-fairseq",
+        "fairseq hubert_base_ls960.pt: {'cfg', 'model': {feature_extractor.*, "
+        "post_extract_proj.*, layer_norm.*, encoder.pos_conv.0.*, encoder.layers.0-11.*, "
+        "encoder.layer_norm.*, final_proj.*, label_embs_concat, mask_emb}, ...}; "
+        "final_proj/label_embs_concat/mask_emb dropped",
+        f"{_FAIRSEQ}hubert/hubert_base_ls960.pt (fairseq examples/hubert)",
+        ("final_proj.*", "label_embs_concat", "mask_emb", "target_glu.*"),
+    ),
+):
+    _release(name=_name, source_layout=_layout, reference=_reference, drop=_drop)(
+        fairseq_wav2vec2_keys
+    )

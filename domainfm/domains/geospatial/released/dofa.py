@@ -38,6 +38,7 @@ from typing import Any
 
 from torch import Tensor
 
+from domainfm.core.state_nesting import flat_state
 from domainfm.domains.geospatial.contract import RasterContract
 from domainfm.domains.geospatial.dofa_vit import DOFAViT  # noqa: F401 - registers dofa_vit
 from domainfm.pretrained.registry import released_checkpoint
@@ -97,14 +98,13 @@ _release = partial(
 
 
 def _flat(content: Any) -> Mapping[str, Tensor]:
-    if not isinstance(content, Mapping):
-        raise TypeError(f"expected a state dict, found {type(content).__name__}")
-    if "patch_embed.fclayer.w1.weight" not in content:
+    state = flat_state(content)
+    if "patch_embed.fclayer.w1.weight" not in state:
         raise KeyError(
             f"no 'patch_embed.fclayer.w1.weight' (DOFA's wavelength generator); found keys "
-            f"{list(content)[:6]}"
+            f"{list(state)[:6]}"
         )
-    return content
+    return state
 
 
 @_release(

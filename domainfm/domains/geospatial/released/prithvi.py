@@ -71,12 +71,12 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
 from torch import Tensor
 
+from domainfm.core.state_nesting import flat_state
 from domainfm.domains.geospatial.contract import RasterContract
 from domainfm.pretrained.registry import released_checkpoint
 
@@ -157,13 +157,6 @@ _V2_INPUT = partial(_hls_input, PRITHVI_V2_MEAN, PRITHVI_V2_STD, frames=4)
 _prithvi_release = partial(released_checkpoint, architecture="prithvi_vit", license=_LICENSE)
 
 
-def _flat_state(content: Any) -> Mapping[str, Tensor]:
-    """The release's flat state dict (``torch.save(model.state_dict())``)."""
-    if not isinstance(content, Mapping):
-        raise TypeError(f"expected a state dict, found {type(content).__name__}")
-    return content
-
-
 @_prithvi_release(
     name="prithvi-eo-1.0-100m",
     kwargs=V1_100M,
@@ -178,7 +171,7 @@ def _flat_state(content: Any) -> Mapping[str, Tensor]:
 )
 def _map_prithvi_v1(content: Any) -> dict[str, Tensor]:
     """Flat keys are ours; a Prithvi-EO-2.0 file (``encoder.*``) is refused by name."""
-    state = _flat_state(content)
+    state = flat_state(content)
     if "cls_token" not in state:
         found = list(state)[:4]
         raise KeyError(
@@ -199,7 +192,7 @@ def _v2_layout(tl: bool) -> str:
 def _map_prithvi_v2(content: Any) -> dict[str, Tensor]:
     """``encoder.<key>`` → ``<key>``; ``decoder.*`` kept (dropped by name); other keys pass
     through for the report. A flat (1.0) file is refused by name."""
-    state = _flat_state(content)
+    state = flat_state(content)
     if "encoder.cls_token" not in state:
         found = list(state)[:4]
         raise KeyError(f"expected PrithviMAE keys encoder.* / decoder.*, found {found}")

@@ -42,10 +42,12 @@ decoder fresh, reported as such).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 from torch import Tensor
 
+from domainfm.core.state_nesting import nested_state
 from domainfm.domains.geospatial import satmae_group_vit  # noqa: F401 - registers the backbone
 from domainfm.domains.geospatial.contract import RasterContract
 from domainfm.pretrained.registry import PretextHead, released_checkpoint
@@ -121,18 +123,14 @@ VIT_L16_RGB: dict[str, Any] = {
 
 _LICENSE = "CC-BY-NC-4.0 (sustainlab-group/SatMAE LICENSE: Attribution-NonCommercial 4.0)"
 _PAPER = "https://arxiv.org/abs/2207.08051"
+_satmae_release = partial(  # both releases' license, and their MAE decoder dropped
+    released_checkpoint, license=_LICENSE, drop=("decoder_*", "mask_token")
+)
 
 
 def satmae_model_state(content: Any) -> Mapping[str, Tensor]:
     """``content['model']`` of a SatMAE checkpoint (``KeyError`` naming the keys found)."""
-    if not isinstance(content, Mapping):
-        raise TypeError(f"expected a dict with 'model', found {type(content).__name__}")
-    if "model" not in content:
-        raise KeyError(f"expected a dict with 'model', found keys {list(content)[:6]}")
-    state = content["model"]
-    if not isinstance(state, Mapping):
-        raise TypeError(f"expected a state dict under 'model', found {type(state).__name__}")
-    return state
+    return nested_state(content, "model")
 
 
 def _map_fmow_rgb_decoder(content: Any) -> dict[str, Tensor]:
@@ -141,7 +139,7 @@ def _map_fmow_rgb_decoder(content: Any) -> dict[str, Tensor]:
     return {k: v for k, v in state.items() if k.startswith(("decoder_", "mask_token"))}
 
 
-@released_checkpoint(
+@_satmae_release(
     name="satmae-group-channel-vit-l",
     architecture="satmae_group_channel_vit",
     kwargs=GROUP_VIT_L,
@@ -150,11 +148,9 @@ def _map_fmow_rgb_decoder(content: Any) -> dict[str, Tensor]:
     "channel_embed (1, 3, 256), blocks.N.*, norm.*, decoder_* and mask_token (dropped)}, "
     "'optimizer', 'epoch', 'scaler', 'args'}",
     input=SATMAE_S2_INPUT,
-    license=_LICENSE,
     reference="https://zenodo.org/record/7338613/files/pretrain-vit-large-e199.pth; " + _PAPER,
-    drop=("decoder_*", "mask_token"),
 )
-@released_checkpoint(
+@_satmae_release(
     name="satmae-fmow-rgb-vit-l",
     architecture="vit_nd",
     kwargs=VIT_L16_RGB,
@@ -162,9 +158,7 @@ def _map_fmow_rgb_decoder(content: Any) -> dict[str, Tensor]:
     "cls_token, pos_embed (1, 197, 1024), patch_embed.proj.* ((1024, 3, 16, 16)), blocks.N.*, "
     "norm.*, decoder_* and mask_token (dropped; pretext head)}, ...}",
     input=SATMAE_FMOW_RGB_INPUT,
-    license=_LICENSE,
     reference="https://zenodo.org/record/7369797/files/fmow_pretrain.pth; " + _PAPER,
-    drop=("decoder_*", "mask_token"),
     pretext=PretextHead(
         objective="mae",
         kwargs={

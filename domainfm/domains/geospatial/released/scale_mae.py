@@ -28,11 +28,11 @@ Ground sample distance: fMoW mixes resolutions, so ``gsd_m`` is not one number; 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from torch import Tensor
 
+from domainfm.core.state_nesting import nested_state
 from domainfm.domains.geospatial.contract import RasterContract
 from domainfm.domains.geospatial.scale_mae_vit import ScaleMAEViT  # noqa: F401 - registers
 from domainfm.pretrained.registry import released_checkpoint
@@ -86,9 +86,7 @@ SCALE_MAE_INPUT = RasterContract(
 )
 def _map_scale_mae(content: Any) -> dict[str, Tensor]:
     """timm ViT keys are ours (every key passes through)."""
-    if not isinstance(content, Mapping):
-        raise TypeError(f"expected a state dict, found {type(content).__name__}")
-    inner = content.get("model", content)
+    inner = nested_state(content, "model", optional=True)
     if "patch_embed.proj.weight" not in inner:
         raise KeyError(f"no 'patch_embed.proj.weight'; found keys {list(inner)[:6]}")
     return dict(inner)

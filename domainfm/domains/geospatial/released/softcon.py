@@ -28,13 +28,13 @@ dinov2``; ``torchgeo/models/resnet.py``: ``ResNet50_Weights.SENTINEL{2_ALL,1_GRD
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from domainfm.core.state_nesting import flat_state
 from domainfm.domains.geospatial.contract import RasterContract, standardization
 from domainfm.domains.geospatial.raster_header import SENTINEL2_L1C_BANDS
 from domainfm.domains.geospatial.timm_cnn import TimmCNN, timm_to_backbone_keys
@@ -72,15 +72,9 @@ _PAPER = "https://github.com/zhu-xlab/softcon; https://arxiv.org/abs/2405.20462"
 _HF = "https://huggingface.co/wangyi111/softcon"
 
 
-def _state(content: Any) -> Mapping[str, Tensor]:
-    if not isinstance(content, Mapping):
-        raise TypeError(f"expected a state dict, found {type(content).__name__}")
-    return content
-
-
 def _vit_keys(content: Any) -> dict[str, Tensor]:
     """timm DINOv2 keys are ours (every key passes through)."""
-    state = _state(content)
+    state = flat_state(content)
     if "patch_embed.proj.weight" not in state:
         raise KeyError(f"no 'patch_embed.proj.weight'; found keys {list(state)[:6]}")
     return dict(state)
@@ -117,7 +111,7 @@ def _meta_rn50(in_chans: int) -> TimmCNN:
 
 
 def _rn50_keys(content: Any, in_chans: int) -> dict[str, Tensor]:
-    return timm_to_backbone_keys(_state(content), _meta_rn50(in_chans))
+    return timm_to_backbone_keys(flat_state(content), _meta_rn50(in_chans))
 
 
 def _rn50_release(bands: int) -> None:

@@ -103,13 +103,14 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cache, partial
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from domainfm.core.state_nesting import nested_state
 from domainfm.domains.geospatial.contract import RasterContract
 from domainfm.domains.geospatial.raster_header import SENTINEL2_L1C_BANDS
 from domainfm.domains.geospatial.timm_cnn import TimmCNN, timm_to_backbone_keys
@@ -164,21 +165,6 @@ _ORIG_INPUT = dataclasses.replace(
 )
 
 
-def _unwrap(content: Any, key: str | None = None) -> Mapping[str, Tensor]:
-    """``content[key]`` (or ``content["state_dict"]`` / ``content`` when ``key`` is None)."""
-    if not isinstance(content, Mapping):
-        raise TypeError(f"expected a dict, found {type(content).__name__}")
-    if key is None:
-        inner = content.get("state_dict", content)
-    elif key in content:
-        inner = content[key]
-    else:
-        raise KeyError(f"expected a dict with {key!r}, found keys {list(content)[:6]}")
-    if not isinstance(inner, Mapping):
-        raise TypeError(f"expected a state dict, found {type(inner).__name__}")
-    return inner
-
-
 @cache
 def _meta_resnet50() -> TimmCNN:
     """The 13-band ResNet-50 backbone on the meta device (built once: it only lends its key
@@ -215,7 +201,7 @@ def _resnet50_keys(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     drop=("fc.*",),
 )
 def _map_torchgeo_resnet50(content: Any) -> dict[str, Tensor]:
-    return _resnet50_keys(_unwrap(content))
+    return _resnet50_keys(nested_state(content, "state_dict", optional=True))
 
 
 _TIMM_VIT_HEAD = ("head.*", "fc_norm.*")
@@ -249,7 +235,7 @@ _TIMM_VIT_HEAD = ("head.*", "fc_norm.*")
     drop=_TIMM_VIT_HEAD,
 )
 def _map_torchgeo_vit(content: Any) -> dict[str, Tensor]:
-    return dict(_unwrap(content))
+    return dict(nested_state(content, "state_dict", optional=True))
 
 
 _MOCO_Q = "module.encoder_q."
@@ -269,7 +255,7 @@ def _map_ssl4eo_moco_resnet50(content: Any) -> dict[str, Tensor]:
     head, the key encoder, the queue) passes through under its own name, for ``drop``."""
     encoder: dict[str, Tensor] = {}
     rest: dict[str, Tensor] = {}
-    for key, value in _unwrap(content, "state_dict").items():
+    for key, value in nested_state(content, "state_dict").items():
         if key.startswith(_MOCO_Q) and not key.startswith(f"{_MOCO_Q}fc."):
             encoder[key.removeprefix(_MOCO_Q)] = value
         else:
@@ -277,41 +263,36 @@ def _map_ssl4eo_moco_resnet50(content: Any) -> dict[str, Tensor]:
     return {**_resnet50_keys(encoder), **rest}
 
 
-def _dino_teacher_backbone(content: Any) -> dict[str, Tensor]:
-    """DINO teacher: ``[module.]backbone.<key>`` → ``<key>``; the ``DINOHead``
-    (``[module.]head.*``) stays ``head.*`` for the entries' ``drop``."""
-    return {
-        k.removeprefix("module.").removeprefix("backbone."): v
-        for k, v in _unwrap(content, "teacher").items()
-    }
-
-
 _DINO_HEAD = ("head.mlp.*", "head.last_layer.*")
 """DINO's projection head (``DINOHead``: ``mlp.{0,2,4}``, weight-normed ``last_layer``)."""
 
 
-@_vit_s16_release(
-    name="ssl4eo-s12-vit-small-patch16-dino",
-    source_layout="SSL4EO-S12 B13_vits16_dino_0099_ckpt.pth: {'teacher': {'backbone.<vit key>', "
-    "'head.*' (DINOHead, dropped by name)}, 'student': {'module.backbone.*', ...}}; teacher read",
-    input=_ORIG_INPUT,
-    reference=f"{_SSL4EO} (README, DINO ViT-S/16 full ckpt); {_PAPER}",
-    drop=_DINO_HEAD,
-)
-def _map_ssl4eo_dino_vit(content: Any) -> dict[str, Tensor]:
-    return _dino_teacher_backbone(content)
+def _dino_teacher_keys(
+    content: Any, *, to_ours: Callable[[Mapping[str, Tensor]], dict[str, Tensor]]
+) -> dict[str, Tensor]:
+    """DINO teacher: ``[module.]backbone.<key>`` → ``to_ours`` of ``<key>``; the ``DINOHead``
+    (``[module.]head.*``) stays ``head.*`` for the entries' ``drop``."""
+    teacher = nested_state(content, "teacher")
+    return to_ours(
+        {k.removeprefix("module.").removeprefix("backbone."): v for k, v in teacher.items()}
+    )
 
 
-@_resnet50_release(
-    name="ssl4eo-s12-resnet50-dino",
-    source_layout="SSL4EO-S12 B13_rn50_dino_0099_ckpt.pth: {'teacher': {'module.backbone."
-    "<resnet key>', 'module.head.*' (DINOHead, dropped by name)}, 'student': ...}; teacher read",
-    input=_ORIG_INPUT,
-    reference=f"{_SSL4EO} (README, DINO ResNet50 full ckpt); {_PAPER}",
-    drop=_DINO_HEAD,
-)
-def _map_ssl4eo_dino_resnet50(content: Any) -> dict[str, Tensor]:
-    return _resnet50_keys(_dino_teacher_backbone(content))
+# The original DINO files (``B13_<file>_dino_0099_ckpt.pth``): the teacher is DDP-wrapped
+# (``module.``) only for the ResNet (BatchNorm); ViT keys are ours, ResNet keys are mapped.
+for _release, _name, _network, _file, _wrap, _to_ours in (
+    (_vit_s16_release, "ssl4eo-s12-vit-small-patch16-dino", "ViT-S/16", "vits16", "", dict),
+    (_resnet50_release, "ssl4eo-s12-resnet50-dino", "ResNet50", "rn50", "module.", _resnet50_keys),
+):
+    _release(
+        name=_name,
+        source_layout=f"SSL4EO-S12 B13_{_file}_dino_0099_ckpt.pth: {{'teacher': "
+        f"{{'{_wrap}backbone.<{_network} key>', '{_wrap}head.*' (DINOHead, dropped by name)}}, "
+        "'student': {'module.backbone.*', ...}}; teacher read",
+        input=_ORIG_INPUT,
+        reference=f"{_SSL4EO} (README, DINO {_network} full ckpt); {_PAPER}",
+        drop=_DINO_HEAD,
+    )(partial(_dino_teacher_keys, to_ours=_to_ours))
 
 
 SSL4EO_MAE_DECODER: dict[str, Any] = {
@@ -332,7 +313,7 @@ _MAE_DECODER_KEYS = ("decoder_embed.", "decoder_blocks.", "decoder_norm.", "deco
 
 
 def _mae_model(content: Any) -> Mapping[str, Tensor]:
-    return _unwrap(content, "model")
+    return nested_state(content, "model")
 
 
 def _map_ssl4eo_mae_decoder(content: Any) -> dict[str, Tensor]:

@@ -28,13 +28,13 @@ The contract records the release's own axis order: ``orientation="SPL"`` with
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
 from torch import Tensor
 
 from domainfm.domains.medical3d.contract import VolumeContract
+from domainfm.domains.medical3d.released.nesting import require_mapping
 from domainfm.pretrained.registry import released_checkpoint
 
 CTFM_KWARGS: dict[str, Any] = {
@@ -61,12 +61,8 @@ _release = partial(
     input=CTFM_INPUT,
     license="Apache-2.0 (project-lighter Hugging Face model card)",
 )
-
-
-def _flat(content: Any) -> Mapping[str, Tensor]:
-    if not isinstance(content, Mapping):
-        raise TypeError(f"expected a flat dict of tensors, found {type(content).__name__}")
-    return content
+_FLAT = "a flat dict of tensors"
+"""What both files hold (``model.safetensors``: the model's flat ``state_dict()``)."""
 
 
 @_release(
@@ -77,7 +73,7 @@ def _flat(content: Any) -> Mapping[str, Tensor]:
     reference="https://huggingface.co/project-lighter/ct_fm_feature_extractor",
 )
 def _map_ctfm_encoder(content: Any) -> dict[str, Tensor]:
-    return {f"encoder.{k}": v for k, v in _flat(content).items()}
+    return {f"encoder.{k}": v for k, v in require_mapping(content, _FLAT).items()}
 
 
 @_release(
@@ -88,4 +84,4 @@ def _map_ctfm_encoder(content: Any) -> dict[str, Tensor]:
     drop=("up_layers.*",),
 )
 def _map_ctfm_segresnet(content: Any) -> dict[str, Tensor]:
-    return dict(_flat(content))
+    return dict(require_mapping(content, _FLAT))

@@ -1,5 +1,6 @@
 """The state dict inside a release file's nesting (``{"state_dict": ...}``, ``{"net": ...}``,
-``{"model": ...}``), shared by the medical key maps.
+``{"model": ...}``), shared by the medical key maps, and the check that what a map reads is a
+dict at all (:func:`require_mapping`).
 
 Example::
 
@@ -26,3 +27,14 @@ def unwrap(content: Any, key: str) -> Mapping[str, Tensor]:
         raise KeyError(f"expected a dict with {key!r}, found {keys}")
     inner: Mapping[str, Tensor] = content[key]
     return inner
+
+
+def require_mapping(value: Any, what: str) -> Mapping[str, Tensor]:
+    """``value``, a dict (of tensors, by the file's word).
+
+    Raises:
+        TypeError: ``"expected <what>, found <type>"``.
+    """
+    if not isinstance(value, Mapping):
+        raise TypeError(f"expected {what}, found {type(value).__name__}")
+    return value

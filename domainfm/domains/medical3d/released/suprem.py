@@ -40,17 +40,12 @@ from typing import Any
 from torch import Tensor
 
 from domainfm.domains.medical3d import swin_legacy  # noqa: F401  (registers the backbone)
-from domainfm.domains.medical3d.contract import VolumeContract
-from domainfm.domains.medical3d.released.nesting import unwrap
+from domainfm.domains.medical3d.released.abdominal_ct import abdominal_ct_input
+from domainfm.domains.medical3d.released.nesting import require_mapping, unwrap
+from domainfm.domains.medical3d.released.swin_unetr import SWIN_UNETR_KWARGS
 from domainfm.pretrained.registry import released_checkpoint
 
-SUPREM_INPUT = VolumeContract(
-    channels=["CT"],
-    modality="ct",
-    spacing_mm=[1.5, 1.5, 1.5],
-    hu_window=[-175.0, 250.0],
-    crop_size=[96, 96, 96],
-)
+SUPREM_INPUT = abdominal_ct_input(spacing_mm=[1.5, 1.5, 1.5], crop_size=[96, 96, 96])
 
 _release = partial(
     released_checkpoint,
@@ -61,10 +56,7 @@ _release = partial(
 
 def _net(content: Any) -> Mapping[str, Tensor]:
     """The ``net`` state dict of a SuPreM checkpoint."""
-    inner = unwrap(content, "net")
-    if not isinstance(inner, Mapping):
-        raise TypeError(f"expected 'net' to be a dict, found {type(inner).__name__}")
-    return inner
+    return require_mapping(unwrap(content, "net"), "'net' to be a dict")
 
 
 SWIN_DROP = (
@@ -82,14 +74,7 @@ SWIN_DROP = (
 @_release(
     name="suprem-swinunetr",
     architecture="swin_vit_3d_legacy",
-    kwargs={
-        "in_chans": 1,
-        "feature_size": 48,
-        "depths": [2, 2, 2, 2],
-        "num_heads": [3, 6, 12, 24],
-        "window_size": 7,
-        "use_v2": False,
-    },
+    kwargs={**SWIN_UNETR_KWARGS, "use_v2": False},
     source_layout="supervised_suprem_swinunetr_2100.pth: {'net': {'module.backbone.swinViT.*', "
     "'module.backbone.{encoder*,decoder*}.*' and 'module.{precls_conv,GAP,controller,"
     "organ_embedding,text_to_vision}*' (dropped)}, 'optimizer', 'scheduler', 'epoch'}",

@@ -80,30 +80,27 @@ from typing import Any
 from torch import Tensor
 
 from domainfm.domains.medical3d import swin_legacy  # noqa: F401  (registers the backbone)
-from domainfm.domains.medical3d.contract import VolumeContract
-from domainfm.domains.medical3d.released.nesting import unwrap
+from domainfm.domains.medical3d.released.abdominal_ct import abdominal_ct_input
+from domainfm.domains.medical3d.released.nesting import require_mapping, unwrap
 from domainfm.pretrained.registry import released_checkpoint
 
-_SWIN_SSL = {
+SWIN_UNETR_KWARGS: dict[str, Any] = {
     "in_chans": 1,
     "feature_size": 48,
     "depths": [2, 2, 2, 2],
     "num_heads": [3, 6, 12, 24],
     "window_size": 7,
 }
-_CT_INPUT = VolumeContract(
-    channels=["CT"],
-    modality="ct",
-    spacing_mm=[1.5, 1.5, 2.0],
-    hu_window=[-175.0, 250.0],
-    crop_size=[96, 96, 96],
-    extra={"roi_size": [96, 96, 96]},
+"""``swin_vit_3d_legacy`` kwargs of the Swin UNETR encoder (Tang et al. 2022's SSL weights;
+SuPreM and VoCo add ``use_v2``, VoCo its own ``feature_size``)."""
+_CT_INPUT = abdominal_ct_input(
+    spacing_mm=[1.5, 1.5, 2.0], crop_size=[96, 96, 96], extra={"roi_size": [96, 96, 96]}
 )
 _LICENSE = "Apache-2.0 (Project-MONAI research-contributions / MONAI)"
 _ct_release = partial(released_checkpoint, input=_CT_INPUT, license=_LICENSE)
 _SWIN_ARCHITECTURE = "swin_vit_3d_legacy"
 """MONAI's Swin encoder with the patch merging of MONAI < 1.5 (see the module docstring)."""
-_swin_release = partial(_ct_release, architecture=_SWIN_ARCHITECTURE, kwargs=_SWIN_SSL)
+_swin_release = partial(_ct_release, architecture=_SWIN_ARCHITECTURE, kwargs=SWIN_UNETR_KWARGS)
 
 
 def _rename(
@@ -194,12 +191,9 @@ up-sampling blocks ``decoder{1..5}`` and the output convolution ``out``."""
 
 
 def _plain_or_state_dict(content: Any) -> Mapping[str, Tensor]:
-    if not isinstance(content, Mapping):
-        raise TypeError(f"expected a state dict, found {type(content).__name__}")
-    inner = content.get("state_dict", content)
-    if not isinstance(inner, Mapping):
-        raise TypeError(f"expected a state dict, found {type(inner).__name__}")
-    return inner
+    """A plain state dict, or the one nested under ``state_dict``."""
+    outer = require_mapping(content, "a state dict")
+    return require_mapping(outer.get("state_dict", outer), "a state dict")
 
 
 @_swin_release(

@@ -31,14 +31,15 @@ checkpoint. Every other key is reported as unexpected.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
 from torch import Tensor
 
 from domainfm.domains.medical3d import swin_legacy  # noqa: F401  (registers the backbone)
-from domainfm.domains.medical3d.contract import VolumeContract
+from domainfm.domains.medical3d.released.abdominal_ct import abdominal_ct_input
+from domainfm.domains.medical3d.released.nesting import require_mapping
+from domainfm.domains.medical3d.released.swin_unetr import SWIN_UNETR_KWARGS
 from domainfm.pretrained.registry import released_checkpoint
 
 ARCHITECTURE = "swin_vit_3d_legacy"
@@ -60,11 +61,8 @@ DROP = (
 )
 """VoCo's conv blocks (Swin UNETR's decoder-side skip blocks) and projection heads."""
 
-VOCO_INPUT = VolumeContract(
-    channels=["CT"],
-    modality="ct",
+VOCO_INPUT = abdominal_ct_input(
     spacing_mm=[1.5, 1.5, 1.5],
-    hu_window=[-175.0, 250.0],
     crop_size=[64, 64, 64],
     extra={"roi_size": [96, 96, 96]},  # the README's fine-tuning ROI
 )
@@ -79,25 +77,16 @@ _release = partial(
 
 
 def _kwargs(feature_size: int) -> dict[str, Any]:
-    return {
-        "in_chans": 1,
-        "feature_size": feature_size,
-        "depths": [2, 2, 2, 2],
-        "num_heads": [3, 6, 12, 24],
-        "window_size": 7,
-        "use_v2": True,
-    }
+    """Swin UNETR v2 of ``feature_size`` (otherwise Swin UNETR's encoder settings)."""
+    return {**SWIN_UNETR_KWARGS, "feature_size": feature_size, "use_v2": True}
 
 
 def map_voco(content: Any) -> dict[str, Tensor]:
     """A VoCo file's content → ``swinViT.*`` keys of our backbone (other keys kept as they
     are): an optional ``state_dict`` level unwrapped, ``module.`` and ``backbone.`` prefixes
     removed, ``swin_vit.`` renamed ``swinViT.``."""
-    if not isinstance(content, Mapping):
-        raise TypeError(f"expected a dict of tensors, found {type(content).__name__}")
-    inner = content.get("state_dict", content)
-    if not isinstance(inner, Mapping):
-        raise TypeError(f"expected 'state_dict' to be a dict, found {type(inner).__name__}")
+    outer = require_mapping(content, "a dict of tensors")
+    inner = require_mapping(outer.get("state_dict", outer), "'state_dict' to be a dict")
     out: dict[str, Tensor] = {}
     for key, value in inner.items():
         key = str(key).removeprefix("module.").removeprefix("backbone.")
