@@ -139,10 +139,28 @@ def _releases(argv: Sequence[str]) -> int:
     return releases_command(argv)
 
 
-def _predict_parser(
-    prog: str, description: str, ckpt: str, output: str, *, overlap: float, unit: str
-) -> argparse.ArgumentParser:
+PREDICT_COMMANDS = {
+    "segment": (
+        "Segment an input of any size with a fine-tuned checkpoint (sliding windows or tiles; "
+        "the output keeps the input's geometry: a NIfTI volume's affine, a GeoTIFF's CRS and "
+        "transform).",
+        "FinetuneModule segmentation",
+        "label map",
+    ),
+    "detect": (
+        "Detect objects over an input of any size with a fine-tuned DetectionModule checkpoint "
+        "(tiles of the training window, boxes merged across tiles); a GeoTIFF gives GeoJSON in "
+        "its CRS.",
+        "DetectionModule",
+        "boxes (.geojson for rasters)",
+    ),
+}
+"""``segment`` and ``detect``: description, the checkpoint's module, the output."""
+
+
+def _predict_parser(prog: str, *, overlap: float, unit: str) -> argparse.ArgumentParser:
     """The arguments ``segment`` and ``detect`` share (their dests are request fields)."""
+    description, ckpt, output = PREDICT_COMMANDS[prog]
     parser = OneLineParser(prog=f"domainfm {prog}", description=description)
     parser.add_argument(
         "--overlap", type=fraction(upper_open=True), default=overlap, help=f"{unit} overlap [0, 1)"
@@ -204,16 +222,7 @@ def _parse_with_domain_options(
 
 
 def _segment(argv: Sequence[str]) -> int:
-    parser = _predict_parser(
-        "segment",
-        "Segment an input of any size with a fine-tuned checkpoint (sliding windows or tiles; "
-        "the output keeps the input's geometry: a NIfTI volume's affine, a GeoTIFF's CRS and "
-        "transform).",
-        "FinetuneModule segmentation",
-        "label map",
-        overlap=0.5,
-        unit="window",
-    )
+    parser = _predict_parser("segment", overlap=0.5, unit="window")
     parser.add_argument(
         "--sw-batch-size",
         dest="batch_size",
@@ -241,16 +250,7 @@ def _segment(argv: Sequence[str]) -> int:
 
 
 def _detect(argv: Sequence[str]) -> int:
-    parser = _predict_parser(
-        "detect",
-        "Detect objects over an input of any size with a fine-tuned DetectionModule checkpoint "
-        "(tiles of the training window, boxes merged across tiles); a GeoTIFF gives GeoJSON in "
-        "its CRS.",
-        "DetectionModule",
-        "boxes (.geojson for rasters)",
-        overlap=0.25,
-        unit="tile",
-    )
+    parser = _predict_parser("detect", overlap=0.25, unit="tile")
     parser.add_argument("--batch-size", type=positive_int, default=4, help="tiles per forward")
     parser.add_argument(
         "--score-threshold", type=fraction(), default=0.05, help="lowest score kept [0, 1]"

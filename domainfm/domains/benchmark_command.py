@@ -23,6 +23,7 @@ import platform
 import resource
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -191,12 +192,12 @@ def benchmark_command(argv: Sequence[str]) -> int:
     args = parser().parse_args(argv)
     options = dict(args.task_option)
     plugin, hooks, task = read_task(Path(args.task), options, args.domain)
-    backbones = [parse_backbone(spec) for spec in args.backbone]
+    backbones = [replace(parse_backbone(spec), domain=plugin.name) for spec in args.backbone]
     check_backbones(plugin, backbones)
     reference = args.reference or backbones[0].label
     if reference not in {b.label for b in backbones}:
         raise ValueError(f"--reference {reference!r} names none of the backbones")
-    names = {field.name for field in dataclasses.fields(BenchmarkSettings)}
+    names = {field.name for field in dataclasses.fields(BenchmarkSettings)} - {"reference"}
     given = {k: v for k, v in vars(args).items() if k in names}  # dests are its fields
     settings = BenchmarkSettings(**given, reference=reference, progress=not args.no_progress)
     out = Path(args.out)

@@ -116,7 +116,7 @@ def backbone_config(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_export_folder(
-    out_dir: str | Path, *, source: str | Path, overwrite: bool = False
+    out_dir: str | Path, *, source: str | Path | None, overwrite: bool = False
 ) -> Path:
     """Refuse, before any work, an export folder that cannot or must not be written.
 
@@ -128,7 +128,7 @@ def check_export_folder(
         ``out_dir`` as a ``Path``.
     """
     out = Path(out_dir)
-    if out.exists() and Path(source).exists() and out.samefile(source):
+    if source is not None and out.exists() and Path(source).exists() and out.samefile(source):
         raise ValueError(f"{out}: the output folder is the checkpoint {source}")
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out}: the output exists and is not a folder; give a folder path")
@@ -176,7 +176,7 @@ def export_backbone(
     Returns:
         The output folder.
     """
-    out = check_export_folder(out_dir, source=out_dir, overwrite=overwrite)
+    out = check_export_folder(out_dir, source=None, overwrite=overwrite)
     config = backbone_config(meta)
     return _write_export(out, model.state_dict(), config)
 

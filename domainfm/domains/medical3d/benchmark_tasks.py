@@ -283,6 +283,7 @@ def _metadata(
     """What the hooks read: the format, channels, modality, label map and the preprocessing
     options (``None``: the backbone's contract or the defaults decide)."""
     return {
+        "headline": "dice",  # what the tables and plots lead with (Dice on whole volumes)
         "format": fmt,
         "channels": channels,
         "modality": options.get("modality") or default_modality,

@@ -31,7 +31,7 @@ from domainfm.tasks.benchmark.task import BenchmarkTask, ItemFeatures
 CACHE_VERSION = 1
 
 
-def _stamps(path: Path) -> list[Any]:
+def file_stamps(path: Path) -> list[Any]:
     """Stamps of a file, or of every file in a folder (an export folder)."""
     if path.is_dir():
         return [[p.name, *file_stamp(p)] for p in sorted(path.iterdir()) if p.is_file()]
@@ -48,7 +48,7 @@ def features_key(backbone: BenchmarkBackbone, task: BenchmarkTask, *, seed: int)
             "kwargs": backbone.kwargs,
             "contract": backbone.contract,
             "released": backbone.released,
-            "weights": _stamps(backbone.source) if backbone.source else None,
+            "weights": file_stamps(backbone.source) if backbone.source else None,
             "init_seed": None if backbone.pretrained else seed,
         },
         "task": {
@@ -57,7 +57,8 @@ def features_key(backbone: BenchmarkBackbone, task: BenchmarkTask, *, seed: int)
             "ignore_index": task.ignore_index,
             "metadata": task.metadata,
             "items": [
-                [item.key, item.region, [_stamps(p) for p in item.inputs]] for item in task.items
+                [item.key, item.region, [file_stamps(p) for p in item.inputs]]
+                for item in task.items
             ],
         },
     }

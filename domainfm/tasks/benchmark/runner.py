@@ -19,6 +19,8 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import time
 from collections.abc import Iterator, Sequence
@@ -32,7 +34,7 @@ from tqdm.auto import tqdm
 
 from domainfm.pretrained.export import CONFIG_NAME, WEIGHTS_NAME, export_backbone
 from domainfm.tasks.benchmark.backbones import BenchmarkBackbone
-from domainfm.tasks.benchmark.feature_cache import FeatureCache
+from domainfm.tasks.benchmark.feature_cache import FeatureCache, file_stamps
 from domainfm.tasks.benchmark.hooks import (
     AdaptRequest,
     DomainBenchmark,
@@ -235,10 +237,18 @@ def _ensure_adapted(
     fold: int,
 ) -> None:
     """Continue pretraining ``base`` on the fold's training inputs and export it to
-    ``variant.source`` (kept: a re-run reuses it)."""
+    ``variant.source`` (kept: a re-run reuses it when its provenance records the same base
+    weights, recipe, steps, fold and training items; otherwise it is adapted again)."""
     folder = variant.source
     assert folder is not None and settings.adapt_recipe is not None
-    if (folder / WEIGHTS_NAME).exists() and (folder / CONFIG_NAME).exists():
+    made_from = {
+        "benchmark_adapted_from": base.spec,
+        "recipe": settings.adapt_recipe,
+        "steps": settings.adapt_steps,
+        "fold": fold,
+        "inputs": _adaptation_inputs(base, train),
+    }
+    if (folder / WEIGHTS_NAME).exists() and _recorded(folder / CONFIG_NAME, made_from):
         return
     request = AdaptRequest(
         model=base.build(0),
@@ -252,13 +262,27 @@ def _ensure_adapted(
     )
     model = hooks.adapt(request)
     meta = base.meta()
-    meta["provenance"] = {
-        "benchmark_adapted_from": base.spec,
-        "recipe": settings.adapt_recipe,
-        "steps": settings.adapt_steps,
-        "fold": fold,
-    }
+    meta["provenance"] = made_from
     export_backbone(model.cpu(), folder, meta=meta, overwrite=True)
+
+
+def _adaptation_inputs(base: BenchmarkBackbone, train: Sequence[str]) -> str:
+    """A digest of what an adaptation starts from: the base weights' file stamps and the
+    fold's training items."""
+    content = {"weights": file_stamps(base.source) if base.source else None, "train": list(train)}
+    text = json.dumps(content, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _recorded(config: Path, made_from: dict[str, Any]) -> bool:
+    """Whether the export ``config`` records the provenance ``made_from``."""
+    try:
+        provenance = json.loads(config.read_text(encoding="utf-8")).get("provenance")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(provenance, dict) and all(
+        provenance.get(k) == v for k, v in made_from.items()
+    )
 
 
 def _fold_runs(

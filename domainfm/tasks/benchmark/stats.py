@@ -4,8 +4,8 @@ Every backbone runs with the same seeds (same label subsets, same head initializ
 comparison is paired: the per-seed differences ``d_s = candidate_s - reference_s`` carry the
 signal, and their spread the noise. The confidence interval is Student's t on the mean
 difference (``mean(d) ± t_{0.975, n-1} · sd(d) / sqrt(n)``); a difference whose interval
-contains 0 (or with a single seed, which has no spread) is reported as *not separated from
-noise*, never as a win.
+contains 0 (or with a single seed, or the same difference for every seed, which leave no
+noise estimate) is reported as *not separated from noise*, never as a win.
 
 Example::
 
@@ -85,6 +85,8 @@ class Comparison:
             else ""
         )
         verdict = "" if self.separated else ", not separated from noise"
+        if self.n > 1 and self.low == self.high:
+            verdict = ", the same for every seed: no spread to test"
         return f"{self.mean:+.{digits}f}{ci} ({self.wins}/{self.n} seeds better{verdict})"
 
     def to_dict(self) -> dict[str, Any]:
@@ -112,6 +114,9 @@ def paired_comparison(candidate: Sequence[float], reference: Sequence[float]) ->
     wins = sum(d > 0 for d in diffs)
     if n == 1:
         return Comparison(mean, math.nan, math.nan, wins, 1, False)
-    half = t_quantile_975(n - 1) * statistics.stdev(diffs) / math.sqrt(n)
+    spread = statistics.stdev(diffs)
+    half = t_quantile_975(n - 1) * spread / math.sqrt(n)
     low, high = mean - half, mean + half
-    return Comparison(mean, low, high, wins, n, low > 0 or high < 0)
+    # no spread over seeds: the seeds changed nothing (a deterministic protocol on both
+    # sides), so there is no noise estimate to separate the difference from
+    return Comparison(mean, low, high, wins, n, spread > 0 and (low > 0 or high < 0))

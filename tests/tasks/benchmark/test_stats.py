@@ -33,3 +33,10 @@ def test_summaries_and_quantiles():
     assert t_quantile_975(1) == 12.706 and t_quantile_975(100) == 1.96
     with pytest.raises(ValueError):
         paired_comparison([1.0], [1.0, 2.0])
+
+
+def test_the_same_difference_on_every_seed_has_no_noise_estimate_and_is_not_a_win():
+    c = paired_comparison([0.80, 0.80, 0.80], [0.70, 0.70, 0.70])
+    assert c.mean == pytest.approx(0.1) and c.wins == 3
+    assert not c.separated
+    assert "no spread to test" in c.text()
