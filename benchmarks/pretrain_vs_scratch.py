@@ -9,7 +9,8 @@ fractions and seeds, with paired differences and their 95 % intervals.
 * **audio**: MAE on the 14 unlabeled example recordings (music, speech, animals); task: the
   800 spoken-digit clips (FSDD ``metadata.csv``, label = digit), folds by speaker.
 * **geospatial**: MAE on the 5 Sentinel-2 dates of the eo-learn patch; task: the LULC raster
-  over the same scenes, 16 px windows in 32 px blocks, folds by block. The pretraining saw
+  over the same scenes (value 0, "no data", unlabeled), 16 px windows in 32 px blocks, folds
+  by block. The pretraining saw
   every pixel of the scenes (never a label): transductive, as SSL on a user's own archive is.
 * **medical3d**: MAE on unlabeled brain MRI that is not in the task (MNI152 T1, nibabel's
   anatomical scan, the TotalSegmentator MR example); task: an MSD ``dataset.json`` over the 4
@@ -115,6 +116,7 @@ PLANS = {
                 f"labels={data / 'geospatial/eolearn_s2_slovenia_patch/labels/LULC.tif'}",
                 "window=16",
                 "block=32",
+                "ignore=0",  # LULC's "no data"
             ),
         ),
         benchmark="--protocol linear,knn,finetune --fractions 0.1,1.0 --finetune-steps 50",

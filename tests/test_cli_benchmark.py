@@ -443,6 +443,17 @@ def test_bad_input_is_one_line_and_exit_2(
     assert not out.exists()  # refused before any work
 
 
+def test_an_output_that_is_a_file_is_refused_and_kept(
+    audio_csv: Path, audio_vit: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "results.txt"
+    out.write_text("mine")
+    code, stdout, err = _run(_audio(audio_csv, out, str(audio_vit)), capsys)
+    assert code == 2 and stdout == "" and len(err.splitlines()) == 1
+    assert err.startswith(f"{ERROR} {out}: --out is an existing file; give a folder"), err
+    assert out.read_text() == "mine"
+
+
 def _tensors(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(str(folder / "model.safetensors"))
 

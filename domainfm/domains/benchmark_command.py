@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from domainfm.core.checkpoint_io import check_writable_folder
 from domainfm.core.cli_args import OneLineParser, argument_type, positive_int
 from domainfm.domains.plugin import DomainPlugin, all_domains, get_domain
 from domainfm.tasks.benchmark.backbones import BenchmarkBackbone, parse_backbone
@@ -190,6 +191,10 @@ def _peak_memory_mb() -> float:
 def benchmark_command(argv: Sequence[str]) -> int:
     """Run ``domainfm benchmark`` (see the module docstring); returns the exit status."""
     args = parser().parse_args(argv)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: --out is an existing file; give a folder")
+    check_writable_folder(out / "results.json")  # before any work
     options = dict(args.task_option)
     plugin, hooks, task = read_task(Path(args.task), options, args.domain)
     backbones = [replace(parse_backbone(spec), domain=plugin.name) for spec in args.backbone]
@@ -200,7 +205,6 @@ def benchmark_command(argv: Sequence[str]) -> int:
     names = {field.name for field in dataclasses.fields(BenchmarkSettings)} - {"reference"}
     given = {k: v for k, v in vars(args).items() if k in names}  # dests are its fields
     settings = BenchmarkSettings(**given, reference=reference, progress=not args.no_progress)
-    out = Path(args.out)
     results = run_benchmark(task, backbones, hooks, settings, out)
     headline = str(task.metadata.get("headline", HEADLINE[task.kind]))
     metrics = sorted({m for run in results["runs"] for m in run["metrics"]})

@@ -86,11 +86,12 @@ def markdown_table(results: dict[str, Any]) -> str:
     """The Markdown report of a benchmark's ``results`` (see the module docstring)."""
     task, settings = results["task"], results["settings"]
     headline, reference = results["headline"], results["reference"]
+    seeds = ", ".join(str(seed) for seed in settings["seeds"])
     lines = [
         f"# Benchmark: {task['name']} ({task['domain']}, {task['kind']})",
         "",
         f"{task['items']} labeled items from `{task['source']}`; {len(results['folds'])} folds "
-        f"by group; seeds {settings['seeds']}; metric **{headline}** (mean ± std over seeds, "
+        f"by group; seeds {seeds}; metric **{headline}** (mean ± std over seeds, "
         f"each seed the mean over folds). Reference: **{reference}**; Δ is the paired "
         "difference with its 95 % t interval and the seeds it wins.",
         "",

@@ -62,8 +62,9 @@ def _conv_norm_act(
 ) -> nn.Sequential:
     """Conv (no bias) + GroupNorm + ReLU; GroupNorm rather than BatchNorm so that small
     fine-tuning batches (and batch 1 at inference) behave. ``groups`` defaults to
-    ``gcd(32, cout)``; the PPM's pooled branches use 1 group (a 1×1 pooled map has one value
-    per channel, which per-channel groups would normalize to 0)."""
+    ``gcd(32, cout)``; what runs on the coarsest map (the PPM's pooled branches and its
+    bottleneck) uses 1 group: that map can be 1×1 (a small window's top level), where
+    per-channel groups hold one value each and would normalize every channel to 0."""
     return nn.Sequential(
         _CONV[dims](cin, cout, kernel_size=kernel, padding=kernel // 2, bias=False),
         nn.GroupNorm(num_groups=groups or math.gcd(32, cout), num_channels=cout),
@@ -192,7 +193,9 @@ class UPerNetDecoder(nn.Module):
             nn.Sequential(_POOL[dims](int(s)), _conv_norm_act(dims, top, channels, 1, groups=1))
             for s in pool_scales
         )
-        self.bottleneck = _conv_norm_act(dims, top + len(pool_scales) * channels, channels, 3)
+        self.bottleneck = _conv_norm_act(
+            dims, top + len(pool_scales) * channels, channels, 3, groups=1
+        )
         self.fpn = nn.ModuleList(
             _conv_norm_act(dims, channels, channels, 3) for _ in in_channels[:-1]
         )

@@ -108,3 +108,15 @@ def test_finetune_module_upernet_fits_a_batch_and_round_trips(tmp_path: Path) ->
     assert meta["recipe"]["finetune"]["decoder"] == "upernet"
     with torch.no_grad():
         assert torch.equal(loaded(x), module(x))
+
+
+def test_a_one_by_one_top_map_keeps_information_at_batch_one():
+    """The coarsest level of a small window is 1x1: no norm group may hold a single value
+    (it would raise at batch 1 and normalize every channel to 0 otherwise)."""
+    torch.manual_seed(0)
+    head = UPerNetDecoder(in_channels=(16, 16), num_classes=3, spatial_dims=2, channels=32).eval()
+    x = torch.randn(1, 3, 16, 16)
+    a = head([torch.randn(1, 16, 2, 2), torch.randn(1, 16, 1, 1)], x)
+    b = head([torch.randn(1, 16, 2, 2), torch.randn(1, 16, 1, 1)], x)
+    assert a.shape == (1, 3, 16, 16)
+    assert not torch.allclose(a, b)  # the inputs reach the logits
