@@ -49,12 +49,6 @@ if str(REPO) not in sys.path:
 
 from domainfm.data.data_root import example_data_root  # noqa: E402
 
-BRATS_CASES = (
-    "train/brats_2013_pat0005_1",
-    "train/brats_2013_pat0006_1",
-    "validation/brats_2013_pat0003_1",
-    "validation/brats_2013_pat0004_1",
-)
 BRATS_LABELS = {
     "0": "background",
     "1": "necrosis",
@@ -72,7 +66,7 @@ def brats_msd(data: Path, out: Path) -> Path:
             "image": str(root / case / "Flair_subtrMeanDivStd.nii.gz"),
             "label": str(root / case / "OTMultiClass.nii.gz"),
         }
-        for case in BRATS_CASES
+        for case in sorted(root.glob("*/brats_2013_pat*"))  # train/ and validation/ cases
     ]
     spec = {
         "name": "BRATS2013-deepmedic",

@@ -37,12 +37,6 @@ _run = run_path(str(Path(__file__).with_name("cli_run.py")))["run_cli"]
 DIGITS = "audio/fsdd_spoken_digits"
 S2 = "geospatial/eolearn_s2_slovenia_patch"
 BRATS = "medical/brats2015_deepmedic"
-BRATS_SUBJECTS = (
-    "train/brats_2013_pat0005_1",
-    "train/brats_2013_pat0006_1",
-    "validation/brats_2013_pat0003_1",
-    "validation/brats_2013_pat0004_1",
-)
 BRATS_LABELS = ("background", "necrosis", "edema", "non-enhancing tumour", "enhancing tumour")
 STEP = 4
 """The BRATS cases are subsampled to every 4th voxel (4 mm), as the medical3d tests do."""
@@ -226,13 +220,13 @@ def brats_msd(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     subsampled to 4 mm."""
     root = tmp_path_factory.mktemp("msd") / "Task01_BRATS_mini"
     training = []
-    for subject in BRATS_SUBJECTS:
-        case = Path(subject).name
+    for subject in sorted((data_root / BRATS).glob("*/brats_2013_pat*")):  # train/, validation/
+        case = subject.name
         for stem, folder, dtype in (
             ("Flair_subtrMeanDivStd", "imagesTr", np.float32),
             ("OTMultiClass", "labelsTr", np.uint8),
         ):
-            image = nib.load(data_root / BRATS / subject / f"{stem}.nii.gz")
+            image = nib.load(subject / f"{stem}.nii.gz")
             array = np.asarray(image.dataobj)[::STEP, ::STEP, ::STEP].astype(dtype)
             affine = image.affine @ np.diag([STEP, STEP, STEP, 1.0])
             (root / folder).mkdir(parents=True, exist_ok=True)

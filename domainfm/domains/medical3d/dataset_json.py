@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +104,11 @@ Cases = dict[str, tuple[list[str], str]]
 
 
 def msd_cases(source: Path, training: list[Any], num_channels: int) -> Cases:
-    """The cases of MSD's ``training`` list, keyed by the label file's name (its case id)."""
+    """The cases of MSD's ``training`` list, keyed by the label file's name (its case id);
+    when label files share a name (one folder per case, e.g. ``case1/seg.nii.gz``), by the
+    label's path without its ending instead, so that no case hides another."""
+    labels = [Path(str(e.get("label", ""))) for e in training if isinstance(e, Mapping)]
+    naming = _case_naming(labels)
     cases: Cases = {}
     for i, entry in enumerate(training):
         if not isinstance(entry, Mapping) or "image" not in entry or "label" not in entry:
@@ -122,7 +126,10 @@ def msd_cases(source: Path, training: list[Any], num_channels: int) -> Cases:
             raise ValueError(
                 f"{source}: training[{i}] has {len(images)} image files for {num_channels} channels"
             )
-        cases[case_id(Path(label).name)] = (images, label)
+        key = naming(Path(label))
+        if key in cases:
+            raise ValueError(f"{source}: training[{i}] lists the label {label} twice")
+        cases[key] = (images, label)
     return cases
 
 
@@ -169,6 +176,20 @@ def nnunet_cases(source: Path, data: Mapping[str, Any], num_channels: int) -> Ca
             )
         cases[case] = ([files[c] for c in range(num_channels)], f"labelsTr/{case}{ending}")
     return cases
+
+
+def _case_naming(labels: list[Path]) -> Callable[[Path], str]:
+    """How cases are named: by the label file's name, else (names shared) by its folder and
+    name, else by its whole path; each without the NIfTI ending."""
+    for naming in (
+        lambda p: case_id(p.name),
+        lambda p: case_id(f"{p.parent.name}/{p.name}"),
+        lambda p: case_id(p.as_posix()),
+    ):
+        names = [naming(p) for p in labels]
+        if len(set(names)) == len(names):
+            return naming
+    return lambda p: case_id(p.as_posix())  # listed twice: refused by the caller
 
 
 def case_id(name: str) -> str:

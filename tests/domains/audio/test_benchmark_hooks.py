@@ -66,7 +66,7 @@ def test_scene_features_are_the_hear_scene_embeddings(digits_csv: Path) -> None:
     assert -20.0 < mean < 5.0 and 1.0 < std < 20.0  # log-mel statistics of real speech
     model = backbone.build(0)
     items = task.items[:12]
-    feats = _embed(AUDIO, model, backbone, task, items, device="cpu", batch_size=5)
+    feats = _embed(AUDIO, model, backbone, task, items, batch_size=5)
     assert len(feats) == 12 and all(f.labels is None for f in feats)
     assert all(f.features.shape == (32,) for f in feats)
     hear = _hear(model, contract)
@@ -74,15 +74,13 @@ def test_scene_features_are_the_hear_scene_embeddings(digits_csv: Path) -> None:
         wave = load_audio(item.inputs[0], 16000, mono=True)[0]
         torch.testing.assert_close(got.features, get_scene_embeddings(wave, hear)[0])
     # the same features one clip at a time, and different clips differ
-    again = _embed(AUDIO, model, backbone, task, items[:4], device="cpu", batch_size=1)
+    again = _embed(AUDIO, model, backbone, task, items[:4], batch_size=1)
     for a, b in zip(again, feats, strict=False):
         torch.testing.assert_close(a.features, b.features, atol=1e-5, rtol=1e-5)
     stacked = torch.stack([f.features for f in feats])
     assert torch.cdist(stacked, stacked).fill_diagonal_(1.0).min() > 1e-4
     # through the plugin
-    plugin = _embed(
-        get_domain("audio").benchmark, model, backbone, task, items[:2], device="cpu", batch_size=8
-    )
+    plugin = _embed(get_domain("audio").benchmark, model, backbone, task, items[:2], batch_size=8)
     torch.testing.assert_close(plugin[1].features, feats[1].features)
 
 
@@ -96,14 +94,14 @@ def test_a_recorded_contract_prepares_the_input(digits_csv: Path) -> None:
     )
     model = _vit().build(0)
     item = task.items[5]
-    (got,) = _embed(AUDIO, model, backbone, task, [item], device="cpu", batch_size=1)
+    (got,) = _embed(AUDIO, model, backbone, task, [item], batch_size=1)
     wave = load_audio(item.inputs[0], 16000, mono=True)[0]
     torch.testing.assert_close(got.features, get_scene_embeddings(wave, _hear(model, contract))[0])
-    (default,) = _embed(AUDIO, model, _vit(), task, [item], device="cpu", batch_size=1)
+    (default,) = _embed(AUDIO, model, _vit(), task, [item], batch_size=1)
     assert not torch.allclose(got.features, default.features)
     volume = _vit({"kind": "medical3d", "spacing": [1.0, 1.0, 1.0]})
     with pytest.raises(ValueError, match=r"backbone 'tiny'.*no audio front end"):
-        _embed(AUDIO, model, volume, task, [item], device="cpu", batch_size=1)
+        _embed(AUDIO, model, volume, task, [item], batch_size=1)
 
 
 def test_timestamp_features_carry_the_event_labels(
@@ -112,7 +110,7 @@ def test_timestamp_features_carry_the_event_labels(
     task = _task(hear_event_task)
     backbone = _vit()
     model = backbone.build(1)
-    feats = _embed(AUDIO, model, backbone, task, task.items, device="cpu", batch_size=2)
+    feats = _embed(AUDIO, model, backbone, task, task.items, batch_size=2)
     hear = _hear(model, task_contract(backbone, task))
     for item, got in zip(task.items, feats, strict=True):
         wave = load_audio(item.inputs[0], 16000, mono=True)[0]  # 3 s
@@ -132,8 +130,8 @@ def test_timestamp_features_carry_the_event_labels(
         assert got.labels[:, others].sum() == 0
     # bounded: a seeded subset of the columns, in time order, the same every time
     monkeypatch.setattr(benchmark_hooks, "MAX_POSITIONS", 5)
-    few = _embed(AUDIO, model, backbone, task, task.items[:1], device="cpu", batch_size=1)
-    again = _embed(AUDIO, model, backbone, task, task.items[:1], device="cpu", batch_size=1)
+    few = _embed(AUDIO, model, backbone, task, task.items[:1], batch_size=1)
+    again = _embed(AUDIO, model, backbone, task, task.items[:1], batch_size=1)
     assert few[0].features.shape == (5, 32)
     assert torch.equal(few[0].features, again[0].features)
     rows = [int(torch.cdist(r[None], feats[0].features).argmin()) for r in few[0].features]
@@ -149,12 +147,12 @@ def test_finetune_classification_is_seeded(digits_csv: Path) -> None:
     assert (len(train), len(test)) == (10, 10)
     backbone = _vit()
     plugin = get_domain("audio")
-    first = _finetune(plugin.benchmark, backbone, task, train, test, seed=3, steps=3, device="cpu")
+    first = _finetune(plugin.benchmark, backbone, task, train, test, seed=3, steps=3)
     assert set(first) == {"accuracy", "macro_f1", "balanced_accuracy"}
     assert all(0.0 <= v <= 1.0 for v in first.values())
     assert round(first["accuracy"] * 10, 4).is_integer()  # a fraction of 10 test clips
     state = torch.random.get_rng_state()
-    again = _finetune(plugin.benchmark, backbone, task, train, test, seed=3, steps=3, device="cpu")
+    again = _finetune(plugin.benchmark, backbone, task, train, test, seed=3, steps=3)
     assert again == first
     assert torch.equal(torch.random.get_rng_state(), state)  # the caller's RNG untouched
 
@@ -173,20 +171,18 @@ def test_finetune_refuses_multilabel_tasks(digits_csv: Path, tmp_path: Path) -> 
         AUDIO.check_plan(task, ["linear", "finetune"], None)
     AUDIO.check_plan(task, ["linear", "knn"], None)
     with pytest.raises(UnsupportedProtocol, match="multilabel task"):
-        _finetune(
-            AUDIO, _vit(), task, task.items[:2], task.items[2:], seed=0, steps=2, device="cpu"
-        )
+        _finetune(AUDIO, _vit(), task, task.items[:2], task.items[2:], seed=0, steps=2)
 
 
 def test_finetune_timestamps_scores_frames_and_events(hear_event_task: Path) -> None:
     task = _task(hear_event_task)
     train, test = task.items[:2], task.items[2:]
     backbone = _vit()
-    first = _finetune(AUDIO, backbone, task, train, test, seed=0, steps=4, device="cpu")
+    first = _finetune(AUDIO, backbone, task, train, test, seed=0, steps=4)
     assert set(first) == {"map", "macro_f1", "event_f1"}
     assert all(0.0 <= v <= 1.0 for v in first.values())
     assert first["map"] > 0.0  # the test recordings hold 4 labeled events
-    again = _finetune(AUDIO, backbone, task, train, test, seed=0, steps=4, device="cpu")
+    again = _finetune(AUDIO, backbone, task, train, test, seed=0, steps=4)
     assert again == first
 
 
@@ -211,7 +207,6 @@ def test_adapt_mae_is_seeded_and_changes_the_weights(digits_csv: Path) -> None:
             recipe="mae",
             steps=2,
             seed=5,
-            device="cpu",
         )
         for _ in range(2)
     ]
@@ -228,7 +223,6 @@ def test_adapt_mae_is_seeded_and_changes_the_weights(digits_csv: Path) -> None:
             recipe="simclr",
             steps=1,
             seed=0,
-            device="cpu",
         )
 
 
@@ -250,7 +244,6 @@ def test_adapt_byol_on_a_cnn(digits_csv: Path) -> None:
             recipe="mae",
             steps=1,
             seed=0,
-            device="cpu",
         )
     adapted = _adapt(
         get_domain("audio").benchmark,
@@ -261,6 +254,5 @@ def test_adapt_byol_on_a_cnn(digits_csv: Path) -> None:
         recipe="byol",
         steps=1,
         seed=0,
-        device="cpu",
     )
     assert _differs(adapted, cnn.build(0)) and not adapted.training

@@ -74,7 +74,7 @@ def test_segmentation_features_are_patch_tokens_with_majority_labels(
     assert len(items) == 16
     model = _backbone().build(0)
     with torch.inference_mode():  # as the runner calls it
-        features = _embed(GEO, model, _backbone(), stac_task, items, device="cpu", batch_size=5)
+        features = _embed(GEO, model, _backbone(), stac_task, items, batch_size=5)
     assert len(features) == 16
     for item, feats in zip(items, features, strict=True):
         assert feats.features.shape == (16, 32) and feats.labels is not None  # 4 x 4 patches
@@ -86,7 +86,7 @@ def test_segmentation_features_are_patch_tokens_with_majority_labels(
         features[0].features, features[1].features
     )
 
-    again = _embed(GEO, model, _backbone(), stac_task, items, device="cpu", batch_size=16)
+    again = _embed(GEO, model, _backbone(), stac_task, items, batch_size=16)
     assert model.training  # the caller's mode is restored
     for a, b in zip(features, again, strict=True):
         torch.testing.assert_close(a.features, b.features, rtol=1e-5, atol=1e-5)
@@ -98,10 +98,10 @@ def test_tokens_per_item_are_capped_by_a_draw_from_the_key(
 ) -> None:
     items = list(stac_task.items[:2])
     model = _backbone().build(0)
-    full = _embed(GEO, model, _backbone(), stac_task, items, device="cpu", batch_size=2)
+    full = _embed(GEO, model, _backbone(), stac_task, items, batch_size=2)
     monkeypatch.setattr(hooks, "MAX_TOKENS_PER_ITEM", 5)
-    capped = _embed(GEO, model, _backbone(), stac_task, items, device="cpu", batch_size=2)
-    again = _embed(GEO, model, _backbone(), stac_task, items, device="cpu", batch_size=1)
+    capped = _embed(GEO, model, _backbone(), stac_task, items, batch_size=2)
+    again = _embed(GEO, model, _backbone(), stac_task, items, batch_size=1)
     for whole, part, repeat in zip(full, capped, again, strict=True):
         assert part.features.shape == (5, 32) and part.labels is not None
         assert torch.equal(part.features, repeat.features)
@@ -117,8 +117,8 @@ def test_scene_classification_features_are_pooled_and_deterministic(
     items = task.items[:6]
     model = _backbone().build(1)
     plugin = get_domain("geospatial")
-    features = _embed(plugin.benchmark, model, _backbone(), task, items, device="cpu", batch_size=4)
-    again = _embed(GEO, model, _backbone(), task, items, device="cpu", batch_size=4)
+    features = _embed(plugin.benchmark, model, _backbone(), task, items, batch_size=4)
+    again = _embed(GEO, model, _backbone(), task, items, batch_size=4)
     assert [f.features.shape for f in features] == [(32,)] * 6
     assert all(f.labels is None for f in features)
     assert all(torch.equal(a.features, b.features) for a, b in zip(features, again, strict=True))
@@ -150,9 +150,7 @@ def test_inputs_follow_the_contract_or_the_tasks_band_statistics(
         names = list(src.descriptions)
         raw = src.read([names.index(b) + 1 for b in ("B04", "B03", "B02", "B08")])
     torch.testing.assert_close(x, torch.from_numpy(raw[:, row : row + h, col : col + w]))
-    features = _embed(
-        GEO, released.build(0), released, scaled, scaled.items[:2], device="cpu", batch_size=2
-    )
+    features = _embed(GEO, released.build(0), released, scaled, scaled.items[:2], batch_size=2)
     assert features[0].features.shape == (16, 32)
 
 
@@ -167,7 +165,7 @@ def test_finetune_scores_held_out_blocks(
 ) -> None:
     train = [i for i in stac_task.items if i.group == "lulc:block:0,0"][:4]
     test = [i for i in stac_task.items if i.group == "lulc:block:64,64"][:2]
-    seg = _finetune(GEO, _backbone(), stac_task, train, test, seed=0, steps=1, device="cpu")
+    seg = _finetune(GEO, _backbone(), stac_task, train, test, seed=0, steps=1)
     assert set(seg) == {"accuracy", "macro_f1", "miou", "dice"}
     assert all(0.0 <= v <= 1.0 for v in seg.values()) and seg["miou"] <= seg["accuracy"]
 
@@ -183,7 +181,6 @@ def test_finetune_scores_held_out_blocks(
             test,
             seed=3,
             steps=1,
-            device="cpu",
         )
         for _ in range(2)
     ]
@@ -207,7 +204,6 @@ def test_adapt_continues_pretraining_on_the_windows(stac_task: BenchmarkTask) ->
             recipe=recipe,
             steps=1,
             seed=0,
-            device="cpu",
         )
 
     start = _backbone().build(0)

@@ -90,9 +90,7 @@ def test_embed_gives_deterministic_token_features_with_labels(
     task = _task(brats_mini, tmp_path, spacing="4", roi="32")
     backbone = _backbone()
     model = backbone.build(0)
-    first, second = _embed(
-        PLUGIN.benchmark, model, backbone, task, task.items[:2], device="cpu", batch_size=4
-    )
+    first, second = _embed(PLUGIN.benchmark, model, backbone, task, task.items[:2], batch_size=4)
     # 60 x 60 x 39 voxels of 4 mm, tokens of 4^3 voxels: 15 x 15 x 10 (the last slab of
     # tokens is 3 voxels of image + 1 of padding, so every token is labeled)
     assert first.features.shape == (15 * 15 * 10, 32) and first.labels is not None
@@ -102,9 +100,7 @@ def test_embed_gives_deterministic_token_features_with_labels(
     assert int(first.labels.max()) <= 4
     assert torch.isfinite(first.features).all()
     assert not torch.equal(first.features, second.features)
-    again = _embed(
-        PLUGIN.benchmark, model, backbone, task, task.items[:1], device="cpu", batch_size=2
-    )
+    again = _embed(PLUGIN.benchmark, model, backbone, task, task.items[:1], batch_size=2)
     assert torch.equal(again[0].features, first.features)  # eval mode, fixed windows
     assert torch.equal(again[0].labels, first.labels)
 
@@ -121,7 +117,6 @@ def test_embed_refuses_a_backbone_of_other_channels(brats_mini: Cases, tmp_path:
             backbone,
             task,
             task.items[:1],
-            device="cpu",
             batch_size=2,
         )
 
@@ -201,7 +196,6 @@ def test_finetune_reports_whole_volume_metrics(brats_mini: Cases, tmp_path: Path
         task.items[2:],
         seed=0,
         steps=2,
-        device="cpu",
     )
     dice = {f"dice_{name}" for name in task.classes[1:]}
     assert set(metrics) == {"dice", "accuracy", "macro_f1", "miou"} | dice
@@ -231,7 +225,6 @@ def test_finetune_is_seeded(
             task.items[2:],
             seed=seed,
             steps=2,
-            device="cpu",
         )["weights"]
         for seed in (0, 0, 1)
     ]
@@ -250,7 +243,6 @@ def test_finetune_refuses_an_ignore_label(brats_mini: Cases, tmp_path: Path) -> 
             task.items[1:2],
             seed=0,
             steps=1,
-            device="cpu",
         )
 
 
@@ -276,7 +268,6 @@ def test_adapt_continues_pretraining_on_the_task_volumes(
                 recipe=recipe,
                 steps=2,
                 seed=3,
-                device="cpu",
             )
         )
         for _ in range(2)
@@ -299,7 +290,6 @@ def test_adapt_refusals(brats_mini: Cases, tmp_path: Path) -> None:
             recipe="simclr",
             steps=1,
             seed=0,
-            device="cpu",
         )
     two = _task(brats_mini, tmp_path, ("flair", "t1c"), spacing="8", roi="16")
     wide = _backbone(in_chans=2)
@@ -313,5 +303,4 @@ def test_adapt_refusals(brats_mini: Cases, tmp_path: Path) -> None:
             recipe="mae",
             steps=1,
             seed=0,
-            device="cpu",
         )

@@ -240,3 +240,24 @@ def test_csv_of_volumes(brats_mini: Cases, tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match=r"cases\.csv: .*x\.nii\.gz does not exist"):
         read_volume_task(spec, {})
+
+
+def test_msd_cases_in_folders_of_their_own_keep_apart(brats_mini: Cases, tmp_path: Path) -> None:
+    """The shipped BRATS layout: one folder per case, every label named OTMultiClass."""
+    training = []
+    for case, files in brats_mini.items():
+        folder = tmp_path / "cases" / case
+        folder.mkdir(parents=True)
+        for kind in ("flair", "seg"):
+            os.symlink(files[kind], folder / f"{kind}.nii.gz")
+        training.append(
+            {"image": f"cases/{case}/flair.nii.gz", "label": f"cases/{case}/seg.nii.gz"}
+        )
+    spec = _write(
+        tmp_path / "dataset.json",
+        {"modality": {"0": "FLAIR"}, "labels": BRATS_LABELS, "training": training},
+    )
+    task = read_volume_task(spec, {})
+    assert task is not None and len(task.items) == len(brats_mini) == 4
+    assert sorted(item.key for item in task.items) == sorted(f"{c}/seg" for c in brats_mini)
+    assert len({item.group for item in task.items}) == 4
