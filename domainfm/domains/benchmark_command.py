@@ -175,7 +175,7 @@ def _machine() -> str:
     cpu = platform.processor() or platform.machine()
     gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
     return (
-        f"{torch.get_num_threads()} threads {cpu}{gpu}; torch {torch.__version__}; "
+        f"{cpu}, {torch.get_num_threads()} torch threads{gpu}; torch {torch.__version__}; "
         f"python {platform.python_version()}"
     )
 

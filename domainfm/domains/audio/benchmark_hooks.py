@@ -172,7 +172,6 @@ class AudioBenchmark(DomainBenchmark):
 
     def embed(self, request: EmbedRequest) -> list[ItemFeatures]:
         """Frozen features of ``items``, in order (see the module docstring)."""
-        max_positions = MAX_POSITIONS
         contract = task_contract(request.backbone, request.task)
         # the front end stays on the CPU (HEARModel moves each chunk to the backbone's device)
         hear = HEARModel(
@@ -180,12 +179,13 @@ class AudioBenchmark(DomainBenchmark):
         ).eval()
         if request.task.kind == "timestamps":
             return [
-                _timestamp_features(hear, request.task, item, max_positions)
+                _timestamp_features(hear, request.task, item, MAX_POSITIONS)
                 for item in request.items
             ]
         out: list[ItemFeatures] = []
-        for start in range(0, len(request.items), max(1, request.batch_size)):
-            out += _scene_features(hear, request.items[start : start + max(1, request.batch_size)])
+        step = max(1, request.batch_size)
+        for start in range(0, len(request.items), step):
+            out += _scene_features(hear, request.items[start : start + step])
         return out
 
     def finetune(self, request: FinetuneRequest) -> dict[str, float]:

@@ -96,6 +96,13 @@ def markdown_table(results: dict[str, Any]) -> str:
         "difference with its 95 % t interval and the seeds it wins.",
         "",
     ]
+    if task["kind"] in ("segmentation", "timestamps"):
+        lines += [
+            "Dense task: `linear` and `knn` score the backbone's patch tokens (frames) against "
+            "each one's majority label; `finetune` scores every labeled pixel/voxel (frame), "
+            "so the two are not on the same scale.",
+            "",
+        ]
     rows = [r for r in results["summary"] if r["metric"] == headline]
     for protocol in settings["protocols"]:
         lines += [
