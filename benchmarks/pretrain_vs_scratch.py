@@ -13,8 +13,8 @@ fractions and seeds, with paired differences and their 95 % intervals.
   by block. The pretraining saw
   every pixel of the scenes (never a label): transductive, as SSL on a user's own archive is.
 * **medical3d**: MAE on unlabeled brain MRI that is not in the task (MNI152 T1, nibabel's
-  anatomical scan, the TotalSegmentator MR example); task: an MSD ``dataset.json`` over the 4
-  BRATS cases (FLAIR, manual tumour labels), folds by case.
+  anatomical scan, the TotalSegmentator MR example); task: an MSD task folder over the 4
+  BRATS cases (FLAIR, whole tumour from the manual labels), folds by case.
 
 The three former scripts (``*_pretrain_vs_scratch.py``) each wired their own protocol; this is
 one command per domain. Writes ``benchmarks/results/benchmark_<domain>/`` (``results.json``,
@@ -42,6 +42,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 if str(REPO) not in sys.path:
@@ -49,33 +52,30 @@ if str(REPO) not in sys.path:
 
 from domainfm.data.data_root import example_data_root  # noqa: E402
 
-BRATS_LABELS = {
-    "0": "background",
-    "1": "necrosis",
-    "2": "edema",
-    "3": "non-enhancing tumour",
-    "4": "enhancing tumour",
-}
-
 
 def brats_msd(data: Path, out: Path) -> Path:
-    """An MSD ``dataset.json`` over the shipped BRATS cases (FLAIR, manual labels)."""
+    """An MSD task folder over the shipped BRATS cases: FLAIR images and the whole tumour
+    (every manual label > 0: necrosis, edema, non-enhancing and enhancing tumour) as one class,
+    the task of BRATS' "whole tumour" region, written as MSD's ``imagesTr``/``labelsTr``."""
     root = data / "medical" / "brats2015_deepmedic"
-    training = [
-        {
-            "image": str(root / case / "Flair_subtrMeanDivStd.nii.gz"),
-            "label": str(root / case / "OTMultiClass.nii.gz"),
-        }
-        for case in sorted(root.glob("*/brats_2013_pat*"))  # train/ and validation/ cases
-    ]
+    training = []
+    for case in sorted(root.glob("*/brats_2013_pat*")):  # train/ and validation/ cases
+        for folder in ("imagesTr", "labelsTr"):
+            (out / folder).mkdir(parents=True, exist_ok=True)
+        image = out / "imagesTr" / f"{case.name}.nii.gz"
+        image.symlink_to(case / "Flair_subtrMeanDivStd.nii.gz")
+        labels = nib.load(case / "OTMultiClass.nii.gz")
+        tumour = (np.asarray(labels.dataobj) > 0).astype(np.uint8)
+        label = out / "labelsTr" / f"{case.name}.nii.gz"
+        nib.save(nib.Nifti1Image(tumour, labels.affine, labels.header), label)
+        training.append({"image": f"./imagesTr/{image.name}", "label": f"./labelsTr/{label.name}"})
     spec = {
-        "name": "BRATS2013-deepmedic",
+        "name": "BRATS2013-whole-tumour",
         "modality": {"0": "FLAIR"},
-        "labels": BRATS_LABELS,
+        "labels": {"0": "background", "1": "whole tumour"},
         "numTraining": len(training),
         "training": training,
     }
-    out.mkdir(parents=True, exist_ok=True)
     path = out / "dataset.json"
     path.write_text(json.dumps(spec, indent=2))
     return path
@@ -129,7 +129,7 @@ PLANS = {
             "--model.init_args.backbone.init_args.patch_size=8",
         ),
         task=lambda data, tmp: (brats_msd(data, tmp / "brats_msd"), ("channels=FLAIR",)),
-        benchmark="--protocol linear,knn,finetune --fractions 1.0 --finetune-steps 40 --folds 2",
+        benchmark="--protocol linear,knn,finetune --fractions 1.0 --finetune-steps 120 --folds 2",
     ),
 }
 
