@@ -25,9 +25,13 @@ NAME_ATTR = "_domainfm_registry_name"
 
 
 def _record_init_kwargs(cls: type) -> None:
-    """Wrap ``cls.__init__`` so each instance keeps the keyword arguments it was built with."""
+    """Wrap ``cls.__init__`` so each instance keeps the keyword arguments it was built with
+    (those of a ``**kwargs`` parameter flat, beside the named ones)."""
     init = cls.__init__  # type: ignore[misc]
     signature = inspect.signature(init)
+    spread = [  # ``**size: Unpack[...]`` groups: recorded flat, as they are passed
+        name for name, p in signature.parameters.items() if p.kind is p.VAR_KEYWORD
+    ]
 
     @functools.wraps(init)
     def wrapped(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -36,6 +40,8 @@ def _record_init_kwargs(cls: type) -> None:
         if not hasattr(self, INIT_KWARGS_ATTR) or type(self) is cls:
             params = dict(bound.arguments)
             params.pop(next(iter(signature.parameters)))  # self
+            for name in spread:
+                params.update(params.pop(name, {}))
             object.__setattr__(self, INIT_KWARGS_ATTR, params)
         init(self, *args, **kwargs)
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Literal, Unpack
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +40,7 @@ from domainfm.core.patch_embed import ConvPatchEmbed, build_patch_embed
 from domainfm.core.patching import patchify_at
 from domainfm.core.pos_embed import cached_sincos_pos_embed, resample_pos_embed
 from domainfm.core.token_encoder import TokenEncoder
-from domainfm.core.vit_size import ViTSize, check_count
+from domainfm.core.vit_size import ViTSize, ViTSizeArgs, check_count
 
 
 def _per_patch_linear(
@@ -100,20 +100,17 @@ class VisionTransformerND(TokenEncoder):
         in_chans: input channels ``C`` (bands, modalities, ...).
         spatial_dims: number of grid axes of the input, 1 to 3 (time counts as an axis).
         patch_size: patch size, an int or one value per axis.
-        embed_dim: token width ``D``.
-        depth: number of transformer blocks.
-        num_heads: attention heads per block.
-        mlp_ratio: hidden width of the MLP relative to ``D``.
-        qkv_bias: bias on the qkv projection.
         class_token: prepend a learned class token (``num_prefix_tokens`` = 1).
         pos_embed: ``"sincos"`` (fixed, computed for any grid) or ``"learned"`` (a table for
             ``grid_size``, resampled when the input grid differs).
         grid_size: token grid the learned table is built for (required for ``"learned"``).
         global_pool: ``"token"`` (class token) or ``"avg"`` (mean of patch tokens) in ``forward``.
-        drop_path_rate: stochastic depth, linearly increasing over blocks.
         axes: axis names, default ``("t",)``, ``("h", "w")`` or ``("d", "h", "w")``.
-        norm_eps: epsilon of every LayerNorm, in the blocks and the final one (1e-6 as timm's
-            and MAE's ViTs; MONAI's ViT uses 1e-5).
+        size_args: the transformer's size, :class:`~domainfm.core.vit_size.ViTSizeArgs`
+            (default ViT-B: ``embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0,
+            qkv_bias=True, drop_path_rate=0.0``, stochastic depth rising linearly over the
+            blocks, and ``norm_eps=1e-6``, the epsilon of every LayerNorm as timm's and MAE's
+            ViTs; MONAI's ViT uses 1e-5).
     """
 
     def __init__(
@@ -122,24 +119,19 @@ class VisionTransformerND(TokenEncoder):
         in_chans: int,
         spatial_dims: int,
         patch_size: int | Sequence[int] = 16,
-        embed_dim: int = 768,
-        depth: int = 12,
-        num_heads: int = 12,
-        mlp_ratio: float = 4.0,
-        qkv_bias: bool = True,
         class_token: bool = True,
         pos_embed: Literal["sincos", "learned"] = "sincos",
         grid_size: int | Sequence[int] | None = None,
         global_pool: Literal["token", "avg"] = "token",
-        drop_path_rate: float = 0.0,
         axes: Sequence[str] | None = None,
-        norm_eps: float = 1e-6,
+        **size_args: Unpack[ViTSizeArgs],
     ) -> None:
         super().__init__()
         if spatial_dims not in (1, 2, 3):
             raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims}")
         check_count("in_chans", in_chans)
-        size = ViTSize.from_arguments(locals())
+        size = ViTSize.from_keywords(size_args, accepted=ViTSizeArgs, owner=type(self).__name__)
+        embed_dim = size.embed_dim
         if pos_embed not in ("sincos", "learned"):
             raise ValueError(f"pos_embed must be 'sincos' or 'learned', got {pos_embed!r}")
         if global_pool == "token" and not class_token:
@@ -173,7 +165,7 @@ class VisionTransformerND(TokenEncoder):
             self.pos_embed = None
 
         self.blocks = vit_blocks(size)
-        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
+        self.norm = nn.LayerNorm(embed_dim, eps=size.norm_eps)
         self._init_weights()
 
     # -- construction -------------------------------------------------------------------

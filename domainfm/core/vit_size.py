@@ -1,28 +1,34 @@
-"""The size of a ViT encoder as one checked, frozen object.
+"""The size of a ViT encoder as one checked, frozen object, and its keyword arguments.
 
 Every ViT-family encoder (:class:`~domainfm.core.vit.VisionTransformerND` and its
-subclasses, the timm-based ``TimmViT`` and its subclasses) takes the same seven keyword
-arguments for the transformer: width, depth, heads, MLP ratio, qkv bias, stochastic depth and
-LayerNorm epsilon. Each builds one :class:`ViTSize` from its own arguments
-(``ViTSize.from_arguments(locals(), ...)``, fixing the ones it does not expose) and hands it
-on: to its base constructor (``**size.kwargs()``), to the block stack
-(:func:`~domainfm.core.vit.vit_blocks`) or to timm's ``VisionTransformer``
-(``**size.timm_kwargs()``). The checks that name a bad argument live here, once.
+subclasses, the timm-based ``TimmViT`` and its subclasses, CROMA's) takes the transformer's
+size as the same keyword arguments: width, depth and heads (:class:`ViTDimsArgs`), MLP ratio
+and stochastic depth (:class:`ViTShapeArgs`), qkv bias and LayerNorm epsilon
+(:class:`ViTSizeArgs`), as far as its release lets them vary. The constructor declares them
+once as ``**size_args: Unpack[ViTSizeArgs]`` (configs and exports still spell them flat:
+``embed_dim: 1024``), builds one :class:`ViTSize` with :meth:`ViTSize.from_keywords` (its
+own defaults, e.g. ViT-L, and the values its release fixes) and hands it on: to its base
+constructor (``**size.kwargs()``), to the block stack (:func:`~domainfm.core.vit.vit_blocks`)
+or to timm's ``VisionTransformer`` (``**size.timm_kwargs()``). The checks that name a bad
+argument live here, once.
 
 Example::
 
     >>> size = ViTSize(embed_dim=64, depth=2, num_heads=4)
     >>> size.head_dim, size.timm_kwargs()["norm_layer"].keywords
     (16, {'eps': 1e-06})
+    >>> ViTSize.from_keywords({"depth": 2}, accepted=ViTShapeArgs, owner="Enc", **VIT_LARGE).depth
+    2
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Self, TypedDict
 
 from torch import nn
 
@@ -37,6 +43,34 @@ def check_count(name: str, value: object) -> None:
     """
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {name}={value!r}")
+
+
+class ViTDimsArgs(TypedDict, total=False):
+    """Width, depth and heads: the size keywords of an encoder whose release fixes all else
+    (``**size: Unpack[ViTDimsArgs]``); the fields of :class:`ViTSize` of those names."""
+
+    embed_dim: int
+    depth: int
+    num_heads: int
+
+
+class ViTShapeArgs(ViTDimsArgs, total=False):
+    """The size keywords of an encoder whose release fixes its qkv bias and LayerNorm
+    epsilon (``**size: Unpack[ViTShapeArgs]``)."""
+
+    mlp_ratio: float
+    drop_path_rate: float
+
+
+class ViTSizeArgs(ViTShapeArgs, total=False):
+    """All size keywords of a ViT encoder (``**size: Unpack[ViTSizeArgs]``)."""
+
+    qkv_bias: bool
+    norm_eps: float
+
+
+VIT_LARGE: dict[str, Any] = {"embed_dim": 1024, "depth": 24, "num_heads": 16}
+"""ViT-L's width, depth and heads (the other fields as ViT-B's)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,6 +115,30 @@ class ViTSize(ConstructorConfig):
         rate = self.drop_path_rate
         if not isinstance(rate, numbers.Real) or not 0 <= rate < 1:
             raise ValueError(f"drop_path_rate must be in [0, 1), got drop_path_rate={rate!r}")
+
+    @classmethod
+    def from_keywords(
+        cls, keywords: Mapping[str, Any], *, accepted: type, owner: str, **defaults: Any
+    ) -> Self:
+        """The size an encoder's ``**size`` keywords ask for, over its ``defaults`` (the
+        fields given neither way keep :class:`ViTSize`'s).
+
+        Args:
+            keywords: the constructor's ``**size``.
+            accepted: the TypedDict it declared them with (:class:`ViTDimsArgs`,
+                :class:`ViTShapeArgs` or :class:`ViTSizeArgs`); a key outside it is refused.
+            owner: the constructor's class name, for the message.
+            defaults: the encoder's own defaults and the values its release fixes.
+
+        Raises:
+            TypeError: ``owner() got unexpected keyword arguments [...]`` (a value its release
+                fixes, or no size field at all).
+        """
+        keys: frozenset[str] = accepted.__required_keys__ | accepted.__optional_keys__  # type: ignore[attr-defined]
+        unknown = sorted(set(keywords) - keys)
+        if unknown:
+            raise TypeError(f"{owner}() got unexpected keyword arguments {unknown}")
+        return cls(**{**defaults, **keywords})
 
     @property
     def head_dim(self) -> int:

@@ -6,8 +6,17 @@ from typing import Any
 import pytest
 from torch import nn
 
+from domainfm.core.backbone import BACKBONES
+from domainfm.core.registry import init_config
 from domainfm.core.vit import VisionTransformerND
-from domainfm.core.vit_size import ViTSize, check_count
+from domainfm.core.vit_size import (
+    VIT_LARGE,
+    ViTDimsArgs,
+    ViTShapeArgs,
+    ViTSize,
+    ViTSizeArgs,
+    check_count,
+)
 
 
 @pytest.mark.parametrize(
@@ -63,3 +72,27 @@ def test_the_vit_checks_in_chans_before_the_size() -> None:
         VisionTransformerND(in_chans=0, spatial_dims=2, embed_dim=10, num_heads=4)
     with pytest.raises(ValueError, match="in_chans"):
         check_count("in_chans", -1)
+
+
+def test_from_keywords_applies_defaults_and_refuses_foreign_keys() -> None:
+    size = ViTSize.from_keywords(
+        {"depth": 2, "embed_dim": 64}, accepted=ViTShapeArgs, owner="Enc", **VIT_LARGE
+    )
+    assert (size.embed_dim, size.depth, size.num_heads, size.norm_eps) == (64, 2, 16, 1e-6)
+    with pytest.raises(TypeError, match=r"Enc\(\) got unexpected keyword arguments \['qkv_bias'\]"):
+        ViTSize.from_keywords({"qkv_bias": False}, accepted=ViTShapeArgs, owner="Enc")
+    with pytest.raises(TypeError, match=r"\['mlp_ratio'\]"):
+        ViTSize.from_keywords({"mlp_ratio": 2.0}, accepted=ViTDimsArgs, owner="Enc")
+    full = ViTSize.from_keywords({"norm_eps": 1e-5}, accepted=ViTSizeArgs, owner="Enc")
+    assert full.norm_eps == 1e-5 and full.embed_dim == 768
+
+
+def test_size_keywords_are_recorded_flat_and_rebuild_the_encoder() -> None:
+    vit = VisionTransformerND(in_chans=1, spatial_dims=2, embed_dim=32, depth=1, num_heads=2)
+    config = init_config(vit)
+    assert config["kwargs"]["embed_dim"] == 32 and "size_args" not in config["kwargs"]
+    rebuilt = BACKBONES.get(config["architecture"])(**config["kwargs"])
+    assert rebuilt.embed_dim == 32 and len(rebuilt.blocks) == 1
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {
+        k: v.shape for k, v in vit.state_dict().items()
+    }

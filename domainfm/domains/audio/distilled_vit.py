@@ -34,14 +34,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, Unpack
 
 import torch
 from torch import Tensor, nn
 
 from domainfm.core.backbone import BACKBONES
-from domainfm.core.constructor_arguments import constructor_arguments
 from domainfm.core.vit import VisionTransformerND
+from domainfm.core.vit_size import ViTSizeArgs
 
 
 @BACKBONES.register("vit_nd_distilled")
@@ -50,9 +50,9 @@ class DistilledVisionTransformerND(VisionTransformerND):
     (``num_prefix_tokens`` = 2: class, then distillation).
 
     Args:
-        in_chans, spatial_dims, patch_size, embed_dim, depth, num_heads, mlp_ratio,
-        qkv_bias, grid_size, drop_path_rate, axes, norm_eps: as for
-            :class:`~domainfm.core.vit.VisionTransformerND`.
+        in_chans, spatial_dims, patch_size, grid_size, axes, size_args: as for
+            :class:`~domainfm.core.vit.VisionTransformerND` (``size_args``: ``embed_dim``,
+            ``depth``, ``num_heads``, … of :class:`~domainfm.core.vit_size.ViTSizeArgs`).
         pos_embed: ``"learned"`` (a ``(1, 2 + N, D)`` table for ``grid_size``, prefix rows
             first, as DeiT/SSAST store it) or ``"sincos"`` (fixed, prefix tokens without
             position).
@@ -66,27 +66,31 @@ class DistilledVisionTransformerND(VisionTransformerND):
         in_chans: int,
         spatial_dims: int,
         patch_size: int | Sequence[int] = 16,
-        embed_dim: int = 768,
-        depth: int = 12,
-        num_heads: int = 12,
-        mlp_ratio: float = 4.0,
-        qkv_bias: bool = True,
         pos_embed: Literal["sincos", "learned"] = "learned",
         grid_size: int | Sequence[int] | None = None,
         global_pool: Literal["token", "avg"] = "avg",
-        drop_path_rate: float = 0.0,
         axes: Sequence[str] | None = None,
-        norm_eps: float = 1e-6,
+        **size_args: Unpack[ViTSizeArgs],
     ) -> None:
         if global_pool not in ("token", "avg"):
             raise ValueError(f"global_pool must be 'token' or 'avg', got {global_pool!r}")
-        super().__init__(**constructor_arguments(locals()), class_token=True)
+        super().__init__(
+            in_chans=in_chans,
+            spatial_dims=spatial_dims,
+            patch_size=patch_size,
+            class_token=True,
+            pos_embed=pos_embed,
+            grid_size=grid_size,
+            global_pool=global_pool,
+            axes=axes,
+            **size_args,
+        )
         self.num_prefix_tokens = 2
-        self.dist_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.dist_token = nn.Parameter(torch.zeros(1, 1, self.embed_dim))
         nn.init.normal_(self.dist_token, std=0.02)
         if self.pos_embed is not None:  # the base class sized it for one prefix token
             rows = self.num_prefix_tokens + math.prod(self.grid_size)
-            self.pos_embed = nn.Parameter(torch.zeros(1, rows, embed_dim))
+            self.pos_embed = nn.Parameter(torch.zeros(1, rows, self.embed_dim))
             nn.init.trunc_normal_(self.pos_embed, std=0.02)
 
     def _prefix(self, batch: int) -> Tensor:

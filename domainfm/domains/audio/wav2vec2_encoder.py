@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from torch import Tensor
 
@@ -54,6 +54,28 @@ BASE_CONV_LAYERS: list[tuple[int, int, int]] = (
     [(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2
 )
 """``(channels, kernel, stride)`` of the feature extractor of every wav2vec 2.0 / HuBERT model."""
+
+
+class Wav2Vec2Config(TypedDict, total=False):
+    """The keyword arguments of ``torchaudio.models.wav2vec2_model`` that a
+    :class:`Wav2Vec2Encoder` takes (all but ``aux_num_out``: no ASR head)."""
+
+    extractor_mode: str
+    extractor_conv_layer_config: Sequence[Sequence[int]]
+    extractor_conv_bias: bool
+    encoder_embed_dim: int
+    encoder_projection_dropout: float
+    encoder_pos_conv_kernel: int
+    encoder_pos_conv_groups: int
+    encoder_num_layers: int
+    encoder_num_heads: int
+    encoder_attention_dropout: float
+    encoder_ff_interm_features: int
+    encoder_ff_interm_dropout: float
+    encoder_dropout: float
+    encoder_layer_norm_first: bool
+    encoder_layer_drop: float
+
 
 WAV2VEC2_BASE_CONFIG: dict[str, Any] = {
     "extractor_mode": "group_norm",
@@ -81,8 +103,10 @@ class Wav2Vec2Encoder(TokenEncoder):
     """torchaudio's wav2vec 2.0 / HuBERT encoder as a domainfm backbone (see the module
     docstring).
 
-    Args: the arguments of ``torchaudio.models.wav2vec2_model`` except ``aux_num_out``
-        (defaults: the base architecture, :data:`WAV2VEC2_BASE_CONFIG`).
+    Args:
+        config: the arguments of ``torchaudio.models.wav2vec2_model`` except ``aux_num_out``
+            (:class:`Wav2Vec2Config`; defaults: the base architecture,
+            :data:`WAV2VEC2_BASE_CONFIG`).
     """
 
     spatial_dims = 1
@@ -90,53 +114,20 @@ class Wav2Vec2Encoder(TokenEncoder):
     in_chans = 1
     num_prefix_tokens = 0
 
-    def __init__(
-        self,
-        *,
-        extractor_mode: str = "group_norm",
-        extractor_conv_layer_config: Sequence[Sequence[int]] | None = None,
-        extractor_conv_bias: bool = False,
-        encoder_embed_dim: int = 768,
-        encoder_projection_dropout: float = 0.1,
-        encoder_pos_conv_kernel: int = 128,
-        encoder_pos_conv_groups: int = 16,
-        encoder_num_layers: int = 12,
-        encoder_num_heads: int = 12,
-        encoder_attention_dropout: float = 0.1,
-        encoder_ff_interm_features: int = 3072,
-        encoder_ff_interm_dropout: float = 0.0,
-        encoder_dropout: float = 0.1,
-        encoder_layer_norm_first: bool = False,
-        encoder_layer_drop: float = 0.05,
-    ) -> None:
+    def __init__(self, **config: Unpack[Wav2Vec2Config]) -> None:
         super().__init__()
         from torchaudio.models import wav2vec2_model  # optional heavy import, as frontends
 
-        layers = [
-            (int(c), int(k), int(s))
-            for c, k, s in (extractor_conv_layer_config or BASE_CONV_LAYERS)
-        ]
-        model = wav2vec2_model(
-            extractor_mode=extractor_mode,
-            extractor_conv_layer_config=layers,
-            extractor_conv_bias=extractor_conv_bias,
-            encoder_embed_dim=encoder_embed_dim,
-            encoder_projection_dropout=encoder_projection_dropout,
-            encoder_pos_conv_kernel=encoder_pos_conv_kernel,
-            encoder_pos_conv_groups=encoder_pos_conv_groups,
-            encoder_num_layers=encoder_num_layers,
-            encoder_num_heads=encoder_num_heads,
-            encoder_attention_dropout=encoder_attention_dropout,
-            encoder_ff_interm_features=encoder_ff_interm_features,
-            encoder_ff_interm_dropout=encoder_ff_interm_dropout,
-            encoder_dropout=encoder_dropout,
-            encoder_layer_norm_first=encoder_layer_norm_first,
-            encoder_layer_drop=encoder_layer_drop,
-            aux_num_out=None,
-        )
+        unknown = sorted(set(config) - set(WAV2VEC2_BASE_CONFIG))
+        if unknown:
+            raise TypeError(f"Wav2Vec2Encoder() got unexpected keyword arguments {unknown}")
+        arguments: dict[str, Any] = {**WAV2VEC2_BASE_CONFIG, **config}
+        layers = [(int(c), int(k), int(s)) for c, k, s in arguments["extractor_conv_layer_config"]]
+        arguments["extractor_conv_layer_config"] = layers
+        model = wav2vec2_model(**arguments, aux_num_out=None)
         self.feature_extractor = model.feature_extractor
         self.encoder = model.encoder
-        self.embed_dim = int(encoder_embed_dim)
+        self.embed_dim = int(arguments["encoder_embed_dim"])
         self.conv_layers = layers
         self.hop = math.prod(s for _, _, s in layers)
         self.patch_size = (self.hop,)

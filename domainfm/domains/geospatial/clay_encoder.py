@@ -52,7 +52,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, Unpack
 
 import torch
 import torch.nn.functional as F
@@ -64,7 +64,7 @@ from domainfm.core.backbone import BACKBONES
 from domainfm.core.grid import TokenGrid
 from domainfm.core.kept_tokens import gather_kept
 from domainfm.core.vit import VisionTransformerND, vit_blocks
-from domainfm.core.vit_size import ViTSize
+from domainfm.core.vit_size import ViTShapeArgs, ViTSize
 from domainfm.domains.geospatial.residual_mlp import ResidualMLP
 
 METADATA_DIM = 8
@@ -187,14 +187,13 @@ class ClayEncoder(VisionTransformerND):
         wavelengths_um: centre wavelength (µm) of each input band, in channel order.
         gsd_m: ground sample distance (m) of the input, scaling the position code.
         patch_size: patch side ``p`` (8 in Clay v1 / v1.5).
-        embed_dim: ``D``.
-        depth: transformer blocks.
-        num_heads: attention heads; ``num_heads * dim_head`` must equal ``embed_dim``.
-        dim_head: channels per head (64 in Clay).
-        mlp_ratio: MLP width relative to ``D``.
+        dim_head: channels per head (64 in Clay); ``num_heads * dim_head`` must equal
+            ``embed_dim``.
         wave_dim, num_latent_tokens: sizes of the wavelength weight generator (128, 128).
         global_pool: ``"token"`` (class token, Clay's embedding) or ``"avg"``.
-        drop_path_rate: stochastic depth.
+        size_args: the transformer's size, :class:`~domainfm.core.vit_size.ViTShapeArgs`
+            (default Clay v1.5 base: ``embed_dim=768, depth=12, num_heads=12,
+            mlp_ratio=4.0``; no qkv bias and LayerNorm epsilon 1e-5 as the release).
     """
 
     def __init__(
@@ -203,17 +202,21 @@ class ClayEncoder(VisionTransformerND):
         wavelengths_um: Sequence[float],
         gsd_m: float = 10.0,
         patch_size: int = 8,
-        embed_dim: int = 768,
-        depth: int = 12,
-        num_heads: int = 12,
         dim_head: int = 64,
-        mlp_ratio: float = 4.0,
         wave_dim: int = 128,
         num_latent_tokens: int = 128,
         global_pool: Literal["token", "avg"] = "token",
-        drop_path_rate: float = 0.0,
+        **size_args: Unpack[ViTShapeArgs],
     ) -> None:
         waves = [float(v) for v in wavelengths_um]
+        size = ViTSize.from_keywords(
+            size_args,
+            accepted=ViTShapeArgs,
+            owner=type(self).__name__,
+            qkv_bias=False,
+            norm_eps=1e-5,
+        )
+        embed_dim, num_heads = size.embed_dim, size.num_heads
         if num_heads * dim_head != embed_dim:
             raise ValueError(
                 f"num_heads={num_heads} x dim_head={dim_head} must equal embed_dim={embed_dim}"
@@ -223,7 +226,6 @@ class ClayEncoder(VisionTransformerND):
                 f"embed_dim={embed_dim} must leave a multiple of 4 channels besides the "
                 f"{METADATA_DIM} metadata channels, and gsd_m={gsd_m} must be > 0"
             )
-        size = ViTSize.from_arguments(locals(), qkv_bias=False, norm_eps=1e-5)
         super().__init__(
             in_chans=len(waves),
             spatial_dims=2,

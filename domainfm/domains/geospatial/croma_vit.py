@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Unpack
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +48,7 @@ from domainfm.core.block_selection import select_blocks
 from domainfm.core.grid import TokenGrid
 from domainfm.core.kept_tokens import gather_kept
 from domainfm.core.token_encoder import TokenEncoder
+from domainfm.core.vit_size import ViTDimsArgs, ViTSize
 
 
 def alibi_slopes(num_heads: int) -> Tensor:
@@ -121,24 +123,25 @@ class CROMAEncoder(TokenEncoder):
 
     Args:
         in_chans: input bands (2 for Sentinel-1 VV/VH, 12 for Sentinel-2 without B10).
-        embed_dim: token width (base 768, large 1024).
-        depth: blocks (base: 12 optical, 6 radar; large: 24 optical, 12 radar).
-        num_heads: attention heads (16 in both releases).
         patch_size: square patch side (8).
+        size_args: :class:`~domainfm.core.vit_size.ViTDimsArgs`: ``embed_dim`` (base 768,
+            large 1024), ``depth`` (base: 12 optical, 6 radar; large: 24 optical, 12 radar),
+            ``num_heads`` (16 in both releases, the default). The MLP ratio (4), qkv (no
+            bias) and LayerNorm epsilon (1e-5) are the release's.
     """
 
     def __init__(
         self,
         *,
         in_chans: int,
-        embed_dim: int = 768,
-        depth: int = 12,
-        num_heads: int = 16,
         patch_size: int = 8,
+        **size_args: Unpack[ViTDimsArgs],
     ) -> None:
         super().__init__()
-        if embed_dim % num_heads:
-            raise ValueError(f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
+        size = ViTSize.from_keywords(
+            size_args, accepted=ViTDimsArgs, owner=type(self).__name__, num_heads=16
+        )
+        embed_dim, depth, num_heads = size.embed_dim, size.depth, size.num_heads
         self.in_chans = in_chans
         self.embed_dim = embed_dim
         self.num_heads = num_heads

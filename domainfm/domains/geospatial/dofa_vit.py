@@ -45,6 +45,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from typing import Unpack
 
 import torch
 import torch.nn.functional as F
@@ -52,7 +53,7 @@ from torch import Tensor, nn
 
 from domainfm.core.backbone import BACKBONES
 from domainfm.core.grid import TokenGrid
-from domainfm.core.vit_size import ViTSize
+from domainfm.core.vit_size import ViTShapeArgs, ViTSize
 from domainfm.domains.geospatial.residual_mlp import ResidualMLP
 from domainfm.domains.geospatial.timm_vit import TimmViT
 
@@ -168,9 +169,10 @@ class DOFAViT(TimmViT):
         wavelengths_um: centre wavelength (µm) of each input band, in channel order.
         in_chans: optional; must equal ``len(wavelengths_um)`` when given.
         img_size: side of the stored position table's grid (224 → 14 × 14 at p = 16).
-        patch_size, embed_dim, depth, num_heads, mlp_ratio: ViT sizes (DOFA-B: 16, 768, 12,
-            12; DOFA-L: 16, 1024, 24, 16).
-        drop_path_rate: stochastic depth.
+        patch_size: patch side (16).
+        size_args: the transformer's size, :class:`~domainfm.core.vit_size.ViTShapeArgs`
+            (default DOFA-B: ``embed_dim=768, depth=12, num_heads=12``; DOFA-L: 1024, 24,
+            16; qkv bias and LayerNorm epsilon 1e-6 as the releases).
     """
 
     def __init__(
@@ -180,11 +182,7 @@ class DOFAViT(TimmViT):
         in_chans: int | None = None,
         img_size: int = 224,
         patch_size: int = 16,
-        embed_dim: int = 768,
-        depth: int = 12,
-        num_heads: int = 12,
-        mlp_ratio: float = 4.0,
-        drop_path_rate: float = 0.0,
+        **size_args: Unpack[ViTShapeArgs],
     ) -> None:
         waves = [float(w) for w in wavelengths_um]
         if not waves or not all(math.isfinite(w) and w > 0 for w in waves):
@@ -194,7 +192,7 @@ class DOFAViT(TimmViT):
                 f"in_chans={in_chans} but {len(waves)} wavelengths_um: DOFA needs one "
                 "wavelength per input band (model_kwargs={'wavelengths_um': [...]})"
             )
-        size = ViTSize.from_arguments(locals(), qkv_bias=True, norm_eps=1e-6)
+        size = ViTSize.from_keywords(size_args, accepted=ViTShapeArgs, owner=type(self).__name__)
         super().__init__(
             in_chans=len(waves),
             img_size=img_size,
@@ -204,7 +202,7 @@ class DOFAViT(TimmViT):
             final_norm=False,
         )
         self.patch_embed = WavelengthPatchEmbed(
-            wavelengths_um=waves, patch_size=patch_size, embed_dim=embed_dim, img_size=img_size
+            wavelengths_um=waves, patch_size=patch_size, embed_dim=size.embed_dim, img_size=img_size
         )
         assert self.pos_embed is not None
         self.pos_embed.requires_grad_(False)  # a fixed sin-cos table in the release

@@ -58,7 +58,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Literal
+from typing import Literal, Unpack
 
 import torch
 from torch import Tensor, nn
@@ -67,7 +67,7 @@ from domainfm.core.backbone import BACKBONES
 from domainfm.core.grid import TokenGrid, to_ntuple
 from domainfm.core.pos_embed import sincos_1d
 from domainfm.core.vit import VisionTransformerND
-from domainfm.core.vit_size import ViTSize
+from domainfm.core.vit_size import ViTShapeArgs, ViTSize
 
 COORDS_ENCODINGS = ("time", "location")
 """The optional coordinate embeddings of Prithvi-EO-2.0 (``coords_encoding`` entries)."""
@@ -150,18 +150,16 @@ class PrithviViT(VisionTransformerND):
     Args:
         in_chans: input bands ``C`` (6 HLS bands in the releases).
         patch_size: ``(tubelet, p, p)``; an int ``p`` means ``(1, p, p)`` as upstream.
-        embed_dim: token width ``D``, a multiple of 16.
-        depth: transformer blocks.
-        num_heads: attention heads.
-        mlp_ratio: MLP width relative to ``D``.
         coords_encoding: coordinate embeddings to include, among ``"time"`` (needs a tubelet
             of 1 frame) and ``"location"`` (the -TL releases have both).
         coords_scale_learn: their scales are learned parameters (the -TL releases) rather
             than fixed ones.
         global_pool: ``"token"`` (class token) or ``"avg"`` (mean of patch tokens) in
             ``forward``.
-        drop_path_rate: stochastic depth, increasing linearly over the blocks.
         norm_eps: epsilon of every LayerNorm (1e-5, ``torch.nn.LayerNorm``'s, as upstream).
+        size_args: the transformer's size, :class:`~domainfm.core.vit_size.ViTShapeArgs`
+            (default Prithvi-EO-1.0-100M: ``embed_dim=768`` (a multiple of 16), ``depth=12,
+            num_heads=12, mlp_ratio=4.0``; qkv bias as upstream).
 
     State dict keys: ``cls_token``, ``patch_embed.proj.{weight,bias}`` (Conv3d ``(D, C,
     tubelet, p, p)``), ``blocks.N.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}.*``,
@@ -175,22 +173,26 @@ class PrithviViT(VisionTransformerND):
         *,
         in_chans: int = 6,
         patch_size: int | Sequence[int] = (1, 16, 16),
-        embed_dim: int = 768,
-        depth: int = 12,
-        num_heads: int = 12,
-        mlp_ratio: float = 4.0,
         coords_encoding: Sequence[str] = (),
         coords_scale_learn: bool = False,
         global_pool: Literal["token", "avg"] = "token",
-        drop_path_rate: float = 0.0,
         norm_eps: float = 1e-5,
+        **size_args: Unpack[ViTShapeArgs],
     ) -> None:
+        size = ViTSize.from_keywords(
+            size_args,
+            accepted=ViTShapeArgs,
+            owner=type(self).__name__,
+            qkv_bias=True,
+            norm_eps=norm_eps,
+        )
+        embed_dim = size.embed_dim
         patch: tuple[int, ...] = (
             (1, patch_size, patch_size)
             if isinstance(patch_size, int)
             else to_ntuple(patch_size, 3, name="patch_size")
         )
-        if isinstance(embed_dim, int) and embed_dim % 16:
+        if embed_dim % 16:
             raise ValueError(
                 f"embed_dim={embed_dim} must be a multiple of 16 (Prithvi's 3D sin-cos table "
                 "gives 6/16 of the channels to width and height and 4/16 to time)"
@@ -203,7 +205,6 @@ class PrithviViT(VisionTransformerND):
             raise ValueError(
                 f"the temporal embedding needs a tubelet of 1 frame, got patch_size {patch}"
             )
-        size = ViTSize.from_arguments(locals(), qkv_bias=True)
         super().__init__(
             in_chans=in_chans,
             spatial_dims=3,

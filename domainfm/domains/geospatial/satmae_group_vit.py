@@ -41,7 +41,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, Unpack
 
 import torch
 from timm.layers import PatchEmbed
@@ -52,7 +52,7 @@ from domainfm.core.grid import TokenGrid
 from domainfm.core.kept_tokens import gather_kept
 from domainfm.core.pos_embed import resample_pos_embed, sincos_1d, sincos_pos_embed
 from domainfm.core.vit import VisionTransformerND
-from domainfm.core.vit_size import ViTSize
+from domainfm.core.vit_size import VIT_LARGE, ViTSize, ViTSizeArgs
 
 GROUP_AXES = ("g", "h", "w")
 """Axis names of the token grid: band group, rows, columns."""
@@ -80,12 +80,13 @@ class GroupChannelViT(VisionTransformerND):
         patch_size: spatial patch side ``p``.
         grid_size: patch grid side(s) the stored ``pos_embed`` is for (12 for 96-pixel input
             with ``p = 8``); other grids resample it.
-        embed_dim: token width ``D``.
         channel_embed: ``D_c``, channels of the band-group code (the last ``D_c`` of ``D``).
-        depth, num_heads, mlp_ratio, qkv_bias, global_pool, drop_path_rate, norm_eps: as
-            :class:`~domainfm.core.vit.VisionTransformerND`.
+        global_pool: as :class:`~domainfm.core.vit.VisionTransformerND`.
         channel_cls_embed: learn the class token's group-code part (SatMAE's fine-tuning
             model has it; the pretraining checkpoint does not: zeros).
+        size_args: the transformer's size, :class:`~domainfm.core.vit_size.ViTSizeArgs`
+            (default ViT-L: ``embed_dim=1024, depth=24, num_heads=16``, the others as
+            :class:`~domainfm.core.vit.VisionTransformerND`'s).
     """
 
     def __init__(
@@ -94,18 +95,16 @@ class GroupChannelViT(VisionTransformerND):
         channel_groups: Sequence[Sequence[int]],
         patch_size: int = 8,
         grid_size: int | Sequence[int] = 12,
-        embed_dim: int = 1024,
         channel_embed: int = 256,
-        depth: int = 24,
-        num_heads: int = 16,
-        mlp_ratio: float = 4.0,
-        qkv_bias: bool = True,
         global_pool: Literal["token", "avg"] = "token",
-        drop_path_rate: float = 0.0,
-        norm_eps: float = 1e-6,
         channel_cls_embed: bool = False,
+        **size_args: Unpack[ViTSizeArgs],
     ) -> None:
         groups = _check_groups(channel_groups)
+        size = ViTSize.from_keywords(
+            size_args, accepted=ViTSizeArgs, owner=type(self).__name__, **VIT_LARGE
+        )
+        embed_dim = size.embed_dim
         if (
             not 0 < channel_embed < embed_dim
             or channel_embed % 2
@@ -115,7 +114,6 @@ class GroupChannelViT(VisionTransformerND):
                 f"channel_embed={channel_embed} must be even, below embed_dim={embed_dim}, and "
                 "leave a multiple of 4 channels for the 2-D position table"
             )
-        size = ViTSize.from_arguments(locals())
         super().__init__(
             in_chans=sum(len(g) for g in groups),
             spatial_dims=2,

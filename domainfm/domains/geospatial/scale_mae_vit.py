@@ -24,13 +24,13 @@ Example::
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Unpack
 
 import torch
 from torch import Tensor
 
 from domainfm.core.backbone import BACKBONES
-from domainfm.core.vit_size import ViTSize
+from domainfm.core.vit_size import VIT_LARGE, ViTShapeArgs, ViTSize
 from domainfm.domains.geospatial.timm_vit import TimmViT
 
 
@@ -60,10 +60,11 @@ class ScaleMAEViT(TimmViT):
     Args:
         in_chans: input bands (3 for the fMoW RGB release).
         gsd_ratio: ``r`` of the module docstring (1.0 as TorchGeo's default).
-        img_size, patch_size, embed_dim, depth, num_heads, mlp_ratio: ViT sizes (ViT-L/16:
-            224, 16, 1024, 24, 16, 4).
+        img_size, patch_size: the position grid's image side and the patch side (224, 16).
         global_pool: ``"token"`` (class token) or ``"avg"``.
-        drop_path_rate: stochastic depth.
+        size_args: the transformer's size, :class:`~domainfm.core.vit_size.ViTShapeArgs`
+            (default ViT-L: ``embed_dim=1024, depth=24, num_heads=16, mlp_ratio=4.0,
+            drop_path_rate=0.0``; qkv bias and LayerNorm epsilon 1e-6 as the release).
     """
 
     def __init__(
@@ -73,16 +74,14 @@ class ScaleMAEViT(TimmViT):
         gsd_ratio: float = 1.0,
         img_size: int = 224,
         patch_size: int = 16,
-        embed_dim: int = 1024,
-        depth: int = 24,
-        num_heads: int = 16,
-        mlp_ratio: float = 4.0,
         global_pool: Literal["token", "avg"] = "token",
-        drop_path_rate: float = 0.0,
+        **size_args: Unpack[ViTShapeArgs],
     ) -> None:
         if not gsd_ratio > 0:
             raise ValueError(f"gsd_ratio must be > 0, got {gsd_ratio}")
-        size = ViTSize.from_arguments(locals(), qkv_bias=True, norm_eps=1e-6)
+        size = ViTSize.from_keywords(
+            size_args, accepted=ViTShapeArgs, owner=type(self).__name__, **VIT_LARGE
+        )
         super().__init__(
             in_chans=in_chans,
             img_size=img_size,

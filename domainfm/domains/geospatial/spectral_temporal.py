@@ -47,7 +47,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, Unpack
 
 import torch
 from einops import rearrange
@@ -58,7 +58,7 @@ from domainfm.core.grid import TokenGrid
 from domainfm.core.patching import patchify
 from domainfm.core.pos_embed import cached_sincos_pos_embed, sincos_1d
 from domainfm.core.vit import VisionTransformerND
-from domainfm.core.vit_size import ViTSize
+from domainfm.core.vit_size import ViTSizeArgs
 
 SATMAE_S2_GROUPS: tuple[tuple[str, ...], ...] = (
     ("B02", "B03", "B04", "B08"),
@@ -149,9 +149,10 @@ class SpectralTemporalViT(VisionTransformerND):
         group_size: ``C_g``, the cube's channels (the largest band group).
         num_groups: ``G``, band groups per date.
         patch_size: spatial patch side ``p`` (tokens are ``1 × p × p`` in the cube).
-        embed_dim, depth, num_heads, mlp_ratio, qkv_bias, class_token, global_pool,
-            drop_path_rate, norm_eps: as :class:`~domainfm.core.vit.VisionTransformerND`.
+        class_token, global_pool: as :class:`~domainfm.core.vit.VisionTransformerND`.
         band_groups: the groups' band names (recorded with the weights; documentation only).
+        size_args: the transformer's size (``embed_dim``, ``depth``, ``num_heads``, …) as
+            :class:`~domainfm.core.vit.VisionTransformerND`'s.
     """
 
     def __init__(
@@ -160,16 +161,10 @@ class SpectralTemporalViT(VisionTransformerND):
         group_size: int,
         num_groups: int,
         patch_size: int = 8,
-        embed_dim: int = 768,
-        depth: int = 12,
-        num_heads: int = 12,
-        mlp_ratio: float = 4.0,
-        qkv_bias: bool = True,
         class_token: bool = True,
         global_pool: Literal["token", "avg"] = "token",
-        drop_path_rate: float = 0.0,
-        norm_eps: float = 1e-6,
         band_groups: Sequence[Sequence[str]] | None = None,
+        **size_args: Unpack[ViTSizeArgs],
     ) -> None:
         if num_groups < 1 or group_size < 1:
             raise ValueError(f"group_size={group_size} and num_groups={num_groups} must be >= 1")
@@ -180,12 +175,11 @@ class SpectralTemporalViT(VisionTransformerND):
                 f"band_groups {[list(g) for g in band_groups]} do not match "
                 f"num_groups={num_groups} and group_size={group_size}"
             )
-        size = ViTSize.from_arguments(locals())
         super().__init__(
             in_chans=group_size,
             spatial_dims=3,
             patch_size=(1, patch_size, patch_size),
-            **size.kwargs(),
+            **size_args,
             class_token=class_token,
             global_pool=global_pool,
             axes=CUBE_AXES,
@@ -196,9 +190,9 @@ class SpectralTemporalViT(VisionTransformerND):
             group_size=group_size,
             num_groups=num_groups,
             patch_size=patch_size,
-            embed_dim=embed_dim,
+            embed_dim=self.embed_dim,
         )
-        self.group_embed = nn.Parameter(torch.zeros(num_groups, embed_dim))
+        self.group_embed = nn.Parameter(torch.zeros(num_groups, self.embed_dim))
         nn.init.normal_(self.group_embed, std=0.02)
 
     def token_grid(self, input_shape: Sequence[int]) -> TokenGrid:

@@ -34,7 +34,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, Unpack
 
 import torch
 from timm.models.vision_transformer import VisionTransformer
@@ -44,7 +44,7 @@ from domainfm.core.backbone import BACKBONES, backbone_grid
 from domainfm.core.block_selection import select_blocks
 from domainfm.core.grid import TokenGrid
 from domainfm.core.kept_tokens import gather_kept
-from domainfm.core.vit_size import ViTSize
+from domainfm.core.vit_size import ViTSize, ViTSizeArgs
 
 HEADLESS_ANY_SIZE: dict[str, Any] = {"num_classes": 0, "fc_norm": False, "dynamic_img_size": True}
 """The ``VisionTransformer`` settings of every :class:`TimmViT`: no classifier head nor its
@@ -60,11 +60,6 @@ class TimmViT(VisionTransformer):
         img_size: the image side the learned position table is built for (``grid = img_size
             / patch_size``); other sides resample it.
         patch_size: square patch side.
-        embed_dim: token width ``D``.
-        depth: number of blocks.
-        num_heads: attention heads.
-        mlp_ratio: MLP hidden width relative to ``D``.
-        qkv_bias: bias on the qkv projection.
         init_values: layer-scale init (DINOv2: ``1e-5``; the weights overwrite it), ``None``
             for no layer scale.
         class_token: prepend a class token.
@@ -72,8 +67,9 @@ class TimmViT(VisionTransformer):
             compute positions).
         global_pool: ``"token"`` or ``"avg"`` pooling in ``forward``.
         final_norm: a final LayerNorm (``norm.*``); releases without one use ``False``.
-        norm_eps: LayerNorm epsilon of every norm (1e-6 as timm's ViTs).
-        drop_path_rate: stochastic depth.
+        size_args: the transformer's size, :class:`~domainfm.core.vit_size.ViTSizeArgs`
+            (default ViT-B: ``embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0,
+            qkv_bias=True, drop_path_rate=0.0, norm_eps=1e-6``, timm's epsilon).
     """
 
     def __init__(
@@ -82,20 +78,14 @@ class TimmViT(VisionTransformer):
         in_chans: int,
         img_size: int = 224,
         patch_size: int = 16,
-        embed_dim: int = 768,
-        depth: int = 12,
-        num_heads: int = 12,
-        mlp_ratio: float = 4.0,
-        qkv_bias: bool = True,
         init_values: float | None = None,
         class_token: bool = True,
         pos_embed: Literal["learn", "none"] = "learn",
         global_pool: Literal["token", "avg"] = "token",
         final_norm: bool = True,
-        norm_eps: float = 1e-6,
-        drop_path_rate: float = 0.0,
+        **size_args: Unpack[ViTSizeArgs],
     ) -> None:
-        size = ViTSize.from_arguments(locals())
+        size = ViTSize.from_keywords(size_args, accepted=ViTSizeArgs, owner=type(self).__name__)
         super().__init__(
             img_size=img_size,
             patch_size=patch_size,
