@@ -16,15 +16,23 @@ fractions and seeds, with paired differences and their 95 % intervals.
   anatomical scan, the TotalSegmentator MR example); task: an MSD task folder over the 4
   BRATS cases (FLAIR, whole tumour from the manual labels), folds by case.
 
-The three former scripts (``*_pretrain_vs_scratch.py``) each wired their own protocol; this is
-one command per domain. Writes ``benchmarks/results/benchmark_<domain>/`` (``results.json``,
-``results.md``, ``results.png``: runtime and peak memory are in them) and
-``benchmarks/results/pretrain_vs_scratch_<domain>.txt`` (the commands, their wall time, the
+Method comparisons on the same tasks (issue 19), every pretrained backbone beside its own
+architecture at random init:
+
+* **medical3d_methods**: SparK (SegResNet encoder, ``configs/medical3d/spark_ct.yaml`` on the
+  same unlabeled MRI) vs MAE (3D ViT) vs scratch, on the BRATS whole-tumour task;
+* **geospatial_methods**: SoftCon (``configs/geospatial/softcon_s2.yaml``) vs MAE vs scratch
+  on the LULC task (SoftCon's soft targets come from that LULC raster: see the plan's note).
+
+Writes ``benchmarks/results/benchmark_<plan>/`` (``results.json``, ``results.md``,
+``results.png``: runtime and peak memory are in them) and
+``benchmarks/results/pretrain_vs_scratch_<plan>.txt`` (the commands, their wall time, the
 machine).
 
 Usage::
 
     python benchmarks/pretrain_vs_scratch.py --domain audio       # writes results/
+    python benchmarks/pretrain_vs_scratch.py --domain medical3d_methods
     python benchmarks/pretrain_vs_scratch.py --domain all --quick # smoke run into a temp dir
 """
 
@@ -82,19 +90,63 @@ def brats_msd(data: Path, out: Path) -> Path:
 
 
 @dataclass(frozen=True)
-class Plan:
-    """One domain's run: the pretraining config and overrides, the task, the settings."""
+class Pretrain:
+    """One pretraining run: its label in the benchmark, the config and its overrides."""
 
+    label: str
     config: str
-    fit: tuple[str, ...]
+    fit: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One comparison: the pretraining runs, the task, the benchmark settings.
+
+    Every pretrained backbone is compared with its own architecture at random init
+    (``scratch@scratch:EXPORT`` for the first, ``scratch-LABEL`` for the others when their
+    architecture differs); differences are against ``reference``.
+    """
+
+    pretrain: tuple[Pretrain, ...]
     task: Callable[[Path, Path], tuple[Path, tuple[str, ...]]]
     benchmark: str
+    scratch_twins: tuple[str, ...] = ()  # labels (beyond the first) that get their own scratch
+    reference: str = "scratch"
+    note: str = ""
+
+
+MEDICAL_MRI_FIT = (
+    "--data.init_args.files=[medical/mni152_2009_nilearn/"
+    "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz,"
+    "medical/nibabel_pydicom_small/anatomical.nii,"
+    "medical/totalsegmentator_examples/mr_labeled/example_mr_sm.nii.gz]",
+    "--data.init_args.modality=mri",
+    "--data.init_args.spacing=4.0",
+    "--data.init_args.crop_size=48",
+)
+"""The unlabeled brain MRI the medical runs pretrain on (none of it in the BRATS task)."""
+
+GEO_TASK = (
+    "geospatial/eolearn_s2_slovenia_patch/s2_l1c_13band",
+    "geospatial/eolearn_s2_slovenia_patch/labels/LULC.tif",
+)
+
+
+def geo_task(data: Path, tmp: Path) -> tuple[Path, tuple[str, ...]]:
+    """Sentinel-2 land cover: the LULC raster over the scenes, 16 px windows in 32 px blocks
+    (value 0, "no data", unlabeled)."""
+    options = (f"labels={data / GEO_TASK[1]}", "window=16", "block=32", "ignore=0")
+    return data / GEO_TASK[0], options
+
+
+def medical_task(data: Path, tmp: Path) -> tuple[Path, tuple[str, ...]]:
+    """BRATS whole tumour on FLAIR, an MSD task folder over the shipped cases."""
+    return brats_msd(data, tmp / "brats_msd"), ("channels=FLAIR",)
 
 
 PLANS = {
     "audio": Plan(
-        config="configs/audio/mae_audio.yaml",
-        fit=("--trainer.max_steps=300",),
+        pretrain=(Pretrain("mae", "configs/audio/mae_audio.yaml", ("--trainer.max_steps=300",)),),
         task=lambda data, tmp: (
             data / "audio" / "fsdd_spoken_digits" / "metadata.csv",
             ("label=digit",),
@@ -102,34 +154,63 @@ PLANS = {
         benchmark="--protocol linear,knn,finetune --fractions 0.1,1.0 --finetune-steps 50",
     ),
     "geospatial": Plan(
-        config="configs/geospatial/mae_s2.yaml",
-        fit=("--trainer.max_steps=1000",),
-        task=lambda data, tmp: (
-            data / "geospatial" / "eolearn_s2_slovenia_patch" / "s2_l1c_13band",
-            (
-                f"labels={data / 'geospatial/eolearn_s2_slovenia_patch/labels/LULC.tif'}",
-                "window=16",
-                "block=32",
-                "ignore=0",  # LULC's "no data"
-            ),
+        pretrain=(
+            Pretrain("mae", "configs/geospatial/mae_s2.yaml", ("--trainer.max_steps=1000",)),
         ),
+        task=geo_task,
         benchmark="--protocol linear,knn,finetune --fractions 0.1,1.0 --finetune-steps 50",
     ),
     "medical3d": Plan(
-        config="configs/medical3d/mae_quickstart.yaml",
-        fit=(
-            "--trainer.max_steps=300",
-            "--data.init_args.files=[medical/mni152_2009_nilearn/"
-            "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz,"
-            "medical/nibabel_pydicom_small/anatomical.nii,"
-            "medical/totalsegmentator_examples/mr_labeled/example_mr_sm.nii.gz]",
-            "--data.init_args.modality=mri",
-            "--data.init_args.spacing=4.0",
-            "--data.init_args.crop_size=48",
-            "--model.init_args.backbone.init_args.patch_size=8",
+        pretrain=(
+            Pretrain(
+                "mae",
+                "configs/medical3d/mae_quickstart.yaml",
+                (
+                    "--trainer.max_steps=300",
+                    *MEDICAL_MRI_FIT,
+                    "--model.init_args.backbone.init_args.patch_size=8",
+                ),
+            ),
         ),
-        task=lambda data, tmp: (brats_msd(data, tmp / "brats_msd"), ("channels=FLAIR",)),
+        task=medical_task,
         benchmark="--protocol linear,knn,finetune --fractions 1.0 --finetune-steps 120 --folds 2",
+    ),
+    "medical3d_methods": Plan(
+        pretrain=(
+            Pretrain(
+                "mae",
+                "configs/medical3d/mae_quickstart.yaml",
+                (
+                    "--trainer.max_steps=300",
+                    *MEDICAL_MRI_FIT,
+                    "--model.init_args.backbone.init_args.patch_size=8",
+                ),
+            ),
+            Pretrain(
+                "spark",
+                "configs/medical3d/spark_ct.yaml",
+                ("--trainer.max_steps=300", *MEDICAL_MRI_FIT),
+            ),
+        ),
+        scratch_twins=("spark",),
+        task=medical_task,
+        benchmark="--protocol linear,knn,finetune --fractions 1.0 --finetune-steps 60 --folds 2",
+        note="SparK pretrains a CNN (SegResNet encoder), MAE a 3D ViT: each is compared with "
+        "its own architecture at random init (scratch, scratch-spark). 60 fine-tuning steps (the "
+        "MAE-only plan uses 120) to fit four backbones in one run on 2 CPU cores.",
+    ),
+    "geospatial_methods": Plan(
+        pretrain=(
+            Pretrain("mae", "configs/geospatial/mae_s2.yaml", ("--trainer.max_steps=1000",)),
+            Pretrain(
+                "softcon", "configs/geospatial/softcon_s2.yaml", ("--trainer.max_steps=1000",)
+            ),
+        ),
+        task=geo_task,
+        benchmark="--protocol linear,knn,finetune --fractions 0.1,1.0 --finetune-steps 50",
+        note="SoftCon's soft targets come from the same LULC raster the task scores (class "
+        "fractions per window, never a window's own label map): weakly supervised on the task's "
+        "labels, not self-supervised as MAE; read its numbers as an upper reference.",
     ),
 }
 
@@ -144,41 +225,46 @@ def _run(argv: list[str], env: dict[str, str], log: list[str]) -> float:
     return seconds
 
 
-def run_domain(domain: str, *, quick: bool, seeds: int, out_root: Path) -> None:
-    plan = PLANS[domain]
+def run_plan(name: str, *, quick: bool, seeds: int, out_root: Path) -> None:
+    plan = PLANS[name]
     data = example_data_root()
     env = {**os.environ, "DOMAINFM_DATA": str(data)}
     cli = [sys.executable, "-m", "domainfm.cli"]
     log: list[str] = []
-    with tempfile.TemporaryDirectory(prefix=f"pvs_{domain}_") as tmp_name:
+    with tempfile.TemporaryDirectory(prefix=f"pvs_{name}_") as tmp_name:
         tmp = Path(tmp_name)
         steps = ("--trainer.max_steps=5",) if quick else ()
-        fit = [
-            *cli,
-            "fit",
-            "--config",
-            plan.config,
-            *plan.fit,
-            *steps,
-            f"--trainer.default_root_dir={tmp / 'fit'}",
-            "--trainer.enable_progress_bar=false",
-            "--data.init_args.num_workers=0",
-        ]
-        _run(fit, env, log)
-        export = tmp / "mae_export"
-        _run([*cli, "export", str(next((tmp / "fit").rglob("last.ckpt"))), str(export)], env, log)
+        backbones: list[str] = []
+        for run in plan.pretrain:
+            root = tmp / f"fit_{run.label}"
+            fit = [
+                *cli,
+                "fit",
+                "--config",
+                run.config,
+                *run.fit,
+                *steps,
+                f"--trainer.default_root_dir={root}",
+                "--trainer.enable_progress_bar=false",
+                "--data.init_args.num_workers=0",
+            ]
+            _run(fit, env, log)
+            export = tmp / f"{run.label}_export"
+            _run([*cli, "export", str(next(root.rglob("last.ckpt"))), str(export)], env, log)
+            backbones += ["--backbone", f"{run.label}@{export}"]
+            if run is plan.pretrain[0]:
+                backbones += ["--backbone", f"scratch@scratch:{export}"]
+            elif run.label in plan.scratch_twins:
+                backbones += ["--backbone", f"scratch-{run.label}@scratch:{export}"]
         spec, options = plan.task(data, tmp)
-        out = out_root / f"benchmark_{domain}"
+        out = out_root / f"benchmark_{name}"
         bench = [*cli, "benchmark", "--task", str(spec)]
         for option in options:
             bench += ["--task-option", option]
         bench += [
-            "--backbone",
-            f"mae@{export}",
-            "--backbone",
-            f"scratch@scratch:{export}",
+            *backbones,
             "--reference",
-            "scratch",
+            plan.reference,
             "--seeds",
             str(1 if quick else seeds),
             *plan.benchmark.split(),
@@ -190,28 +276,34 @@ def run_domain(domain: str, *, quick: bool, seeds: int, out_root: Path) -> None:
             bench += ["--finetune-steps", "2"]
         _run(bench, env, log)
     text = [
-        f"pretrain vs scratch ({domain}): domainfm fit -> export -> benchmark",
+        f"pretraining comparison ({name}): domainfm fit -> export -> benchmark",
         f"date: {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}",
         f"machine: {os.cpu_count()} CPUs; python {platform.python_version()}",
+        *([f"note: {plan.note}"] if plan.note else []),
         "commands (wall time):",
         *log,
         f"results: {out / 'results.md'}",
         "",
         (out / "results.md").read_text(encoding="utf-8"),
     ]
-    (out_root / f"pretrain_vs_scratch_{domain}.txt").write_text("\n".join(text))
+    (out_root / f"pretrain_vs_scratch_{name}.txt").write_text("\n".join(text))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--domain", choices=[*PLANS, "all"], default="all")
+    parser.add_argument(
+        "--domain",
+        choices=[*PLANS, "all"],
+        default="all",
+        help="a domain's MAE-vs-scratch plan, a *_methods comparison, or all of them",
+    )
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="smoke run into a temp folder")
     args = parser.parse_args()
-    domains = list(PLANS) if args.domain == "all" else [args.domain]
+    names = list(PLANS) if args.domain == "all" else [args.domain]
     out_root = Path(tempfile.mkdtemp(prefix="pvs_out_")) if args.quick else RESULTS
-    for domain in domains:
-        run_domain(domain, quick=args.quick, seeds=args.seeds, out_root=out_root)
+    for name in names:
+        run_plan(name, quick=args.quick, seeds=args.seeds, out_root=out_root)
     print(f"wrote {out_root}")
 
 

@@ -148,11 +148,11 @@ PREDICT_COMMANDS = {
         "label map",
     ),
     "detect": (
-        "Detect objects over an input of any size with a fine-tuned DetectionModule checkpoint "
-        "(tiles of the training window, boxes merged across tiles); a GeoTIFF gives GeoJSON in "
-        "its CRS.",
-        "DetectionModule",
-        "boxes (.geojson for rasters)",
+        "Detect objects over an input of any size with a fine-tuned DetectionModule or "
+        "Detection3DModule checkpoint (windows of the training size, boxes merged across "
+        "windows); a GeoTIFF gives GeoJSON in its CRS, a volume MONAI JSON + CSV in world mm.",
+        "DetectionModule or Detection3DModule",
+        "boxes (.geojson for rasters, .json for volumes)",
     ),
 }
 """``segment`` and ``detect``: description, the checkpoint's module, the output."""
@@ -259,14 +259,15 @@ def _detect(argv: Sequence[str]) -> int:
         "--nms-iou", type=fraction(), default=0.5, help="merge IoU across tiles [0, 1]"
     )
     parser.add_argument("--wgs84", action="store_true", help="longitude/latitude output")
+    parser.add_argument("--box-mask", help="also write the boxes as a mask on the input's grid")
     args = parser.parse_args(argv)
     from domainfm.domains.plugin import DetectRequest, recorded_domain
-    from domainfm.tasks.detection_module import load_detector
+    from domainfm.tasks.detector_checkpoint import load_any_detector
 
-    module, meta = load_detector(args.ckpt)
-    module.model.roi_heads.score_thresh = args.score_threshold  # the detector's own cut too
+    module, meta = load_any_detector(args.ckpt, score_threshold=args.score_threshold)
     plugin, contract = recorded_domain(meta, source=args.ckpt, domain=args.domain)
-    request = _request(DetectRequest, args, plugin.detect_suffixes)
+    options = {"box_mask": args.box_mask, "overwrite": args.overwrite}
+    request = _request(DetectRequest, args, plugin.detect_suffixes, options=options)
     print(f"domainfm detect: wrote {plugin.detect(module.to(request.device), contract, request)}")
     return 0
 

@@ -80,6 +80,15 @@ class MultiScaleBackbone(nn.Module):
         """Every map ``(B, C_i, *spatial / s_i)``, shallow→deep."""
         raise NotImplementedError
 
+    def stage_modules(self) -> list[nn.Module]:
+        """The submodules whose outputs are the maps of :meth:`stage_maps`, shallow→deep.
+
+        A forward hook on one sees its map as it is computed and may replace it before the
+        next stage reads it (SparK's re-masking, :func:`~domainfm.core.sparse_masking.
+        remasked`). ``NotImplementedError`` for a backbone that does not name them.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not name its stage modules")
+
     def token_grid(self, input_shape: Sequence[int]) -> TokenGrid:
         """Grid of the last map; ``ValueError`` unless every side divides by its stride."""
         return backbone_grid(self, input_shape)

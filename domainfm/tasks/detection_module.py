@@ -41,40 +41,34 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
-from domainfm.pretrained.report import load_state_dict_with_report
-from domainfm.tasks.heads.upernet import backbone_pyramid
-from domainfm.tasks.task_module import (
-    TaskModule,
-    module_from_recipe,
-    pretrained_backbone,
-    read_task_checkpoint,
+from domainfm.tasks.detection_task import (
+    BackboneFeatures,
+    DetectionTask,
+    load_detection_task,
 )
+from domainfm.tasks.heads.upernet import backbone_pyramid
 
 
-class BackboneFPN(nn.Module):
+class BackboneFPN(BackboneFeatures):
     """A domainfm backbone as torchvision detection features: an ``OrderedDict`` of FPN maps
     ``"0" … "n-1"`` (fine → coarse) and ``"pool"``, each ``(B, out_channels, h_i, w_i)``.
 
     Args:
-        backbone: a 2D domainfm backbone. It is referenced, not registered as a submodule:
-            the owner (:class:`DetectionModule`) registers it, so its weights appear once in
-            a checkpoint, as ``backbone.*``, like every other domainfm fine-tuning checkpoint
-            (``domainfm export`` reads them there).
+        backbone: a 2D domainfm backbone, referenced (the owner, :class:`DetectionModule`,
+            registers it; see :class:`~domainfm.tasks.detection_task.BackboneFeatures`).
         num_maps: ViT blocks read (at most 4; a multi-scale backbone gives all its maps).
         out_channels: FPN width.
     """
 
     def __init__(self, backbone: nn.Module, *, num_maps: int = 4, out_channels: int = 64) -> None:
-        super().__init__()
         from torchvision.ops import FeaturePyramidNetwork
         from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
         if len(getattr(backbone, "patch_size", ())) != 2:
             raise ValueError("detection needs a 2D backbone (patch_size with 2 axes)")
-        object.__setattr__(self, "encoder", backbone)  # a reference (see above)
+        super().__init__(backbone)
         indices, self.pyramid, channels, strides = backbone_pyramid(backbone, num_maps)
         self.map_indices: int | list[int] = indices if self.pyramid is not None else len(indices)
         self.strides = (*strides, strides[-1] * 2)  # the pooled level halves the coarsest
@@ -86,17 +80,10 @@ class BackboneFPN(nn.Module):
         self.out_channels = out_channels
 
     def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
-        encoder: nn.Module = self.__dict__["encoder"]
-        maps = encoder.forward_intermediates(x, indices=self.map_indices)  # type: ignore[operator]
-        if self.pyramid is not None:
-            maps = self.pyramid(maps)
-        features: OrderedDict[str, Tensor] = self.fpn(
-            OrderedDict((str(i), m) for i, m in enumerate(maps))
-        )
-        return features
+        return self.fpn_maps(x, self.map_indices)
 
 
-class DetectionModule(TaskModule):
+class DetectionModule(DetectionTask):
     """Faster R-CNN + FPN over a domainfm backbone (see the module docstring).
 
     Args:
@@ -120,6 +107,10 @@ class DetectionModule(TaskModule):
         warmup_steps: linear warmup length.
     """
 
+    recipe_key = "detect"
+    min_classes = 2
+    classes_meaning = "background + objects"
+
     def __init__(
         self,
         *,
@@ -137,20 +128,17 @@ class DetectionModule(TaskModule):
         weight_decay: float = 0.05,
         warmup_steps: int = 0,
     ) -> None:
-        super().__init__()
         from torchvision.models.detection import FasterRCNN
         from torchvision.models.detection.anchor_utils import AnchorGenerator
         from torchvision.ops import MultiScaleRoIAlign
 
-        if num_classes < 2:
-            raise ValueError(f"num_classes={num_classes}: must be >= 2 (background + objects)")
         if image_size < 1:
             raise ValueError(f"image_size={image_size}: must be >= 1")
-        backbone, loaded = pretrained_backbone(backbone, pretrained, released)
-        self.record_pretrained(pretrained, loaded)  # its input contract, its release
+        super().__init__(
+            backbone, pretrained, released, num_classes, lr, weight_decay, warmup_steps
+        )
         self.image_size = image_size
-        self.backbone = backbone  # registered here: its keys are backbone.* (exportable)
-        features = BackboneFPN(backbone, num_maps=num_maps, out_channels=fpn_dim)
+        features = BackboneFPN(self.backbone, num_maps=num_maps, out_channels=fpn_dim)
         levels = len(features.strides)
         sizes = (
             tuple(4.0 * s for s in features.strides)
@@ -162,8 +150,8 @@ class DetectionModule(TaskModule):
                 f"anchor_sizes has {len(sizes)} values for {levels} pyramid levels "
                 f"(strides {features.strides})"
             )
-        in_chans = int(getattr(backbone, "in_chans", 3))
-        patch = max(int(p) for p in getattr(backbone, "patch_size"))  # noqa: B009
+        in_chans = int(getattr(self.backbone, "in_chans", 3))
+        patch = max(int(p) for p in getattr(self.backbone, "patch_size"))  # noqa: B009
         self.model = FasterRCNN(
             features,
             num_classes=num_classes,
@@ -182,7 +170,6 @@ class DetectionModule(TaskModule):
             box_detections_per_img=detections_per_image,
             size_divisible=patch,
         )
-        self.num_classes = num_classes
         self.in_chans = in_chans
         self.head_kwargs: dict[str, Any] = {
             "image_size": image_size,
@@ -192,9 +179,6 @@ class DetectionModule(TaskModule):
             "score_threshold": score_threshold,
             "detections_per_image": detections_per_image,
         }
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.warmup_steps = warmup_steps
         self.val_map = self._metric()
         self.test_map = self._metric()
 
@@ -210,64 +194,23 @@ class DetectionModule(TaskModule):
         """Eval: detections per image; train (with ``targets``): torchvision's losses."""
         return self.model(list(x), targets)
 
-    @staticmethod
-    def _targets(batch: Mapping[str, Any]) -> list[dict[str, Tensor]]:
-        return [
-            {"boxes": b, "labels": lab}
-            for b, lab in zip(batch["boxes"], batch["labels"], strict=True)
-        ]
-
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+    def losses(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
+        """torchvision's four losses of a training batch."""
         losses = self(batch["input"], self._targets(batch))
         assert isinstance(losses, dict)
-        loss = torch.stack(list(losses.values())).sum()
-        size = int(batch["input"].shape[0])
-        for name, value in losses.items():
-            self.log(f"train/{name}", value, batch_size=size)
-        self.log("train/loss", loss, prog_bar=True, batch_size=size)
-        return loss
+        return losses
 
-    def _eval_step(self, batch: dict[str, Any], metric: Any) -> None:
-        detections = self(batch["input"])
-        metric.update(detections, self._targets(batch))
+    def stage_metric(self, stage: str) -> Any:
+        """COCO mAP of the validation (``val_map``) or test (``test_map``) detections."""
+        return self.val_map if stage == "val" else self.test_map
 
-    def _log_metric(self, metric: Any, stage: str) -> None:
-        values = metric.compute()
-        for name in ("map", "map_50", "map_75", "mar_100"):
-            self.log(f"{stage}/{name}", values[name].float())
-        metric.reset()
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, self.val_map)
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_metric(self.val_map, "val")
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, self.test_map)
-
-    def on_test_epoch_end(self) -> None:
-        self._log_metric(self.test_map, "test")
-
-    def checkpoint_recipe(self) -> dict[str, Any]:
-        """The head settings :func:`load_detector` and ``domainfm detect`` need (besides the
-        backbone config and the data's input contract)."""
-        return {"detect": {"num_classes": self.num_classes, "lr": self.lr, **self.head_kwargs}}
+    def logged_scores(self, values: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """``map``, ``map_50``, ``map_75`` and ``mar_100``."""
+        return {name: values[name].float() for name in ("map", "map_50", "map_75", "mar_100")}
 
 
 def load_detector(path: str | Path) -> tuple[DetectionModule, dict[str, Any]]:
     """Rebuild a :class:`DetectionModule` from its ``.ckpt`` (no code unpickled; every key
     loaded strictly). Returns the module in eval mode and the checkpoint's ``domainfm``
     metadata (``input`` holds the bands, normalization and window size)."""
-
-    ckpt, meta, recipe, backbone = read_task_checkpoint(path, "detect", "DetectionModule")
-    kwargs = {k: v for k, v in recipe.items() if k not in ("num_classes", "lr")}
-    module = module_from_recipe(
-        path,
-        "DetectionModule",
-        lambda: DetectionModule(
-            backbone=backbone, num_classes=int(recipe["num_classes"]), **kwargs
-        ),
-    )
-    load_state_dict_with_report(module, ckpt["state_dict"], source=str(path)).check()
-    return module.eval(), meta
+    return load_detection_task(path, DetectionModule)

@@ -10,7 +10,8 @@ One backbone, any weighted set of objectives from :mod:`domainfm.core.objectives
   the key of an EMA key encoder. Teachers follow BYOL's cosine momentum schedule.
 * **batch** objectives (:class:`~domainfm.core.objectives.base.BatchObjective`, e.g. VoCo's
   position contrast, rotation prediction, inpainting) read the keys they need through a
-  :class:`~domainfm.core.batch_features.BatchFeatures` and own their heads.
+  :class:`~domainfm.core.batch_features.BatchFeatures` and own their heads. I-JEPA's also
+  owns an EMA target encoder of the backbone, updated with the teachers.
 
 Backbone outputs are shared: each batch key is encoded once per step whatever number of
 objectives read it.
@@ -58,6 +59,7 @@ from domainfm.core.jsonable import to_jsonable
 from domainfm.core.masking import MaskingCollate
 from domainfm.core.objectives.base import BackboneBound, BatchObjective
 from domainfm.core.objectives.byol import BYOL
+from domainfm.core.objectives.ijepa import IJEPA
 from domainfm.core.objectives.mae import MAE
 from domainfm.core.objectives.mae_targets import NormalizedPixelTarget
 from domainfm.core.objectives.moco import MoCo
@@ -69,6 +71,7 @@ from domainfm.tasks.param_groups import param_groups
 
 MASKED = (MAE,)
 TEACHER = (BYOL, MoCo)
+EMA_TARGET = (IJEPA,)  # objectives owning an EMA copy of the backbone
 
 
 class PretrainModule(L.LightningModule):
@@ -85,7 +88,7 @@ class PretrainModule(L.LightningModule):
         betas: AdamW betas.
         warmup_steps: linear warmup length in optimizer steps.
         layer_decay: layer-wise LR decay factor for backbones with ``blocks``; ``None``: off.
-        ema_momentum: base momentum of EMA teachers (cosine-scheduled to 1).
+        ema_momentum: base momentum of EMA teachers and target encoders (cosine-scheduled to 1).
         domain: name of the domain plugin the data came from (recorded in exports).
     """
 
@@ -237,17 +240,24 @@ class PretrainModule(L.LightningModule):
 
     def configure_callbacks(self) -> list[L.Callback]:
         """With EMA teachers, :class:`TeacherUpdate` (updates them after each batch)."""
-        return [TeacherUpdate()] if self.teachers else []
+        return [TeacherUpdate()] if self.teachers or self._ema_targets() else []
+
+    def _ema_targets(self) -> list[IJEPA]:
+        return [o for o in self.objectives.values() if isinstance(o, EMA_TARGET)]
 
     def update_teachers(self) -> None:
-        """One EMA step of every teacher towards its student (cosine momentum)."""
-        if not self.teachers:
+        """One EMA step of every teacher towards its student, and of every objective's target
+        encoder towards the backbone (cosine momentum)."""
+        targets = self._ema_targets()
+        if not self.teachers and not targets:
             return
         total = max(1, int(self.trainer.estimated_stepping_batches))
         momentum = cosine_momentum(self.global_step, total, base=self.ema_momentum)
         for name, teacher in self.teachers.items():
             assert isinstance(teacher, EMATeacher)
             teacher.update(self._student(name), momentum)
+        for objective in targets:
+            objective.update_target(self.backbone, momentum)
         self.log("train/ema_momentum", momentum, batch_size=1)
 
     def configure_optimizers(self) -> Any:

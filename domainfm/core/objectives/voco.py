@@ -73,7 +73,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Unpack
 
 import torch
 import torch.nn.functional as F
@@ -83,9 +83,9 @@ from domainfm.core.batch_features import BatchFeatures
 from domainfm.core.objectives.base import (
     ObjectiveOutput,
     ParallelMode,
-    SizedFromBackbone,
     require_at_least,
 )
+from domainfm.core.objectives.projected import ProjectedObjective, ProjectionArgs
 from domainfm.core.objectives.registry import OBJECTIVES
 
 BASE_KEY = "voco_base"
@@ -127,44 +127,37 @@ class CropNorm(nn.Module):
 
 
 @OBJECTIVES.register("voco")
-class VoCo(SizedFromBackbone):
+class VoCo(ProjectedObjective):
     """VoCo position contrast: prediction loss + ``reg_weight`` × base-crop regularizer.
 
     Args:
-        embed_dim: the backbone's pooled embedding width ``D``; default: the backbone's (the
-            head is then built by :meth:`bind_backbone`).
-        hidden_dim: hidden width of the projection head (official: 2048).
-        out_dim: output width of the projection head (official: 2048).
         reg_weight: weight of the regularizer (official: 1).
         stop_grad_bases: detach the base embeddings in the prediction term instead of the
             official code's symmetric student/teacher logits (see above).
+        **head: the projection head's widths (:class:`~domainfm.core.objectives.projected.
+            ProjectionArgs`): ``embed_dim``, the backbone's pooled width ``D`` (default: the
+            backbone's; the head is then built by :meth:`bind_backbone`); ``hidden_dim``
+            (default and official: 2048); ``out_dim`` (default and official: 2048).
     """
 
     parallel_mode: ClassVar[ParallelMode] = ParallelMode.LOCAL
 
-    head: nn.Sequential
-
     def __init__(
         self,
         *,
-        embed_dim: int | None = None,
-        hidden_dim: int = 2048,
-        out_dim: int = 2048,
         reg_weight: float = 1.0,
         stop_grad_bases: bool = False,
+        **head: Unpack[ProjectionArgs],
     ) -> None:
-        super().__init__()
-        require_at_least(1, embed_dim=embed_dim, hidden_dim=hidden_dim, out_dim=out_dim)
+        super().__init__(head, defaults={"hidden_dim": 2048, "out_dim": 2048})
         require_at_least(0, reg_weight=reg_weight)
         self.reg_weight = float(reg_weight)
         self.stop_grad_bases = bool(stop_grad_bases)
-        self.embed_dim = embed_dim
-        self.hidden_dim = hidden_dim
-        self.out_dim = out_dim
         self.build_heads_if_sized()
 
     def build_heads(self) -> None:
-        """The projection head ``D -> hidden -> hidden -> out`` (see the module docstring)."""
+        """The projection head ``D -> hidden -> hidden -> out`` with crop-wise norms (see the
+        module docstring), in place of the base's two-layer head."""
         assert self.embed_dim is not None
         hidden_dim = self.hidden_dim
         self.head = nn.Sequential(

@@ -7,7 +7,9 @@ contrastive objectives (temporal positives); ``time_steps``/``band_groups`` give
 and SatMAE's spectral-temporal cube (for
 :class:`~domainfm.domains.geospatial.spectral_temporal.SpectralTemporalViT`, see
 ``configs/geospatial/satmae_s2.yaml``), masked per token or, with masking ``kind: tube``, at
-the same spatial patches in every date and band group.
+the same spatial patches in every date and band group; ``landcover`` adds each view's
+land-cover class fractions from a land-cover raster (SoftCon's multi-label targets, see
+``configs/geospatial/softcon_s2.yaml``).
 
 Example (YAML for ``domainfm fit``)::
 
@@ -31,6 +33,7 @@ from typing import Any, Literal
 from domainfm.core.masking import MaskingCollate, MaskingSpec
 from domainfm.data.data_root import expand_files
 from domainfm.domains.geospatial.contract import RasterContract, ground_sample_distance
+from domainfm.domains.geospatial.landcover_targets import LandCoverFractions, LandCoverSpec
 from domainfm.domains.geospatial.raster_datamodule import RasterDataModule
 from domainfm.domains.geospatial.spectral_temporal import CUBE_AXES
 from domainfm.domains.geospatial.temporal_index import check_date_pattern
@@ -82,6 +85,8 @@ class RasterPretrainDataModule(RasterDataModule):
         geo_clusters: ``K``: samples carry ``"geo_label"``, their place's k-means region
             (geography-aware SSL's pretext labels).
         min_valid: least fraction of valid pixels in a window.
+        landcover: a land-cover raster: samples carry each view's class fractions
+            (``"landcover"``, or ``"landcover1"``/``"landcover2"`` with ``views=2``).
         **kwargs: ``size`` (window size in pixels), ``bands``, ``band_names``,
             ``stats_cache``, ``released_input``, ``input_scale`` (the statistics: see
             :class:`~domainfm.domains.geospatial.raster_datamodule.RasterDataModule`),
@@ -106,6 +111,7 @@ class RasterPretrainDataModule(RasterDataModule):
         date_pattern: str | None = None,
         geo_clusters: int | None = None,
         min_valid: float = 0.5,
+        landcover: LandCoverSpec | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -127,6 +133,7 @@ class RasterPretrainDataModule(RasterDataModule):
         self.collate = raster_masking_collate(
             masking=masking, time_steps=time_steps, band_groups=band_groups
         )
+        self.landcover = landcover
         self.train_set: RasterWindowDataset | None = None
 
     def setup(self, stage: str) -> None:
@@ -139,7 +146,19 @@ class RasterPretrainDataModule(RasterDataModule):
             bands=self.bands,
             band_names=self.band_names,
             stats=self.compute_stats(files),
+            landcover=self._landcover(),
             **self.window_options,
+        )
+
+    def _landcover(self) -> LandCoverFractions | None:
+        spec = self.landcover
+        if spec is None:
+            return None
+        paths = expand_files([spec.file])
+        if len(paths) != 1:
+            raise ValueError(f"landcover file {spec.file!r} names {len(paths)} files, not one")
+        return LandCoverFractions(
+            file=paths[0], classes=spec.classes, ignore_values=spec.ignore_values
         )
 
     def input_contract(self) -> RasterContract:

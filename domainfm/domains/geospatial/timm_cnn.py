@@ -124,6 +124,17 @@ class TimmCNN(MultiScaleBackbone):
         maps: list[Tensor] = self.encoder(x)
         return maps
 
+    def stage_modules(self) -> list[nn.Module]:
+        """The modules timm's ``feature_info`` names for the selected stages (``stages.0``
+        is ``stages_0`` in the flattened feature extractor)."""
+        info: Any = self.encoder.feature_info  # timm FeatureInfo
+        names: list[str] = info.module_name()
+        flat = {name for name, _ in self.encoder.named_modules()}
+        return [
+            self.encoder.get_submodule(name if name in flat else name.replace(".", "_"))
+            for name in names
+        ]
+
     def forward_tokens(self, x: Tensor, keep_idx: Tensor | None = None) -> tuple[Tensor, TokenGrid]:
         """Last-map tokens ``(B, N, D)`` and their grid; with ``keep_idx`` ``(B, K)`` the
         kept tokens ``(B, K, D)``, gathered after encoding the whole image (see the module

@@ -43,6 +43,12 @@ naming the files). Windows are positioned on the earliest date's grid.
 place, drawn by the seed and kept in chronological order. ``"valid"`` is the pixels valid in
 every date.
 
+**Land cover** (``landcover``): every sample also carries the window's land-cover class
+fractions (:class:`~domainfm.domains.geospatial.landcover_targets.LandCoverFractions`, counted
+on the land-cover raster's grid inside the window's footprint on the place's reference grid),
+one vector per view: ``"landcover"``, or ``"landcover1"``/``"landcover2"`` with ``views=2``
+(the same window, so the same vector), SoftCon's multi-label targets.
+
 **Band groups** (``band_groups``): the window (or series) is laid out as SatMAE's
 spectral-temporal cube ``(C_g, T·G, h, w)``
 (:func:`~domainfm.domains.geospatial.spectral_temporal.band_group_cube`) for
@@ -55,6 +61,7 @@ Shapes::
     "view1", "view2"      (C, h, w) the window in two dates (views=2)
     "input"   (C, T, h, w)         time_steps=T > 1 (axes t, h, w)
     "input"   (C_g, T·G, h, w)     with band_groups (T = 1 included)
+    "landcover" (K,)  class fractions of the window ("landcover1"/"landcover2" for views=2)
 
 Example::
 
@@ -77,8 +84,9 @@ from torch.utils.data import Dataset
 from domainfm.core.grid import to_ntuple
 from domainfm.core.normalize import standardize
 from domainfm.domains.geospatial.geo_clusters import geo_cluster_labels
+from domainfm.domains.geospatial.landcover_targets import LandCoverFractions
 from domainfm.domains.geospatial.raster_align import AlignedRasters, open_aligned
-from domainfm.domains.geospatial.raster_header import RasterInfo, raster_info, resolve_bands
+from domainfm.domains.geospatial.raster_header import Grid, RasterInfo, raster_info, resolve_bands
 from domainfm.domains.geospatial.raster_reader import RasterReader
 from domainfm.domains.geospatial.spectral_temporal import band_group_cube
 from domainfm.domains.geospatial.stats import BandStats
@@ -128,6 +136,7 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
         date_pattern: regex with named groups for dates in file names (``places="footprint"``).
         geo_clusters: ``K``: add ``"geo_label"``, the k-means cluster of the sample's place
             (:func:`~domainfm.domains.geospatial.geo_clusters.geo_cluster_labels`).
+        landcover: add each view's land-cover class fractions (see the module docstring).
     """
 
     def __init__(
@@ -150,6 +159,7 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
         reproject: bool = False,
         date_pattern: str | None = None,
         geo_clusters: int | None = None,
+        landcover: LandCoverFractions | None = None,
     ) -> None:
         if places not in ("grid", "footprint"):
             raise ValueError(f"places={places!r}: must be 'grid' or 'footprint'")
@@ -212,6 +222,7 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
                 )
                 self.aligned.update({i: (stack, k) for k, i in enumerate(group)})
         self.rank = {i: k for group in self.groups for k, i in enumerate(group)}  # date order
+        self.landcover = landcover
         self.geo_labels: dict[int, int] = {}  # file -> cluster of its place
         if geo_clusters is not None:
             footprints = [footprint_lonlat(self.infos[g[0]]) for g in self.groups]
@@ -325,11 +336,20 @@ class RasterWindowDataset(Dataset[dict[str, Tensor]]):
             x2, valid2 = self._read(files[1], window)
             sample["view1"], sample["view2"] = sample["input"], self._layout(x2)
             sample["valid"] = valid & valid2
+        if self.landcover is not None:
+            cover = self.landcover.fractions(self._reference_grid(files[0]), window)
+            keys = ("landcover1", "landcover2") if self.views == 2 else ("landcover",)
+            sample.update(dict.fromkeys(keys, cover))
         if self.geo_labels:
             sample["geo_label"] = torch.tensor(self.geo_labels[files[0]])
         if seed is not None:
             sample["seed"] = torch.tensor(seed)
         return sample
+
+    def _reference_grid(self, index: int) -> Grid:
+        """The grid windows of file ``index`` are positioned on (its place's earliest date's
+        when read through a reprojection, else its own)."""
+        return self.aligned[index][0].grids[0] if index in self.aligned else self.infos[index].grid
 
     def _layout(self, x: Tensor) -> Tensor:
         """``(C, h, w)`` or ``(T, C, h, w)`` → the sample layout (see the module docstring)."""

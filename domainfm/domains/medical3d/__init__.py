@@ -10,6 +10,7 @@ from domainfm.domains.medical3d.index import VolumeIndex
 from domainfm.domains.medical3d.inference import segment_volume
 from domainfm.domains.medical3d.io import Volume, check_label_pair, load_volume
 from domainfm.domains.medical3d.labeled_volumes import LabeledVolumeDataset
+from domainfm.domains.medical3d.partition_views import PartitionViews
 from domainfm.domains.medical3d.plugin import Medical3DPlugin
 from domainfm.domains.medical3d.preprocess import volume_transform
 from domainfm.domains.medical3d.seg_datamodule import VolumeSegDataModule
@@ -23,6 +24,7 @@ __all__ = [
     "AugmentedViews",
     "LabeledVolumeDataset",
     "Medical3DPlugin",
+    "PartitionViews",
     "SegResNetEncoder3D",
     "StreamingVolumeDataModule",
     "SwinSSLViews",

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Unpack
 
 import torch
 from torch import Tensor
 
+from domainfm.domains.medical3d.intensity_jitter import IntensityJitter, IntensityJitterArgs
 from domainfm.domains.medical3d.views import VolumeViews
 
 
@@ -40,11 +41,12 @@ class AugmentedViews(VolumeViews):
         views: the view maker whose samples are augmented.
         keys: the sample's image tensors ``(C, D, H, W)`` to augment, each independently.
         flip_prob: probability of flipping each spatial axis.
-        intensity_scale: intensities are multiplied by ``1 + U(-s, s)``.
-        intensity_shift: and shifted by ``U(-o, o)``.
         rotate_deg: largest rotation about each axis, degrees (0: no affine).
         scale: largest relative zoom per axis (0: none).
         affine_prob: probability of the affine transform when ``rotate_deg`` or ``scale``.
+        **jitter: ``intensity_scale`` (intensities are multiplied by ``1 + U(-s, s)``) and
+            ``intensity_shift`` (and shifted by ``U(-o, o)``): see
+            :class:`~domainfm.domains.medical3d.intensity_jitter.IntensityJitterArgs`.
     """
 
     def __init__(
@@ -53,11 +55,10 @@ class AugmentedViews(VolumeViews):
         views: VolumeViews,
         keys: Sequence[str] = ("view1", "view2"),
         flip_prob: float = 0.5,
-        intensity_scale: float = 0.1,
-        intensity_shift: float = 0.1,
         rotate_deg: float = 0.0,
         scale: float = 0.0,
         affine_prob: float = 0.5,
+        **jitter: Unpack[IntensityJitterArgs],
     ) -> None:
         from monai import transforms as mt
 
@@ -66,15 +67,13 @@ class AugmentedViews(VolumeViews):
                 raise ValueError(f"{name} must be in [0, 1], got {name}={value}")
         if not keys:
             raise ValueError("keys is empty: name the views to augment")
+        intensity = IntensityJitter.from_keywords(jitter, IntensityJitterArgs)
         self.views = views
         self.keys = tuple(keys)
         self.crop_size = views.crop_size
         self.foreground_prob = views.foreground_prob
         steps: list[Any] = [mt.RandFlip(prob=flip_prob, spatial_axis=axis) for axis in range(3)]
-        steps += [
-            mt.RandScaleIntensity(factors=intensity_scale, prob=1.0),
-            mt.RandShiftIntensity(offsets=intensity_shift, prob=1.0),
-        ]
+        steps += intensity.monai_transforms()
         if rotate_deg > 0 or scale > 0:
             steps.append(
                 mt.RandAffine(

@@ -33,7 +33,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from domainfm.core.backbone import BACKBONES
 from domainfm.core.objectives.base import require_at_least
@@ -100,3 +100,7 @@ class SegResNetEncoder3D(VolumeBackbone):
         level ends in a residual block)."""
         maps: list[Tensor] = self.encoder(x)
         return maps
+
+    def stage_modules(self) -> list[nn.Module]:
+        """Each level's residual blocks (MONAI returns their output, then downsamples)."""
+        return [level.get_submodule("blocks") for level in self.encoder.layers]

@@ -27,32 +27,29 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Unpack
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
 
 from domainfm.core.grid import to_ntuple
 from domainfm.domains.medical3d.io import check_label_pair, load_volume
 from domainfm.domains.medical3d.preprocess import (
     RAS_LABELS,
-    VolumePreprocessing,
-    apply_volume_transform,
     check_crop,
     check_resample,
     failure_naming,
-    volume_transform,
 )
-from domainfm.domains.medical3d.views import crop_start, take_crop
+from domainfm.domains.medical3d.views import take_crop
+from domainfm.domains.medical3d.volume_cases import (
+    CaseVolumeArgs,
+    CaseVolumes,
+    ImageSpec,
+    preprocess_channels,
+    require_files,
+)
 from domainfm.domains.medical3d.volume_types import Geometry
-
-ImageSpec = str | Path | Sequence[str | Path]
-
-
-def _paths(spec: ImageSpec) -> list[Path]:
-    return [Path(spec)] if isinstance(spec, str | Path) else [Path(p) for p in spec]
 
 
 def remap_labels(label: Tensor, label_map: Mapping[int, int] | None) -> Tensor:
@@ -69,23 +66,27 @@ def remap_labels(label: Tensor, label_map: Mapping[int, int] | None) -> Tensor:
     return lookup[values.clamp(min=0)]
 
 
-class LabeledVolumeDataset(Dataset[dict[str, Tensor]]):
+class LabeledVolumeDataset(CaseVolumes):
     """Image/label volume pairs, preprocessed once; random crops or whole volumes.
 
     Args:
         images: per case, one file or a list of co-registered files (channels).
         labels: per case, the label-map file (same grid and affine as the image).
         crop_size: training crop size in voxels; ``None`` gives whole volumes (validation).
-        spacing: target voxel spacing in mm.
-        modality: ``"ct"`` or ``"mri"`` (intensity normalization per channel).
-        hu_window: HU range mapped to [0, 1] for CT.
         label_map: raw label value → class id (others → 0); ``None`` keeps raw values.
-        samples_per_volume: crops per case per epoch (training).
-        positive_fraction: probability that a crop is centred on a labeled voxel.
-        geometry: which transform places the voxels of a NIfTI file whose qform and sform
-            disagree: ``"strict"`` (default) refuses such a file, ``"sform"`` / ``"qform"``
-            assume that one (see :func:`~domainfm.domains.medical3d.io.load_volume`).
+        **settings: ``spacing`` (target voxel spacing in mm), ``modality`` (``"ct"`` or
+            ``"mri"``: intensity normalization per channel), ``hu_window`` (HU range mapped
+            to [0, 1] for CT), ``geometry`` (which transform places the voxels of a NIfTI
+            file whose qform and sform disagree: ``"strict"``, the default, refuses such a
+            file, ``"sform"`` / ``"qform"`` assume that one; see
+            :func:`~domainfm.domains.medical3d.io.load_volume`), ``samples_per_volume``
+            (crops per case per epoch, training) and ``positive_fraction`` (probability that
+            a crop is centred on a labeled voxel): see
+            :class:`~domainfm.domains.medical3d.volume_cases.CaseVolumeArgs`.
     """
+
+    targets_name = "labels"
+    target_kind = "label map"
 
     def __init__(
         self,
@@ -93,67 +94,33 @@ class LabeledVolumeDataset(Dataset[dict[str, Tensor]]):
         images: Sequence[ImageSpec],
         labels: Sequence[str | Path],
         crop_size: int | Sequence[int] | None = 64,
-        spacing: float | Sequence[float] = 3.0,
-        modality: Literal["ct", "mri"] = "ct",
-        hu_window: tuple[float, float] = (-1000.0, 1000.0),
         label_map: Mapping[int, int] | None = None,
-        samples_per_volume: int = 8,
-        positive_fraction: float = 0.5,
-        geometry: Geometry = "strict",
+        **settings: Unpack[CaseVolumeArgs],
     ) -> None:
-        if not images:
-            raise ValueError("images is empty: pass at least one labeled case")
-        if len(images) != len(labels):
-            raise ValueError(
-                f"images and labels differ in length ({len(images)} vs {len(labels)}): "
-                "give one label map per case"
-            )
-        if not 0.0 <= positive_fraction <= 1.0:
-            raise ValueError(f"positive_fraction must be in [0, 1], got {positive_fraction}")
-        settings = VolumePreprocessing(  # a configuration error: refused before any file is read
-            spacing=spacing, modality=modality, hu_window=hu_window, geometry=geometry
-        )
+        super().__init__(images, labels, whole=crop_size is None, **settings)
         self.crop_size = None if crop_size is None else to_ntuple(crop_size, 3, name="crop_size")
         if self.crop_size is not None:  # absurd whatever the volume: before any file is read
             check_crop(self.crop_size)
-        self.cases = [(_paths(img), Path(lab)) for img, lab in zip(images, labels, strict=True)]
-        missing = [str(p) for img, lab in self.cases for p in (*img, lab) if not p.exists()]
-        if missing:
-            raise FileNotFoundError(f"files not found: {', '.join(missing)}")
-        self.volumes: list[Tensor] = []
+        self.cases = [(img, Path(lab)) for img, lab in zip(self.channel_files, labels, strict=True)]
+        require_files(p for img, lab in self.cases for p in (*img, lab))
         self.labels: list[Tensor] = []
-        for image_files, label_file in self.cases:
+        for channel_files, label_file in self.cases:
             image, label = _preprocess_pair(
-                image_files, label_file, min_size=self.crop_size, **settings.as_kwargs()
+                channel_files, label_file, min_size=self.crop_size, **self.preprocessing.as_kwargs()
             )
             self.volumes.append(image)
             self.labels.append(remap_labels(label, label_map))
         self.foreground = [(lab[0] > 0).nonzero() for lab in self.labels]  # (M, 3) each
-        self.samples_per_volume = samples_per_volume if self.crop_size is not None else 1
-        self.positive_fraction = positive_fraction
-
-    @property
-    def in_chans(self) -> int:
-        return int(self.volumes[0].shape[0])
-
-    def __len__(self) -> int:
-        return len(self.volumes) * self.samples_per_volume
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Tensor]:
         """A crop (or the whole case) ``{"input", "label"}``; ``key`` is an index or
         ``(index, seed)`` from :class:`~domainfm.data.sampling.SeededSampler`."""
-        index, seed = key if isinstance(key, tuple) else (key, None)
-        case = index // self.samples_per_volume
+        case, generator = self.locate(key)
         image, label = self.volumes[case], self.labels[case]
         if self.crop_size is None:
             return {"input": image, "label": label}
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        start = crop_start(
-            image.shape[1:],
-            self.crop_size,
-            generator=generator,
-            foreground=self.foreground[case],
-            foreground_prob=self.positive_fraction,
+        start = self.crop_start(
+            case, self.crop_size, generator=generator, foreground=self.foreground[case]
         )
         return {
             "input": take_crop(image, start, self.crop_size),
@@ -162,7 +129,7 @@ class LabeledVolumeDataset(Dataset[dict[str, Tensor]]):
 
 
 def _preprocess_pair(
-    image_files: Sequence[Path],
+    channel_files: Sequence[Path],
     label_file: Path,
     *,
     spacing: Sequence[float],
@@ -173,31 +140,20 @@ def _preprocess_pair(
 ) -> tuple[Tensor, Tensor]:
     """``(C, D, H, W)`` float image and ``(1, D, H, W)`` label on the same RAS grid.
 
-    Every file is read and validated by :func:`load_volume` (with ``geometry``); the channels
-    must share one grid and the label must lie on it (:func:`check_label_pair`), else
+    Every file is read and validated by :func:`load_volume` (with ``geometry``); the label
+    must lie on the first channel's grid (:func:`check_label_pair`) and the channels must
+    share it (:func:`~domainfm.domains.medical3d.volume_cases.preprocess_channels`), else
     ``ValueError`` naming the files. The resampling is size-guarded and MONAI's errors name
     the file (:func:`~domainfm.domains.medical3d.preprocess.apply_volume_transform`).
     """
     from monai import transforms as mt
 
-    channels = [load_volume(p, geometry=geometry) for p in image_files]
+    channels = [load_volume(p, geometry=geometry) for p in channel_files]
     first = channels[0]
-    for other in channels[1:]:
-        if other.shape != first.shape or not np.allclose(other.affine, first.affine, atol=1e-3):
-            raise ValueError(
-                f"image channels {first.path} and {other.path} are not on the same voxel grid "
-                f"(shapes {first.shape} vs {other.shape}); co-register them first"
-            )
     label = load_volume(label_file, allow_constant=True, geometry=geometry)
     check_label_pair(first, label)
-    image = first.to_metatensor()  # (1, D, H, W) with the affine
-    if len(channels) > 1:
-        image = torch.cat([c.to_metatensor() for c in channels], dim=0)  # (C, D, H, W)
-    transform = volume_transform(
-        spacing=spacing, modality=modality, hu_window=hu_window, min_size=min_size, load=False
-    )
-    image = apply_volume_transform(
-        transform, image, spacing=spacing, source=first.path, min_size=min_size
+    image, _ = preprocess_channels(
+        channels, spacing=spacing, modality=modality, hu_window=hu_window, min_size=min_size
     )
     steps = [
         mt.Orientation(axcodes="RAS", labels=RAS_LABELS),
@@ -215,7 +171,4 @@ def _preprocess_pair(
             f"label map {label_file} has shape {tuple(target.shape)} after preprocessing, image "
             f"{first.path} has {tuple(image.shape)}: they are not on the same grid"
         )
-    return (
-        image.as_tensor().to(torch.float32).contiguous(),  # plain tensors, no MONAI metadata
-        target.as_tensor().to(torch.float32).contiguous(),
-    )
+    return image, target.as_tensor().to(torch.float32).contiguous()  # plain tensors

@@ -25,15 +25,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from torchdata.stateful_dataloader import StatefulDataLoader
-
 from domainfm.data.data_root import resolve_data_path
 from domainfm.domains.medical3d.contract import VolumeContract
 from domainfm.domains.medical3d.labeled_volumes import ImageSpec, LabeledVolumeDataset
-from domainfm.domains.medical3d.volume_datamodule import VolumeDataModule
+from domainfm.domains.medical3d.volume_datamodule import VolumeCaseDataModule, resolve_images
 
 
-class VolumeSegDataModule(VolumeDataModule):
+class VolumeSegDataModule(VolumeCaseDataModule):
     """Labeled volumes: seeded foreground-aware crops for training, whole volumes for validation.
 
     Args:
@@ -62,9 +60,9 @@ class VolumeSegDataModule(VolumeDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.images = [_resolve(i) for i in images]
+        self.images = [resolve_images(i) for i in images]
         self.labels = [resolve_data_path(p) for p in labels]
-        self.val_images = [_resolve(i) for i in val_images]
+        self.val_images = [resolve_images(i) for i in val_images]
         self.val_labels = [resolve_data_path(p) for p in val_labels]
         self.label_map = dict(label_map) if label_map is not None else None
         self.class_names = list(class_names) if class_names is not None else None
@@ -93,32 +91,7 @@ class VolumeSegDataModule(VolumeDataModule):
         if self.val_images and self.val_set is None:
             self.val_set = self._dataset(self.val_images, self.val_labels, whole=True)
 
-    def val_dataloader(self) -> StatefulDataLoader | list[StatefulDataLoader]:
-        """Whole validation volumes, one per batch."""
-        if self.val_set is None:
-            return []
-        return self.eval_loader(self.val_set, batch_size=1)
-
-    def test_dataloader(self) -> StatefulDataLoader | list[StatefulDataLoader]:
-        return self.val_dataloader()
-
     def input_contract(self) -> VolumeContract:
         """Preprocessing a model trained on this data expects (stored in checkpoints and
         used by ``domainfm segment``)."""
-        settings = self.preprocessing
-        return VolumeContract(
-            channels=len(self.images[0]) if self.images else 1,
-            modality=settings.modality,
-            spacing_mm=settings.spacing,
-            crop_size=self.crop_size,
-            hu_window=list(settings.hu_window),
-            class_names=self.class_names,
-            extra={"label_map": self.label_map},
-        )
-
-
-def _resolve(spec: ImageSpec) -> list[Path]:
-    """Channel files of one case (a single file is one channel)."""
-    if isinstance(spec, str | Path):
-        return [resolve_data_path(spec)]
-    return [resolve_data_path(p) for p in spec]
+        return self.case_contract(label_map=self.label_map)

@@ -1,20 +1,36 @@
-"""The base of the CT/MRI data modules (pretraining crops, labeled segmentation cases): the
-preprocessing every volume goes through and the training crops cut from it.
+"""The base of the CT/MRI data modules (pretraining crops, labeled segmentation cases, cases
+with boxes): the preprocessing every volume goes through and the training crops cut from it.
 
 A subclass takes these arguments through ``**kwargs`` (LightningCLI's jsonargparse resolves
 them from this signature, as it does the loader arguments of
 :class:`~domainfm.data.datamodule.SeededDataModule`) and builds its datasets with
 ``**self.preprocessing.as_kwargs()``.
+
+The fine-tuning data modules (:class:`VolumeCaseDataModule`) also share their validation:
+whole volumes, one per batch, and the input contract a model trained on their cases expects.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
+from torch.utils.data import Dataset
+from torchdata.stateful_dataloader import StatefulDataLoader
+
+from domainfm.data.data_root import resolve_data_path
 from domainfm.data.datamodule import SeededDataModule
+from domainfm.domains.medical3d.contract import VolumeContract
 from domainfm.domains.medical3d.preprocess import VolumePreprocessing
+from domainfm.domains.medical3d.volume_cases import ImageSpec, image_files
 from domainfm.domains.medical3d.volume_types import Geometry
+
+
+def resolve_images(spec: ImageSpec) -> list[Path]:
+    """The channel files of one case, relative paths resolved against the example-data root
+    (``$DOMAINFM_DATA`` or ``../shared/data``)."""
+    return [resolve_data_path(p) for p in image_files(spec)]
 
 
 class VolumeDataModule(SeededDataModule):
@@ -60,3 +76,40 @@ class VolumeDataModule(SeededDataModule):
         )
         self.crop_size = crop_size
         self.samples_per_volume = samples_per_volume
+
+
+class VolumeCaseDataModule(VolumeDataModule):
+    """Base of the fine-tuning data modules: whole validation volumes, one per batch (the
+    task module searches them with sliding windows), also for testing; the input contract.
+
+    A subclass sets ``images`` (per training case, its resolved channel files),
+    ``class_names`` and, in ``setup``, ``val_set`` (``None``: no validation cases).
+    """
+
+    images: list[list[Path]]
+    class_names: list[str] | None
+    val_set: Dataset[Any] | None
+
+    def val_dataloader(self) -> StatefulDataLoader | list[StatefulDataLoader]:
+        """Whole validation volumes (with their targets), one per batch."""
+        if self.val_set is None:
+            return []
+        return self.eval_loader(self.val_set, batch_size=1)
+
+    def test_dataloader(self) -> StatefulDataLoader | list[StatefulDataLoader]:
+        return self.val_dataloader()
+
+    def case_contract(self, **extra: Any) -> VolumeContract:
+        """The preprocessing a model trained on these cases expects (stored in checkpoints and
+        used by ``domainfm segment`` / ``detect``): channels, modality, spacing, crop size,
+        HU window, ``class_names``, and the task's ``extra`` entries."""
+        settings = self.preprocessing
+        return VolumeContract(
+            channels=len(self.images[0]) if self.images else 1,
+            modality=settings.modality,
+            spacing_mm=settings.spacing,
+            crop_size=self.crop_size,
+            hu_window=list(settings.hu_window),
+            class_names=self.class_names,
+            extra=extra,
+        )

@@ -11,6 +11,7 @@ from torch import Tensor
 from domainfm.core.objectives.base import ObjectiveOutput, ParallelMode
 from domainfm.core.objectives.infonce import InfoNCE
 from domainfm.core.objectives.registry import OBJECTIVES
+from domainfm.core.registry import init_config
 
 
 def reference_nt_xent(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
@@ -105,3 +106,19 @@ def test_bad_temperature(temperature: float) -> None:
 def test_shape_mismatch() -> None:
     with pytest.raises(ValueError, match="z1 and z2"):
         InfoNCE()(torch.randn(4, 8), torch.randn(5, 8))
+
+
+def test_mixing_off_in_eval_mode_and_recorded_as_given() -> None:
+    z1, z2 = _pairs()
+    mochi = InfoNCE(temperature=0.2, mixing_hard=4, mixing_pairs=3, mixing_query=2)
+    expected = InfoNCE(temperature=0.2)(z1, z2).loss
+    torch.testing.assert_close(mochi.eval()(z1, z2).loss, expected)
+    assert mochi.train()(z1, z2).loss > expected  # extra negatives raise the loss
+    assert InfoNCE().mixing is None
+    assert init_config(mochi)["kwargs"] == {
+        "temperature": 0.2,
+        "gather_distributed": True,
+        "mixing_hard": 4,
+        "mixing_pairs": 3,
+        "mixing_query": 2,
+    }

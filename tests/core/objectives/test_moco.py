@@ -10,8 +10,10 @@ import torch
 from torch import Tensor
 
 from domainfm.core.objectives.base import ParallelMode
+from domainfm.core.objectives.hard_negative_mixing import HardNegativeMixingArgs
 from domainfm.core.objectives.moco import MoCo
 from domainfm.core.objectives.registry import OBJECTIVES
+from domainfm.core.registry import init_config
 
 
 def _unit(v: Tensor) -> Tensor:
@@ -146,3 +148,41 @@ def test_metadata() -> None:
 def test_bad_arguments(kwargs: dict[str, Any], pattern: str) -> None:
     with pytest.raises(ValueError, match=pattern):
         MoCo(**kwargs)
+
+
+MOCHI: HardNegativeMixingArgs = {"mixing_hard": 4, "mixing_pairs": 3, "mixing_query": 2}
+
+
+def test_mixing_keeps_the_state_and_enqueues_only_real_keys() -> None:
+    """MoCHi adds no buffer (checkpoint keys unchanged) and never enqueues synthetic keys."""
+    moco = MoCo(dim=16, queue_size=10, **MOCHI).double()
+    assert set(moco.state_dict()) == {"queue", "queue_ptr"}
+    expected_queue, expected_ptr = reference_fifo(moco.queue.clone(), 0, _qk()[1])
+    moco(*_qk())
+    torch.testing.assert_close(moco.queue, expected_queue)
+    assert int(moco.queue_ptr) == expected_ptr
+
+
+def test_mixing_off_in_eval_mode_and_by_default() -> None:
+    q, k = _qk()
+    torch.manual_seed(0)
+    plain = MoCo(dim=16, queue_size=10).double()
+    torch.manual_seed(0)
+    mochi = MoCo(dim=16, queue_size=10, **MOCHI).double()
+    assert plain.mixing is None and mochi.mixing is not None
+    expected = plain.eval()(q, k).loss
+    torch.testing.assert_close(mochi.eval()(q, k).loss, expected)
+    assert mochi.train()(q, k).loss > expected  # extra negatives raise the loss
+
+
+def test_mixing_options_recorded_and_checked() -> None:
+    assert init_config(MoCo(dim=16, queue_size=8))["kwargs"] == {
+        "dim": 16,
+        "queue_size": 8,
+        "temperature": 0.2,
+    }
+    kwargs = init_config(MoCo(dim=16, queue_size=8, mixing_hard=4, mixing_pairs=2))["kwargs"]
+    assert kwargs["mixing_hard"] == 4 and kwargs["mixing_pairs"] == 2
+    assert "mixing_query" not in kwargs  # recorded as given
+    with pytest.raises(ValueError, match=r"mixing_hard=9 exceeds queue_size=8"):
+        MoCo(dim=16, queue_size=8, mixing_hard=9, mixing_pairs=2)
